@@ -1,0 +1,51 @@
+# hakvm: the two set-up commands are `make demo` and `make test` (fresh Debian 12, as root).
+SHELL := /bin/bash
+PYTHON ?= /usr/bin/python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages the tests and the lab need; the real cluster tools validate rendered files.
+APT_PACKAGES := python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs \
+	corosync pacemaker pacemaker-cli-utils drbd-utils libvirt-clients ipmitool fence-agents \
+	iproute2 openssh-client dpkg-dev
+STAMP := $(VENV)/.installed
+
+.PHONY: deps venv test test-fast test-e2e lint demo bench clean
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test-fast: venv
+	$(BIN)/pytest -q -m "not e2e" tests/unit tests/render
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src
+
+test: deps venv lint
+	$(BIN)/pytest -q tests
+
+test-e2e: deps venv
+	$(BIN)/pytest -q -m e2e tests/e2e
+
+demo: deps venv
+	$(BIN)/hakvm demo examples/lab.yaml
+
+bench: deps venv
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

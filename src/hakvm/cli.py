@@ -1,0 +1,172 @@
+"""Command line: parse, call the library, print (plain lines, rich tables or --json), map
+errors to exit codes. No logic lives here.
+
+Exit codes (also in the README):
+  0  success: valid spec, files written, no changes needed
+  1  an operation failed (a step on a node, a tool, a drill invariant)
+  2  bad input: invalid spec, bad command line, missing file
+  3  the cluster or lab is not in a state where the command can run
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from hakvm import __version__
+from hakvm.render.base import RenderContext, Secrets
+from hakvm.spec.validate import validate_file
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_STATE = 3
+
+
+class SpecInvalidError(click.ClickException):
+    exit_code = EXIT_INVALID
+
+
+def load_context(spec_path: Path) -> RenderContext:
+    """Validate and return a render context, or print every problem and exit 2."""
+    report = validate_file(spec_path)
+    if not report.ok or report.spec is None or report.derived is None:
+        for line in report.lines():
+            click.echo(line, err=True)
+        raise SpecInvalidError(f"{spec_path}: {len(report.errors)} error(s); nothing was done")
+    return RenderContext(report.spec, report.derived, Secrets.redacted())
+
+
+SPEC_ARG = click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hakvm")
+def cli() -> None:
+    """hakvm: two-node active/active KVM high-availability clusters from one YAML spec."""
+
+
+@cli.command()
+@SPEC_ARG
+@click.option("--json", "as_json", is_flag=True, help="machine-readable report")
+def validate(spec: Path, as_json: bool) -> int:
+    """Check SPEC: every problem at once, one line each (exit 0 valid, 2 invalid)."""
+    report = validate_file(spec)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "file": str(spec),
+                    "valid": report.ok,
+                    "problems": [p.as_dict() for p in report.problems],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for line in report.lines():
+            click.echo(line)
+        if report.ok:
+            n_vms = len(report.spec.vms) if report.spec else 0
+            click.echo(f"{spec}: valid ({n_vms} VMs, {len(report.warnings)} warning(s))")
+    return EXIT_OK if report.ok else EXIT_INVALID
+
+
+@cli.command()
+def schema() -> int:
+    """Print the spec's JSON Schema (for editors and CI linters)."""
+    from hakvm.spec.schema import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+@cli.command()
+@SPEC_ARG
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("out"),
+    show_default=True,
+    help="directory for the per-node trees and manifest.json",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the manifest")
+def render(spec: Path, output: Path, as_json: bool) -> int:
+    """Render every configuration file for both nodes (secrets redacted)."""
+    from hakvm.render.tree import manifest, render_all, write_tree
+
+    ctx = load_context(spec)
+    rendered = render_all(ctx)
+    try:
+        written = write_tree(rendered, output)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
+    if as_json:
+        click.echo(json.dumps(manifest(rendered), indent=2, sort_keys=True))
+    else:
+        for node in sorted(rendered):
+            click.echo(f"{node}: {len(rendered[node])} files in {output / node}")
+        click.echo(f"{len(written)} files, manifest: {output / 'manifest.json'}")
+    return EXIT_OK
+
+
+@cli.group()
+def export() -> None:
+    """Equivalent command scripts for admins who use pcs or crmsh (no passwords in them)."""
+
+
+@export.command("pcs")
+@SPEC_ARG
+def export_pcs(spec: Path) -> int:
+    """Print the pcs commands that build the same Pacemaker configuration."""
+    from hakvm.render.export import pcs_script
+
+    click.echo(pcs_script(load_context(spec)), nl=False)
+    return EXIT_OK
+
+
+@export.command("crmsh")
+@SPEC_ARG
+def export_crmsh(spec: Path) -> int:
+    """Print the crmsh configuration that builds the same Pacemaker configuration."""
+    from hakvm.render.export import crmsh_script
+
+    click.echo(crmsh_script(load_context(spec)), nl=False)
+    return EXIT_OK
+
+
+def _register_subcommands() -> None:
+    # Imported here so that a broken optional layer never breaks `hakvm validate`.
+    from hakvm.lab.cli import lab
+
+    if "lab" not in cli.commands:
+        cli.add_command(lab)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _register_subcommands()
+    try:
+        rv = cli.main(args=argv, prog_name="hakvm", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("hakvm: aborted", err=True)
+        return EXIT_FAILED
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.UsageError as exc:
+        click.echo(f"hakvm: {exc.format_message()}", err=True)
+        return EXIT_INVALID
+    except click.ClickException as exc:
+        click.echo(f"hakvm: {exc.format_message()}", err=True)
+        return exc.exit_code if exc.exit_code != 1 else EXIT_FAILED
+    except KeyboardInterrupt:
+        click.echo("hakvm: interrupted", err=True)
+        return 130
+    return rv if isinstance(rv, int) else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""hakvm.remote."""

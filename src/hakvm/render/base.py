@@ -1,0 +1,67 @@
+"""Shared types for renderers: pure functions from (spec, derived, secrets) to files."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from hakvm.spec.derive import Derived
+from hakvm.spec.models import ClusterSpec
+
+# The pseudo-node holding cluster-wide artefacts (the CIB, the pcs/crmsh exports): they are
+# not files on a node but state pushed to Pacemaker.
+CLUSTER = "cluster"
+REDACTED = "REDACTED-generated-at-apply"
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """One file: `path` is absolute on the node (or relative under the cluster pseudo-node)."""
+
+    path: str
+    content: str
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+    renderer: str = ""
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Generated secrets from the local state directory (never in the spec, never committed).
+
+    `hakvm render` uses `Secrets.redacted()`, so rendered trees on disk hold no secret and
+    stay byte-identical; apply passes the real ones and writes those files mode 0600.
+    """
+
+    drbd_master: str
+
+    @classmethod
+    def redacted(cls) -> Secrets:
+        return cls(drbd_master="")
+
+    @property
+    def is_redacted(self) -> bool:
+        return not self.drbd_master
+
+    def drbd_secret(self, resource: str) -> str:
+        """A per-resource DRBD shared secret derived from the master (HMAC-SHA256)."""
+        if self.is_redacted:
+            return REDACTED
+        digest = hmac.new(self.drbd_master.encode(), resource.encode(), hashlib.sha256)
+        return digest.hexdigest()[:48]
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    spec: ClusterSpec
+    derived: Derived
+    secrets: Secrets
+
+
+# node name (or CLUSTER) -> files
+Rendered = dict[str, list[RenderedFile]]

@@ -1,0 +1,119 @@
+"""Values derived from the spec, never typed by hand: DRBD minors and ports, MACs, link addresses.
+
+Minors are allocated in declaration order, but an allocation already in use on the cluster
+(read from the nodes' DRBD configuration by `plan`) is always kept: removing or reordering VMs
+in the spec must never renumber a live DRBD resource.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from hakvm.spec.models import ClusterSpec, FenceRaceProtection, Node, Vm
+
+MAX_DRBD_MINOR = 255  # DRBD 8.4's minor_count ceiling; 9.x allows more, 8.4 is the floor
+
+
+@dataclass(frozen=True)
+class VmDerived:
+    minor: int
+    port: int
+    macs: tuple[str, ...]
+
+    @property
+    def device(self) -> str:
+        return f"/dev/drbd{self.minor}"
+
+
+@dataclass(frozen=True)
+class LinkAddress:
+    link: int  # knet link number
+    network: ipaddress.IPv4Network
+    priority: int
+    addresses: Mapping[str, ipaddress.IPv4Address]  # node name -> address on that link
+
+
+@dataclass(frozen=True)
+class Derived:
+    vms: Mapping[str, VmDerived]
+    links: tuple[LinkAddress, ...]
+    preferred_survivor: str
+    problems: tuple[str, ...] = field(default=())  # allocation problems, reported by validate
+
+
+def derive_mac(cluster_name: str, vm_name: str, index: int) -> str:
+    """A stable locally administered MAC in QEMU/KVM's 52:54:00 range."""
+    digest = hashlib.sha256(f"{cluster_name}/{vm_name}/{index}".encode()).digest()
+    return "52:54:00:{:02x}:{:02x}:{:02x}".format(*digest[:3])
+
+
+def allocate_minors(vms: list[Vm], existing: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Keep existing minors; give every new VM the lowest free one, in declaration order."""
+    existing = existing or {}
+    minors: dict[str, int] = {}
+    used: set[int] = set()
+    for vm in vms:
+        if vm.name in existing:
+            minors[vm.name] = existing[vm.name]
+            used.add(existing[vm.name])
+    # Minors held by resources that are no longer in the spec stay reserved until removed.
+    used.update(existing.values())
+    next_free = 0
+    for vm in vms:
+        if vm.name in minors:
+            continue
+        while next_free in used:
+            next_free += 1
+        minors[vm.name] = next_free
+        used.add(next_free)
+    return minors
+
+
+def node_addresses(node: Node) -> list[ipaddress.IPv4Interface]:
+    ifaces = node.interfaces
+    out: list[ipaddress.IPv4Interface] = []
+    for group in (ifaces.bonds, ifaces.ethernets, ifaces.bridges):
+        for cfg in group.values():
+            out.extend(cfg.addresses)
+    return out
+
+
+def link_addresses(spec: ClusterSpec) -> tuple[LinkAddress, ...]:
+    links = []
+    for number, hb in enumerate(spec.heartbeat):
+        found: dict[str, ipaddress.IPv4Address] = {}
+        for node in spec.nodes:
+            for addr in node_addresses(node):
+                if addr.ip in hb.network:
+                    found.setdefault(node.name, addr.ip)
+        links.append(LinkAddress(number, hb.network, hb.priority, found))
+    return tuple(links)
+
+
+def derive(spec: ClusterSpec, existing_minors: Mapping[str, int] | None = None) -> Derived:
+    minors = allocate_minors(spec.vms, existing_minors)
+    problems = []
+    vms: dict[str, VmDerived] = {}
+    for vm in spec.vms:
+        minor = minors[vm.name]
+        if minor > MAX_DRBD_MINOR:
+            problems.append(f"vms: more than {MAX_DRBD_MINOR + 1} DRBD minors are needed")
+        macs = tuple(
+            net.mac or derive_mac(spec.cluster.name, vm.name, i)
+            for i, net in enumerate(vm.networks)
+        )
+        vms[vm.name] = VmDerived(minor=minor, port=spec.cluster.ports.drbd_base + minor, macs=macs)
+    survivor = spec.cluster.fencing.preferred_survivor or spec.nodes[0].name
+    return Derived(
+        vms=vms,
+        links=link_addresses(spec),
+        preferred_survivor=survivor,
+        problems=tuple(problems),
+    )
+
+
+def uses_static_delay(spec: ClusterSpec) -> bool:
+    return spec.cluster.fencing.race_protection is FenceRaceProtection.STATIC_DELAY

@@ -1,0 +1,303 @@
+"""The declarative cluster spec: pydantic models, one YAML file per two-node cluster.
+
+Values that must agree across both nodes (DRBD minors and ports, MAC addresses) are never
+typed by hand: they are derived in `hakvm.spec.derive`. Secrets are referenced by file path,
+never inlined. Relative paths are relative to the spec file's directory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hakvm.spec.units import Size
+
+NAME_RE = r"^[a-z][a-z0-9-]{0,62}$"
+IFNAME_RE = r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$"  # Linux IFNAMSIZ is 16 including the NUL
+MAC_RE = r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
+
+Name = Annotated[str, Field(pattern=NAME_RE, description="lower-case letters, digits, '-'")]
+IfName = Annotated[str, Field(pattern=IFNAME_RE, description="a Linux interface name")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Model(BaseModel):
+    """Base: unknown keys are errors (typos must not be silently ignored), values immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class OsFamily(StrEnum):
+    DEBIAN12 = "debian12"
+    RHEL9 = "rhel9"  # Rocky, Alma, CentOS Stream 9
+
+
+class Hypervisor(StrEnum):
+    KVM = "kvm"
+    QEMU = "qemu"  # software emulation: the lab, whose nodes cannot nest KVM
+
+
+class FenceRaceProtection(StrEnum):
+    STATIC_DELAY = "static-delay"
+    PRIORITY = "priority-fencing-delay"
+
+
+class Timing(Model):
+    token_ms: int = Field(3000, ge=1000, le=60000, description="corosync totem token timeout (ms)")
+    consensus_ms: int | None = Field(
+        None, ge=1200, le=72000, description="corosync consensus timeout; default 1.2 x token"
+    )
+    fence_delay_s: int = Field(
+        10,
+        ge=0,
+        le=120,
+        description="fence-race protection: seconds the preferred survivor's fencing of "
+        "it is delayed (static-delay) or the priority-fencing-delay",
+    )
+    stonith_timeout_s: int = Field(60, ge=10, le=600)
+    monitor_interval_s: int = Field(10, ge=1, le=600, description="VM monitor interval")
+    vm_start_timeout_s: int = Field(120, ge=10, le=3600)
+    vm_stop_timeout_s: int = Field(120, ge=10, le=3600)
+    migrate_timeout_s: int = Field(300, ge=10, le=7200)
+
+    @model_validator(mode="after")
+    def _consensus_above_token(self) -> Timing:
+        if self.consensus_ms is not None and self.consensus_ms < int(self.token_ms * 1.2):
+            raise ValueError(
+                f"consensus_ms {self.consensus_ms} is below 1.2 x token_ms "
+                f"({int(self.token_ms * 1.2)}); corosync refuses it: raise it or leave it unset"
+            )
+        return self
+
+
+class Fencing(Model):
+    race_protection: FenceRaceProtection = FenceRaceProtection.STATIC_DELAY
+    preferred_survivor: Name | None = Field(
+        None,
+        description="with static-delay: the node that wins a fence race (fencing it is "
+        "delayed); default the first node",
+    )
+
+
+class Ports(Model):
+    corosync: Port = Field(5405, description="knet UDP port (one per link: port, port+1)")
+    drbd_base: Port = Field(7789, description="DRBD TCP port of the VM with minor 0")
+    migration_min: Port = 49152
+    migration_max: Port = 49215
+
+    @model_validator(mode="after")
+    def _range(self) -> Ports:
+        if self.migration_min > self.migration_max:
+            raise ValueError("migration_min must not be above migration_max")
+        return self
+
+
+class Cluster(Model):
+    name: Name = Field(description="cluster name (corosync cluster_name)")
+    os: OsFamily = OsFamily.DEBIAN12
+    hypervisor: Hypervisor = Hypervisor.KVM
+    stickiness: int = Field(
+        200,
+        ge=0,
+        le=1000000,
+        description="resource-stickiness: above the location preference, so a VM stays "
+        "where it failed over to when the other node returns",
+    )
+    no_quorum_policy: Literal["stop", "freeze", "ignore"] = Field(
+        "stop",
+        description="with corosync two_node the survivor keeps quorum; stop is the safe "
+        "answer when it is lost anyway",
+    )
+    timing: Timing = Timing()
+    fencing: Fencing = Fencing()
+    ports: Ports = Ports()
+
+
+class SshTarget(Model):
+    host: str = Field(min_length=1, description="address or name hakvm connects to")
+    port: Port = 22
+    user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]*$")
+    key_file: Path = Field(description="private key (passphrase-less or via ssh-agent)")
+    known_hosts: Path | None = Field(
+        None, description="known_hosts file holding the node's host key (never auto-accepted)"
+    )
+
+
+class BondMode(StrEnum):
+    LACP = "802.3ad"
+    ACTIVE_BACKUP = "active-backup"
+
+
+class Bond(Model):
+    members: list[IfName] = Field(min_length=1)
+    mode: BondMode = BondMode.LACP
+    miimon: int = Field(100, ge=0, le=10000, description="link monitoring interval (ms)")
+    lacp_rate: Literal["slow", "fast"] = "fast"
+    xmit_hash_policy: Literal["layer2", "layer2+3", "layer3+4", "encap2+3", "encap3+4"] = "layer3+4"
+    mtu: int = Field(1500, ge=576, le=9216)
+    addresses: list[ipaddress.IPv4Interface] = []
+
+
+class Ethernet(Model):
+    mtu: int = Field(1500, ge=576, le=9216)
+    addresses: list[ipaddress.IPv4Interface] = []
+
+
+class Bridge(Model):
+    ports: list[IfName] = Field(min_length=1)
+    mtu: int = Field(1500, ge=576, le=9216)
+    stp: bool = False
+    addresses: list[ipaddress.IPv4Interface] = []
+
+
+class Interfaces(Model):
+    bonds: dict[IfName, Bond] = {}
+    ethernets: dict[IfName, Ethernet] = {}
+    bridges: dict[IfName, Bridge] = {}
+
+
+class Bmc(Model):
+    address: str = Field(min_length=1, description="BMC address as reached from the peer")
+    port: Port = 623
+    user: str = Field(min_length=1)
+    password_file: Path = Field(description="file holding the BMC password (mode 0600)")
+    lanplus: bool = True
+
+
+class StorageDevice(Model):
+    device: str = Field(pattern=r"^/dev/\S+$", description="partition or disk to use")
+    destroy_existing_data: bool = Field(
+        False, description="must be true: the device is wiped and turned into an LVM PV"
+    )
+
+
+class Storage(Model):
+    volume_group: str = Field("hakvm", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+    thin_pool: str | None = Field(
+        "drbdpool",
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$",
+        description="thin pool (recommended: fresh thin LVs read as zeros on both nodes, "
+        "so the initial DRBD sync can be skipped); null for thick LVs",
+    )
+    size: Size = Field(description="usable size of the pool / volume group for VM disks")
+    create_from: StorageDevice | None = Field(
+        None, description="create the volume group on this device (destructive)"
+    )
+
+
+class Node(Model):
+    name: Name = Field(description="hostname, as Pacemaker and corosync know the node")
+    ssh: SshTarget
+    interfaces: Interfaces = Interfaces()
+    bmc: Bmc | None = Field(None, description="IPMI BMC used to fence this node")
+    storage: Storage
+    memory: Size = Field(description="host RAM")
+    reserved_memory: Size = Field(
+        2 * 1024**3, description="RAM kept for the host itself (not for VMs)"
+    )
+
+
+class HeartbeatLink(Model):
+    network: ipaddress.IPv4Network = Field(
+        description="subnet both nodes have an address in; corosync uses those addresses"
+    )
+    priority: int = Field(1, ge=0, le=255, description="knet link priority (higher first)")
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _strict_network(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                ipaddress.IPv4Network(value)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{value!r} is not a network address: write it like 10.0.20.0/24 "
+                    f"(host bits zero)"
+                ) from exc
+        return value
+
+
+class DiskMode(StrEnum):
+    BLOCK = "block"  # the DRBD device is the VM disk: live migration possible
+    QCOW2_ON_XFS = "qcow2-on-xfs"  # the original recipe: restart-only failover
+
+
+class Disk(Model):
+    size: Size
+    mode: DiskMode = DiskMode.BLOCK
+
+
+class VmNetwork(Model):
+    bridge: IfName
+    mac: str | None = Field(
+        None, pattern=MAC_RE, description="leave unset: a stable MAC is derived from the name"
+    )
+    model: Literal["virtio", "e1000"] = "virtio"
+
+
+class Boot(Model):
+    source: Literal["disk", "cdrom", "network"] = "disk"
+    cdrom_image: Path | None = Field(None, description="ISO on both nodes, for source: cdrom")
+
+    @model_validator(mode="after")
+    def _cdrom_needs_image(self) -> Boot:
+        if self.source == "cdrom" and self.cdrom_image is None:
+            raise ValueError("source cdrom needs cdrom_image: the ISO path on both nodes")
+        return self
+
+
+class Vm(Model):
+    name: Name
+    vcpus: int = Field(1, ge=1, le=256)
+    memory: Size
+    disk: Disk
+    preferred_node: Name | None = Field(None, description="where the VM runs when both are up")
+    networks: list[VmNetwork] = []
+    boot: Boot = Boot()
+    autostart: bool = Field(True, description="started by the cluster (target-role Started)")
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_floor(cls, value: int) -> int:
+        if value < 16 * 1024**2:
+            raise ValueError("memory below 16MiB cannot boot anything: raise it")
+        return value
+
+
+class ClusterSpec(Model):
+    """The whole cluster: the one document hakvm is driven by."""
+
+    cluster: Cluster
+    nodes: list[Node] = Field(description="exactly two nodes")
+    heartbeat: list[HeartbeatLink] = Field(
+        min_length=1,
+        max_length=8,
+        description="corosync knet links: two recommended (bond network + back-to-back link)",
+    )
+    vms: list[Vm] = []
+    allow_memory_overcommit: bool = Field(
+        False,
+        description="turn 'one node cannot hold every VM after a failover' into a warning",
+    )
+
+    @field_validator("nodes")
+    @classmethod
+    def _two_nodes(cls, value: list[Node]) -> list[Node]:
+        if len(value) != 2:
+            raise ValueError(f"a hakvm cluster has exactly two nodes, this spec has {len(value)}")
+        return value
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+
+def is_valid_name(value: str) -> bool:
+    return re.match(NAME_RE, value) is not None
