@@ -139,6 +139,93 @@ def export_crmsh(spec: Path) -> int:
     return EXIT_OK
 
 
+def _print_run(report: object, *, planned: bool) -> None:
+    from rich.console import Console
+
+    from hakvm.deploy.engine import RunReport
+
+    assert isinstance(report, RunReport)
+    console = Console(highlight=False)
+    for phase in report.phases:
+        if not phase.steps:
+            continue
+        console.print(f"[bold]{phase.name}[/bold]")
+        for step in phase.steps:
+            console.print(f"  {step.node}: {step.title}")
+            if planned:
+                for action in step.actions:
+                    console.print(f"      $ {action.describe()}", markup=False)
+                if step.diff:
+                    console.print(step.diff.rstrip(), markup=False)
+    verb = "would change" if planned else "changed"
+    if report.changes == 0:
+        console.print(f"no changes: the cluster matches the spec ({report.seconds:.1f}s)")
+    else:
+        console.print(f"{report.changes} step(s) {verb} ({report.seconds:.1f}s)")
+
+
+def _run_deploy(spec: Path, *, apply_: bool, as_json: bool, stop_after: str | None) -> int:
+    import asyncio
+
+    from rich.console import Console
+
+    from hakvm.deploy.engine import ApplyError, apply, plan
+    from hakvm.remote.connection import RemoteError
+
+    ctx = load_context(spec)
+    console = Console(stderr=True, highlight=False)
+
+    def progress(phase: str, node: str, step: object, event: str) -> None:
+        if as_json:
+            return
+        title = getattr(step, "title", "")
+        if step is None:
+            console.print(f"[bold]{phase}[/bold]: {event}")
+        elif event != "start":
+            mark = "ok" if event == "done" else "FAILED"
+            console.print(f"  {node}: {title} ... {mark}", markup=False)
+
+    try:
+        if apply_:
+            report = asyncio.run(apply(ctx.spec, spec, progress, stop_after=stop_after))
+        else:
+            report = asyncio.run(plan(ctx.spec, spec))
+    except (ApplyError, RemoteError) as exc:
+        click.echo(f"hakvm: {exc}", err=True)
+        if apply_:
+            click.echo("hakvm: the nodes may be partly changed; re-run apply to converge", err=True)
+        return EXIT_FAILED
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_run(report, planned=not apply_)
+    return EXIT_OK
+
+
+@cli.command()
+@SPEC_ARG
+@click.option("--json", "as_json", is_flag=True, help="machine-readable steps and diffs")
+def plan(spec: Path, as_json: bool) -> int:
+    """Show, per node, the ordered changes apply would make (changes nothing)."""
+    return _run_deploy(spec, apply_=False, as_json=as_json, stop_after=None)
+
+
+@cli.command()
+@SPEC_ARG
+@click.option("--json", "as_json", is_flag=True, help="machine-readable report")
+@click.option("--stop-after", metavar="PHASE", help="stop after this phase (testing, staging)")
+def apply(spec: Path, as_json: bool, stop_after: str | None) -> int:
+    """Converge both nodes to the spec, phase by phase; safe to re-run at any time."""
+    from hakvm.deploy.phases import PHASES
+
+    if stop_after is not None and stop_after not in [name for name, _ in PHASES]:
+        raise click.BadParameter(
+            f"unknown phase; use one of {', '.join(n for n, _ in PHASES)}",
+            param_hint="--stop-after",
+        )
+    return _run_deploy(spec, apply_=True, as_json=as_json, stop_after=stop_after)
+
+
 def _register_subcommands() -> None:
     # Imported here so that a broken optional layer never breaks `hakvm validate`.
     from hakvm.lab.cli import lab

@@ -1,0 +1,521 @@
+"""The Pacemaker CIB: one neutral model of the cluster configuration, rendered as cib.xml.
+
+`model(ctx)` builds a plain description (properties, defaults, nodes, fence devices,
+resources, constraints) that `cib_xml` turns into a complete `<cib>` and that
+`hakvm.render.export` turns into equivalent pcs / crmsh scripts, so the three can never
+disagree.
+
+Resource ids (VM names contain no '_', so these can never collide with each other):
+  <vm>               ocf:heartbeat:VirtualDomain (what an admin types: `crm_resource -r vm1`)
+  <vm>_drbd          ocf:linbit:drbd, inside the promotable clone <vm>_drbd_clone
+  <vm>_fs            ocf:heartbeat:Filesystem (qcow2-on-xfs mode only)
+  <node>_fence       stonith:fence_ipmilan that fences <node> (never runs on <node>)
+
+DRBD and live migration: Pacemaker can only live-migrate a VM whose disk is Primary on both
+nodes at the moment of the move, and a promotable clone cannot promote a second instance
+just for a migration. So block-mode VMs use LINBIT's live-migration recipe: `promoted-max=2`
+(both sides Primary whenever both are up; the DRBD resource needs `allow-two-primaries`)
+with `allow-migrate=true` on VirtualDomain. This is safe without a cluster filesystem
+because only one QEMU ever opens the device: Pacemaker runs the VM on one node, and during a
+migration the source QEMU stops writing before the destination resumes. qcow2-on-xfs VMs
+mount a non-cluster XFS, which must never be mounted twice, so they get `promoted-max=1`
+and fail over by stop/start only.
+
+Note for apply (`cibadmin --patch` of a diff): the live CIB also holds things hakvm does not
+own: `drbd-fence-by-handler-*` constraints (DRBD's crm-fence-peer handler),
+`cli-ban-*`/`cli-prefer-*` (crm_resource --move/--ban), and the controller's own properties
+(dc-version, cluster-infrastructure, cluster-name, have-watchdog, last-lrm-refresh). A diff
+must leave those alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from hakvm.render.base import CLUSTER, RenderContext, Rendered, RenderedFile
+from hakvm.render.libvirt import domain_path, qcow2_dir
+from hakvm.spec.derive import uses_static_delay
+from hakvm.spec.models import DiskMode, Node, Vm
+
+RENDERER = "cib"
+CIB_PATH = "cib.xml"
+FENCE_DIR = "/etc/hakvm/fence"
+# pacemaker-3.7 is the oldest schema with the Promoted/Unpromoted role names (Pacemaker
+# 2.1.0); every 2.1.x (Debian 12: 2.1.5, RHEL 9: 2.1.x) accepts it.
+VALIDATE_WITH = "pacemaker-3.7"
+MIGRATION_THRESHOLD = 3  # after 3 failures on a node, the VM moves to the peer
+VM_PRIORITY = 1  # priority-fencing-delay: the node running more VMs wins a fence race
+
+Pairs = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    interval: str
+    timeout: str
+    role: str | None = None
+
+    def op_id(self, rid: str) -> str:
+        role = f"-{self.role}" if self.role else ""
+        return f"{rid}-{self.name}{role}-interval-{self.interval}"
+
+
+@dataclass(frozen=True)
+class Primitive:
+    id: str
+    cls: str  # ocf | stonith
+    provider: str | None
+    type: str
+    params: Pairs
+    meta: Pairs = ()
+    ops: tuple[Op, ...] = ()
+
+    @property
+    def agent(self) -> str:
+        """The agent as pcs and crmsh spell it: ocf:heartbeat:VirtualDomain, stonith:x."""
+        if self.provider:
+            return f"{self.cls}:{self.provider}:{self.type}"
+        return f"{self.cls}:{self.type}"
+
+
+@dataclass(frozen=True)
+class Promotable:
+    id: str
+    primitive: Primitive
+    meta: Pairs
+
+
+@dataclass(frozen=True)
+class Colocation:
+    id: str
+    rsc: str
+    with_rsc: str
+    with_role: str | None = None
+    score: str = "INFINITY"
+
+
+@dataclass(frozen=True)
+class Order:
+    id: str
+    first: str
+    first_action: str
+    then: str
+    then_action: str
+    kind: str = "Mandatory"
+
+
+@dataclass(frozen=True)
+class Location:
+    id: str
+    rsc: str
+    node: str
+    score: str
+
+
+Constraint = Colocation | Order | Location
+
+
+@dataclass(frozen=True)
+class ClusterModel:
+    properties: Pairs
+    rsc_defaults: Pairs
+    op_defaults: Pairs
+    nodes: tuple[tuple[int, str], ...]  # corosync nodeid, uname
+    fence_devices: tuple[Primitive, ...]
+    resources: tuple[Primitive | Promotable, ...]
+    constraints: tuple[Constraint, ...]
+    password_scripts: dict[str, str] = field(default_factory=dict)  # fenced node -> path
+
+
+# --- ids and paths (also used by ops/ and export) ---------------------------------------------
+
+
+def vm_id(vm: str) -> str:
+    return vm
+
+
+def drbd_id(vm: str) -> str:
+    return f"{vm}_drbd"
+
+
+def drbd_clone_id(vm: str) -> str:
+    return f"{vm}_drbd_clone"
+
+
+def fs_id(vm: str) -> str:
+    return f"{vm}_fs"
+
+
+def fence_id(node: str) -> str:
+    return f"{node}_fence"
+
+
+def password_script_path(node: str) -> str:
+    return f"{FENCE_DIR}/{node}.password.sh"
+
+
+def password_file_path(node: str) -> str:
+    """Where apply copies the node's BMC password (0600), on the peer that fences it only."""
+    return f"{FENCE_DIR}/{node}.password"
+
+
+def node_id(ctx: RenderContext, name: str) -> int:
+    """Corosync nodeid: position in the spec, from 1 (as the corosync renderer numbers)."""
+    return [n.name for n in ctx.spec.nodes].index(name) + 1
+
+
+def preference_score(stickiness: int) -> int:
+    """The preferred-node score: below stickiness, so a VM stays where it failed over to
+    when its preferred node returns (no second outage for an automatic failback)."""
+    return max(1, stickiness // 2)
+
+
+def _s(seconds: int) -> str:
+    return f"{seconds}s"
+
+
+# --- model ----------------------------------------------------------------------------------
+
+
+def _fence_device(ctx: RenderContext, node: Node) -> Primitive | None:
+    bmc = node.bmc
+    if bmc is None:
+        return None
+    timing = ctx.spec.cluster.timing
+    params: list[tuple[str, str]] = [
+        ("ip", bmc.address),
+        ("ipport", str(bmc.port)),
+        ("username", bmc.user),
+        ("lanplus", "1" if bmc.lanplus else "0"),
+        # The agent runs this script to read the password: it is never in the CIB (which
+        # every cluster tool prints) nor in any process's argv.
+        ("password_script", password_script_path(node.name)),
+        ("pcmk_host_list", node.name),
+        ("pcmk_host_check", "static-list"),
+    ]
+    if uses_static_delay(ctx.spec):
+        if node.name == ctx.derived.preferred_survivor and timing.fence_delay_s > 0:
+            # Fencing the preferred survivor waits, so in a split it shoots first and wins.
+            params.append(("pcmk_delay_base", _s(timing.fence_delay_s)))
+    elif timing.fence_delay_s > 1:
+        # With priority-fencing-delay, equal priorities (say, no VM running) would still let
+        # both nodes shoot at once; a small random delay breaks that tie (crmsh's recipe).
+        params.append(("pcmk_delay_max", _s(timing.fence_delay_s // 2)))
+    return Primitive(
+        id=fence_id(node.name),
+        cls="stonith",
+        provider=None,
+        type="fence_ipmilan",
+        params=tuple(params),
+        ops=(Op("monitor", "60s", "20s"),),
+    )
+
+
+def _drbd_clone(vm: Vm) -> Promotable:
+    block = vm.disk.mode is DiskMode.BLOCK
+    primitive = Primitive(
+        id=drbd_id(vm.name),
+        cls="ocf",
+        provider="linbit",
+        type="drbd",
+        params=(("drbd_resource", vm.name),),
+        ops=(
+            # Different intervals per role: Pacemaker tells recurring ops apart by
+            # (name, interval), so two monitors must not share one.
+            Op("monitor", "29s", "20s", "Promoted"),
+            Op("monitor", "31s", "20s", "Unpromoted"),
+            Op("start", "0s", "240s"),  # LINBIT's figures: attach + connect can be slow
+            Op("stop", "0s", "100s"),
+            Op("promote", "0s", "90s"),
+            Op("demote", "0s", "90s"),
+            Op("notify", "0s", "90s"),
+        ),
+    )
+    meta = (
+        ("promotable", "true"),
+        ("promoted-max", "2" if block else "1"),
+        ("promoted-node-max", "1"),
+        ("clone-max", "2"),
+        ("clone-node-max", "1"),
+        ("notify", "true"),  # the drbd agent tracks its peer's state through notifications
+    )
+    return Promotable(id=drbd_clone_id(vm.name), primitive=primitive, meta=meta)
+
+
+def _filesystem(vm: Vm, device: str) -> Primitive:
+    return Primitive(
+        id=fs_id(vm.name),
+        cls="ocf",
+        provider="heartbeat",
+        type="Filesystem",
+        params=(
+            ("device", device),
+            ("directory", qcow2_dir(vm.name)),
+            ("fstype", "xfs"),
+            ("options", "noatime"),
+        ),
+        ops=(
+            Op("monitor", "20s", "40s"),
+            Op("start", "0s", "60s"),
+            Op("stop", "0s", "60s"),
+        ),
+    )
+
+
+def _virtual_domain(ctx: RenderContext, vm: Vm) -> Primitive:
+    timing = ctx.spec.cluster.timing
+    block = vm.disk.mode is DiskMode.BLOCK
+    meta: list[tuple[str, str]] = [("target-role", "Started" if vm.autostart else "Stopped")]
+    if block:
+        meta.append(("allow-migrate", "true"))
+    if not uses_static_delay(ctx.spec):
+        meta.append(("priority", str(VM_PRIORITY)))
+    ops = [
+        Op("monitor", _s(timing.monitor_interval_s), "30s"),
+        Op("start", "0s", _s(timing.vm_start_timeout_s)),
+        Op("stop", "0s", _s(timing.vm_stop_timeout_s)),
+    ]
+    if block:
+        ops += [
+            Op("migrate_to", "0s", _s(timing.migrate_timeout_s)),
+            Op("migrate_from", "0s", _s(timing.migrate_timeout_s)),
+        ]
+    return Primitive(
+        id=vm_id(vm.name),
+        cls="ocf",
+        provider="heartbeat",
+        type="VirtualDomain",
+        params=(
+            ("config", domain_path(vm.name)),
+            ("hypervisor", "qemu:///system"),
+            # qemu+ssh://peer/system: libvirt's control channel over the nodes' root SSH trust;
+            # the memory stream uses the migration port range opened by the firewall.
+            ("migration_transport", "ssh"),
+        ),
+        meta=tuple(meta),
+        ops=tuple(ops),
+    )
+
+
+def _vm_constraints(vm: Vm, stickiness: int) -> list[Constraint]:
+    name, clone = vm.name, drbd_clone_id(vm.name)
+    out: list[Constraint] = []
+    if vm.disk.mode is DiskMode.BLOCK:
+        out += [
+            Colocation(f"{name}_with_drbd", name, clone, "Promoted"),
+            Order(f"{name}_after_drbd", clone, "promote", name, "start"),
+        ]
+    else:
+        fs = fs_id(name)
+        out += [
+            Colocation(f"{fs}_with_drbd", fs, clone, "Promoted"),
+            Order(f"{fs}_after_drbd", clone, "promote", fs, "start"),
+            Colocation(f"{name}_with_fs", name, fs),
+            Order(f"{name}_after_fs", fs, "start", name, "start"),
+        ]
+    if vm.preferred_node:
+        out.append(
+            Location(
+                f"{name}_prefers_{vm.preferred_node}",
+                name,
+                vm.preferred_node,
+                str(preference_score(stickiness)),
+            )
+        )
+    return out
+
+
+def model(ctx: RenderContext) -> ClusterModel:
+    spec = ctx.spec
+    cluster = spec.cluster
+    timing = cluster.timing
+    # No cluster-name, dc-version, cluster-infrastructure, have-watchdog: the controller
+    # writes those itself (pcs refuses to set them).
+    properties: list[tuple[str, str]] = [
+        ("stonith-enabled", "true"),
+        ("stonith-timeout", _s(timing.stonith_timeout_s)),
+        ("no-quorum-policy", cluster.no_quorum_policy),
+        # Time-based rules and failure-timeouts are re-evaluated at least this often.
+        ("cluster-recheck-interval", "5min"),
+    ]
+    if not uses_static_delay(spec):
+        properties.append(("priority-fencing-delay", _s(timing.fence_delay_s)))
+
+    fence_devices: list[Primitive] = []
+    scripts: dict[str, str] = {}
+    constraints: list[Constraint] = []
+    for node in spec.nodes:
+        device = _fence_device(ctx, node)
+        if device is None:
+            continue
+        fence_devices.append(device)
+        scripts[node.name] = password_script_path(node.name)
+        # A node never runs the device that fences itself (it could not fence itself anyway).
+        constraints.append(
+            Location(f"{device.id}_avoids_{node.name}", device.id, node.name, "-INFINITY")
+        )
+
+    resources: list[Primitive | Promotable] = []
+    for vm in spec.vms:
+        clone = _drbd_clone(vm)
+        resources.append(clone)
+        if vm.disk.mode is DiskMode.QCOW2_ON_XFS:
+            resources.append(_filesystem(vm, ctx.derived.vms[vm.name].device))
+        resources.append(_virtual_domain(ctx, vm))
+        constraints += _vm_constraints(vm, cluster.stickiness)
+
+    return ClusterModel(
+        properties=tuple(properties),
+        rsc_defaults=(
+            ("resource-stickiness", str(cluster.stickiness)),
+            ("migration-threshold", str(MIGRATION_THRESHOLD)),
+        ),
+        # Fallback for any operation without its own timeout.
+        op_defaults=(("timeout", "60s"),),
+        nodes=tuple((node_id(ctx, n.name), n.name) for n in spec.nodes),
+        fence_devices=tuple(fence_devices),
+        resources=tuple(resources),
+        constraints=tuple(constraints),
+        password_scripts=scripts,
+    )
+
+
+# --- XML ------------------------------------------------------------------------------------
+
+
+def _nvset(parent: etree._Element, tag: str, set_id: str, pairs: Pairs) -> None:
+    if not pairs:
+        return
+    nvset = etree.SubElement(parent, tag, id=set_id)
+    for name, value in pairs:
+        etree.SubElement(nvset, "nvpair", id=f"{set_id}-{name}", name=name, value=value)
+
+
+def _primitive_xml(parent: etree._Element, prim: Primitive) -> None:
+    attrs = {"id": prim.id, "class": prim.cls}
+    if prim.provider:
+        attrs["provider"] = prim.provider
+    attrs["type"] = prim.type
+    el = etree.SubElement(parent, "primitive", attrs)
+    _nvset(el, "instance_attributes", f"{prim.id}-instance_attributes", prim.params)
+    _nvset(el, "meta_attributes", f"{prim.id}-meta_attributes", prim.meta)
+    if prim.ops:
+        ops = etree.SubElement(el, "operations")
+        for op in prim.ops:
+            op_attrs = {
+                "id": op.op_id(prim.id),
+                "name": op.name,
+                "interval": op.interval,
+                "timeout": op.timeout,
+            }
+            if op.role:
+                op_attrs["role"] = op.role
+            etree.SubElement(ops, "op", op_attrs)
+
+
+def _constraint_xml(parent: etree._Element, con: Constraint) -> None:
+    if isinstance(con, Colocation):
+        attrs = {"id": con.id, "rsc": con.rsc, "with-rsc": con.with_rsc}
+        if con.with_role:
+            attrs["with-rsc-role"] = con.with_role
+        attrs["score"] = con.score
+        etree.SubElement(parent, "rsc_colocation", attrs)
+    elif isinstance(con, Order):
+        etree.SubElement(
+            parent,
+            "rsc_order",
+            {
+                "id": con.id,
+                "first": con.first,
+                "first-action": con.first_action,
+                "then": con.then,
+                "then-action": con.then_action,
+                "kind": con.kind,
+            },
+        )
+    else:
+        etree.SubElement(
+            parent,
+            "rsc_location",
+            {"id": con.id, "rsc": con.rsc, "node": con.node, "score": con.score},
+        )
+
+
+def cib_xml(ctx: RenderContext) -> str:
+    m = model(ctx)
+    # epoch 1: apply pushes this as a diff against the live CIB, whose counters win.
+    root = etree.Element(
+        "cib",
+        {
+            "validate-with": VALIDATE_WITH,
+            "admin_epoch": "0",
+            "epoch": "1",
+            "num_updates": "0",
+        },
+    )
+    root.addprevious(
+        etree.Comment(
+            f" Managed by hakvm (cluster {ctx.spec.cluster.name}): the desired CIB "
+            "configuration; apply patches the live CIB towards it. "
+        )
+    )
+    conf = etree.SubElement(root, "configuration")
+    crm_config = etree.SubElement(conf, "crm_config")
+    _nvset(crm_config, "cluster_property_set", "cib-bootstrap-options", m.properties)
+    rsc_defaults = etree.SubElement(conf, "rsc_defaults")
+    _nvset(rsc_defaults, "meta_attributes", "rsc-options", m.rsc_defaults)
+    op_defaults = etree.SubElement(conf, "op_defaults")
+    _nvset(op_defaults, "meta_attributes", "op-options", m.op_defaults)
+    nodes = etree.SubElement(conf, "nodes")
+    for nid, uname in m.nodes:
+        etree.SubElement(nodes, "node", id=str(nid), uname=uname)
+    resources = etree.SubElement(conf, "resources")
+    for prim in m.fence_devices:
+        _primitive_xml(resources, prim)
+    for res in m.resources:
+        if isinstance(res, Promotable):
+            clone = etree.SubElement(resources, "clone", id=res.id)
+            _nvset(clone, "meta_attributes", f"{res.id}-meta_attributes", res.meta)
+            _primitive_xml(clone, res.primitive)
+        else:
+            _primitive_xml(resources, res)
+    constraints = etree.SubElement(conf, "constraints")
+    for con in m.constraints:
+        _constraint_xml(constraints, con)
+    etree.SubElement(root, "status")
+    text: str = etree.tostring(root.getroottree(), pretty_print=True, encoding="unicode")
+    return text
+
+
+def password_script(node: str) -> str:
+    return (
+        "#!/bin/sh\n"
+        "# Managed by hakvm: changes are overwritten.\n"
+        f"# fence_ipmilan's password_script for {node}'s BMC: the password stays in a 0600 file\n"
+        "# (copied by apply), never in the CIB or on a command line.\n"
+        f"exec cat {password_file_path(node)}\n"
+    )
+
+
+def render(ctx: RenderContext) -> Rendered:
+    m = model(ctx)
+    out: Rendered = {
+        CLUSTER: [RenderedFile(path=CIB_PATH, content=cib_xml(ctx), renderer=RENDERER)]
+    }
+    for node in ctx.spec.nodes:
+        # The device fencing X runs only on X's peer, so only the peer gets X's script
+        # (and, from apply, X's password): no node holds its own BMC credentials.
+        out[node.name] = [
+            RenderedFile(
+                path=path,
+                content=password_script(fenced),
+                mode=0o700,
+                renderer=RENDERER,
+            )
+            for fenced, path in sorted(m.password_scripts.items())
+            if fenced != node.name
+        ]
+    return out

@@ -1,0 +1,201 @@
+"""The cluster's /etc/hosts entries: a managed block, never the whole file.
+
+The original recipe truncated /etc/hosts and wrote its own; hakvm only owns the lines between
+`# BEGIN hakvm managed block` and `# END hakvm managed block`. `hakvm render` emits the block
+as a fragment (`FRAGMENT_PATH`); apply reads the node's current /etc/hosts and writes back
+`merge_hosts(current, block)`, which keeps every other line byte for byte.
+
+Why names matter here: Pacemaker, corosync and DRBD are configured with addresses, but
+libvirt live migration (VirtualDomain, `qemu+ssh://<peer>/system`) connects to the peer *by
+name*, and the destination advertises its migration URI by name too: the source must resolve
+the peer's name to a cluster address, whatever DNS says.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+
+import jinja2
+
+from hakvm.render.base import RenderContext, Rendered, RenderedFile
+
+HOSTS_PATH = "/etc/hosts"
+# Not a file any resolver reads: a copy of the block apply merged into /etc/hosts, kept on
+# the node so `plan` and an admin can see what hakvm owns.
+FRAGMENT_PATH = "/etc/hakvm/hosts.block"
+BEGIN = "# BEGIN hakvm managed block"
+END = "# END hakvm managed block"
+
+
+class HostsMergeError(ValueError):
+    """The existing /etc/hosts has unbalanced hakvm markers: a human must look at it."""
+
+
+@cache
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("hakvm.render"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # a hosts file, not HTML
+    )
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    address: str
+    names: tuple[str, ...]  # the first is the canonical name (reverse lookups return it)
+    comment: str
+
+
+def entries(ctx: RenderContext) -> list[HostEntry]:
+    """One line per node per heartbeat link, ordered by link then node.
+
+    The bare node name goes on exactly one address, the node's lowest-numbered heartbeat
+    link (link 0, the one listed first: in both examples the dedicated back-to-back link,
+    which does not share bandwidth with the VMs). One address per name keeps resolution
+    deterministic: with glibc's `multi on` (Debian's /etc/host.conf) a name on two lines
+    resolves to both, and libvirt would migrate over whichever came first. Every address
+    also gets a `<node>-link<N>` alias, so each path can be reached (ping, ssh) by name.
+    """
+    out: list[HostEntry] = []
+    canonical_done: set[str] = set()
+    for link in ctx.derived.links:
+        for node in ctx.spec.nodes:
+            address = link.addresses.get(node.name)
+            if address is None:
+                continue
+            names: tuple[str, ...] = (f"{node.name}-link{link.link}",)
+            if node.name not in canonical_done:
+                names = (node.name, *names)
+                canonical_done.add(node.name)
+            out.append(HostEntry(str(address), names, f"link {link.link} {link.network}"))
+    return out
+
+
+def hosts_block(ctx: RenderContext) -> str:
+    """The managed block, BEGIN and END marker lines included, newline-terminated."""
+    return (
+        _env()
+        .get_template("hosts-block.j2")
+        .render(begin=BEGIN, end=END, cluster=ctx.spec.cluster.name, entries=entries(ctx))
+    )
+
+
+# --- merging into an existing /etc/hosts -----------------------------------------------------
+
+_LINE = re.compile(r"[^\n]*\n|[^\n]+\Z")
+
+
+def _lines(text: str) -> list[str]:
+    """Lines with their terminators, split on '\\n' only (what the resolver does)."""
+    return _LINE.findall(text)
+
+
+def _marker(line: str) -> str | None:
+    stripped = line.strip()
+    return stripped if stripped in (BEGIN, END) else None
+
+
+def _spans(lines: list[str]) -> list[tuple[int, int]]:
+    """(begin, end) line indexes of every managed block; raise on unbalanced markers."""
+    spans = []
+    start: int | None = None
+    for i, line in enumerate(lines):
+        kind = _marker(line)
+        if kind == BEGIN:
+            if start is not None:
+                raise HostsMergeError(
+                    f"line {i + 1}: a second '{BEGIN}' before the '{END}' of the block opened "
+                    f"on line {start + 1}; fix /etc/hosts by hand"
+                )
+            start = i
+        elif kind == END:
+            if start is None:
+                raise HostsMergeError(
+                    f"line {i + 1}: '{END}' without a '{BEGIN}' before it; fix /etc/hosts by hand"
+                )
+            spans.append((start, i))
+            start = None
+    if start is not None:
+        raise HostsMergeError(
+            f"line {start + 1}: '{BEGIN}' is never closed by '{END}'; fix /etc/hosts by hand "
+            f"(merging would otherwise eat the rest of the file)"
+        )
+    return spans
+
+
+def merge_hosts(existing: str, block: str) -> str:
+    """`existing` with its managed block replaced in place by `block`, or `block` appended.
+
+    Every line outside the block is kept byte for byte (only a missing final newline is added
+    before an appended block). A second, stray managed block is removed. Idempotent:
+    `merge_hosts(merge_hosts(x, b), b) == merge_hosts(x, b)`.
+    """
+    block_lines = _lines(block)
+    if (
+        not block.endswith("\n")
+        or len(block_lines) < 2
+        or _marker(block_lines[0]) != BEGIN
+        or _marker(block_lines[-1]) != END
+        or any(_marker(line) for line in block_lines[1:-1])
+    ):
+        raise ValueError("block must be one managed block: BEGIN line ... END line, newline-ended")
+    lines = _lines(existing)
+    spans = _spans(lines)
+    if not spans:
+        prefix = existing if not existing or existing.endswith("\n") else existing + "\n"
+        return prefix + block
+    out: list[str] = []
+    pos = 0
+    for number, (start, end) in enumerate(spans):
+        out.extend(lines[pos:start])
+        if number == 0:
+            out.append(block)
+        pos = end + 1
+    out.extend(lines[pos:])
+    return "".join(out)
+
+
+def hosts_conflicts(existing: str, block: str) -> list[str]:
+    """Lines outside the managed block that give one of the block's names another address.
+
+    glibc returns the first match (or, with `multi on`, every match), so such a line — the
+    recipe's `10.0.10.253 node01`, or the installer's `127.0.1.1 node01` — can win over the
+    block. Apply/doctor report them; hakvm never edits them.
+    """
+    wanted: dict[str, str] = {}
+    for line in _lines(block):
+        fields = line.split("#", 1)[0].split()
+        for name in fields[1:]:
+            wanted[name.lower()] = fields[0]
+    lines = _lines(existing)
+    try:
+        spans = _spans(lines)
+    except HostsMergeError:
+        spans = []
+    inside = {i for start, end in spans for i in range(start, end + 1)}
+    out = []
+    for i, line in enumerate(lines):
+        if i in inside:
+            continue
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 2:
+            continue
+        for name in fields[1:]:
+            if name.lower() in wanted and wanted[name.lower()] != fields[0]:
+                out.append(line.rstrip("\n"))
+                break
+    return out
+
+
+def render(ctx: RenderContext) -> Rendered:
+    """The block as a fragment, the same on both nodes (merged into /etc/hosts at apply)."""
+    block = hosts_block(ctx)
+    return {
+        node.name: [RenderedFile(FRAGMENT_PATH, block, renderer="hosts")] for node in ctx.spec.nodes
+    }

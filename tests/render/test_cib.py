@@ -1,0 +1,229 @@
+"""CIB renderer: content rules (fast), crm_verify and crm_simulate placement runs (realtool)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from lxml import etree
+
+from hakvm.render import cib
+from hakvm.render.base import CLUSTER, RenderContext, Secrets
+from hakvm.spec.derive import derive
+from hakvm.spec.models import ClusterSpec
+from tests.render.checkers.cib import Simulation, check_cib
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _data(example: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
+    return data
+
+
+def _ctx(data: dict[str, Any]) -> RenderContext:
+    spec = ClusterSpec.model_validate(data)
+    return RenderContext(spec, derive(spec), Secrets.redacted())
+
+
+def _priority_lab() -> dict[str, Any]:
+    data = copy.deepcopy(_data("lab"))
+    data["cluster"]["fencing"] = {"race_protection": "priority-fencing-delay"}
+    data["vms"][1]["autostart"] = False
+    return data
+
+
+def _tree(ctx: RenderContext) -> etree._Element:
+    return etree.fromstring(cib.cib_xml(ctx).encode())
+
+
+def _nv(el: etree._Element, path: str, name: str) -> str | None:
+    found = el.find(f"{path}/nvpair[@name='{name}']")
+    return None if found is None else found.get("value")
+
+
+def test_layout_and_properties() -> None:
+    root = _tree(_ctx(_data("lab")))
+    assert root.get("validate-with") == cib.VALIDATE_WITH
+    conf = root.find("configuration")
+    assert conf is not None
+    assert [c.tag for c in conf] == [
+        "crm_config", "rsc_defaults", "op_defaults", "nodes", "resources", "constraints",
+    ]
+    assert root.find("status") is not None and len(root.find("status")) == 0  # type: ignore[arg-type]
+    props = "configuration/crm_config/cluster_property_set"
+    assert _nv(root, props, "stonith-enabled") == "true"
+    assert _nv(root, props, "no-quorum-policy") == "stop"
+    assert _nv(root, props, "stonith-timeout") == "60s"
+    assert _nv(root, props, "priority-fencing-delay") is None
+    assert _nv(root, "configuration/rsc_defaults/meta_attributes", "resource-stickiness") == "200"
+    nodes = [(n.get("id"), n.get("uname")) for n in root.iterfind("configuration/nodes/node")]
+    assert nodes == [("1", "node01"), ("2", "node02")]
+
+
+def test_fencing_static_delay_on_survivor_only_and_no_password() -> None:
+    ctx = _ctx(_data("lab"))
+    text = cib.cib_xml(ctx)
+    root = etree.fromstring(text.encode())
+    for node in ("node01", "node02"):
+        dev = root.find(f"configuration/resources/primitive[@id='{node}_fence']")
+        assert dev is not None and dev.get("type") == "fence_ipmilan"
+        ia = "instance_attributes"
+        assert _nv(dev, ia, "pcmk_host_list") == node
+        assert _nv(dev, ia, "password_script") == f"/etc/hakvm/fence/{node}.password.sh"
+        assert _nv(dev, ia, "lanplus") == "1"
+        delay = _nv(dev, ia, "pcmk_delay_base")
+        assert delay == ("10s" if node == ctx.derived.preferred_survivor else None)
+        avoid = root.find(f"configuration/constraints/rsc_location[@rsc='{node}_fence']")
+        assert avoid is not None
+        assert (avoid.get("node"), avoid.get("score")) == (node, "-INFINITY")
+    names = {nv.get("name") for nv in root.iter("nvpair")}
+    assert not {"password", "passwd"} & names
+
+
+def test_priority_fencing_delay_mode() -> None:
+    root = _tree(_ctx(_priority_lab()))
+    props = "configuration/crm_config/cluster_property_set"
+    assert _nv(root, props, "priority-fencing-delay") == "10s"
+    assert not [nv for nv in root.iter("nvpair") if nv.get("name") == "pcmk_delay_base"]
+    for vm in ("vm-a", "vm-b"):
+        prim = root.find(f"configuration/resources/primitive[@id='{vm}']")
+        assert prim is not None and _nv(prim, "meta_attributes", "priority") == "1"
+    vm_b = root.find("configuration/resources/primitive[@id='vm-b']")
+    assert vm_b is not None and _nv(vm_b, "meta_attributes", "target-role") == "Stopped"
+
+
+def test_block_mode_is_dual_primary_and_migratable() -> None:
+    root = _tree(_ctx(_data("lab")))
+    clone = root.find("configuration/resources/clone[@id='vm-a_drbd_clone']")
+    assert clone is not None
+    meta = "meta_attributes"
+    assert _nv(clone, meta, "promotable") == "true"
+    assert _nv(clone, meta, "promoted-max") == "2"
+    assert _nv(clone, meta, "notify") == "true"
+    roles = {op.get("role"): op.get("interval") for op in clone.iter("op") if op.get("role")}
+    assert roles == {"Promoted": "29s", "Unpromoted": "31s"}
+    vm = root.find("configuration/resources/primitive[@id='vm-a']")
+    assert vm is not None
+    assert _nv(vm, "meta_attributes", "allow-migrate") == "true"
+    assert _nv(vm, "instance_attributes", "config") == "/etc/hakvm/domains/vm-a.xml"
+    ops = {op.get("name"): op.get("timeout") for op in vm.iter("op")}
+    assert ops["start"] == "180s" and ops["migrate_to"] == "300s"
+    assert root.find("configuration/resources/primitive[@type='Filesystem']") is None
+
+
+def test_qcow2_mode_single_primary_with_filesystem() -> None:
+    ctx = _ctx(_data("seed"))
+    root = _tree(ctx)
+    clone = root.find("configuration/resources/clone[@id='vm1_drbd_clone']")
+    assert clone is not None and _nv(clone, "meta_attributes", "promoted-max") == "1"
+    vm = root.find("configuration/resources/primitive[@id='vm1']")
+    assert vm is not None and _nv(vm, "meta_attributes", "allow-migrate") is None
+    fs = root.find("configuration/resources/primitive[@id='vm1_fs']")
+    assert fs is not None
+    assert _nv(fs, "instance_attributes", "device") == ctx.derived.vms["vm1"].device
+    assert _nv(fs, "instance_attributes", "directory") == "/var/lib/hakvm/vm1"
+    assert _nv(fs, "instance_attributes", "fstype") == "xfs"
+    cons = root.find("configuration/constraints")
+    assert cons is not None
+    colo = cons.find("rsc_colocation[@rsc='vm1_fs']")
+    assert colo is not None and colo.get("with-rsc-role") == "Promoted"
+    assert cons.find("rsc_order[@first='vm1_fs'][@then='vm1']") is not None
+
+
+def test_preference_below_stickiness() -> None:
+    for example in ("lab", "seed"):
+        ctx = _ctx(_data(example))
+        root = _tree(ctx)
+        prefs = [
+            loc for loc in root.iterfind("configuration/constraints/rsc_location")
+            if "_prefers_" in str(loc.get("id"))
+        ]
+        assert len(prefs) == len(ctx.spec.vms)
+        for loc in prefs:
+            assert 0 < int(str(loc.get("score"))) < ctx.spec.cluster.stickiness
+
+
+def test_password_scripts_only_on_the_peer() -> None:
+    rendered = cib.render(_ctx(_data("lab")))
+    assert [f.path for f in rendered[CLUSTER]] == ["cib.xml"]
+    for node, peer in (("node01", "node02"), ("node02", "node01")):
+        files = rendered[node]
+        assert [f.path for f in files] == [f"/etc/hakvm/fence/{peer}.password.sh"]
+        assert files[0].mode == 0o700
+        assert f"cat /etc/hakvm/fence/{peer}.password" in files[0].content
+
+
+def test_deterministic_and_ids_unique() -> None:
+    a = cib.render(_ctx(_data("seed")))
+    assert a == cib.render(_ctx(_data("seed")))
+    ids = [el.get("id") for el in _tree(_ctx(_data("seed"))).iter() if el.get("id")]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.realtool
+@pytest.mark.parametrize("example", ["lab", "seed", "priority"])
+def test_crm_verify(example: str) -> None:
+    data = _priority_lab() if example == "priority" else _data(example)
+    check_cib(cib.cib_xml(_ctx(data)))
+
+
+@pytest.mark.realtool
+def test_checker_rejects_broken_cib() -> None:
+    text = cib.cib_xml(_ctx(_data("lab")))
+    dangling = text.replace('with-rsc="vm-a_drbd_clone"', 'with-rsc="no-such-clone"')
+    assert dangling != text
+    with pytest.raises(AssertionError, match="crm_verify"):
+        check_cib(dangling)
+    with pytest.raises(AssertionError):
+        check_cib(text.replace('kind="Mandatory"', 'kind="Whenever"', 1))
+
+
+@pytest.mark.realtool
+def test_simulate_block_mode(tmp_path: Path) -> None:
+    sim = Simulation(cib.cib_xml(_ctx(_data("lab"))), tmp_path)
+    placed = sim.run(up=sim.nodes)
+    assert placed.started["vm-a"] == {"node01"}, placed.summary
+    assert placed.started["vm-b"] == {"node02"}, placed.summary
+    assert placed.promoted["vm-a_drbd"] == {"node01", "node02"}  # dual primary
+    assert placed.started["node01_fence"] == {"node02"}
+    assert placed.started["node02_fence"] == {"node01"}
+
+    failed = sim.run(fail=["node01"])
+    assert "Fence (reboot) node01" in failed.summary
+    assert failed.started["vm-a"] == {"node02"}
+
+    back = sim.run(up=["node01"])
+    assert back.started["vm-a"] == {"node02"}, "stickiness must keep vm-a where it failed over"
+    assert back.promoted["vm-a_drbd"] == {"node01", "node02"}
+
+    # An admin move (what crm_resource --move adds) is a live migration in block mode.
+    tree = etree.fromstring(back.cib.encode())
+    cons = tree.find("configuration/constraints")
+    assert cons is not None
+    etree.SubElement(cons, "rsc_location", id="cli-prefer-vm-a", rsc="vm-a", node="node01",
+                     score="INFINITY")
+    sim.current.write_bytes(etree.tostring(tree))
+    moved = sim.run()
+    assert "Migrate    vm-a" in moved.summary, moved.summary
+    assert moved.started["vm-a"] == {"node01"}
+
+
+@pytest.mark.realtool
+def test_simulate_qcow2_mode(tmp_path: Path) -> None:
+    data = _data("seed")
+    data["vms"] = data["vms"][:2]  # two VMs show it all; each extra one costs ~1 s here
+    sim = Simulation(cib.cib_xml(_ctx(data)), tmp_path)
+    placed = sim.run(up=sim.nodes)
+    for vm, node in (("vm1", "node01"), ("vm2", "node02")):
+        assert placed.started[vm] == {node}, placed.summary
+        assert placed.started[f"{vm}_fs"] == {node}
+        assert placed.promoted[f"{vm}_drbd"] == {node}  # single primary, where the VM runs
+    failed = sim.run(fail=["node01"])
+    assert failed.started["vm1"] == {"node02"} and failed.promoted["vm1_drbd"] == {"node02"}
+    back = sim.run(up=["node01"])
+    assert back.started["vm1"] == {"node02"}, "stickiness must keep vm1 where it failed over"
+    assert back.promoted["vm1_drbd"] == {"node02"}
