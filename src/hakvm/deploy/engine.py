@@ -1,0 +1,228 @@
+"""Plan and apply: gather facts from both nodes in parallel, compute steps per phase, run them.
+
+`plan` and `apply` share this code path (as pyinfra's dry-run does): plan computes every
+phase from one set of facts and prints the steps; apply runs a phase, re-reads facts when
+anything changed, and computes the next phase from what the nodes now are. Every step checks
+before it acts, so an interrupted apply converges when re-run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hakvm.deploy import phases as ph
+from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets, load_or_create
+from hakvm.deploy.steps import Call, Run, Step, Write
+from hakvm.remote.connection import NodeConnection, RemoteError, connect_all
+from hakvm.remote.facts import NodeFacts, gather_facts
+from hakvm.render.base import RenderContext, Rendered, Secrets
+from hakvm.render.cib import password_file_path
+from hakvm.render.drbd import resource_path
+from hakvm.render.tree import render_all
+from hakvm.spec.derive import derive
+from hakvm.spec.models import ClusterSpec
+
+_MINOR_RE = re.compile(rb"/dev/drbd(\d+)")
+
+
+class ApplyError(Exception):
+    """A step failed; the message names node, phase and step."""
+
+
+@dataclass
+class PhaseReport:
+    name: str
+    steps: list[Step] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class RunReport:
+    phases: list[PhaseReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def changes(self) -> int:
+        return sum(len(p.steps) for p in self.phases)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "changes": self.changes,
+            "seconds": round(self.seconds, 2),
+            "phases": [
+                {
+                    "phase": p.name,
+                    "seconds": round(p.seconds, 2),
+                    "steps": [s.as_dict() for s in p.steps],
+                }
+                for p in self.phases
+            ],
+        }
+
+
+Progress = Callable[[str, str, Step | None, str], None]  # (phase, node, step, event)
+
+
+def _quiet(phase: str, node: str, step: Step | None, event: str) -> None:
+    return None
+
+
+def _managed_paths(spec: ClusterSpec, rendered: Rendered, node: str) -> list[str]:
+    paths = {f.path for f in rendered.get(node, [])}
+    paths |= {"/etc/hosts", "/etc/corosync/corosync.conf", AUTHKEY_PATH, DRBD_MASTER_PATH}
+    paths |= {password_file_path(n.name) for n in spec.nodes}
+    paths |= {resource_path(vm.name) for vm in spec.vms}
+    return sorted(paths)
+
+
+def existing_minors(spec: ClusterSpec, facts: Mapping[str, NodeFacts]) -> dict[str, int]:
+    """Minors of DRBD resources already configured on the nodes: never renumbered."""
+    found: dict[str, int] = {}
+    for node_facts in facts.values():
+        for vm in spec.vms:
+            fact = node_facts.files.get(resource_path(vm.name))
+            if fact is not None and (m := _MINOR_RE.search(fact.content)):
+                found.setdefault(vm.name, int(m.group(1)))
+    return found
+
+
+class Deployment:
+    """One spec against its two nodes: connections, facts, rendering with real secrets."""
+
+    def __init__(self, spec: ClusterSpec, spec_path: Path) -> None:
+        self.spec = spec
+        self.spec_dir = spec_path.resolve().parent
+        self.conns: dict[str, NodeConnection] = {}
+        self.secrets: ClusterSecrets | None = None
+
+    async def __aenter__(self) -> Deployment:
+        conns = await connect_all(self.spec.nodes, self.spec_dir)
+        self.conns = {c.name: c for c in conns}
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.gather(*(c.close() for c in self.conns.values()))
+
+    async def gather(self) -> tuple[dict[str, NodeFacts], PlanEnvBuilder]:
+        draft = render_all(RenderContext(self.spec, derive(self.spec), Secrets.redacted()))
+        minors_guess = {d.minor: name for name, d in derive(self.spec).vms.items()}
+        results = await asyncio.gather(
+            *(
+                gather_facts(conn, _managed_paths(self.spec, draft, name), minors_guess)
+                for name, conn in self.conns.items()
+            )
+        )
+        facts = {f.name: f for f in results}
+        if self.secrets is None:
+            self.secrets = load_or_create(self.spec.cluster.name, facts.values())
+        derived = derive(self.spec, existing_minors(self.spec, facts))
+        ctx = RenderContext(self.spec, derived, Secrets(drbd_master=self.secrets.drbd_master))
+        return facts, PlanEnvBuilder(ctx, render_all(ctx), self.secrets, self.spec_dir)
+
+
+@dataclass
+class PlanEnvBuilder:
+    ctx: RenderContext
+    rendered: Rendered
+    secrets: ClusterSecrets
+    spec_dir: Path
+
+    def env(self, facts: dict[str, NodeFacts]) -> ph.PlanEnv:
+        return ph.PlanEnv(self.ctx, self.rendered, facts, self.secrets, self.spec_dir)
+
+
+async def plan(spec: ClusterSpec, spec_path: Path) -> RunReport:
+    started = time.monotonic()
+    report = RunReport()
+    async with Deployment(spec, spec_path) as dep:
+        facts, builder = await dep.gather()
+        env = builder.env(facts)
+        for name, phase in ph.PHASES:
+            t0 = time.monotonic()
+            steps = _compute(name, phase, env)
+            report.phases.append(PhaseReport(name, steps, time.monotonic() - t0))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _compute(name: str, phase: ph.Phase, env: ph.PlanEnv) -> list[Step]:
+    try:
+        return phase(env)
+    except ph.PlanError as exc:
+        raise ApplyError(f"{name}: {exc}") from None
+
+
+async def _run_action(
+    conn: NodeConnection, conns: Mapping[str, NodeConnection], action: Run | Write | Call
+) -> None:
+    if isinstance(action, Run):
+        await conn.run(
+            list(action.argv),
+            stdin=action.stdin,
+            env=dict(action.env),
+            check=True,
+            timeout=action.timeout,
+        )
+    elif isinstance(action, Write):
+        await conn.write_file(action.path, action.content, action.mode, action.owner, action.group)
+    else:
+        await action.func(conns)
+
+
+async def _run_node_steps(
+    node: str, steps: Sequence[Step], conns: Mapping[str, NodeConnection], progress: Progress
+) -> None:
+    conn = conns[node]
+    for step in steps:
+        progress(step.phase, node, step, "start")
+        try:
+            for action in step.actions:
+                await _run_action(conn, conns, action)
+        except RemoteError as exc:
+            progress(step.phase, node, step, "failed")
+            raise ApplyError(f"{node}: {step.phase}: {step.title}: {exc}") from None
+        progress(step.phase, node, step, "done")
+
+
+async def apply(
+    spec: ClusterSpec,
+    spec_path: Path,
+    progress: Progress = _quiet,
+    stop_after: str | None = None,
+) -> RunReport:
+    """Run every phase; both nodes in parallel within a phase."""
+    started = time.monotonic()
+    report = RunReport()
+    async with Deployment(spec, spec_path) as dep:
+        facts, builder = await dep.gather()
+        dirty = False
+        for name, phase in ph.PHASES:
+            t0 = time.monotonic()
+            if dirty:
+                facts, builder = await dep.gather()
+            steps = _compute(name, phase, builder.env(facts))
+            progress(name, "", None, f"{len(steps)} step(s)")
+            by_node: dict[str, list[Step]] = {}
+            for step in steps:
+                by_node.setdefault(step.node, []).append(step)
+            results = await asyncio.gather(
+                *(_run_node_steps(n, s, dep.conns, progress) for n, s in by_node.items()),
+                return_exceptions=True,
+            )
+            errors = [r for r in results if isinstance(r, BaseException)]
+            report.phases.append(PhaseReport(name, steps, time.monotonic() - t0))
+            if errors:
+                first = errors[0]
+                if isinstance(first, ApplyError):
+                    raise first
+                raise ApplyError(f"{name}: {first}") from first
+            dirty = bool(steps)
+            if stop_after == name:
+                break
+    report.seconds = time.monotonic() - started
+    return report

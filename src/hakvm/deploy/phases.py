@@ -1,0 +1,818 @@
+"""Apply's phases, in order. Each phase reads fresh facts and yields steps for differences.
+
+packages -> network -> hosts -> firewall -> storage -> replication -> corosync -> pacemaker
+-> libvirt -> fencing -> cib -> vms. A phase that yields nothing changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import shlex
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from hakvm.deploy import cib_merge
+from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets
+from hakvm.deploy.steps import Call, CallFunc, Run, Step, Write, run
+from hakvm.remote.connection import NodeConnection, RemoteError
+from hakvm.remote.facts import NodeFacts
+from hakvm.render import hosts as hosts_render
+from hakvm.render.base import CLUSTER, RenderContext, Rendered, RenderedFile
+from hakvm.render.cib import password_file_path
+from hakvm.spec.models import DiskMode, Node, OsFamily, Vm
+from hakvm.spec.validate import backing_size, resolve
+
+FRESH_TAG = "hakvm_fresh"  # set on thin LVs hakvm created; cleared once DRBD skipped the sync
+MANAGED_MARK = "hakvm"
+
+DEBIAN_PACKAGES = (
+    "corosync", "pacemaker", "pacemaker-cli-utils", "drbd-utils", "resource-agents",
+    "fence-agents", "libvirt-daemon-system", "libvirt-clients", "qemu-system-x86",
+    "qemu-utils", "lvm2", "thin-provisioning-tools", "xfsprogs", "ifenslave",
+    "bridge-utils", "nftables",
+)  # fmt: skip
+RHEL_PACKAGES = (
+    "corosync", "pacemaker", "drbd9x-utils", "kmod-drbd9x", "resource-agents",
+    "fence-agents-ipmilan", "libvirt-daemon-kvm", "qemu-kvm", "qemu-img", "lvm2",
+    "device-mapper-persistent-data", "xfsprogs", "NetworkManager", "firewalld",
+)  # fmt: skip
+
+
+class PlanError(Exception):
+    """The nodes are in a state apply must not change by itself (one line, names the node)."""
+
+
+@dataclass
+class PlanEnv:
+    ctx: RenderContext  # with the real secrets
+    rendered: Rendered
+    facts: dict[str, NodeFacts]
+    secrets: ClusterSecrets
+    spec_dir: Path
+
+    @property
+    def nodes(self) -> list[Node]:
+        return list(self.ctx.spec.nodes)
+
+    def files(self, node: str, *renderers: str) -> list[RenderedFile]:
+        return [f for f in self.rendered.get(node, []) if f.renderer in renderers]
+
+
+Phase = Callable[[PlanEnv], list[Step]]
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _private(mode: int) -> bool:
+    return mode & 0o044 == 0
+
+
+def file_diff(path: str, old: bytes | None, new: bytes, mode: int) -> str:
+    if _private(mode):
+        return f"--- {path}\n+++ {path}\n(private file: content not shown)\n"
+    old_lines = (old or b"").decode("utf-8", "replace").splitlines(keepends=True)
+    new_lines = new.decode("utf-8", "replace").splitlines(keepends=True)
+    return "".join(
+        difflib.unified_diff(
+            old_lines, new_lines, f"{path} (node)" if old is not None else "/dev/null", path
+        )
+    )
+
+
+def write_steps(
+    env: PlanEnv, node: str, phase: str, files: list[tuple[str, bytes, int]]
+) -> list[Step]:
+    """One step per file whose content or mode differs from the node's."""
+    steps = []
+    for path, content, mode in files:
+        current = env.facts[node].files.get(path)
+        if current is not None and current.content == content and current.mode == mode:
+            continue
+        title = f"{'create' if current is None else 'update'} {path}"
+        old = current.content if current is not None else None
+        steps.append(
+            Step(
+                node,
+                phase,
+                title,
+                (Write(path, content, mode),),
+                file_diff(path, old, content, mode),
+            )
+        )
+    return steps
+
+
+def rendered_writes(env: PlanEnv, node: str, *renderers: str) -> list[tuple[str, bytes, int]]:
+    return [(f.path, f.content.encode(), f.mode) for f in env.files(node, *renderers)]
+
+
+# --- phases -------------------------------------------------------------------------------
+
+
+def packages(env: PlanEnv) -> list[Step]:
+    steps = []
+    for node in env.nodes:
+        facts = env.facts[node.name]
+        if env.ctx.spec.cluster.os is OsFamily.DEBIAN12:
+            missing = sorted(set(DEBIAN_PACKAGES) - facts.packages)
+            if missing:
+                steps.append(
+                    Step(
+                        node.name,
+                        "packages",
+                        f"install {' '.join(missing)}",
+                        (
+                            run("apt-get", "update", "-q", timeout=900),
+                            run(
+                                "apt-get",
+                                "install",
+                                "-y",
+                                "-q",
+                                "--no-install-recommends",
+                                *missing,
+                                DEBIAN_FRONTEND="noninteractive",
+                                timeout=1800,
+                            ),
+                        ),
+                    )
+                )
+        else:
+            missing = sorted(set(RHEL_PACKAGES) - facts.packages)
+            if missing:
+                steps.append(
+                    Step(
+                        node.name,
+                        "packages",
+                        f"install {' '.join(missing)}",
+                        (
+                            # Pacemaker lives in the HighAvailability repo; DRBD 9 in ELRepo.
+                            run("dnf", "config-manager", "--set-enabled", "highavailability"),
+                            run("dnf", "install", "-y", *missing, timeout=1800),
+                        ),
+                    )
+                )
+    return steps
+
+
+def _network_interfaces(node: Node) -> list[str]:
+    """Interfaces to (re)start, in dependency order: bonds, then ethernets, then bridges."""
+    ifaces = node.interfaces
+    bridged = {p for br in ifaces.bridges.values() for p in br.ports}
+    return [
+        *(b for b in ifaces.bonds if b not in bridged),
+        *ifaces.ethernets,
+        *ifaces.bridges,
+    ]
+
+
+def network(env: PlanEnv) -> list[Step]:
+    steps = []
+    for node in env.nodes:
+        writes = write_steps(env, node.name, "network", rendered_writes(env, node.name, "network"))
+        facts = env.facts[node.name]
+        expected = {
+            name: [str(a) for a in cfg.addresses]
+            for group in (node.interfaces.bonds, node.interfaces.ethernets, node.interfaces.bridges)
+            for name, cfg in group.items()
+        }
+        down = [
+            name
+            for name, addrs in expected.items()
+            if not facts.links_up.get(name) or not set(addrs) <= set(facts.addresses.get(name, []))
+        ]
+        if not writes and not down:
+            continue
+        activate = Call(
+            f"activate {', '.join(_network_interfaces(node))} with automatic rollback",
+            _activate_network(node, env.ctx.spec.cluster.os, env.spec_dir),
+        )
+        steps.extend(writes)
+        steps.append(Step(node.name, "network", "bring interfaces up", (activate,)))
+    return steps
+
+
+ROLLBACK_SECONDS = 120
+
+
+def _activate_network(node: Node, os_family: OsFamily, spec_dir: Path) -> CallFunc:
+    async def activate(conns: Mapping[str, NodeConnection]) -> None:
+        conn = conns[node.name]
+        ifaces = _network_interfaces(node)
+        # A transient systemd timer restores the previous files and restarts networking
+        # unless we cancel it after proving that a fresh SSH session still gets in.
+        unit = "hakvm-net-rollback"
+        await conn.run(["systemctl", "stop", f"{unit}.timer", f"{unit}.service"])
+        await conn.run(["systemctl", "reset-failed", f"{unit}.timer", f"{unit}.service"])
+        await conn.run(
+            [
+                "systemd-run",
+                f"--unit={unit}",
+                f"--on-active={ROLLBACK_SECONDS}",
+                "/usr/local/lib/hakvm/net-rollback",
+            ],
+            check=True,
+        )
+        if os_family is OsFamily.DEBIAN12:
+            for name in ifaces:
+                await conn.run(["ifdown", "--force", name], timeout=120)
+            for name in ifaces:
+                await conn.run(["ifup", name], check=True, timeout=180)
+        else:
+            await conn.run(["nmcli", "connection", "reload"], check=True)
+            for name in ifaces:
+                await conn.run(["nmcli", "connection", "up", f"hakvm-{name}"], check=True)
+        probe = NodeConnection(node, spec_dir)
+        try:
+            await probe.connect()
+            await probe.run(["true"], check=True)
+        except RemoteError as exc:
+            raise RemoteError(
+                f"{node.name}: management path lost after the network change ({exc}); the "
+                f"previous configuration is restored within {ROLLBACK_SECONDS}s"
+            ) from None
+        finally:
+            await probe.close()
+        await conn.run(["systemctl", "stop", f"{unit}.timer"], check=True)
+        await conn.run(["/usr/local/lib/hakvm/net-commit"], check=True)
+
+    return activate
+
+
+def hosts(env: PlanEnv) -> list[Step]:
+    steps = []
+    block = hosts_render.hosts_block(env.ctx)
+    for node in env.nodes:
+        current = env.facts[node.name].files.get("/etc/hosts")
+        old = current.content.decode() if current else ""
+        new = hosts_render.merge_hosts(old, block)
+        if new != old:
+            steps.append(
+                Step(
+                    node.name,
+                    "hosts",
+                    "update the hakvm block in /etc/hosts",
+                    (Write("/etc/hosts", new.encode(), 0o644),),
+                    file_diff("/etc/hosts", old.encode(), new.encode(), 0o644),
+                )
+            )
+    return steps
+
+
+def firewall(env: PlanEnv) -> list[Step]:
+    steps = []
+    for node in env.nodes:
+        writes = write_steps(
+            env, node.name, "firewall", rendered_writes(env, node.name, "firewall")
+        )
+        facts = env.facts[node.name]
+        if env.ctx.spec.cluster.os is OsFamily.DEBIAN12:
+            active = facts.services_active.get("hakvm-firewall", False)
+            if writes or not active:
+                writes.append(
+                    Step(
+                        node.name,
+                        "firewall",
+                        "load the hakvm nftables table",
+                        (
+                            run("systemctl", "daemon-reload"),
+                            run("systemctl", "enable", "hakvm-firewall.service"),
+                            run("systemctl", "restart", "hakvm-firewall.service"),
+                        ),
+                    )
+                )
+        elif writes:
+            writes.append(
+                Step(node.name, "firewall", "reload firewalld", (run("firewall-cmd", "--reload"),))
+            )
+        steps.extend(writes)
+    return steps
+
+
+def _lv_command(vm: Vm, node: Node) -> Run:
+    st = node.storage
+    size = f"{backing_size(vm.disk.size, vm.disk.mode)}b"
+    if st.thin_pool:
+        return run(
+            "lvcreate",
+            "-q",
+            "-y",
+            "-V",
+            size,
+            "-T",
+            f"{st.volume_group}/{st.thin_pool}",
+            "-n",
+            vm.name,
+            "--addtag",
+            FRESH_TAG,
+        )
+    return run("lvcreate", "-q", "-y", "-L", size, "-n", vm.name, st.volume_group)
+
+
+def storage(env: PlanEnv) -> list[Step]:
+    steps = []
+    for node in env.nodes:
+        facts = env.facts[node.name]
+        st = node.storage
+        if st.volume_group not in facts.volume_groups:
+            if st.create_from is None:
+                raise PlanError(
+                    f"{node.name}: volume group {st.volume_group} does not exist; create it or "
+                    "name a device in storage.create_from"
+                )
+            device = st.create_from.device
+            if device not in facts.block_devices:
+                raise PlanError(f"{node.name}: storage.create_from device {device} not found")
+            dev = facts.block_devices[device]
+            if dev.get("mountpoint"):
+                raise PlanError(f"{node.name}: {device} is mounted at {dev['mountpoint']}")
+            # Only here, with the device named and destroy_existing_data confirmed by validate.
+            steps.append(
+                Step(
+                    node.name,
+                    "storage",
+                    f"wipe {device} and create volume group {st.volume_group}",
+                    (
+                        run("wipefs", "-a", device),
+                        run("pvcreate", "-q", "-y", "-ff", device),
+                        run("vgcreate", "-q", "-y", st.volume_group, device),
+                    ),
+                )
+            )
+        if st.thin_pool and (st.volume_group, st.thin_pool) not in facts.logical_volumes:
+            steps.append(
+                Step(
+                    node.name,
+                    "storage",
+                    f"create thin pool {st.volume_group}/{st.thin_pool}",
+                    (
+                        run(
+                            "lvcreate",
+                            "-q",
+                            "-y",
+                            "--type",
+                            "thin-pool",
+                            "-L",
+                            f"{st.size}b",
+                            "-n",
+                            st.thin_pool,
+                            st.volume_group,
+                        ),
+                    ),
+                )
+            )
+        for vm in env.ctx.spec.vms:
+            if (st.volume_group, vm.name) not in facts.logical_volumes:
+                steps.append(
+                    Step(
+                        node.name,
+                        "storage",
+                        f"create volume {st.volume_group}/{vm.name}",
+                        (_lv_command(vm, node),),
+                    )
+                )
+        master = env.secrets.drbd_master.encode() + b"\n"
+        writes = [*rendered_writes(env, node.name, "drbd"), (DRBD_MASTER_PATH, master, 0o600)]
+        steps.extend(write_steps(env, node.name, "storage", writes))
+        for vm in env.ctx.spec.vms:
+            res = facts.drbd.get(vm.name)
+            if res is None or res.disk == "Diskless":
+                steps.append(
+                    Step(
+                        node.name,
+                        "storage",
+                        f"DRBD {vm.name}: metadata and up",
+                        (Call(f"drbdadm create-md (if none) + up {vm.name}", _drbd_up(node, vm)),),
+                    )
+                )
+            elif any(s.title.endswith(f"/etc/drbd.d/{vm.name}.res") for s in steps):
+                steps.append(
+                    Step(
+                        node.name,
+                        "storage",
+                        f"DRBD {vm.name}: adjust to the new configuration",
+                        (run("drbdadm", "adjust", vm.name),),
+                    )
+                )
+    return steps
+
+
+def _drbd_up(node: Node, vm: Vm) -> CallFunc:
+    async def up(conns: Mapping[str, NodeConnection]) -> None:
+        conn = conns[node.name]
+        # Metadata already there (an interrupted apply): keep it, never re-create.
+        has_md = await conn.run(["drbdadm", "dump-md", vm.name], timeout=60)
+        if not has_md.ok and "attached" not in (has_md.stderr + has_md.stdout):
+            await conn.run(
+                ["drbdadm", "create-md", "--force", vm.name],
+                check=True,
+                timeout=120,
+                stdin=b"yes\n",
+            )
+        await conn.run(["drbdadm", "adjust", vm.name], check=True, timeout=120)
+
+    return up
+
+
+def replication(env: PlanEnv) -> list[Step]:
+    """Cluster-wide: first node decides the initial sync of each new resource."""
+    steps = []
+    first = env.nodes[0]
+    for vm in env.ctx.spec.vms:
+        states = [env.facts[n.name].drbd.get(vm.name) for n in env.nodes]
+        if all(s is not None and s.disk == "UpToDate" for s in states):
+            continue
+        if any(s is not None and s.disk == "UpToDate" for s in states):
+            continue  # a resync is (or will be) running in the background: never block on it
+        steps.append(
+            Step(
+                first.name,
+                "replication",
+                f"DRBD {vm.name}: initial sync (skipped for fresh thin volumes)",
+                (Call(f"initial sync decision for {vm.name}", _initial_sync(env, vm)),),
+            )
+        )
+    return steps
+
+
+async def _wait_connected(conns: Mapping[str, NodeConnection], name: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        states = [await c.run(["drbdadm", "cstate", name]) for c in conns.values()]
+        if all(s.stdout.strip() in ("Connected", "SyncSource", "SyncTarget") for s in states):
+            return
+        if time.monotonic() > deadline:
+            got = ", ".join(
+                f"{n}: {s.stdout.strip() or s.stderr.strip()}"
+                for n, s in zip(conns, states, strict=True)
+            )
+            raise RemoteError(f"DRBD {name} did not connect within {timeout:.0f}s ({got})")
+        await asyncio.sleep(2)
+
+
+def _initial_sync(env: PlanEnv, vm: Vm) -> CallFunc:
+    nodes = env.nodes
+
+    async def decide(conns: Mapping[str, NodeConnection]) -> None:
+        await _wait_connected(conns, vm.name, 120)
+        tags = []
+        for node in nodes:
+            st = node.storage
+            lv = await conns[node.name].run(
+                ["lvs", "--noheadings", "-o", "lv_tags", f"{st.volume_group}/{vm.name}"]
+            )
+            tags.append(FRESH_TAG in lv.stdout)
+        first = conns[nodes[0].name]
+        preferred = vm.preferred_node or nodes[0].name
+        if all(tags):
+            # Both sides are freshly created thin LVs: they read as zeros, so they are
+            # identical and DRBD may skip the initial sync.
+            await first.run(
+                ["drbdadm", "--", "--clear-bitmap", "new-current-uuid", vm.name], check=True
+            )
+        else:
+            # Not provably identical: a full sync from the preferred node, in the background.
+            await conns[preferred].run(["drbdadm", "primary", "--force", vm.name], check=True)
+            await conns[preferred].run(["drbdadm", "secondary", vm.name], check=True)
+        for node in nodes:
+            await conns[node.name].run(
+                ["lvchange", "--deltag", FRESH_TAG, f"{node.storage.volume_group}/{vm.name}"]
+            )
+        if vm.disk.mode is DiskMode.QCOW2_ON_XFS:
+            await _prepare_qcow2(conns[preferred], vm)
+
+    return decide
+
+
+async def _prepare_qcow2(conn: NodeConnection, vm: Vm) -> None:
+    """XFS on the DRBD device and the qcow2 image inside (the recipe's layout)."""
+    from hakvm.render.libvirt import qcow2_dir, qcow2_path
+
+    device = f"/dev/drbd/by-res/{vm.name}/0"
+    await conn.run(["drbdadm", "primary", vm.name], check=True)
+    try:
+        probe = await conn.run(["blkid", "-o", "value", "-s", "TYPE", device])
+        if not probe.stdout.strip():
+            await conn.run(["mkfs.xfs", "-q", device], check=True, timeout=300)
+        await conn.run(["mkdir", "-p", qcow2_dir(vm.name)], check=True)
+        await conn.run(["mount", device, qcow2_dir(vm.name)], check=True)
+        try:
+            exists = await conn.run(["test", "-e", qcow2_path(vm.name)])
+            if not exists.ok:
+                await conn.run(
+                    [
+                        "qemu-img",
+                        "create",
+                        "-q",
+                        "-f",
+                        "qcow2",
+                        qcow2_path(vm.name),
+                        f"{vm.disk.size}",
+                    ],
+                    check=True,
+                )
+        finally:
+            await conn.run(["umount", qcow2_dir(vm.name)], check=True)
+    finally:
+        await conn.run(["drbdadm", "secondary", vm.name], check=True)
+
+
+def corosync(env: PlanEnv) -> list[Step]:
+    steps = []
+    for node in env.nodes:
+        facts = env.facts[node.name]
+        conf = facts.files.get("/etc/corosync/corosync.conf")
+        first_bootstrap = conf is None or MANAGED_MARK.encode() not in conf.content
+        writes = write_steps(
+            env,
+            node.name,
+            "corosync",
+            [
+                (AUTHKEY_PATH, env.secrets.authkey, 0o400),
+                *rendered_writes(env, node.name, "corosync"),
+            ],
+        )
+        active = facts.services_active.get("corosync", False)
+        if first_bootstrap and facts.cib and "<primitive" in facts.cib:
+            raise PlanError(
+                f"{node.name}: runs a Pacemaker cluster with resources that hakvm did not "
+                "create; refusing to replace its corosync configuration"
+            )
+        actions: list[Run] = []
+        if first_bootstrap:
+            # The distribution's package starts a throw-away one-node cluster; its CIB would
+            # carry a stale node entry into ours.
+            actions += [
+                run("systemctl", "stop", "pacemaker", "corosync"),
+                run("sh", "-c", "rm -f /var/lib/pacemaker/cib/cib*"),
+            ]
+        if writes or not active:
+            steps.extend(writes)
+            restart = "restart" if (first_bootstrap or not active) else "reload-or-restart"
+            actions += [
+                run("systemctl", "enable", "corosync"),
+                run("systemctl", restart, "corosync"),
+            ]
+            steps.append(Step(node.name, "corosync", "start corosync", tuple(actions)))
+    return steps
+
+
+def pacemaker(env: PlanEnv) -> list[Step]:
+    steps = []
+    for node in env.nodes:
+        facts = env.facts[node.name]
+        if not facts.services_active.get("pacemaker") or not facts.services_enabled.get(
+            "pacemaker"
+        ):
+            steps.append(
+                Step(
+                    node.name,
+                    "pacemaker",
+                    "start pacemaker",
+                    (
+                        run("systemctl", "enable", "pacemaker"),
+                        run("systemctl", "start", "pacemaker"),
+                    ),
+                )
+            )
+    if steps:
+        steps.append(
+            Step(
+                env.nodes[0].name,
+                "pacemaker",
+                "wait for both nodes online with a DC",
+                (Call("wait for the cluster to form", _wait_cluster(env)),),
+            )
+        )
+    return steps
+
+
+def _wait_cluster(env: PlanEnv) -> CallFunc:
+    names = [n.name for n in env.nodes]
+
+    async def wait(conns: Mapping[str, NodeConnection]) -> None:
+        from hakvm.ops.crm_mon import parse_crm_mon
+
+        deadline = time.monotonic() + 240
+        conn = conns[names[0]]
+        while True:
+            res = await conn.run(["crm_mon", "--output-as=xml", "-1"], timeout=60)
+            if res.ok:
+                state = parse_crm_mon(res.stdout)
+                if state.dc and all(
+                    state.nodes.get(n, None) and state.nodes[n].online for n in names
+                ):
+                    return
+            if time.monotonic() > deadline:
+                raise RemoteError("the cluster did not form within 240s (both nodes online, a DC)")
+            await asyncio.sleep(3)
+
+    return wait
+
+
+def libvirt(env: PlanEnv) -> list[Step]:
+    """Domain XML files (read by VirtualDomain at the next start or migration; a running VM
+    is not restarted behind the admin's back) and the DRBD device udev rule."""
+    steps = []
+    for node in env.nodes:
+        writes = write_steps(env, node.name, "libvirt", rendered_writes(env, node.name, "libvirt"))
+        steps.extend(writes)
+        if any("/etc/udev/rules.d/" in s.title for s in writes):
+            steps.append(
+                Step(
+                    node.name,
+                    "libvirt",
+                    "reload udev rules for DRBD devices",
+                    (
+                        run("udevadm", "control", "--reload"),
+                        run("udevadm", "trigger", "--subsystem-match=block", "--action=change"),
+                    ),
+                )
+            )
+        facts = env.facts[node.name]
+        if not facts.services_active.get("libvirtd") or not facts.services_enabled.get("libvirtd"):
+            steps.append(
+                Step(
+                    node.name,
+                    "libvirt",
+                    "start libvirtd",
+                    (run("systemctl", "enable", "--now", "libvirtd"),),
+                )
+            )
+    return steps
+
+
+def fencing(env: PlanEnv) -> list[Step]:
+    steps = []
+    for node in env.nodes:
+        writes = rendered_writes(env, node.name, "cib")
+        for other in env.nodes:
+            if other.name == node.name or other.bmc is None:
+                continue
+            secret = resolve(env.spec_dir, other.bmc.password_file)
+            try:
+                password = secret.read_bytes()
+            except OSError as exc:
+                raise PlanError(
+                    f"nodes.{other.name}.bmc.password_file: cannot read {secret}: {exc.strerror}"
+                ) from None
+            writes.append((password_file_path(other.name), password, 0o600))
+        steps.extend(write_steps(env, node.name, "fencing", writes))
+    return steps
+
+
+def cib(env: PlanEnv) -> list[Step]:
+    rendered = next(f for f in env.rendered[CLUSTER] if f.path.endswith("cib.xml")).content
+    live = next((f.cib for f in env.facts.values() if f.cib), None)
+    target = env.nodes[0].name
+    if live is None:
+        return [
+            Step(
+                target,
+                "cib",
+                "push fencing, then resources (CIB patch)",
+                (Call("patch the CIB", _push_cib(rendered)),),
+                "(cluster not running yet)",
+            )
+        ]
+    desired = cib_merge.desired_cib(live, rendered)
+    before = cib_merge.configuration_text(live)
+    after = cib_merge.configuration_text(desired)
+    if before == after:
+        return []
+    diff = "".join(
+        difflib.unified_diff(
+            before.splitlines(True), after.splitlines(True), "cib (live)", "cib (desired)"
+        )
+    )
+    return [
+        Step(
+            target,
+            "cib",
+            "push fencing, then resources (CIB patch)",
+            (Call("patch the CIB", _push_cib(rendered)),),
+            diff,
+        )
+    ]
+
+
+def _push_cib(rendered: str) -> CallFunc:
+    async def push(conns: Mapping[str, NodeConnection]) -> None:
+        conn = next(iter(conns.values()))
+        fencing_ids = cib_merge.stonith_ids(rendered)
+        # Fencing first: resources must never run in a cluster that cannot fence.
+        for only in (fencing_ids, None):
+            for _attempt in range(5):
+                live = await conn.run(["cibadmin", "-Q"], check=True, timeout=60)
+                desired = cib_merge.desired_cib(live.stdout, rendered, only_ids=only)
+                if cib_merge.configuration_text(live.stdout) == cib_merge.configuration_text(
+                    desired
+                ):
+                    break
+                await conn.write_file("/run/hakvm/cib-live.xml", live.stdout.encode(), 0o600)
+                await conn.write_file("/run/hakvm/cib-desired.xml", desired.encode(), 0o600)
+                await conn.run(
+                    ["crm_verify", "--xml-file", "/run/hakvm/cib-desired.xml"], check=True
+                )
+                diff = await conn.run(
+                    [
+                        "crm_diff",
+                        "--original",
+                        "/run/hakvm/cib-live.xml",
+                        "--new",
+                        "/run/hakvm/cib-desired.xml",
+                        "--no-version",
+                    ],
+                    timeout=60,
+                )
+                if diff.returncode not in (0, 1):
+                    raise RemoteError(f"{conn.name}: crm_diff failed: {diff.stderr.strip()}")
+                if diff.returncode == 0:
+                    break
+                await conn.write_file("/run/hakvm/cib.patch", diff.stdout.encode(), 0o600)
+                patched = await conn.run(
+                    ["cibadmin", "--patch", "--xml-file", "/run/hakvm/cib.patch"], timeout=120
+                )
+                if patched.ok:
+                    break
+                await asyncio.sleep(2)  # the CIB moved under us: re-read and re-diff
+            else:
+                raise RemoteError(f"{conn.name}: the CIB patch did not apply after 5 attempts")
+
+    return push
+
+
+def vms(env: PlanEnv) -> list[Step]:
+    wanted = [vm for vm in env.ctx.spec.vms if vm.autostart]
+    if not wanted:
+        return []
+    from hakvm.ops.crm_mon import parse_crm_mon
+
+    live = None
+    for facts in env.facts.values():
+        if facts.crm_mon:
+            live = parse_crm_mon(facts.crm_mon)
+            break
+    if live is not None and all(
+        (r := live.resources.get(vm.name)) is not None and r.active_on for vm in wanted
+    ):
+        return []
+    timeout = 2 * env.ctx.spec.cluster.timing.vm_start_timeout_s + 120
+    return [
+        Step(
+            env.nodes[0].name,
+            "vms",
+            f"wait for {', '.join(v.name for v in wanted)} to run",
+            (Call("wait for the VMs to be started by Pacemaker", _wait_vms(wanted, timeout)),),
+        )
+    ]
+
+
+def _wait_vms(wanted: list[Vm], timeout: float) -> CallFunc:
+    async def wait(conns: Mapping[str, NodeConnection]) -> None:
+        from hakvm.ops.crm_mon import parse_crm_mon
+
+        conn = next(iter(conns.values()))
+        deadline = time.monotonic() + timeout
+        while True:
+            res = await conn.run(["crm_mon", "--output-as=xml", "-1"], timeout=60)
+            if res.ok:
+                state = parse_crm_mon(res.stdout)
+                pending = [
+                    vm.name
+                    for vm in wanted
+                    if not ((r := state.resources.get(vm.name)) and r.active_on)
+                ]
+                failed = [f for f in state.failures if f.resource in {v.name for v in wanted}]
+                if not pending:
+                    return
+                if failed and time.monotonic() > deadline - timeout / 2:
+                    raise RemoteError(f"VM start failed: {failed[0].describe()}")
+            if time.monotonic() > deadline:
+                raise RemoteError(f"VMs not running after {timeout:.0f}s: {', '.join(pending)}")
+            await asyncio.sleep(3)
+
+    return wait
+
+
+PHASES: tuple[tuple[str, Phase], ...] = (
+    ("packages", packages),
+    ("network", network),
+    ("hosts", hosts),
+    ("firewall", firewall),
+    ("storage", storage),
+    ("replication", replication),
+    ("corosync", corosync),
+    ("pacemaker", pacemaker),
+    ("libvirt", libvirt),
+    ("fencing", fencing),
+    ("cib", cib),
+    ("vms", vms),
+)
+
+
+def describe_argv(argv: tuple[str, ...]) -> str:
+    return shlex.join(argv)

@@ -1,0 +1,74 @@
+"""Check-then-act units. Operations read facts and yield steps only for differences (as in
+pyinfra): "no step" means "no change". `plan` prints the steps; `apply` runs the same steps.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from hakvm.remote.connection import NodeConnection
+
+
+@dataclass(frozen=True)
+class Run:
+    argv: tuple[str, ...]
+    stdin: bytes | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    timeout: float = 600.0
+
+    def describe(self) -> str:
+        return shlex.join(self.argv)
+
+
+@dataclass(frozen=True)
+class Write:
+    path: str
+    content: bytes
+    mode: int
+    owner: str = "root"
+    group: str = "root"
+
+    def describe(self) -> str:
+        return f"write {self.path} (mode {self.mode:04o}, {len(self.content)} bytes)"
+
+
+# A Call needs live feedback (waiting for DRBD to connect, a rollback-guarded network
+# change, a CIB patch against the CIB as it is at that moment). It gets every node's
+# connection because cluster-level actions look at both.
+CallFunc = Callable[[Mapping[str, NodeConnection]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Call:
+    description: str
+    func: CallFunc = field(compare=False)
+
+    def describe(self) -> str:
+        return self.description
+
+
+Action = Run | Write | Call
+
+
+@dataclass(frozen=True)
+class Step:
+    node: str
+    phase: str
+    title: str
+    actions: tuple[Action, ...]
+    diff: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "node": self.node,
+            "phase": self.phase,
+            "title": self.title,
+            "actions": [a.describe() for a in self.actions],
+            "diff": self.diff,
+        }
+
+
+def run(*argv: str, stdin: bytes | None = None, timeout: float = 600.0, **env: str) -> Run:
+    return Run(tuple(argv), stdin, tuple(sorted(env.items())), timeout)
