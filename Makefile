@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Debian packages the tests and the lab need; the real cluster tools validate rendered files.
 APT_PACKAGES := python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs \
 	corosync pacemaker pacemaker-cli-utils drbd-utils libvirt-clients ipmitool fence-agents \
-	iproute2 openssh-client dpkg-dev libxml2-utils pcs crmsh \
+	iproute2 openssh-client dpkg-dev debian-archive-keyring libxml2-utils pcs crmsh \
 	ifupdown nftables python3-firewall python3-gi gir1.2-nm-1.0 systemd
 STAMP := $(VENV)/.installed
 

@@ -1,0 +1,208 @@
+"""Bring the lab up and down, and report its state."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hakvm.lab import bmcs, image, nodes, procs, ssh
+from hakvm.lab.state import LINKS, NODES, Lab, LabConfig, LabStateError, write_atomic
+
+Report = Callable[[str], None]
+
+
+@dataclasses.dataclass
+class UpResult:
+    seconds: float
+    image_seconds: float
+    prepare_seconds: float
+    boot_seconds: dict[str, float]
+
+
+def up(
+    lab: Lab,
+    config: LabConfig,
+    report: Report,
+    image_progress: Callable[[str, float], None] | None = None,
+    ssh_timeout: float = 600.0,
+) -> UpResult:
+    started = time.monotonic()
+    ensure_not_running(lab)
+    config.validate()
+    img = image.build_image(image_progress)
+    image_seconds = time.monotonic() - started
+    config = dataclasses.replace(config, image_key=img.directory.name)
+    user = procs.ensure_lab_user()
+
+    report("preparing node disks and identities")
+    t = time.monotonic()
+    lab.dir.mkdir(parents=True, exist_ok=True)
+    # Traversable by the QEMU user; the secrets inside are 0600 and the node dirs 0700.
+    lab.dir.chmod(0o755)
+    lab.save(config)
+    lab.save_cut_links(set())
+    client_pub = _client_key(lab)
+    bmcs.write_credentials(lab, config)
+    nodes.install_boot_files(lab, img.kernel, img.initrd)
+    with concurrent.futures.ThreadPoolExecutor(len(NODES)) as pool:
+        futures = {
+            node: pool.submit(
+                nodes.prepare_node,
+                lab,
+                config,
+                node,
+                image_root=img.root,
+                client_pub=client_pub,
+                owner=user,
+            )
+            for node in NODES
+        }
+        host_keys = {node: f.result() for node, f in futures.items()}
+    write_atomic(
+        lab.known_hosts,
+        "".join(
+            nodes.known_hosts_line(config.ssh_port_of(n), host_keys[n]) + "\n" for n in NODES
+        ),
+    )
+    prepare_seconds = time.monotonic() - t
+
+    report("starting QEMU and BMCs")
+    boot_started = time.monotonic()
+    for node in NODES:
+        nodes.start_node(lab, node, user)
+        bmcs.start_bmc(lab, node, user)
+
+    report("waiting for SSH on both nodes")
+    boot: dict[str, float] = {}
+    with concurrent.futures.ThreadPoolExecutor(len(NODES)) as pool:
+        waits = {
+            node: pool.submit(
+                ssh.wait_for_ssh,
+                config.ssh_port_of(node),
+                lab.ssh_key,
+                lab.known_hosts,
+                ssh_timeout,
+                alive=_alive(lab, node),
+            )
+            for node in NODES
+        }
+        errors = []
+        for node, fut in waits.items():
+            try:
+                fut.result()
+                boot[node] = round(time.monotonic() - boot_started, 1)
+            except TimeoutError as exc:
+                log = nodes.node_paths(lab, node).serial_log
+                errors.append(f"{node}: {exc} (serial log {log})")
+    if errors:
+        raise LabStateError("; ".join(errors))
+    return UpResult(
+        seconds=round(time.monotonic() - started, 1),
+        image_seconds=round(image_seconds, 1),
+        prepare_seconds=round(prepare_seconds, 1),
+        boot_seconds=boot,
+    )
+
+
+def ensure_not_running(lab: Lab) -> None:
+    running = procs.find_lab_processes(lab.dir)
+    if running:
+        raise LabStateError(
+            f"lab in {lab.dir} is already running ({len(running)} processes); "
+            "run `hakvm lab down` first"
+        )
+
+
+def _alive(lab: Lab, node: str) -> Callable[[], bool]:
+    return lambda: nodes.qemu_pid(lab, node) is not None
+
+
+def _client_key(lab: Lab) -> str:
+    """The lab's client key (kept across `lab up`s); returns the public key line."""
+    pub = lab.ssh_key.with_name(lab.ssh_key.name + ".pub")
+    if lab.ssh_key.is_file() and pub.is_file():
+        lab.ssh_key.chmod(0o600)
+        return pub.read_text().strip()
+    return nodes.generate_keypair(lab.ssh_key, "hakvm-lab")
+
+
+def down(lab: Lab) -> list[procs.LabProcess]:
+    """Kill every process of the lab (BMCs first, so nothing powers a node back on)."""
+    killed: list[procs.LabProcess] = []
+    for _ in range(3):  # a BMC may have been mid power-on: sweep until nothing is left
+        found = procs.find_lab_processes(lab.dir)
+        if not found:
+            break
+        for proc in sorted(found, key=lambda p: p.kind != "bmcd"):
+            procs.kill_hard(proc.pid)
+            killed.append(proc)
+    if lab.exists():
+        for node in NODES:
+            if nodes.node_paths(lab, node).dir.is_dir():
+                nodes.set_wanted_power(lab, node, "off")
+                bmcs._set_wanted(lab, node, "stopped")
+    return killed
+
+
+def require_up(lab: Lab) -> LabConfig:
+    config = lab.load()
+    for node in NODES:
+        if not nodes.node_paths(lab, node).argv_file.is_file():
+            raise LabStateError(f"lab in {lab.dir} has no {node} (run `hakvm lab up`)")
+    return config
+
+
+def status(lab: Lab) -> dict[str, Any]:
+    """Machine-readable state: per node power/QEMU/BMC, per link up/cut."""
+    config = require_up(lab)
+    cut = lab.cut_links()
+    out_nodes: dict[str, Any] = {}
+    for node in NODES:
+        pid = nodes.qemu_pid(lab, node)
+        want = nodes.wanted_power(lab, node)
+        # A QEMU that is gone although it should run has crashed (or was killed by
+        # something else than the lab and its BMC): report it as dead, not off.
+        power = "on" if pid is not None else "dead" if want == "on" else "off"
+        bpid = bmcs.bmcd_pid(lab, node)
+        if bpid is not None:
+            bmc = "running"
+        else:
+            bmc = "dead" if bmcs.wanted(lab, node) == "running" else "stopped"
+        out_nodes[node] = {
+            "power": power,
+            "qemu_pid": pid,
+            "bmc": bmc,
+            "bmc_pid": bpid,
+            "ssh": f"127.0.0.1:{config.ssh_port_of(node)}",
+            "bmc_address": f"127.0.0.1:{config.bmc_port_of(node)}/udp",
+            "console": str(nodes.node_paths(lab, node).console),
+            "serial_log": str(nodes.node_paths(lab, node).serial_log),
+        }
+    healthy = all(
+        n["power"] != "dead" and n["bmc"] != "dead" for n in out_nodes.values()
+    )
+    return {
+        "lab_dir": str(lab.dir),
+        "healthy": healthy,
+        "nodes": out_nodes,
+        "links": {link: ("cut" if link in cut else "up") for link in LINKS},
+        "ssh_key": str(lab.ssh_key),
+        "known_hosts": str(lab.known_hosts),
+    }
+
+
+def memory_kib(lab: Lab) -> dict[str, int]:
+    """Resident memory of each lab process (for reports and benchmarks)."""
+    out: dict[str, int] = {}
+    for proc in procs.find_lab_processes(lab.dir):
+        try:
+            for line in pathlib.Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    out[f"{proc.node}/{proc.kind}"] = int(line.split()[1])
+        except OSError:
+            continue
+    return out

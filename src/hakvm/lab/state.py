@@ -1,0 +1,199 @@
+"""Lab layout: configuration, ports and file paths under the lab state dir.
+
+Everything the lab needs is found from the state dir alone (``$HAKVM_LAB_DIR``, default
+``./.hakvm/lab``), so every ``hakvm lab`` command, the BMC daemons and a crashed-and-rerun
+lab tool agree on ports, files and process markers.
+
+Layout::
+
+    lab.json                 LabConfig (ports, sizes, BMC user)
+    id_ed25519[.pub]         client key for root@node (0600)
+    known_hosts              the nodes' real host keys, [127.0.0.1]:PORT entries
+    bmc.json                 BMC user and addresses (no secret)
+    bmc-nodeNN.password      BMC password (0600)
+    links.json               links currently cut
+    boot/vmlinuz initrd.img  kernel + initrd for -kernel/-initrd
+    nodeNN/                  owned by the QEMU user, 0700: disks, sockets, logs, pids
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any
+
+NODES: tuple[str, ...] = ("node01", "node02")
+# Back-to-back links between the nodes, in guest NIC order: eth1, eth2, eth3.
+LINKS: tuple[str, ...] = ("bond-a", "bond-b", "hb")
+
+DEFAULT_DIR = pathlib.Path(".hakvm/lab")
+DEFAULT_SSH_PORT = 2201
+DEFAULT_BMC_PORT = 6230
+DEFAULT_LINK_PORT = 42100
+DEFAULT_BMC_USER = "hakvm"
+LAB_USER = "hakvm-lab"
+LOOPBACK = "127.0.0.1"
+# The user-mode network as seen by the guests: 10.0.2.2 is the host's loopback.
+GUEST_MGMT_ADDRESS = "10.0.2.15"
+GUEST_HOST_ADDRESS = "10.0.2.2"
+
+
+class LabStateError(Exception):
+    """The lab is not in a state where the command can run (exit 3)."""
+
+
+def lab_dir_from_env() -> pathlib.Path:
+    raw = os.environ.get("HAKVM_LAB_DIR")
+    return pathlib.Path(raw) if raw else DEFAULT_DIR
+
+
+def check_port(port: int, count: int, what: str) -> None:
+    if not 1024 <= port <= 65535 - count + 1:
+        raise ValueError(f"{what} port {port} out of range 1024..{65535 - count + 1}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LabConfig:
+    ssh_port: int = DEFAULT_SSH_PORT
+    bmc_port: int = DEFAULT_BMC_PORT
+    link_port: int = DEFAULT_LINK_PORT
+    memory_mib: int = 1536
+    # One vCPU: measured faster than two on a 2-core host running both TCG nodes.
+    cpus: int = 1
+    drbd_disk_gib: int = 20
+    bmc_user: str = DEFAULT_BMC_USER
+    image_key: str = ""
+
+    def validate(self) -> None:
+        check_port(self.ssh_port, len(NODES), "SSH")
+        check_port(self.bmc_port, len(NODES), "BMC")
+        check_port(self.link_port, 2 * len(LINKS), "link")
+        ranges = [
+            (self.ssh_port, len(NODES), "SSH"),
+            (self.bmc_port, len(NODES), "BMC"),
+            (self.link_port, 2 * len(LINKS), "link"),
+        ]
+        for i, (a, na, wa) in enumerate(ranges):
+            for b, nb, wb in ranges[i + 1 :]:
+                if a < b + nb and b < a + na:
+                    raise ValueError(f"{wa} ports {a}.. overlap {wb} ports {b}..")
+        if self.memory_mib < 512:
+            raise ValueError("node memory must be at least 512 MiB")
+        if not 1 <= self.cpus <= 16:
+            raise ValueError("node CPUs must be 1..16")
+
+    def node_index(self, node: str) -> int:
+        return NODES.index(node)
+
+    def ssh_port_of(self, node: str) -> int:
+        return self.ssh_port + self.node_index(node)
+
+    def bmc_port_of(self, node: str) -> int:
+        return self.bmc_port + self.node_index(node)
+
+    def link_ports(self, link: str, node: str) -> tuple[int, int]:
+        """(local, peer) UDP ports of ``node``'s end of ``link``."""
+        base = self.link_port + 2 * LINKS.index(link)
+        mine = self.node_index(node)
+        return base + mine, base + (1 - mine)
+
+
+def check_node(node: str) -> str:
+    if node not in NODES:
+        raise ValueError(f"unknown node {node!r} (expected one of: {', '.join(NODES)})")
+    return node
+
+
+def check_link(link: str) -> str:
+    if link not in LINKS:
+        raise ValueError(f"unknown link {link!r} (expected one of: {', '.join(LINKS)})")
+    return link
+
+
+class Lab:
+    """Paths of one lab state dir. The dir is always absolute (it is the process marker)."""
+
+    def __init__(self, directory: pathlib.Path) -> None:
+        self.dir = pathlib.Path(os.path.realpath(directory))
+
+    # --- files --------------------------------------------------------------------------
+    @property
+    def config_file(self) -> pathlib.Path:
+        return self.dir / "lab.json"
+
+    @property
+    def ssh_key(self) -> pathlib.Path:
+        return self.dir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> pathlib.Path:
+        return self.dir / "known_hosts"
+
+    @property
+    def bmc_config(self) -> pathlib.Path:
+        return self.dir / "bmc.json"
+
+    @property
+    def links_file(self) -> pathlib.Path:
+        return self.dir / "links.json"
+
+    @property
+    def boot_dir(self) -> pathlib.Path:
+        return self.dir / "boot"
+
+    def bmc_password_file(self, node: str) -> pathlib.Path:
+        return self.dir / f"bmc-{node}.password"
+
+    def node_dir(self, node: str) -> pathlib.Path:
+        return self.dir / node
+
+    # --- config -------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.config_file.is_file()
+
+    def load(self) -> LabConfig:
+        if not self.exists():
+            raise LabStateError(f"no lab in {self.dir} (run `hakvm lab up` first)")
+        data = json.loads(self.config_file.read_text())
+        fields = {f.name for f in dataclasses.fields(LabConfig)}
+        return LabConfig(**{k: v for k, v in data.items() if k in fields})
+
+    def save(self, config: LabConfig) -> None:
+        write_atomic(self.config_file, json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+
+    def cut_links(self) -> set[str]:
+        try:
+            data = json.loads(self.links_file.read_text())
+        except (OSError, ValueError):
+            return set()
+        return {str(x) for x in data.get("cut", []) if x in LINKS}
+
+    def save_cut_links(self, cut: set[str]) -> None:
+        write_atomic(self.links_file, json.dumps({"cut": sorted(cut)}) + "\n", mode=0o644)
+
+
+def write_atomic(
+    path: pathlib.Path, text: str, mode: int = 0o644, owner: tuple[int, int] | None = None
+) -> None:
+    """Write via rename, so readers never see half a file and the mode is set before."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        if owner is not None:
+            os.fchown(fd, *owner)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: pathlib.Path) -> dict[str, Any]:
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return data

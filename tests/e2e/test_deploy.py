@@ -1,0 +1,166 @@
+"""End to end on the lab: apply takes two bare nodes to a fenced cluster running replicated VMs.
+
+Order matters (one lab per session): an apply killed in the storage phase, its re-run to
+convergence, a no-op re-apply, then a hard node kill that must be fenced and failed over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
+from tests.e2e.conftest import REPO, LabHandle
+
+pytestmark = pytest.mark.e2e
+
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def spec_file(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/lab.yaml pointed at this lab's key, known_hosts, ports and BMC passwords."""
+    spec: dict[str, Any] = yaml.safe_load((REPO / "examples" / "lab.yaml").read_text())
+    for node in spec["nodes"]:
+        name = node["name"]
+        node["ssh"]["port"] = lab.ssh_ports[name]
+        node["ssh"]["key_file"] = str(lab.key)
+        node["ssh"]["known_hosts"] = str(lab.known_hosts)
+        node["bmc"]["port"] = lab.bmc_ports[name]
+        node["bmc"]["user"] = lab.bmc_user
+        node["bmc"]["password_file"] = str(lab.state_dir / f"bmc-{name}.password")
+    path = tmp_path_factory.mktemp("spec") / "lab.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def hakvm(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, HAKVM_STATE_DIR=str(REPO / ".hakvm" / "e2e-state"))
+    return subprocess.run(
+        [sys.executable, "-m", "hakvm.cli", *args],
+        capture_output=True, text=True, timeout=timeout, check=False, env=env,
+    )  # fmt: skip
+
+
+def cluster_state(lab: LabHandle, node: str = "node01") -> ClusterState:
+    return parse_crm_mon(lab.check(node, ["crm_mon", "--output-as=xml", "-1"]))
+
+
+def wait_for(what: str, predicate: Any, timeout: float, interval: float = 3) -> float:
+    started = time.monotonic()
+    last: Any = None
+    while time.monotonic() - started < timeout:
+        try:
+            last = predicate()
+            if last:
+                return time.monotonic() - started
+        except (AssertionError, subprocess.TimeoutExpired, ValueError) as exc:
+            last = exc
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def test_apply_killed_in_storage_phase_then_converges(lab: LabHandle, spec_file: Path) -> None:
+    env = dict(os.environ, HAKVM_STATE_DIR=str(REPO / ".hakvm" / "e2e-state"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hakvm.cli", "apply", str(spec_file)],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        # Kill right after the first volume exists: LVs made, DRBD not yet up.
+        if "create volume" in line and "ok" in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+
+    started = time.monotonic()
+    result = hakvm("apply", str(spec_file))
+    TIMINGS["first_apply"] = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    quorum = lab.check("node01", ["corosync-quorumtool", "-s"])
+    assert "Quorate:          Yes" in quorum, quorum
+    assert "Total votes:      2" in quorum, quorum
+    links = lab.check("node01", ["corosync-cfgtool", "-s"])
+    assert "LINK ID 0" in links and "LINK ID 1" in links, links
+
+    props = lab.check("node01", ["crm_attribute", "--type", "crm_config",
+                                 "--name", "stonith-enabled", "--query"])  # fmt: skip
+    assert "value=true" in props
+
+    def vms_placed() -> bool:
+        state = cluster_state(lab)
+        return state.resources["vm-a"].active_on == ["node01"] and state.resources[
+            "vm-b"
+        ].active_on == ["node02"]
+
+    wait_for("vm-a on node01 and vm-b on node02", vms_placed, 300)
+    state = cluster_state(lab)
+    for fence in ("node01_fence", "node02_fence"):
+        assert state.resources[fence].active_on, f"{fence} not started"
+    assert state.resources["node01_fence"].active_on == ["node02"]
+    for node in ("node01", "node02"):
+        for vm in ("vm-a", "vm-b"):
+            dstate = lab.check(node, ["drbdadm", "dstate", vm]).strip()
+            assert dstate == "UpToDate/UpToDate", f"{node} {vm}: {dstate}"
+        domains = lab.check(node, ["virsh", "list", "--name"])
+        ps = lab.check(node, ["ps", "-eo", "user,comm"])
+        qemu_users = {line.split()[0] for line in ps.splitlines() if "qemu" in line}
+        assert "root" not in qemu_users, ps
+        assert domains.strip(), f"{node} runs no VM"
+
+
+def test_second_apply_changes_nothing(lab: LabHandle, spec_file: Path) -> None:
+    started = time.monotonic()
+    result = hakvm("apply", "--json", str(spec_file))
+    TIMINGS["noop_apply"] = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    changed = [s for p in report["phases"] for s in p["steps"]]
+    assert report["changes"] == 0, json.dumps(changed, indent=1)
+    plan = hakvm("plan", str(spec_file))
+    assert plan.returncode == 0
+    assert "no changes" in plan.stdout
+
+
+def test_killed_node_is_fenced_and_vm_stays_on_survivor(lab: LabHandle) -> None:
+    before = cluster_state(lab)
+    assert before.resources["vm-b"].active_on == ["node02"]
+    killed_at = time.monotonic()
+    result = lab.hakvm("kill", "node02")
+    assert result.returncode == 0, result.stderr
+
+    def vm_b_on_node01() -> bool:
+        return cluster_state(lab).resources["vm-b"].active_on == ["node01"]
+
+    recovery = wait_for("vm-b restarted on node01", vm_b_on_node01, 600, interval=2)
+    TIMINGS["failover"] = recovery
+    state = cluster_state(lab)
+    fenced = [e for e in state.fencing if e.target == "node02" and e.status == "success"]
+    assert fenced, f"no successful fencing of node02 recorded: {state.fencing}"
+
+    # Fencing (reboot) powered node02 back on; it rejoins, and the VM stays where it is.
+    def node02_back() -> bool:
+        nodes = cluster_state(lab).nodes
+        return "node02" in nodes and nodes["node02"].online
+
+    wait_for("node02 back online", node02_back, 600, interval=5)
+    time.sleep(20)  # give Pacemaker a transition in which it could (wrongly) move vm-b back
+    state = cluster_state(lab)
+    assert state.resources["vm-b"].active_on == ["node01"], "vm-b moved back: stickiness broken"
+    assert state.resources["vm-a"].active_on == ["node01"]
+    out = REPO / ".hakvm" / "e2e-timings.json"
+    out.write_text(json.dumps({**TIMINGS, "killed_at": killed_at}, indent=2))
