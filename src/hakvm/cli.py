@@ -226,6 +226,24 @@ def apply(spec: Path, as_json: bool, stop_after: str | None) -> int:
     return _run_deploy(spec, apply_=True, as_json=as_json, stop_after=stop_after)
 
 
+@cli.command()
+@click.argument(
+    "spec", type=click.Path(path_type=Path, dir_okay=False), default=Path("examples/lab.yaml")
+)
+def demo(spec: Path) -> int:
+    """Build the lab, deploy SPEC, pull the plug on a node and show the failover."""
+    from hakvm.deploy.engine import ApplyError
+    from hakvm.ops.demo import run_demo
+    from hakvm.remote.connection import RemoteError
+
+    ctx = load_context(spec)
+    try:
+        return run_demo(ctx.spec, spec)
+    except (ApplyError, RemoteError) as exc:
+        click.echo(f"hakvm: demo failed: {exc}", err=True)
+        return EXIT_FAILED
+
+
 def _register_subcommands() -> None:
     # Imported here so that a broken optional layer never breaks `hakvm validate`.
     from hakvm.lab.cli import lab

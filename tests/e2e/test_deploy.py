@@ -21,7 +21,7 @@ import yaml
 from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
 from tests.e2e.conftest import REPO, LabHandle
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
 
 TIMINGS: dict[str, float] = {}
 

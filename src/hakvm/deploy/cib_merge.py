@@ -55,6 +55,25 @@ def _merge_nvset(live_set: etree._Element, wanted: etree._Element) -> None:
             current.set("value", nv.get("value") or "")
 
 
+# Sections resource agents write into their own primitive at runtime (VirtualDomain sets
+# utilization from the domain's vCPUs and memory): the live values are kept.
+AGENT_OWNED = ("utilization",)
+
+
+def _keep_agent_owned(current: etree._Element, wanted: etree._Element) -> None:
+    for prim in current.iter("primitive"):
+        target = wanted if wanted.get("id") == prim.get("id") else None
+        if target is None:
+            target = next((p for p in wanted.iter("primitive") if p.get("id") == prim.get("id")),
+                          None)  # fmt: skip
+        if target is None:
+            continue
+        for tag in AGENT_OWNED:
+            live_part = prim.find(tag)
+            if live_part is not None and target.find(tag) is None:
+                target.append(etree.fromstring(etree.tostring(live_part)))
+
+
 def _replace_children(live: etree._Element, wanted: Iterable[etree._Element]) -> None:
     wanted = list(wanted)
     ids = {w.get("id") for w in wanted}
@@ -62,6 +81,8 @@ def _replace_children(live: etree._Element, wanted: Iterable[etree._Element]) ->
     for w in wanted:
         current = live_by_id.get(w.get("id"))
         copy = etree.fromstring(etree.tostring(w))
+        if current is not None:
+            _keep_agent_owned(current, copy)
         if current is None:
             live.append(copy)
         elif etree.tostring(current, method="c14n") != etree.tostring(copy, method="c14n"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import re
 import shlex
 import time
 from collections.abc import Callable, Mapping
@@ -159,14 +160,10 @@ def packages(env: PlanEnv) -> list[Step]:
 
 
 def _network_interfaces(node: Node) -> list[str]:
-    """Interfaces to (re)start, in dependency order: bonds, then ethernets, then bridges."""
+    """Interfaces to (re)start, in dependency order: bonds (which enslave their members),
+    then ethernets, then bridges (whose ports must exist first)."""
     ifaces = node.interfaces
-    bridged = {p for br in ifaces.bridges.values() for p in br.ports}
-    return [
-        *(b for b in ifaces.bonds if b not in bridged),
-        *ifaces.ethernets,
-        *ifaces.bridges,
-    ]
+    return [*ifaces.bonds, *ifaces.ethernets, *ifaces.bridges]
 
 
 def network(env: PlanEnv) -> list[Step]:
@@ -217,7 +214,7 @@ def _activate_network(node: Node, os_family: OsFamily, spec_dir: Path) -> CallFu
             check=True,
         )
         if os_family is OsFamily.DEBIAN12:
-            for name in ifaces:
+            for name in reversed(ifaces):
                 await conn.run(["ifdown", "--force", name], timeout=120)
             for name in ifaces:
                 await conn.run(["ifup", name], check=True, timeout=180)
@@ -377,9 +374,23 @@ def storage(env: PlanEnv) -> list[Step]:
         master = env.secrets.drbd_master.encode() + b"\n"
         writes = [*rendered_writes(env, node.name, "drbd"), (DRBD_MASTER_PATH, master, 0o600)]
         steps.extend(write_steps(env, node.name, "storage", writes))
+        managed = _pacemaker_managed(facts)
         for vm in env.ctx.spec.vms:
             res = facts.drbd.get(vm.name)
-            if res is None or res.disk == "Diskless":
+            if vm.name in managed:
+                # Pacemaker's drbd agent brings the resource up and down from now on; a
+                # concurrent `drbdadm up` would race it (e.g. right after a node rebooted).
+                if any(s.title.endswith(f"/etc/drbd.d/{vm.name}.res") for s in steps):
+                    steps.append(
+                        Step(
+                            node.name,
+                            "storage",
+                            f"DRBD {vm.name}: adjust to the new configuration",
+                            (run("drbdadm", "adjust", vm.name),),
+                        )
+                    )
+                continue
+            if res is None or res.disk == "Diskless" or res.connection == "StandAlone":
                 steps.append(
                     Step(
                         node.name,
@@ -400,18 +411,36 @@ def storage(env: PlanEnv) -> list[Step]:
     return steps
 
 
+def _pacemaker_managed(facts: NodeFacts) -> set[str]:
+    """VMs whose DRBD clone is in the live CIB of a running Pacemaker on this node."""
+    if not facts.services_active.get("pacemaker") or not facts.cib:
+        return set()
+    return {
+        vm_id[: -len("_drbd")]
+        for vm_id in re.findall(r'<primitive[^>]*\bid="([^"]+_drbd)"', facts.cib)
+    }
+
+
 def _drbd_up(node: Node, vm: Vm) -> CallFunc:
     async def up(conns: Mapping[str, NodeConnection]) -> None:
         conn = conns[node.name]
-        # Metadata already there (an interrupted apply): keep it, never re-create.
-        has_md = await conn.run(["drbdadm", "dump-md", vm.name], timeout=60)
-        if not has_md.ok and "attached" not in (has_md.stderr + has_md.stdout):
-            await conn.run(
-                ["drbdadm", "create-md", "--force", vm.name],
-                check=True,
-                timeout=120,
-                stdin=b"yes\n",
-            )
+        dstate = await conn.run(["drbdadm", "dstate", vm.name], timeout=60)
+        attached = dstate.ok and not dstate.stdout.startswith(("Diskless", "Unconfigured"))
+        if not attached:
+            # Metadata is created only where drbdmeta positively finds none; anything else
+            # (an interrupted apply left it, or an unexpected error) is never overwritten.
+            has_md = await conn.run(["drbdadm", "dump-md", vm.name], timeout=60)
+            if not has_md.ok:
+                text = has_md.stderr + has_md.stdout
+                if "No valid meta data found" not in text:
+                    last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
+                    raise RemoteError(f"{node.name}: drbdadm dump-md {vm.name}: {last}")
+                await conn.run(
+                    ["drbdadm", "create-md", "--force", vm.name],
+                    check=True,
+                    timeout=120,
+                    stdin=b"yes\n",
+                )
         await conn.run(["drbdadm", "adjust", vm.name], check=True, timeout=120)
 
     return up
@@ -457,6 +486,10 @@ def _initial_sync(env: PlanEnv, vm: Vm) -> CallFunc:
     nodes = env.nodes
 
     async def decide(conns: Mapping[str, NodeConnection]) -> None:
+        # adjust is idempotent: it reconnects a resource that dropped to StandAlone (e.g.
+        # its address vanished while the network was being reconfigured).
+        for node in nodes:
+            await conns[node.name].run(["drbdadm", "adjust", vm.name], check=True)
         await _wait_connected(conns, vm.name, 120)
         tags = []
         for node in nodes:

@@ -71,9 +71,7 @@ def start_bmc(lab: Lab, node: str, user: procs.LabUser) -> int:
         return pid
     p = nodes.node_paths(lab, node)
     password = lab.bmc_password_file(node).read_text().strip()
-    argv = procs.as_lab_user(
-        [sys.executable, "-m", procs.BMCD_MODULE, str(lab.dir), node], user
-    )
+    argv = procs.as_lab_user([sys.executable, "-m", procs.BMCD_MODULE, str(lab.dir), node], user)
     with p.bmcd_log.open("ab") as log:
         if os.geteuid() == 0:
             os.chown(p.bmcd_log, user.uid, user.gid)

@@ -149,17 +149,36 @@ def _env_int(name: str, default: int) -> int:
 
 
 @lab.command("up")
-@click.option("--ssh-port", type=int, default=None,
-              help=f"First SSH port on 127.0.0.1 [env HAKVM_LAB_SSH_PORT, {DEFAULT_SSH_PORT}].")
-@click.option("--bmc-port", type=int, default=None,
-              help=f"First BMC UDP port [env HAKVM_LAB_BMC_PORT, {DEFAULT_BMC_PORT}].")
-@click.option("--link-port", type=int, default=None,
-              help=f"First of 6 link UDP ports [env HAKVM_LAB_LINK_PORT, {DEFAULT_LINK_PORT}].")
-@click.option("--memory", "memory_mib", type=int, default=1536, show_default=True,
-              help="Memory per node (MiB).")
+@click.option(
+    "--ssh-port",
+    type=int,
+    default=None,
+    help=f"First SSH port on 127.0.0.1 [env HAKVM_LAB_SSH_PORT, {DEFAULT_SSH_PORT}].",
+)
+@click.option(
+    "--bmc-port",
+    type=int,
+    default=None,
+    help=f"First BMC UDP port [env HAKVM_LAB_BMC_PORT, {DEFAULT_BMC_PORT}].",
+)
+@click.option(
+    "--link-port",
+    type=int,
+    default=None,
+    help=f"First of 6 link UDP ports [env HAKVM_LAB_LINK_PORT, {DEFAULT_LINK_PORT}].",
+)
+@click.option(
+    "--memory",
+    "memory_mib",
+    type=int,
+    default=1536,
+    show_default=True,
+    help="Memory per node (MiB).",
+)
 @click.option("--cpus", type=int, default=1, show_default=True, help="vCPUs per node.")
-@click.option("--timeout", type=float, default=600, show_default=True,
-              help="Seconds to wait for SSH.")
+@click.option(
+    "--timeout", type=float, default=600, show_default=True, help="Seconds to wait for SSH."
+)
 @click.pass_context
 @handle_errors
 def up_cmd(
@@ -208,8 +227,10 @@ def up_cmd(
     )
     click.echo(f"state dir: {lab_.dir}")
     for node in NODES:
-        click.echo(f"  {node}: ssh 127.0.0.1:{config.ssh_port_of(node)}, "
-                   f"BMC 127.0.0.1:{config.bmc_port_of(node)}/udp (guests: 10.0.2.2)")
+        click.echo(
+            f"  {node}: ssh 127.0.0.1:{config.ssh_port_of(node)}, "
+            f"BMC 127.0.0.1:{config.bmc_port_of(node)}/udp (guests: 10.0.2.2)"
+        )
 
 
 def _check_ports_free(config: LabConfig) -> None:
@@ -256,11 +277,17 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
         style = {"on": "green", "off": "yellow"}.get(power, "bold red")
         bstyle = {"running": "green", "stopped": "yellow"}.get(info["bmc"], "bold red")
         table.add_row(
-            node, f"[{style}]{power}[/]", str(info["qemu_pid"] or "-"),
-            f"[{bstyle}]{info['bmc']}[/]", info["ssh"], info["bmc_address"],
+            node,
+            f"[{style}]{power}[/]",
+            str(info["qemu_pid"] or "-"),
+            f"[{bstyle}]{info['bmc']}[/]",
+            info["ssh"],
+            info["bmc_address"],
         )
     Console().print(table)
     click.echo("links: " + ", ".join(f"{k} {v}" for k, v in state["links"].items()))
+    repo_state = state["repository"]
+    click.echo(f"package repository: {repo_state['state']} on {repo_state['address']}")
     if not state["healthy"]:
         click.echo("a node or BMC process died (see its serial.log / bmcd.log)", err=True)
 
@@ -350,7 +377,10 @@ def ssh_cmd(ctx: click.Context, node: str, command: tuple[str, ...]) -> None:
     lab_ = _lab(ctx)
     config = lifecycle.require_up(lab_)
     argv = ssh.ssh_argv(
-        config.ssh_port_of(node), lab_.ssh_key, lab_.known_hosts, list(command),
+        config.ssh_port_of(node),
+        lab_.ssh_key,
+        lab_.known_hosts,
+        list(command),
         tty=not command and sys.stdin.isatty(),
     )
     sys.stdout.flush()

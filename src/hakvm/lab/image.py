@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from hakvm.lab import mirror
 
 # Bumped whenever the build recipe changes in a way that changes the image.
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "4"
 SUITE = "bookworm"
 
 PACKAGES: tuple[str, ...] = (
@@ -37,6 +37,8 @@ PACKAGES: tuple[str, ...] = (
     "iproute2",
     "ifupdown",
     "ifenslave",
+    "bridge-utils",
+    "nftables",
     "openssh-server",
     "corosync",
     "pacemaker",
@@ -64,6 +66,8 @@ REQUIRED_MODULES = ("drbd", "bonding")
 INTERFACES = """\
 # Written by hakvm lab: only the management NIC is configured, as after an OS install.
 # No gateway on purpose: lab nodes have no route out of the lab.
+source /etc/network/interfaces.d/*
+
 auto lo
 iface lo inet loopback
 
@@ -305,8 +309,16 @@ def build_image(
         with work_image.root.open("wb") as fh:
             fh.truncate(size)
         builder.run(
-            ["mkfs.ext4", "-q", "-F", "-L", "hakvm-root", "-d", str(builder.rootfs),
-             str(work_image.root)]
+            [
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-L",
+                "hakvm-root",
+                "-d",
+                str(builder.rootfs),
+                str(work_image.root),
+            ]
         )
         manifest = {
             "key": key,

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hakvm.lab import bmcs, image, nodes, procs, ssh
+from hakvm.lab import bmcs, image, nodes, procs, repo, ssh
 from hakvm.lab.state import LINKS, NODES, Lab, LabConfig, LabStateError, write_atomic
 
 Report = Callable[[str], None]
@@ -64,9 +64,7 @@ def up(
         host_keys = {node: f.result() for node, f in futures.items()}
     write_atomic(
         lab.known_hosts,
-        "".join(
-            nodes.known_hosts_line(config.ssh_port_of(n), host_keys[n]) + "\n" for n in NODES
-        ),
+        "".join(nodes.known_hosts_line(config.ssh_port_of(n), host_keys[n]) + "\n" for n in NODES),
     )
     prepare_seconds = time.monotonic() - t
 
@@ -75,6 +73,8 @@ def up(
     for node in NODES:
         nodes.start_node(lab, node, user)
         bmcs.start_bmc(lab, node, user)
+    repo.build_repo(lab, image.cache_root() / "debs", user)
+    repo.start_repo(lab, config.repo_port, user)
 
     report("waiting for SSH on both nodes")
     boot: dict[str, float] = {}
@@ -182,12 +182,17 @@ def status(lab: Lab) -> dict[str, Any]:
             "console": str(nodes.node_paths(lab, node).console),
             "serial_log": str(nodes.node_paths(lab, node).serial_log),
         }
-    healthy = all(
-        n["power"] != "dead" and n["bmc"] != "dead" for n in out_nodes.values()
-    )
+    healthy = all(n["power"] != "dead" and n["bmc"] != "dead" for n in out_nodes.values())
+    repo_pid = repo.repod_pid(lab)
+    healthy = healthy and repo_pid is not None
     return {
         "lab_dir": str(lab.dir),
         "healthy": healthy,
+        "repository": {
+            "pid": repo_pid,
+            "state": "running" if repo_pid is not None else "dead",
+            "address": f"127.0.0.1:{config.repo_port}/tcp",
+        },
         "nodes": out_nodes,
         "links": {link: ("cut" if link in cut else "up") for link in LINKS},
         "ssh_key": str(lab.ssh_key),

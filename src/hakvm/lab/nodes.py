@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from hakvm.lab import procs
+from hakvm.lab import procs, repo
 from hakvm.lab.qmp import QmpClient, QmpError
 from hakvm.lab.state import GUEST_HOST_ADDRESS, LINKS, LOOPBACK, Lab, LabConfig, write_atomic
 
@@ -105,39 +105,60 @@ def qemu_argv(lab: Lab, config: LabConfig, node: str) -> list[str]:
     ssh = config.ssh_port_of(node)
     argv = [
         QEMU,
-        "-name", f"{node},process=hakvm-{node}",
-        "-machine", "q35",
+        "-name",
+        f"{node},process=hakvm-{node}",
+        "-machine",
+        "q35",
         # No KVM: nested KVM hangs on the target hosts; TCG with one thread per vCPU.
-        "-accel", "tcg,thread=multi,tb-size=256",
-        "-cpu", "max",
-        "-smp", str(config.cpus),
-        "-m", str(config.memory_mib),
-        "-nodefaults", "-no-user-config",
-        "-display", "none", "-vga", "none",
-        "-rtc", "base=utc",
-        "-kernel", str(lab.boot_dir / "vmlinuz"),
-        "-initrd", str(lab.boot_dir / "initrd.img"),
-        "-append", KERNEL_ARGS,
-        "-drive", f"file={p.root},if=none,id=root,format=raw,discard=unmap",
-        "-device", f"virtio-blk-pci,drive=root,addr={SLOT_ROOT:#x}",
-        "-drive", f"file={p.drbd},if=none,id=drbd,format=qcow2,discard=unmap",
-        "-device", f"virtio-blk-pci,drive=drbd,addr={SLOT_DRBD:#x}",
+        "-accel",
+        "tcg,thread=multi,tb-size=256",
+        "-cpu",
+        "max",
+        "-smp",
+        str(config.cpus),
+        "-m",
+        str(config.memory_mib),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-vga",
+        "none",
+        "-rtc",
+        "base=utc",
+        "-kernel",
+        str(lab.boot_dir / "vmlinuz"),
+        "-initrd",
+        str(lab.boot_dir / "initrd.img"),
+        "-append",
+        KERNEL_ARGS,
+        "-drive",
+        f"file={p.root},if=none,id=root,format=raw,discard=unmap",
+        "-device",
+        f"virtio-blk-pci,drive=root,addr={SLOT_ROOT:#x}",
+        "-drive",
+        f"file={p.drbd},if=none,id=drbd,format=qcow2,discard=unmap",
+        "-device",
+        f"virtio-blk-pci,drive=drbd,addr={SLOT_DRBD:#x}",
         # Entropy: sshd and DRBD must not wait for a TCG guest to gather randomness.
-        "-object", "rng-random,id=rng,filename=/dev/urandom",
-        "-device", f"virtio-rng-pci,rng=rng,addr={SLOT_RNG:#x}",
+        "-object",
+        "rng-random,id=rng,filename=/dev/urandom",
+        "-device",
+        f"virtio-rng-pci,rng=rng,addr={SLOT_RNG:#x}",
         # Management: user-mode network, SSH forwarded from host loopback only. The
         # guest has no default route, so it reaches nothing but 10.0.2.2 = host loopback.
         "-netdev",
         # ipv6=off: slirp's router advertisements would give the guest an IPv6 default route.
         f"user,id=mgmt,ipv6=off,net=10.0.2.0/24,host={GUEST_HOST_ADDRESS},"
         f"hostfwd=tcp:{LOOPBACK}:{ssh}-:22",
-        "-device", f"virtio-net-pci,netdev=mgmt,id=nic-mgmt,mac={mac(config, node, 0)},"
-        f"addr={SLOT_MGMT:#x}",
+        "-device",
+        f"virtio-net-pci,netdev=mgmt,id=nic-mgmt,mac={mac(config, node, 0)},addr={SLOT_MGMT:#x}",
     ]
     for i, link in enumerate(LINKS, start=1):
         local, peer = config.link_ports(link, node)
         argv += [
-            "-netdev", f"socket,id={link},udp={LOOPBACK}:{peer},localaddr={LOOPBACK}:{local}",
+            "-netdev",
+            f"socket,id={link},udp={LOOPBACK}:{peer},localaddr={LOOPBACK}:{local}",
             # speed/duplex: without them the bond's 802.3ad never finds a partner.
             "-device",
             f"virtio-net-pci,netdev={link},id={nic_id(link)},mac={mac(config, node, i)},"
@@ -147,9 +168,12 @@ def qemu_argv(lab: Lab, config: LabConfig, node: str) -> list[str]:
         "-chardev",
         f"socket,id=console,path={p.console},server=on,wait=off,"
         f"logfile={p.serial_log},logappend=on",
-        "-serial", "chardev:console",
-        "-qmp", f"unix:{p.qmp},server=on,wait=off",
-        "-pidfile", str(p.pidfile),
+        "-serial",
+        "chardev:console",
+        "-qmp",
+        f"unix:{p.qmp},server=on,wait=off",
+        "-pidfile",
+        str(p.pidfile),
         "-daemonize",
     ]
     return argv
@@ -217,15 +241,16 @@ def prepare_node(
         (tmp / "hosts").write_text(hosts_file(node))
         (tmp / "machine-id").write_text(uuid.uuid4().hex + "\n")
         (tmp / "authorized_keys").write_text(client_pub + "\n")
+        (tmp / "sources.list").write_text(repo.sources_list(config.repo_port))
         script = debugfs_script(
             [
                 (str(tmp / "hostname"), "/etc/hostname", 0o644),
                 (str(tmp / "hosts"), "/etc/hosts", 0o644),
                 (str(tmp / "machine-id"), "/etc/machine-id", 0o444),
                 (str(tmp / "ssh_host_ed25519_key"), "/etc/ssh/ssh_host_ed25519_key", 0o600),
-                (str(tmp / "ssh_host_ed25519_key.pub"), "/etc/ssh/ssh_host_ed25519_key.pub",
-                 0o644),
+                (str(tmp / "ssh_host_ed25519_key.pub"), "/etc/ssh/ssh_host_ed25519_key.pub", 0o644),
                 (str(tmp / "authorized_keys"), "/root/.ssh/authorized_keys", 0o600),
+                (str(tmp / "sources.list"), "/etc/apt/sources.list", 0o644),
             ]
         )
         (tmp / "script").write_text(script)

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from hakvm.lab.state import LAB_USER
 
 BMCD_MODULE = "hakvm.lab.bmcd"
+REPOD_MODULE = "hakvm.lab.repod"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +102,7 @@ def _is_zombie(pid: int) -> bool:
 @dataclasses.dataclass(frozen=True)
 class LabProcess:
     pid: int
-    kind: str  # "qemu" | "bmcd"
+    kind: str  # "qemu" | "bmcd" | "repod"
     node: str
 
 
@@ -118,6 +119,11 @@ def classify(argv: Sequence[str], lab_dir: pathlib.Path) -> tuple[str, str] | No
                 node = value[len(prefix) :].split("/", 1)[0]
                 if node.startswith("node"):
                     return "qemu", node
+        return None
+    if REPOD_MODULE in argv:
+        rest = list(argv[argv.index(REPOD_MODULE) + 1 :])
+        if rest and rest[0] == str(lab_dir):
+            return "repod", "repo"
         return None
     if BMCD_MODULE in argv:
         rest = list(argv[argv.index(BMCD_MODULE) + 1 :])

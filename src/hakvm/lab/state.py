@@ -33,6 +33,9 @@ DEFAULT_DIR = pathlib.Path(".hakvm/lab")
 DEFAULT_SSH_PORT = 2201
 DEFAULT_BMC_PORT = 6230
 DEFAULT_LINK_PORT = 42100
+# Local apt repository (the image build's .deb cache) served on host loopback: nodes have
+# no route out, so apply's package phase installs from here (10.0.2.2 in the guests).
+DEFAULT_REPO_PORT = 42180
 DEFAULT_BMC_USER = "hakvm"
 LAB_USER = "hakvm-lab"
 LOOPBACK = "127.0.0.1"
@@ -60,6 +63,7 @@ class LabConfig:
     ssh_port: int = DEFAULT_SSH_PORT
     bmc_port: int = DEFAULT_BMC_PORT
     link_port: int = DEFAULT_LINK_PORT
+    repo_port: int = DEFAULT_REPO_PORT
     memory_mib: int = 1536
     # One vCPU: measured faster than two on a 2-core host running both TCG nodes.
     cpus: int = 1
@@ -71,10 +75,12 @@ class LabConfig:
         check_port(self.ssh_port, len(NODES), "SSH")
         check_port(self.bmc_port, len(NODES), "BMC")
         check_port(self.link_port, 2 * len(LINKS), "link")
+        check_port(self.repo_port, 1, "repository")
         ranges = [
             (self.ssh_port, len(NODES), "SSH"),
             (self.bmc_port, len(NODES), "BMC"),
             (self.link_port, 2 * len(LINKS), "link"),
+            (self.repo_port, 1, "repository"),
         ]
         for i, (a, na, wa) in enumerate(ranges):
             for b, nb, wb in ranges[i + 1 :]:
@@ -143,6 +149,10 @@ class Lab:
     @property
     def boot_dir(self) -> pathlib.Path:
         return self.dir / "boot"
+
+    @property
+    def repo_dir(self) -> pathlib.Path:
+        return self.dir / "repo"
 
     def bmc_password_file(self, node: str) -> pathlib.Path:
         return self.dir / f"bmc-{node}.password"

@@ -18,6 +18,7 @@ from hakvm.spec.models import Node
 from hakvm.spec.validate import resolve
 
 DEFAULT_TIMEOUT = 600.0
+MAX_SESSIONS = 6
 
 
 class RemoteError(Exception):
@@ -51,6 +52,8 @@ class NodeConnection:
         self._spec_dir = spec_dir
         self._connect_timeout = connect_timeout
         self._conn: asyncssh.SSHClientConnection | None = None
+        # sshd allows 10 sessions per connection (MaxSessions): stay well below it.
+        self._sessions = asyncio.Semaphore(MAX_SESSIONS)
 
     async def connect(self) -> NodeConnection:
         ssh = self.node.ssh
@@ -120,10 +123,11 @@ class NodeConnection:
             raise RemoteError(f"{self.name}: not connected")
         command = quote_argv(argv, env)
         try:
-            proc = await asyncio.wait_for(
-                self._conn.run(command, input=stdin, check=False, encoding=None),
-                timeout=timeout,
-            )
+            async with self._sessions:
+                proc = await asyncio.wait_for(
+                    self._conn.run(command, input=stdin, check=False, encoding=None),
+                    timeout=timeout,
+                )
         except TimeoutError:
             message = f"{self.name}: {shlex.join(argv)} timed out after {timeout:.0f}s"
             raise RemoteError(message) from None

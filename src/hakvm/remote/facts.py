@@ -210,6 +210,23 @@ def parse_drbdsetup_json(text: str) -> dict[str, DrbdResource]:
     return out
 
 
+def parse_services(text: str) -> tuple[dict[str, bool], dict[str, bool]]:
+    active: dict[str, bool] = {}
+    enabled: dict[str, bool] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        active[parts[0]] = len(parts) > 1 and parts[1] == "active"
+        enabled[parts[0]] = len(parts) > 2 and parts[2] in ("enabled", "static", "indirect")
+    # libvirtd is socket-activated on Debian: a listening socket counts as running.
+    if active.get("libvirtd.socket"):
+        active["libvirtd"] = True
+    if enabled.get("libvirtd.socket"):
+        enabled["libvirtd"] = True
+    return active, enabled
+
+
 def parse_systemctl(names: list[str], text: str) -> dict[str, bool]:
     states = text.splitlines()
     return {
@@ -235,6 +252,12 @@ FILES_SCRIPT = (
     'else printf "' + FILE_MARK + ' absent 0 %s\\n" "$f"; fi; done'
 )
 SERVICES = ["corosync", "pacemaker", "libvirtd", "hakvm-firewall"]
+# One line per unit, "NAME ACTIVE ENABLED": `systemctl is-enabled` prints nothing on stdout
+# for a unit that does not exist, which would shift a multi-unit answer.
+SERVICES_SCRIPT = (
+    'for u; do printf "%s %s %s\\n" "$u" "$(systemctl is-active "$u" 2>/dev/null)" '
+    '"$(systemctl is-enabled "$u" 2>/dev/null)"; done'
+)
 
 
 async def gather_facts(
@@ -258,8 +281,7 @@ async def gather_facts(
         lsblk,
         proc_drbd,
         drbd_json,
-        active,
-        enabled,
+        services,
         virsh,
     ) = await asyncio.gather(
         text(["cat", "/etc/os-release"]),
@@ -281,8 +303,7 @@ async def gather_facts(
         text(["lsblk", "-J", "-b", "-p", "-o", "NAME,SIZE,TYPE,FSTYPE,MOUNTPOINT"]),
         text(["cat", "/proc/drbd"]),
         text(["drbdsetup", "status", "--json"]),
-        text(["systemctl", "is-active", *SERVICES]),
-        text(["systemctl", "is-enabled", *SERVICES]),
+        text(["sh", "-c", SERVICES_SCRIPT, "sh", *SERVICES, "libvirtd.socket"]),
         text(["virsh", "-c", "qemu:///system", "list", "--all"]),
     )
     facts.os_release = parse_os_release(os_release)
@@ -297,8 +318,7 @@ async def gather_facts(
     facts.drbd = parse_proc_drbd(proc_drbd, minors)
     if not facts.drbd and drbd_json.strip().startswith("["):
         facts.drbd = parse_drbdsetup_json(drbd_json)
-    facts.services_active = parse_systemctl(SERVICES, active)
-    facts.services_enabled = parse_systemctl(SERVICES, enabled)
+    facts.services_active, facts.services_enabled = parse_services(services)
     facts.domains = parse_virsh_list(virsh)
     if facts.services_active.get("pacemaker"):
         cib = await conn.run(["cibadmin", "-Q", "--local"], timeout=60)

@@ -210,12 +210,13 @@ def _fence_device(ctx: RenderContext, node: Node) -> Primitive | None:
         provider=None,
         type="fence_ipmilan",
         params=tuple(params),
-        ops=(Op("monitor", "60s", "20s"),),
+        ops=(Op("monitor", "60s", _s(max(20, timing.monitor_timeout_s))),),
     )
 
 
-def _drbd_clone(vm: Vm) -> Promotable:
+def _drbd_clone(ctx: RenderContext, vm: Vm) -> Promotable:
     block = vm.disk.mode is DiskMode.BLOCK
+    monitor_timeout = _s(max(20, ctx.spec.cluster.timing.monitor_timeout_s))
     primitive = Primitive(
         id=drbd_id(vm.name),
         cls="ocf",
@@ -225,8 +226,8 @@ def _drbd_clone(vm: Vm) -> Promotable:
         ops=(
             # Different intervals per role: Pacemaker tells recurring ops apart by
             # (name, interval), so two monitors must not share one.
-            Op("monitor", "29s", "20s", "Promoted"),
-            Op("monitor", "31s", "20s", "Unpromoted"),
+            Op("monitor", "29s", monitor_timeout, "Promoted"),
+            Op("monitor", "31s", monitor_timeout, "Unpromoted"),
             Op("start", "0s", "240s"),  # LINBIT's figures: attach + connect can be slow
             Op("stop", "0s", "100s"),
             Op("promote", "0s", "90s"),
@@ -274,7 +275,7 @@ def _virtual_domain(ctx: RenderContext, vm: Vm) -> Primitive:
     if not uses_static_delay(ctx.spec):
         meta.append(("priority", str(VM_PRIORITY)))
     ops = [
-        Op("monitor", _s(timing.monitor_interval_s), "30s"),
+        Op("monitor", _s(timing.monitor_interval_s), _s(timing.monitor_timeout_s)),
         Op("start", "0s", _s(timing.vm_start_timeout_s)),
         Op("stop", "0s", _s(timing.vm_stop_timeout_s)),
     ]
@@ -294,6 +295,7 @@ def _virtual_domain(ctx: RenderContext, vm: Vm) -> Primitive:
             # qemu+ssh://peer/system: libvirt's control channel over the nodes' root SSH trust;
             # the memory stream uses the migration port range opened by the firewall.
             ("migration_transport", "ssh"),
+            *((("force_stop", "true"),) if vm.force_stop else ()),
         ),
         meta=tuple(meta),
         ops=tuple(ops),
@@ -360,7 +362,7 @@ def model(ctx: RenderContext) -> ClusterModel:
 
     resources: list[Primitive | Promotable] = []
     for vm in spec.vms:
-        clone = _drbd_clone(vm)
+        clone = _drbd_clone(ctx, vm)
         resources.append(clone)
         if vm.disk.mode is DiskMode.QCOW2_ON_XFS:
             resources.append(_filesystem(vm, ctx.derived.vms[vm.name].device))

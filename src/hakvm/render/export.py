@@ -65,11 +65,14 @@ def _pcs_ops(ops: tuple[Op, ...]) -> str:
 
 def _pcs_primitive(prim: Primitive) -> str:
     if prim.cls == "stonith":
-        cmd = f"pcs -f \"$CIB\" stonith create {prim.id} {prim.type}"
+        cmd = f'pcs -f "$CIB" stonith create {prim.id} {prim.type}'
     else:
-        cmd = f"pcs -f \"$CIB\" resource create {prim.id} {prim.agent} --no-default-ops"
-    for part in (_kv(prim.params), f"meta {_kv(prim.meta)}" if prim.meta else "",
-                 _pcs_ops(prim.ops)):
+        cmd = f'pcs -f "$CIB" resource create {prim.id} {prim.agent} --no-default-ops'
+    for part in (
+        _kv(prim.params),
+        f"meta {_kv(prim.meta)}" if prim.meta else "",
+        _pcs_ops(prim.ops),
+    ):
         if part:
             cmd += f" \\\n    {part}"
     return cmd
@@ -79,16 +82,16 @@ def _pcs_constraint(con: Colocation | Order | Location) -> str:
     if isinstance(con, Colocation):
         role = f"{con.with_role} " if con.with_role else ""
         return (
-            f"pcs -f \"$CIB\" constraint colocation add {con.rsc} with {role}{con.with_rsc} "
+            f'pcs -f "$CIB" constraint colocation add {con.rsc} with {role}{con.with_rsc} '
             f"{con.score} id={con.id}"
         )
     if isinstance(con, Order):
         return (
-            f"pcs -f \"$CIB\" constraint order {con.first_action} {con.first} then "
+            f'pcs -f "$CIB" constraint order {con.first_action} {con.first} then '
             f"{con.then_action} {con.then} kind={con.kind} id={con.id}"
         )
     # '--' so pcs does not read a negative score as an option.
-    return f"pcs -f \"$CIB\" constraint location add {con.id} {con.rsc} {con.node} -- {con.score}"
+    return f'pcs -f "$CIB" constraint location add {con.id} {con.rsc} {con.node} -- {con.score}'
 
 
 def pcs_script(ctx: RenderContext) -> str:
@@ -100,9 +103,9 @@ def pcs_script(ctx: RenderContext) -> str:
         "fi",
         "",
         "# Cluster properties and defaults",
-        f"pcs -f \"$CIB\" property set {_kv(m.properties)}",
-        f"pcs -f \"$CIB\" resource defaults update {_kv(m.rsc_defaults)}",
-        f"pcs -f \"$CIB\" resource op defaults update {_kv(m.op_defaults)}",
+        f'pcs -f "$CIB" property set {_kv(m.properties)}',
+        f'pcs -f "$CIB" resource defaults update {_kv(m.rsc_defaults)}',
+        f'pcs -f "$CIB" resource op defaults update {_kv(m.op_defaults)}',
         "",
         "# Fence devices: one per node, never run by the node it fences",
     ]
@@ -114,7 +117,7 @@ def pcs_script(ctx: RenderContext) -> str:
             lines.append(_pcs_primitive(res.primitive))
             meta = tuple((k, v) for k, v in res.meta if k != "promotable")
             lines.append(
-                f"pcs -f \"$CIB\" resource promotable {res.primitive.id} {res.id} {_kv(meta)}"
+                f'pcs -f "$CIB" resource promotable {res.primitive.id} {res.id} {_kv(meta)}'
             )
         else:
             lines.append(_pcs_primitive(res))

@@ -61,6 +61,9 @@ class Timing(Model):
     )
     stonith_timeout_s: int = Field(60, ge=10, le=600)
     monitor_interval_s: int = Field(10, ge=1, le=600, description="VM monitor interval")
+    monitor_timeout_s: int = Field(
+        30, ge=5, le=600, description="VM and DRBD monitor timeout (slow or nested hosts: raise)"
+    )
     vm_start_timeout_s: int = Field(120, ge=10, le=3600)
     vm_stop_timeout_s: int = Field(120, ge=10, le=3600)
     migrate_timeout_s: int = Field(300, ge=10, le=7200)
@@ -260,6 +263,12 @@ class Vm(Model):
     networks: list[VmNetwork] = []
     boot: Boot = Boot()
     autostart: bool = Field(True, description="started by the cluster (target-role Started)")
+    force_stop: bool = Field(
+        False,
+        description="stop by destroying the domain instead of an ACPI shutdown: only for "
+        "guests that ignore ACPI (the lab's BIOS-only payloads), whose shutdown would run "
+        "into the stop timeout and get their node fenced",
+    )
 
     @field_validator("memory")
     @classmethod

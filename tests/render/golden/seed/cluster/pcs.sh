@@ -17,15 +17,15 @@ pcs -f "$CIB" resource op defaults update timeout=60s
 # Fence devices: one per node, never run by the node it fences
 pcs -f "$CIB" stonith create node01_fence fence_ipmilan \
     ip=10.0.30.11 ipport=623 username=fence lanplus=1 password_script=/etc/hakvm/fence/node01.password.sh pcmk_host_list=node01 pcmk_host_check=static-list pcmk_delay_base=10s \
-    op monitor interval=60s timeout=20s
+    op monitor interval=60s timeout=30s
 pcs -f "$CIB" stonith create node02_fence fence_ipmilan \
     ip=10.0.30.12 ipport=623 username=fence lanplus=1 password_script=/etc/hakvm/fence/node02.password.sh pcmk_host_list=node02 pcmk_host_check=static-list \
-    op monitor interval=60s timeout=20s
+    op monitor interval=60s timeout=30s
 
 # Resources
 pcs -f "$CIB" resource create vm1_drbd ocf:linbit:drbd --no-default-ops \
     drbd_resource=vm1 \
-    op monitor interval=29s timeout=20s role=Promoted monitor interval=31s timeout=20s role=Unpromoted start interval=0s timeout=240s stop interval=0s timeout=100s promote interval=0s timeout=90s demote interval=0s timeout=90s notify interval=0s timeout=90s
+    op monitor interval=29s timeout=30s role=Promoted monitor interval=31s timeout=30s role=Unpromoted start interval=0s timeout=240s stop interval=0s timeout=100s promote interval=0s timeout=90s demote interval=0s timeout=90s notify interval=0s timeout=90s
 pcs -f "$CIB" resource promotable vm1_drbd vm1_drbd_clone promoted-max=1 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true
 pcs -f "$CIB" resource create vm1_fs ocf:heartbeat:Filesystem --no-default-ops \
     device=/dev/drbd0 directory=/var/lib/hakvm/vm1 fstype=xfs options=noatime \
@@ -36,7 +36,7 @@ pcs -f "$CIB" resource create vm1 ocf:heartbeat:VirtualDomain --no-default-ops \
     op monitor interval=10s timeout=30s start interval=0s timeout=120s stop interval=0s timeout=120s
 pcs -f "$CIB" resource create vm2_drbd ocf:linbit:drbd --no-default-ops \
     drbd_resource=vm2 \
-    op monitor interval=29s timeout=20s role=Promoted monitor interval=31s timeout=20s role=Unpromoted start interval=0s timeout=240s stop interval=0s timeout=100s promote interval=0s timeout=90s demote interval=0s timeout=90s notify interval=0s timeout=90s
+    op monitor interval=29s timeout=30s role=Promoted monitor interval=31s timeout=30s role=Unpromoted start interval=0s timeout=240s stop interval=0s timeout=100s promote interval=0s timeout=90s demote interval=0s timeout=90s notify interval=0s timeout=90s
 pcs -f "$CIB" resource promotable vm2_drbd vm2_drbd_clone promoted-max=1 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true
 pcs -f "$CIB" resource create vm2_fs ocf:heartbeat:Filesystem --no-default-ops \
     device=/dev/drbd1 directory=/var/lib/hakvm/vm2 fstype=xfs options=noatime \
@@ -47,7 +47,7 @@ pcs -f "$CIB" resource create vm2 ocf:heartbeat:VirtualDomain --no-default-ops \
     op monitor interval=10s timeout=30s start interval=0s timeout=120s stop interval=0s timeout=120s
 pcs -f "$CIB" resource create vm3_drbd ocf:linbit:drbd --no-default-ops \
     drbd_resource=vm3 \
-    op monitor interval=29s timeout=20s role=Promoted monitor interval=31s timeout=20s role=Unpromoted start interval=0s timeout=240s stop interval=0s timeout=100s promote interval=0s timeout=90s demote interval=0s timeout=90s notify interval=0s timeout=90s
+    op monitor interval=29s timeout=30s role=Promoted monitor interval=31s timeout=30s role=Unpromoted start interval=0s timeout=240s stop interval=0s timeout=100s promote interval=0s timeout=90s demote interval=0s timeout=90s notify interval=0s timeout=90s
 pcs -f "$CIB" resource promotable vm3_drbd vm3_drbd_clone promoted-max=1 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true
 pcs -f "$CIB" resource create vm3_fs ocf:heartbeat:Filesystem --no-default-ops \
     device=/dev/drbd2 directory=/var/lib/hakvm/vm3 fstype=xfs options=noatime \
@@ -58,7 +58,7 @@ pcs -f "$CIB" resource create vm3 ocf:heartbeat:VirtualDomain --no-default-ops \
     op monitor interval=10s timeout=30s start interval=0s timeout=120s stop interval=0s timeout=120s
 pcs -f "$CIB" resource create vm4_drbd ocf:linbit:drbd --no-default-ops \
     drbd_resource=vm4 \
-    op monitor interval=29s timeout=20s role=Promoted monitor interval=31s timeout=20s role=Unpromoted start interval=0s timeout=240s stop interval=0s timeout=100s promote interval=0s timeout=90s demote interval=0s timeout=90s notify interval=0s timeout=90s
+    op monitor interval=29s timeout=30s role=Promoted monitor interval=31s timeout=30s role=Unpromoted start interval=0s timeout=240s stop interval=0s timeout=100s promote interval=0s timeout=90s demote interval=0s timeout=90s notify interval=0s timeout=90s
 pcs -f "$CIB" resource promotable vm4_drbd vm4_drbd_clone promoted-max=1 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true
 pcs -f "$CIB" resource create vm4_fs ocf:heartbeat:Filesystem --no-default-ops \
     device=/dev/drbd3 directory=/var/lib/hakvm/vm4 fstype=xfs options=noatime \

@@ -1,0 +1,90 @@
+"""Watch a failover from the survivor's point of view and record its timeline.
+
+Every mark comes from Pacemaker's own state (`crm_mon --output-as=xml` on the survivor),
+polled once a second; times are seconds since the fault was injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
+from hakvm.remote.connection import NodeConnection, RemoteError
+
+
+@dataclass
+class Timeline:
+    marks: list[tuple[float, str]] = field(default_factory=list)
+
+    def mark(self, t: float, what: str) -> None:
+        if not any(w == what for _, w in self.marks):
+            self.marks.append((round(t, 1), what))
+
+    def at(self, what: str) -> float | None:
+        return next((t for t, w in self.marks if w == what), None)
+
+    def as_dict(self) -> list[dict[str, object]]:
+        return [{"t": t, "event": w} for t, w in self.marks]
+
+
+async def cluster_state(conn: NodeConnection) -> ClusterState | None:
+    try:
+        res = await conn.run(["crm_mon", "--output-as=xml", "-1"], timeout=30)
+    except RemoteError:
+        return None
+    if not res.ok:
+        return None
+    try:
+        return parse_crm_mon(res.stdout)
+    except ValueError:
+        return None
+
+
+async def watch_failover(
+    survivor: NodeConnection,
+    failed: str,
+    vms: list[str],
+    inject: Callable[[], Awaitable[None]],
+    timeout: float = 600,
+) -> Timeline:
+    """Inject the fault, then record: loss detected, node fenced, each VM running on the
+    survivor. Returns when every VM runs on the survivor (or raises on timeout)."""
+    timeline = Timeline()
+    fenced_before = {
+        (e.target, e.completed) for e in ((await cluster_state(survivor)) or ClusterState()).fencing
+    }
+    started = time.monotonic()
+    await inject()
+    timeline.mark(0.0, f"fault injected on {failed}")
+    while True:
+        now = time.monotonic() - started
+        state = await cluster_state(survivor)
+        if state is not None:
+            node = state.nodes.get(failed)
+            if node is not None and (not node.online or node.unclean):
+                timeline.mark(now, f"{failed} lost (seen by {survivor.name})")
+            for event in state.fencing:
+                if (
+                    event.target == failed
+                    and event.status == "success"
+                    and (event.target, event.completed) not in fenced_before
+                ):
+                    timeline.mark(now, f"{failed} fenced by {event.delegate or survivor.name}")
+            done = True
+            for vm in vms:
+                res = state.resources.get(vm)
+                if res is not None and res.active_on == [survivor.name]:
+                    timeline.mark(now, f"{vm} running on {survivor.name}")
+                else:
+                    done = False
+            if done:
+                return timeline
+        if now > timeout:
+            raise RemoteError(
+                f"failover of {', '.join(vms)} to {survivor.name} not complete after "
+                f"{timeout:.0f}s; timeline so far: {timeline.marks}"
+            )
+        await asyncio.sleep(1)
