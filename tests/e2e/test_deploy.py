@@ -80,7 +80,7 @@ def test_apply_killed_in_storage_phase_then_converges(lab: LabHandle, spec_file:
     for line in proc.stderr:
         seen.append(line)
         # Kill right after the first volume exists: LVs made, DRBD not yet up.
-        if "create volume" in line and "ok" in line:
+        if "create volume hakvm/" in line and "ok" in line:
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(timeout=60)
