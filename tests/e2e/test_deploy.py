@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
-from tests.e2e.conftest import REPO, LabHandle
+from tests.e2e.conftest import REPO, LabHandle, lab_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
 
@@ -28,19 +27,7 @@ TIMINGS: dict[str, float] = {}
 
 @pytest.fixture(scope="module")
 def spec_file(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """examples/lab.yaml pointed at this lab's key, known_hosts, ports and BMC passwords."""
-    spec: dict[str, Any] = yaml.safe_load((REPO / "examples" / "lab.yaml").read_text())
-    for node in spec["nodes"]:
-        name = node["name"]
-        node["ssh"]["port"] = lab.ssh_ports[name]
-        node["ssh"]["key_file"] = str(lab.key)
-        node["ssh"]["known_hosts"] = str(lab.known_hosts)
-        node["bmc"]["port"] = lab.bmc_ports[name]
-        node["bmc"]["user"] = lab.bmc_user
-        node["bmc"]["password_file"] = str(lab.state_dir / f"bmc-{name}.password")
-    path = tmp_path_factory.mktemp("spec") / "lab.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
+    return lab_spec(lab, tmp_path_factory.mktemp("spec"))
 
 
 def hakvm(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:

@@ -8,29 +8,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from tests.e2e.conftest import REPO, LabHandle
+from tests.e2e.conftest import REPO, LabHandle, lab_spec
 
 pytestmark = pytest.mark.e2e
-
-
-def _spec_for(lab: LabHandle, tmp: Path) -> Path:
-    spec: dict[str, Any] = yaml.safe_load((REPO / "examples" / "lab.yaml").read_text())
-    for node in spec["nodes"]:
-        name = node["name"]
-        node["ssh"]["port"] = lab.ssh_ports[name]
-        node["ssh"]["key_file"] = str(lab.key)
-        node["ssh"]["known_hosts"] = str(lab.known_hosts)
-        node["bmc"]["port"] = lab.bmc_ports[name]
-        node["bmc"]["user"] = lab.bmc_user
-        node["bmc"]["password_file"] = str(lab.state_dir / f"bmc-{name}.password")
-    path = tmp / "lab.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
 
 
 def test_package_phase_installs_missing_package_from_lab_repo(
@@ -43,7 +26,7 @@ def test_package_phase_installs_missing_package_from_lab_repo(
     env = dict(os.environ, HAKVM_STATE_DIR=str(REPO / ".hakvm" / "e2e-state"))
     result = subprocess.run(
         [sys.executable, "-m", "hakvm.cli", "apply", "--json", "--stop-after", "packages",
-         str(_spec_for(lab, tmp_path))],
+         str(lab_spec(lab, tmp_path))],
         capture_output=True, text=True, timeout=900, check=False, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -60,7 +43,7 @@ def test_package_phase_installs_missing_package_from_lab_repo(
     # Nothing to do on a second run.
     again = subprocess.run(
         [sys.executable, "-m", "hakvm.cli", "apply", "--json", "--stop-after", "packages",
-         str(_spec_for(lab, tmp_path))],
+         str(lab_spec(lab, tmp_path))],
         capture_output=True, text=True, timeout=900, check=False, env=env,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr

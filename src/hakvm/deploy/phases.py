@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import difflib
 import re
-import shlex
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -845,7 +844,3 @@ PHASES: tuple[tuple[str, Phase], ...] = (
     ("cib", cib),
     ("vms", vms),
 )
-
-
-def describe_argv(argv: tuple[str, ...]) -> str:
-    return shlex.join(argv)

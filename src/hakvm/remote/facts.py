@@ -227,14 +227,6 @@ def parse_services(text: str) -> tuple[dict[str, bool], dict[str, bool]]:
     return active, enabled
 
 
-def parse_systemctl(names: list[str], text: str) -> dict[str, bool]:
-    states = text.splitlines()
-    return {
-        name: (states[i].strip() in ("active", "enabled")) if i < len(states) else False
-        for i, name in enumerate(names)
-    }
-
-
 def parse_virsh_list(text: str) -> dict[str, str]:
     out = {}
     for line in text.splitlines()[2:]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from functools import cache
+
+import jinja2
 
 from hakvm.spec.derive import Derived
 from hakvm.spec.models import ClusterSpec
@@ -65,3 +68,17 @@ class RenderContext:
 
 # node name (or CLUSTER) -> files
 Rendered = dict[str, list[RenderedFile]]
+
+
+@cache
+def templates() -> jinja2.Environment:
+    """The one jinja2 environment every template renderer uses: undefined variables are
+    errors, whitespace is exact, and nothing is HTML-escaped (these are config files)."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("hakvm.render"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )

@@ -7,11 +7,8 @@ is never rendered. Everything else the cluster membership depends on is here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 
-import jinja2
-
-from hakvm.render.base import RenderContext, Rendered, RenderedFile
+from hakvm.render.base import RenderContext, Rendered, RenderedFile, templates
 
 PATH = "/etc/corosync/corosync.conf"
 KEYFILE = "/etc/corosync/authkey"
@@ -31,18 +28,6 @@ class _Node:
     name: str
     nodeid: int
     addresses: tuple[str, ...]  # index = knet link number (ring<N>_addr)
-
-
-@cache
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("hakvm.render"),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,  # a corosync config, not HTML
-    )
 
 
 def render_text(ctx: RenderContext) -> str:
@@ -75,7 +60,7 @@ def render_text(ctx: RenderContext) -> str:
         nodes.append(_Node(node.name, nodeid, tuple(addresses)))
     timing = spec.cluster.timing
     return (
-        _env()
+        templates()
         .get_template("corosync.conf.j2")
         .render(
             cluster_name=spec.cluster.name,

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from functools import cache
 from typing import Literal
 
-import jinja2
-
-from hakvm.render.base import RenderContext, Rendered, RenderedFile
+from hakvm.render.base import RenderContext, Rendered, RenderedFile, templates
 from hakvm.spec.derive import LinkAddress
 from hakvm.spec.models import ClusterSpec, DiskMode, Node, OsFamily
 
@@ -97,18 +94,6 @@ class _Resource:
     on_bond: bool
 
 
-@cache
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("hakvm.render"),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,  # a DRBD config, not HTML
-    )
-
-
 def _common_vars(ctx: RenderContext) -> dict[str, object]:
     version = drbd_version(ctx.spec)
     suffix = ".9.sh" if version == "9" else ".sh"
@@ -120,7 +105,7 @@ def _common_vars(ctx: RenderContext) -> dict[str, object]:
 
 
 def render_global_common(ctx: RenderContext) -> str:
-    return _env().get_template("drbd-global_common.conf.j2").render(**_common_vars(ctx))
+    return templates().get_template("drbd-global_common.conf.j2").render(**_common_vars(ctx))
 
 
 def render_resource(ctx: RenderContext, vm_name: str) -> str:
@@ -147,7 +132,9 @@ def render_resource(ctx: RenderContext, vm_name: str) -> str:
         network=str(link.network),
         on_bond=_link_on_bond(ctx, link),
     )
-    return _env().get_template("drbd-resource.res.j2").render(res=resource, **_common_vars(ctx))
+    return (
+        templates().get_template("drbd-resource.res.j2").render(res=resource, **_common_vars(ctx))
+    )
 
 
 def render(ctx: RenderContext) -> Rendered:

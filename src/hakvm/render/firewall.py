@@ -25,12 +25,10 @@ closed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 
-import jinja2
 from lxml import etree
 
-from hakvm.render.base import RenderContext, Rendered, RenderedFile
+from hakvm.render.base import RenderContext, Rendered, RenderedFile, templates
 from hakvm.spec.models import Node, OsFamily
 
 NFT_PATH = "/etc/hakvm/nftables-hakvm.nft"
@@ -47,18 +45,6 @@ PACKAGES: dict[OsFamily, tuple[str, ...]] = {
     OsFamily.DEBIAN12: ("nftables",),
     OsFamily.RHEL9: ("firewalld",),
 }
-
-
-@cache
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("hakvm.render"),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,  # nftables and systemd files, not HTML
-    )
 
 
 @dataclass(frozen=True)
@@ -106,7 +92,7 @@ def _range(low: int, high: int) -> str:
 def nftables_text(ctx: RenderContext, node: Node) -> str:
     cp = cluster_ports(ctx)
     return (
-        _env()
+        templates()
         .get_template("firewall-nftables.nft.j2")
         .render(
             cluster=ctx.spec.cluster.name,
@@ -125,7 +111,7 @@ def nftables_text(ctx: RenderContext, node: Node) -> str:
 
 def nftables_unit_text(ctx: RenderContext) -> str:
     return (
-        _env()
+        templates()
         .get_template("firewall-nftables.service.j2")
         .render(cluster=ctx.spec.cluster.name, path=NFT_PATH, table=NFT_TABLE)
     )

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cache
 
-import jinja2
-
-from hakvm.render.base import RenderContext, Rendered, RenderedFile
+from hakvm.render.base import RenderContext, Rendered, RenderedFile, templates
 
 HOSTS_PATH = "/etc/hosts"
 # Not a file any resolver reads: a copy of the block apply merged into /etc/hosts, kept on
@@ -31,18 +28,6 @@ END = "# END hakvm managed block"
 
 class HostsMergeError(ValueError):
     """The existing /etc/hosts has unbalanced hakvm markers: a human must look at it."""
-
-
-@cache
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("hakvm.render"),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,  # a hosts file, not HTML
-    )
 
 
 @dataclass(frozen=True)
@@ -80,7 +65,7 @@ def entries(ctx: RenderContext) -> list[HostEntry]:
 def hosts_block(ctx: RenderContext) -> str:
     """The managed block, BEGIN and END marker lines included, newline-terminated."""
     return (
-        _env()
+        templates()
         .get_template("hosts-block.j2")
         .render(begin=BEGIN, end=END, cluster=ctx.spec.cluster.name, entries=entries(ctx))
     )

@@ -13,11 +13,8 @@ import posixpath
 import textwrap
 import uuid
 from dataclasses import dataclass
-from functools import cache
 
-import jinja2
-
-from hakvm.render.base import RenderContext, Rendered, RenderedFile
+from hakvm.render.base import RenderContext, Rendered, RenderedFile, templates
 from hakvm.spec.models import Bond, BondMode, ClusterSpec, Node, OsFamily
 
 # debian12: the stock /etc/network/interfaces (written by the installer and by ifupdown's
@@ -41,18 +38,6 @@ PACKAGES: dict[OsFamily, tuple[str, ...]] = {
 # our profile is the one NM autoconnects on each cluster interface at boot.
 NM_AUTOCONNECT_PRIORITY = 10
 _UUID_NAMESPACE = uuid.UUID("6a1f8e0e-6c1d-5d8e-9a43-0c7d2b1f4e10")
-
-
-@cache
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("hakvm.render"),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,  # network config files, not HTML
-    )
 
 
 # --- the interface graph ---------------------------------------------------------------------
@@ -288,7 +273,7 @@ def ifupdown_sources_fragment(interfaces_text: str) -> bool:
 
 def ifupdown_text(ctx: RenderContext, node: Node) -> str:
     return (
-        _env()
+        templates()
         .get_template("network-ifupdown.j2")
         .render(cluster=ctx.spec.cluster.name, node=node.name, stanzas=_stanzas(node))
     )
@@ -369,7 +354,7 @@ def _nm_sections(spec: ClusterSpec, node: Node, iface: Interface) -> list[_Secti
 
 
 def nm_profiles(ctx: RenderContext, node: Node) -> list[RenderedFile]:
-    template = _env().get_template("network-nmconnection.j2")
+    template = templates().get_template("network-nmconnection.j2")
     files = []
     for iface in interfaces(node):
         text = template.render(
@@ -394,7 +379,7 @@ def nm_profiles(ctx: RenderContext, node: Node) -> list[RenderedFile]:
 
 def render(ctx: RenderContext) -> Rendered:
     out: Rendered = {}
-    env = _env()
+    env = templates()
     for node in ctx.spec.nodes:
         files: list[RenderedFile] = []
         if ctx.spec.cluster.os is OsFamily.DEBIAN12:
