@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from hakvm.lab import ssh
+from hakvm.lab import specfile, ssh
 from hakvm.lab.state import NODES, Lab
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -106,22 +106,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)  # stable: file order is kept within each rank
 
 
-def lab_spec(lab: LabHandle, directory: pathlib.Path) -> pathlib.Path:
+def lab_spec(lab: LabHandle, directory: pathlib.Path, **overrides: Any) -> pathlib.Path:
     """examples/lab.yaml pointed at this lab's key, known_hosts, ports and BMC passwords."""
-    import yaml
-
-    spec: dict[str, Any] = yaml.safe_load((REPO / "examples" / "lab.yaml").read_text())
-    for node in spec["nodes"]:
-        name = node["name"]
-        node["ssh"]["port"] = lab.ssh_ports[name]
-        node["ssh"]["key_file"] = str(lab.key)
-        node["ssh"]["known_hosts"] = str(lab.known_hosts)
-        node["bmc"]["port"] = lab.bmc_ports[name]
-        node["bmc"]["user"] = lab.bmc_user
-        node["bmc"]["password_file"] = str(lab.state_dir / f"bmc-{name}.password")
-    path = directory / "lab.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
+    return specfile.lab_spec(
+        REPO / "examples" / "lab.yaml", lab.state_dir, directory / "lab.yaml", overrides
+    )
 
 
 def _lab_dir() -> pathlib.Path:

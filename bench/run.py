@@ -1,0 +1,123 @@
+"""hakvm benchmarks: ratios measured side by side in one run, on the QEMU lab.
+
+Usage: ``python bench/run.py [--only NAME[,NAME]] [--reps N]``; writes ``bench/results.json``
+and ``bench/results.md`` (the table the README shows) and prints the table.
+
+Benchmarks:
+  deploy   fresh lab -> first apply (1 GiB VM disks), no-op re-apply; then a second fresh
+           lab -> first apply with 8 GiB VM disks. Ratios: no-op/first and 8 GiB/1 GiB
+           (about 1.0 means no waiting for an initial DRBD sync).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from hakvm.lab import specfile  # noqa: E402
+
+LAB_DIR = REPO / ".hakvm" / "bench-lab"
+STATE_DIR = REPO / ".hakvm" / "bench-state"
+
+
+def hakvm(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, HAKVM_STATE_DIR=str(STATE_DIR))
+    result = subprocess.run(
+        [sys.executable, "-m", "hakvm.cli", *args],
+        capture_output=True, text=True, timeout=timeout, check=False, env=env,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise SystemExit(f"bench: hakvm {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return result
+
+
+def timed(fn: Callable[[], object]) -> float:
+    started = time.monotonic()
+    fn()
+    return time.monotonic() - started
+
+
+def fresh_lab() -> None:
+    subprocess.run(
+        [sys.executable, "-m", "hakvm.cli", "lab", "--lab-dir", str(LAB_DIR), "down"],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    if STATE_DIR.exists():
+        subprocess.run(["rm", "-rf", str(STATE_DIR)], check=True)
+    hakvm("lab", "--lab-dir", str(LAB_DIR), "up")
+
+
+def bench_deploy(_reps: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in ("1GiB", "8GiB"):
+            fresh_lab()
+            spec = specfile.lab_spec(
+                REPO / "examples" / "lab.yaml", LAB_DIR, pathlib.Path(tmp) / f"lab-{size}.yaml",
+                {"disk": {"size": size}},
+            )  # fmt: skip
+            results[f"first_apply_{size}_s"] = timed(lambda s=spec: hakvm("apply", str(s)))
+            if size == "1GiB":
+                results["noop_apply_s"] = timed(lambda s=spec: hakvm("apply", str(s)))
+    hakvm("lab", "--lab-dir", str(LAB_DIR), "down")
+    results["ratio_noop_to_first"] = results["noop_apply_s"] / results["first_apply_1GiB_s"]
+    results["ratio_8GiB_to_1GiB"] = results["first_apply_8GiB_s"] / results["first_apply_1GiB_s"]
+    return results
+
+
+BENCHMARKS: dict[str, Callable[[int], dict[str, Any]]] = {"deploy": bench_deploy}
+
+
+def markdown(run: dict[str, Any]) -> str:
+    lines = [
+        f"Measured {run['date']} on {run['machine']}.",
+        "",
+        "| benchmark | figure | value |",
+        "|---|---|---|",
+    ]
+    for name, figures in run["results"].items():
+        for key, value in figures.items():
+            shown = f"{value:.2f}" if isinstance(value, float) else str(value)
+            lines.append(f"| {name} | {key} | {shown} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated names")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions where repeated")
+    args = parser.parse_args()
+    names = [n for n in args.only.split(",") if n]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    run: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, TCG lab",
+        "results": {},
+    }
+    for name in names:
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        run["results"][name] = BENCHMARKS[name](args.reps)
+    (REPO / "bench" / "results.json").write_text(json.dumps(run, indent=2) + "\n")
+    table = markdown(run)
+    (REPO / "bench" / "results.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""A cluster spec pointed at one lab: its SSH ports, client key, known_hosts and BMCs.
+
+``examples/lab.yaml`` targets the default lab (``.hakvm/lab``, ports 2201/2202); tests,
+benchmarks and the demo may run a lab elsewhere, so they derive their spec with this.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import yaml
+
+from hakvm.lab.state import Lab
+
+
+def lab_spec(
+    template: pathlib.Path,
+    lab_dir: pathlib.Path,
+    out: pathlib.Path,
+    overrides: dict[str, Any] | None = None,
+) -> pathlib.Path:
+    """Write ``template`` re-pointed at the running lab in ``lab_dir`` to ``out``.
+
+    ``overrides`` maps a VM field to a new value for every VM (e.g. ``{"disk": {...}}``).
+    """
+    lab = Lab(lab_dir)
+    config = lab.load()
+    spec: dict[str, Any] = yaml.safe_load(template.read_text())
+    for node in spec["nodes"]:
+        name = node["name"]
+        node["ssh"]["port"] = config.ssh_port_of(name)
+        node["ssh"]["key_file"] = str(lab.ssh_key)
+        node["ssh"]["known_hosts"] = str(lab.known_hosts)
+        node["bmc"]["port"] = config.bmc_port_of(name)
+        node["bmc"]["user"] = config.bmc_user
+        node["bmc"]["password_file"] = str(lab.bmc_password_file(name))
+    for vm in spec.get("vms", []):
+        vm.update(overrides or {})
+    out.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return out
