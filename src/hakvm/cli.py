@@ -149,7 +149,8 @@ def _print_run(report: object, *, planned: bool) -> None:
     for phase in report.phases:
         if not phase.steps:
             continue
-        console.print(f"[bold]{phase.name}[/bold]")
+        took = "" if planned else f" ({phase.seconds:.1f}s)"
+        console.print(f"[bold]{phase.name}[/bold]{took}")
         for step in phase.steps:
             console.print(f"  {step.node}: {step.title}")
             if planned:
