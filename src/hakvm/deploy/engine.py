@@ -146,8 +146,6 @@ async def plan(spec: ClusterSpec, spec_path: Path) -> RunReport:
             t0 = time.monotonic()
             steps = _compute(name, phase, env)
             report.phases.append(PhaseReport(name, steps, time.monotonic() - t0))
-            if steps:
-                progress(name, "", None, f"done in {time.monotonic() - t0:.1f}s")
     report.seconds = time.monotonic() - started
     return report
 
