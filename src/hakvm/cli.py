@@ -248,9 +248,13 @@ def demo(spec: Path) -> int:
 def _register_subcommands() -> None:
     # Imported here so that a broken optional layer never breaks `hakvm validate`.
     from hakvm.lab.cli import lab
+    from hakvm.ops.cli import COMMANDS
 
     if "lab" not in cli.commands:
         cli.add_command(lab)
+    for command in COMMANDS:
+        if command.name not in cli.commands:
+            cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,6 +55,9 @@ class FenceEvent:
 class ClusterState:
     dc: str | None = None
     quorate: bool = False
+    stonith_enabled: bool = True
+    no_quorum_policy: str = ""
+    maintenance_mode: bool = False
     nodes: dict[str, NodeState] = field(default_factory=dict)
     resources: dict[str, ResourceState] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
@@ -91,6 +94,11 @@ def parse_crm_mon(text: str) -> ClusterState:
     if dc is not None and _true(dc.get("present")):
         state.dc = dc.get("name")
         state.quorate = _true(dc.get("with_quorum"))
+    options = root.find("summary/cluster_options")
+    if options is not None:
+        state.stonith_enabled = _true(options.get("stonith-enabled"))
+        state.no_quorum_policy = options.get("no-quorum-policy", "")
+        state.maintenance_mode = _true(options.get("maintenance-mode"))
     for node in root.findall("nodes/node"):
         name = node.get("name", "")
         state.nodes[name] = NodeState(

@@ -6,6 +6,7 @@ Parsers are separate from the commands so unit tests can replay recorded real ou
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import re
@@ -48,6 +49,7 @@ class DrbdResource:
     disk: str  # UpToDate, Inconsistent, Diskless, ...
     peer_disk: str
     sync_percent: float | None = None
+    sync_eta_s: int | None = None  # DRBD's own estimate ("finish:"), while resyncing
 
 
 @dataclass
@@ -153,6 +155,7 @@ _PROC_DRBD_RE = re.compile(
     r"^\s*(?P<minor>\d+): cs:(?P<cs>\S+) ro:(?P<ro>\S+)/(?P<pro>\S+) ds:(?P<ds>\S+)/(?P<pds>\S+)"
 )
 _SYNC_RE = re.compile(r"sync'ed:\s*(?P<pct>[\d.]+)%")
+_FINISH_RE = re.compile(r"finish:\s*(?P<h>\d+):(?P<m>\d+):(?P<s>\d+)")
 
 
 def parse_proc_drbd(text: str, minors: dict[int, str]) -> dict[str, DrbdResource]:
@@ -170,17 +173,11 @@ def parse_proc_drbd(text: str, minors: dict[int, str]) -> dict[str, DrbdResource
             continue
         sync = _SYNC_RE.search(line)
         if sync and current is not None:
-            r = out[current]
-            out[current] = DrbdResource(
-                r.name,
-                r.minor,
-                r.connection,
-                r.role,
-                r.peer_role,
-                r.disk,
-                r.peer_disk,
-                float(sync["pct"]),
-            )
+            out[current] = dataclasses.replace(out[current], sync_percent=float(sync["pct"]))
+        finish = _FINISH_RE.search(line)
+        if finish and current is not None:
+            eta = int(finish["h"]) * 3600 + int(finish["m"]) * 60 + int(finish["s"])
+            out[current] = dataclasses.replace(out[current], sync_eta_s=eta)
     return out
 
 

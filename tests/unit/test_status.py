@@ -1,0 +1,109 @@
+"""`hakvm status` assessment, replayed from real answers recorded on the lab (healthy, and
+with the dedicated heartbeat link cut), plus states derived from them by editing exactly
+the attribute a failure changes."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from hakvm.ops.status import NodeAnswer, assess, parse_bonding, parse_cfgtool
+from hakvm.remote.facts import parse_batch
+
+DATA = pathlib.Path(__file__).parent / "data"
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def spec():  # type: ignore[no-untyped-def]
+    from hakvm.spec.validate import validate_file
+
+    report = validate_file(REPO / "examples" / "lab.yaml")
+    assert report.spec is not None
+    return report.spec
+
+
+def answers(prefix: str) -> dict[str, NodeAnswer]:
+    return {
+        n: NodeAnswer(n, parse_batch((DATA / f"status-{prefix}-{n}.b64").read_text()))
+        for n in ("node01", "node02")
+    }
+
+
+def edit(answer: NodeAnswer, key: str, old: str, new: str) -> None:
+    assert answer.raw is not None
+    rc, out = answer.raw[key]
+    text = out.decode()
+    assert old in text, f"{old!r} not in recorded {key}"
+    answer.raw[key] = (rc, text.replace(old, new, 1).encode())
+
+
+def test_healthy_lab(spec) -> None:  # type: ignore[no-untyped-def]
+    report = assess(spec, answers("healthy"))
+    assert (report.health, report.exit_code, report.problems) == ("healthy", 0, [])
+    assert report.quorate and report.stonith_enabled
+    assert {n.name: n.state for n in report.nodes} == {"node01": "online", "node02": "online"}
+    assert all(len(n.links) == 2 and all(lk.peer_connected for lk in n.links) for n in report.nodes)
+    assert {vm.name: vm.running_on for vm in report.vms} == {"vm-a": ["node01"], "vm-b": ["node02"]}
+    drbd = report.vms[0].drbd
+    assert [(d.node, d.disk, d.peer_disk) for d in drbd] == [
+        ("node01", "UpToDate", "UpToDate"),
+        ("node02", "UpToDate", "UpToDate"),
+    ]
+    assert report.nodes[0].bonds[0].members_up == ["eth1", "eth2"]
+
+
+def test_cut_heartbeat_link_is_degraded_not_critical(spec) -> None:  # type: ignore[no-untyped-def]
+    report = assess(spec, answers("hb-cut"))
+    assert (report.health, report.exit_code) == ("degraded", 1)
+    assert "node01: knet link 0 (10.88.1.1) down" in report.problems
+
+
+def test_unreachable_node_is_degraded_while_vms_run(spec) -> None:  # type: ignore[no-untyped-def]
+    seen = answers("healthy")
+    seen["node02"] = NodeAnswer("node02", error="connection refused")
+    report = assess(spec, seen)
+    assert report.exit_code == 1
+    assert report.problems == ["node02 unreachable over SSH: connection refused"]
+
+
+def test_stopped_vm_and_disabled_fencing_are_critical(spec) -> None:  # type: ignore[no-untyped-def]
+    seen = answers("healthy")
+    for answer in seen.values():
+        edit(answer, "crm_mon", 'stonith-enabled="true"', 'stonith-enabled="false"')
+    report = assess(spec, seen)
+    assert report.exit_code == 2
+    assert "fencing is disabled (stonith-enabled=false): split-brain risk" in report.problems
+
+
+def test_drbd_standalone_is_critical_and_resync_degraded(spec) -> None:  # type: ignore[no-untyped-def]
+    seen = answers("healthy")
+    edit(seen["node01"], "proc_drbd", "0: cs:Connected", "0: cs:StandAlone")
+    report = assess(spec, seen)
+    assert report.exit_code == 2
+    assert any("vm-a: DRBD StandAlone on node01" in p for p in report.problems)
+
+    seen = answers("healthy")
+    edit(seen["node02"], "proc_drbd", "0: cs:Connected ro:Primary/Primary ds:UpToDate/UpToDate",
+         "0: cs:SyncTarget ro:Secondary/Primary ds:Inconsistent/UpToDate")  # fmt: skip
+    edit(seen["node02"], "proc_drbd", "oos:0\n", "oos:0\n\tsync'ed: 42.5% (1/2)K\n\tfinish: 0:01:05 speed: 1 (1) K/sec\n")  # fmt: skip
+    report = assess(spec, seen)
+    assert report.exit_code == 1
+    vm_a = next(d for d in report.vms[0].drbd if d.node == "node02")
+    assert (vm_a.sync_percent, vm_a.sync_eta_s) == (42.5, 65)
+
+
+def test_parsers_on_degraded_text() -> None:
+    links = parse_cfgtool(
+        "Local node ID 2, transport knet\nLINK ID 0 udp\n\taddr\t= 10.88.1.2\n\tstatus:\n"
+        "\t\tnodeid:          1:\tdisconnected\n\t\tnodeid:          2:\tlocalhost\n",
+        2,
+    )
+    assert [(lk.link, lk.address, lk.peer_connected) for lk in links] == [(0, "10.88.1.2", False)]
+    bond = parse_bonding(
+        "bond0",
+        "MII Status: up\n\nSlave Interface: eth1\nMII Status: down\n\n"
+        "Slave Interface: eth2\nMII Status: up\n",
+    )
+    assert (bond.members_up, bond.members_down) == (["eth2"], ["eth1"])
