@@ -87,7 +87,8 @@ def test_drbd_standalone_is_critical_and_resync_degraded(spec) -> None:  # type:
     seen = answers("healthy")
     edit(seen["node02"], "proc_drbd", "0: cs:Connected ro:Primary/Primary ds:UpToDate/UpToDate",
          "0: cs:SyncTarget ro:Secondary/Primary ds:Inconsistent/UpToDate")  # fmt: skip
-    edit(seen["node02"], "proc_drbd", "oos:0\n", "oos:0\n\tsync'ed: 42.5% (1/2)K\n\tfinish: 0:01:05 speed: 1 (1) K/sec\n")  # fmt: skip
+    progress = "oos:0\n\tsync'ed: 42.5% (1/2)K\n\tfinish: 0:01:05 speed: 1 (1) K/sec\n"
+    edit(seen["node02"], "proc_drbd", "oos:0\n", progress)
     report = assess(spec, seen)
     assert report.exit_code == 1
     vm_a = next(d for d in report.vms[0].drbd if d.node == "node02")
