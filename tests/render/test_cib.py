@@ -111,7 +111,7 @@ def test_block_mode_is_dual_primary_and_migratable() -> None:
     assert _nv(vm, "meta_attributes", "allow-migrate") == "true"
     assert _nv(vm, "instance_attributes", "config") == "/etc/hakvm/domains/vm-a.xml"
     ops = {op.get("name"): op.get("timeout") for op in vm.iter("op")}
-    assert ops["start"] == "180s" and ops["migrate_to"] == "300s"
+    assert ops["start"] == "300s" and ops["migrate_to"] == "300s"
     assert root.find("configuration/resources/primitive[@type='Filesystem']") is None
 
 

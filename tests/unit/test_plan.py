@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import asyncssh
 import pytest
 import yaml
 
@@ -13,6 +14,7 @@ from hakvm.deploy import phases as ph
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets
 from hakvm.deploy.steps import Call, Run, Step, Write
 from hakvm.remote.facts import DrbdResource, FileFact, LogicalVolume, NodeFacts
+from hakvm.render import migration
 from hakvm.render.base import RenderContext, Secrets
 from hakvm.render.cib import password_file_path
 from hakvm.render.hosts import hosts_block, merge_hosts
@@ -20,7 +22,12 @@ from hakvm.render.tree import render_all
 from hakvm.spec.validate import validate_file
 
 REPO = Path(__file__).resolve().parents[2]
-SECRETS = ClusterSecrets(authkey=b"k" * 256, drbd_master="ab" * 32)
+SECRETS = ClusterSecrets(
+    authkey=b"k" * 256,
+    drbd_master="ab" * 32,
+    # Generated per run: no private key, even a test one, is committed.
+    migration_key=asyncssh.generate_private_key("ssh-ed25519").export_private_key("openssh"),
+)
 ETC_HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n"
 
 
@@ -94,7 +101,15 @@ def converged_facts(env: ph.PlanEnv) -> dict[str, NodeFacts]:
         for svc in ("corosync", "pacemaker", "libvirtd", "hakvm-firewall"):
             facts.services_active[svc] = True
             facts.services_enabled[svc] = True
+        facts.files[migration.HOST_KEY_PATH] = FileFact(
+            f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{node.name} root@{node.name}\n".encode(), 0o644
+        )
         out[node.name] = facts
+    # Migration trust depends on both nodes' host keys: fill it in once all facts exist.
+    env = ph.PlanEnv(env.ctx, env.rendered, out, env.secrets, env.spec_dir)
+    for name, facts in out.items():
+        for path, content, mode in ph._migration_trust(env, name):
+            facts.files[path] = FileFact(content, mode)
     return out
 
 
@@ -230,3 +245,18 @@ def test_calls_are_described(tmp_path: Path) -> None:
     env = _env(path, {n: fresh_facts(n, "debian12") for n in ("node01", "node02")})
     calls = [a for s in _all_steps(env, skip=()) for a in s.actions if isinstance(a, Call)]
     assert calls and all(c.describe() for c in calls)
+
+
+def test_migration_trust_keeps_foreign_keys_and_pins_peer(tmp_path: Path) -> None:
+    env = _env(_spec_file(tmp_path, "lab"), {})
+    env.facts = converged_facts(env)
+    admin_key = "ssh-ed25519 AAAAadminkey admin@laptop\n"
+    env.facts["node01"].files[migration.AUTHORIZED_KEYS_PATH] = FileFact(admin_key.encode(), 0o600)
+    files = {path: content.decode() for path, content, _ in ph._migration_trust(env, "node01")}
+    authorized = files[migration.AUTHORIZED_KEYS_PATH]
+    assert authorized.startswith(admin_key)
+    # node01 accepts the migration key only from node02's replication (bond) address.
+    assert 'restrict,from="10.88.0.2" ssh-ed25519 ' in authorized
+    known = files[migration.KNOWN_HOSTS_PATH].splitlines()
+    assert known[1].startswith("node02-migration,10.88.0.2 ssh-ed25519 ")
+    assert "StrictHostKeyChecking yes" in files[migration.SSH_CONFIG_PATH]

@@ -20,6 +20,7 @@ from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets,
 from hakvm.deploy.steps import Call, Run, Step, Write
 from hakvm.remote.connection import NodeConnection, RemoteError, connect_all
 from hakvm.remote.facts import NodeFacts, gather_facts
+from hakvm.render import migration
 from hakvm.render.base import RenderContext, Rendered, Secrets
 from hakvm.render.cib import password_file_path
 from hakvm.render.drbd import resource_path
@@ -77,6 +78,10 @@ def _managed_paths(spec: ClusterSpec, rendered: Rendered, node: str) -> list[str
     paths |= {"/etc/hosts", "/etc/corosync/corosync.conf", AUTHKEY_PATH, DRBD_MASTER_PATH}
     paths |= {password_file_path(n.name) for n in spec.nodes}
     paths |= {resource_path(vm.name) for vm in spec.vms}
+    paths |= {
+        migration.KEY_PATH, migration.KNOWN_HOSTS_PATH, migration.SSH_CONFIG_PATH,
+        migration.AUTHORIZED_KEYS_PATH, migration.HOST_KEY_PATH,
+    }  # fmt: skip
     return sorted(paths)
 
 

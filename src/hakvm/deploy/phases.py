@@ -20,6 +20,7 @@ from hakvm.deploy.steps import Call, CallFunc, Run, Step, Write, run
 from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.facts import NodeFacts
 from hakvm.render import hosts as hosts_render
+from hakvm.render import migration
 from hakvm.render.base import CLUSTER, RenderContext, Rendered, RenderedFile
 from hakvm.render.cib import password_file_path
 from hakvm.spec.models import DiskMode, Node, OsFamily, Vm
@@ -664,6 +665,7 @@ def libvirt(env: PlanEnv) -> list[Step]:
                     ),
                 )
             )
+        steps.extend(write_steps(env, node.name, "libvirt", _migration_trust(env, node.name)))
         facts = env.facts[node.name]
         if not facts.services_active.get("libvirtd") or not facts.services_enabled.get("libvirtd"):
             steps.append(
@@ -675,6 +677,34 @@ def libvirt(env: PlanEnv) -> list[Step]:
                 )
             )
     return steps
+
+
+def _migration_trust(env: PlanEnv, node: str) -> list[tuple[str, bytes, int]]:
+    """Files giving `node` root SSH to its peer for live migration (render.migration)."""
+
+    def current(path: str) -> str:
+        fact = env.facts[node].files.get(path)
+        return fact.content.decode("utf-8", "replace") if fact else ""
+
+    host_keys = {}
+    for name, facts in env.facts.items():
+        fact = facts.files.get(migration.HOST_KEY_PATH)
+        if fact is not None:
+            host_keys[name] = fact.content.decode("utf-8", "replace")
+    public = env.secrets.migration_public_key
+    config = hosts_render.merge_hosts(
+        current(migration.SSH_CONFIG_PATH), migration.ssh_config_block(env.ctx)
+    )
+    authorized = hosts_render.merge_hosts(
+        current(migration.AUTHORIZED_KEYS_PATH),
+        migration.authorized_keys_block(env.ctx, node, public),
+    )
+    return [
+        (migration.KEY_PATH, env.secrets.migration_key, 0o600),
+        (migration.KNOWN_HOSTS_PATH, migration.known_hosts(env.ctx, host_keys).encode(), 0o644),
+        (migration.SSH_CONFIG_PATH, config.encode(), 0o600),
+        (migration.AUTHORIZED_KEYS_PATH, authorized.encode(), 0o600),
+    ]
 
 
 def fencing(env: PlanEnv) -> list[Step]:

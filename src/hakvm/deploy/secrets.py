@@ -1,4 +1,5 @@
-"""Generated cluster secrets: the corosync authkey and the DRBD master secret.
+"""Generated cluster secrets: the corosync authkey, the DRBD master secret and the live
+migration SSH key pair (see hakvm.render.migration).
 
 The nodes are the source of truth: a secret already on a node is adopted (so applying from
 another machine never rotates a live cluster's keys); otherwise the local state directory's
@@ -14,7 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncssh
+
 from hakvm.remote.facts import NodeFacts
+from hakvm.render.migration import KEY_PATH as MIGRATION_KEY_PATH
 
 AUTHKEY_PATH = "/etc/corosync/authkey"
 DRBD_MASTER_PATH = "/etc/hakvm/secrets/drbd-master"
@@ -25,6 +29,16 @@ AUTHKEY_BYTES = 256  # corosync-keygen's size; knet accepts 1024..4096 bits
 class ClusterSecrets:
     authkey: bytes
     drbd_master: str
+    migration_key: bytes  # OpenSSH private key (ed25519)
+
+    @property
+    def migration_public_key(self) -> str:
+        key = asyncssh.import_private_key(self.migration_key)
+        return str(key.export_public_key("openssh").decode().strip())
+
+
+def _new_migration_key() -> bytes:
+    return bytes(asyncssh.generate_private_key("ssh-ed25519").export_private_key("openssh"))
 
 
 def state_dir(cluster_name: str) -> Path:
@@ -56,6 +70,7 @@ def load_or_create(cluster_name: str, facts: Iterable[NodeFacts]) -> ClusterSecr
     makers: list[tuple[str, str, Callable[[], bytes]]] = [
         ("corosync.authkey", AUTHKEY_PATH, lambda: secrets.token_bytes(AUTHKEY_BYTES)),
         ("drbd-master", DRBD_MASTER_PATH, lambda: secrets.token_hex(32).encode()),
+        ("migration_ed25519", MIGRATION_KEY_PATH, _new_migration_key),
     ]
     for name, remote_path, make in makers:
         local = directory / name
@@ -67,4 +82,8 @@ def load_or_create(cluster_name: str, facts: Iterable[NodeFacts]) -> ClusterSecr
         if not local.exists() or local.read_bytes() != value:
             _write_private(local, value)
         values[name] = value
-    return ClusterSecrets(values["corosync.authkey"], values["drbd-master"].decode().strip())
+    return ClusterSecrets(
+        values["corosync.authkey"],
+        values["drbd-master"].decode().strip(),
+        values["migration_ed25519"],
+    )

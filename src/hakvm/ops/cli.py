@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console, Group
@@ -21,6 +23,7 @@ from hakvm.ops import status as st
 from hakvm.spec.models import ClusterSpec
 
 EXIT_UNKNOWN = 3
+T = TypeVar("T")
 SPEC_ARG = click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
 
 
@@ -132,4 +135,87 @@ def status_cmd(spec: Path, as_json: bool, schema: bool, watch: float | None) -> 
         return report.exit_code
 
 
-COMMANDS = [status_cmd]
+def _run_move(coro: Coroutine[Any, Any, T]) -> T:
+    from hakvm.ops.migrate import MoveError
+    from hakvm.remote.connection import RemoteError
+
+    try:
+        return asyncio.run(coro)
+    except MoveError as exc:
+        raise StateError(str(exc)) from None
+    except RemoteError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+class StateError(click.ClickException):
+    exit_code = 3  # the cluster is not in a state where the move can run
+
+
+def _say(text: str) -> None:
+    click.echo(f"hakvm: {text}", err=True)
+
+
+def _move_line(m: Any) -> str:
+    if m.kind == "live":
+        down = f"{m.downtime_ms} ms" if m.downtime_ms is not None else "not reported"
+        return f"{m.vm}: live-migrated {m.source} -> {m.target} in {m.seconds}s, downtime {down}"
+    return f"{m.vm}: restarted {m.source} -> {m.target}: outage {m.outage_s}s"
+
+
+@click.command("migrate")
+@SPEC_ARG
+@click.argument("vm")
+@click.option("--to", "to", metavar="NODE", help="target node (default: the other one)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable result")
+def migrate_cmd(spec: Path, vm: str, to: str | None, as_json: bool) -> int:
+    """Move VM: live migration (block disks) or clean restart (qcow2-on-xfs).
+
+    Exit: 0 moved, 1 failed, 2 bad input, 3 pre-flight refused (cluster not ready)."""
+    from hakvm.ops.migrate import migrate
+
+    cluster = _load_strict(spec)
+    result = _run_move(migrate(cluster, spec, vm, to, progress=_say))
+    click.echo(json.dumps(result.as_dict()) if as_json else _move_line(result))
+    return 0
+
+
+@click.command("drain")
+@SPEC_ARG
+@click.argument("node")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable result")
+def drain_cmd(spec: Path, node: str, as_json: bool) -> int:
+    """Live-migrate every VM off NODE, then put NODE in standby (for maintenance)."""
+    from hakvm.ops.migrate import drain
+
+    cluster = _load_strict(spec)
+    result = _run_move(drain(cluster, spec, node, progress=_say))
+    if as_json:
+        moves = [m.as_dict() for m in result.moves]
+        click.echo(json.dumps({"node": node, "standby": result.standby, "moves": moves}))
+    else:
+        for m in result.moves:
+            click.echo(_move_line(m))
+        click.echo(f"{node}: standby (no VMs); `hakvm undrain SPEC {node}` brings it back")
+    return 0
+
+
+@click.command("undrain")
+@SPEC_ARG
+@click.argument("node")
+def undrain_cmd(spec: Path, node: str) -> int:
+    """Take NODE out of standby; VMs stay where they run (stickiness)."""
+    from hakvm.ops.migrate import undrain
+
+    cluster = _load_strict(spec)
+    _run_move(undrain(cluster, spec, node))
+    click.echo(f"{node}: online again; VMs stay where they are")
+    return 0
+
+
+def _load_strict(spec: Path) -> ClusterSpec:
+    from hakvm.cli import load_context
+
+    return load_context(spec).spec
+
+
+COMMANDS = [status_cmd, migrate_cmd, drain_cmd, undrain_cmd]

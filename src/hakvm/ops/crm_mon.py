@@ -27,6 +27,12 @@ class ResourceState:
     failed: bool = False
     managed: bool = True
     role: str = "Stopped"
+    pending: str = ""  # an operation in flight ("Starting", "Migrating", ...)
+
+    @property
+    def running_on(self) -> list[str]:
+        """Nodes where it is settled and running: active with no operation in flight."""
+        return [] if self.pending else list(self.active_on)
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,10 @@ def _add_resource(state: ClusterState, el: etree._Element, key: str | None = Non
     res.failed = res.failed or _true(el.get("failed"))
     res.managed = res.managed and el.get("managed", "true") == "true"
     role = el.get("role", "Stopped")
+    if el.get("pending"):
+        res.pending = el.get("pending", "")
+    elif role in ("Starting", "Stopping", "Migrating", "Promoting", "Demoting"):
+        res.pending = role
     for node in el.findall("node"):
         name = node.get("name", "")
         if _true(el.get("active")):

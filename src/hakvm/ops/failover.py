@@ -87,4 +87,4 @@ async def watch_failover(
                 f"failover of {', '.join(vms)} to {survivor.name} not complete after "
                 f"{timeout:.0f}s; timeline so far: {timeline.marks}"
             )
-        await asyncio.sleep(1)
+        await asyncio.sleep(2)  # each crm_mon costs CPU on the survivor

@@ -125,6 +125,9 @@ class NodeAnswer:
 
 def status_commands(bonds: list[str]) -> list[tuple[str, list[str]]]:
     commands = [
+        # First, so it is read as close as possible to the moment the batch starts (doctor
+        # bounds each node's clock offset by the batch's round trip).
+        ("clock", ["date", "+%s.%N"]),
         ("crm_mon", ["crm_mon", "--output-as=xml", "-1"]),
         ("cfgtool", ["corosync-cfgtool", "-s"]),
         ("proc_drbd", ["cat", "/proc/drbd"]),

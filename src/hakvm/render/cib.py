@@ -36,6 +36,7 @@ from lxml import etree
 
 from hakvm.render.base import CLUSTER, RenderContext, Rendered, RenderedFile
 from hakvm.render.libvirt import domain_path, qcow2_dir
+from hakvm.render.migration import SUFFIX as MIGRATION_SUFFIX
 from hakvm.spec.derive import uses_static_delay
 from hakvm.spec.models import DiskMode, Node, Vm
 
@@ -210,7 +211,13 @@ def _fence_device(ctx: RenderContext, node: Node) -> Primitive | None:
         provider=None,
         type="fence_ipmilan",
         params=tuple(params),
-        ops=(Op("monitor", "60s", _s(max(20, timing.monitor_timeout_s))),),
+        ops=(
+            Op(
+                "monitor",
+                _s(timing.fence_monitor_interval_s),
+                _s(max(20, timing.monitor_timeout_s)),
+            ),
+        ),
     )
 
 
@@ -295,6 +302,9 @@ def _virtual_domain(ctx: RenderContext, vm: Vm) -> Primitive:
             # qemu+ssh://peer/system: libvirt's control channel over the nodes' root SSH trust;
             # the memory stream uses the migration port range opened by the firewall.
             ("migration_transport", "ssh"),
+            # ...to `<peer>-migration`: the peer's replication (bond) address, not the
+            # heartbeat link that the bare node name resolves to (see render.migration).
+            ("migration_network_suffix", MIGRATION_SUFFIX),
             *((("force_stop", "true"),) if vm.force_stop else ()),
         ),
         meta=tuple(meta),

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 
 from hakvm.render.base import RenderContext, Rendered, RenderedFile, templates
+from hakvm.render.drbd import replication_link
+from hakvm.render.migration import migration_name
 
 HOSTS_PATH = "/etc/hosts"
 # Not a file any resolver reads: a copy of the block apply merged into /etc/hosts, kept on
@@ -45,16 +47,20 @@ def entries(ctx: RenderContext) -> list[HostEntry]:
     which does not share bandwidth with the VMs). One address per name keeps resolution
     deterministic: with glibc's `multi on` (Debian's /etc/host.conf) a name on two lines
     resolves to both, and libvirt would migrate over whichever came first. Every address
-    also gets a `<node>-link<N>` alias, so each path can be reached (ping, ssh) by name.
+    also gets a `<node>-link<N>` alias, so each path can be reached (ping, ssh) by name, and
+    the replication network's address a `<node>-migration` alias: live migration's target.
     """
     out: list[HostEntry] = []
     canonical_done: set[str] = set()
+    replication = replication_link(ctx).link
     for link in ctx.derived.links:
         for node in ctx.spec.nodes:
             address = link.addresses.get(node.name)
             if address is None:
                 continue
             names: tuple[str, ...] = (f"{node.name}-link{link.link}",)
+            if link.link == replication:
+                names += (migration_name(node.name),)
             if node.name not in canonical_done:
                 names = (node.name, *names)
                 canonical_done.add(node.name)

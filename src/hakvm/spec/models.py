@@ -65,6 +65,13 @@ class Timing(Model):
         30, ge=5, le=600, description="VM and DRBD monitor timeout (slow or nested hosts: raise)"
     )
     vm_start_timeout_s: int = Field(120, ge=10, le=3600)
+    fence_monitor_interval_s: int = Field(
+        60,
+        ge=10,
+        le=3600,
+        description="how often each fence device (BMC) is checked: a dead BMC found early is "
+        "a failover that will not hang later",
+    )
     vm_stop_timeout_s: int = Field(120, ge=10, le=3600)
     migrate_timeout_s: int = Field(300, ge=10, le=7200)
 

@@ -14,10 +14,10 @@ rsc_defaults rsc-options: resource-stickiness=200 migration-threshold=3
 op_defaults op-options: timeout=60s
 primitive node01_fence stonith:fence_ipmilan \
     params ip=10.0.2.2 ipport=6230 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node01.password.sh pcmk_host_list=node01 pcmk_host_check=static-list pcmk_delay_base=10s \
-    op monitor interval=60s timeout=120s
+    op monitor interval=300s timeout=120s
 primitive node02_fence stonith:fence_ipmilan \
     params ip=10.0.2.2 ipport=6231 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node02.password.sh pcmk_host_list=node02 pcmk_host_check=static-list \
-    op monitor interval=60s timeout=120s
+    op monitor interval=300s timeout=120s
 primitive vm-a_drbd ocf:linbit:drbd \
     params drbd_resource=vm-a \
     op monitor interval=29s timeout=120s role=Promoted \
@@ -30,10 +30,10 @@ primitive vm-a_drbd ocf:linbit:drbd \
 clone vm-a_drbd_clone vm-a_drbd \
     meta promotable=true promoted-max=2 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true
 primitive vm-a ocf:heartbeat:VirtualDomain \
-    params config=/etc/hakvm/domains/vm-a.xml hypervisor=qemu:///system migration_transport=ssh force_stop=true \
+    params config=/etc/hakvm/domains/vm-a.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration force_stop=true \
     meta target-role=Started allow-migrate=true \
     op monitor interval=30s timeout=120s \
-    op start interval=0s timeout=180s \
+    op start interval=0s timeout=300s \
     op stop interval=0s timeout=120s \
     op migrate_to interval=0s timeout=300s \
     op migrate_from interval=0s timeout=300s
@@ -49,10 +49,10 @@ primitive vm-b_drbd ocf:linbit:drbd \
 clone vm-b_drbd_clone vm-b_drbd \
     meta promotable=true promoted-max=2 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true
 primitive vm-b ocf:heartbeat:VirtualDomain \
-    params config=/etc/hakvm/domains/vm-b.xml hypervisor=qemu:///system migration_transport=ssh force_stop=true \
+    params config=/etc/hakvm/domains/vm-b.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration force_stop=true \
     meta target-role=Started allow-migrate=true \
     op monitor interval=30s timeout=120s \
-    op start interval=0s timeout=180s \
+    op start interval=0s timeout=300s \
     op stop interval=0s timeout=120s \
     op migrate_to interval=0s timeout=300s \
     op migrate_from interval=0s timeout=300s

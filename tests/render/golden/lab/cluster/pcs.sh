@@ -17,10 +17,10 @@ pcs -f "$CIB" resource op defaults update timeout=60s
 # Fence devices: one per node, never run by the node it fences
 pcs -f "$CIB" stonith create node01_fence fence_ipmilan \
     ip=10.0.2.2 ipport=6230 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node01.password.sh pcmk_host_list=node01 pcmk_host_check=static-list pcmk_delay_base=10s \
-    op monitor interval=60s timeout=120s
+    op monitor interval=300s timeout=120s
 pcs -f "$CIB" stonith create node02_fence fence_ipmilan \
     ip=10.0.2.2 ipport=6231 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node02.password.sh pcmk_host_list=node02 pcmk_host_check=static-list \
-    op monitor interval=60s timeout=120s
+    op monitor interval=300s timeout=120s
 
 # Resources
 pcs -f "$CIB" resource create vm-a_drbd ocf:linbit:drbd --no-default-ops \
@@ -28,17 +28,17 @@ pcs -f "$CIB" resource create vm-a_drbd ocf:linbit:drbd --no-default-ops \
     op monitor interval=29s timeout=120s role=Promoted monitor interval=31s timeout=120s role=Unpromoted start interval=0s timeout=240s stop interval=0s timeout=100s promote interval=0s timeout=90s demote interval=0s timeout=90s notify interval=0s timeout=90s
 pcs -f "$CIB" resource promotable vm-a_drbd vm-a_drbd_clone promoted-max=2 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true
 pcs -f "$CIB" resource create vm-a ocf:heartbeat:VirtualDomain --no-default-ops \
-    config=/etc/hakvm/domains/vm-a.xml hypervisor=qemu:///system migration_transport=ssh force_stop=true \
+    config=/etc/hakvm/domains/vm-a.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration force_stop=true \
     meta target-role=Started allow-migrate=true \
-    op monitor interval=30s timeout=120s start interval=0s timeout=180s stop interval=0s timeout=120s migrate_to interval=0s timeout=300s migrate_from interval=0s timeout=300s
+    op monitor interval=30s timeout=120s start interval=0s timeout=300s stop interval=0s timeout=120s migrate_to interval=0s timeout=300s migrate_from interval=0s timeout=300s
 pcs -f "$CIB" resource create vm-b_drbd ocf:linbit:drbd --no-default-ops \
     drbd_resource=vm-b \
     op monitor interval=29s timeout=120s role=Promoted monitor interval=31s timeout=120s role=Unpromoted start interval=0s timeout=240s stop interval=0s timeout=100s promote interval=0s timeout=90s demote interval=0s timeout=90s notify interval=0s timeout=90s
 pcs -f "$CIB" resource promotable vm-b_drbd vm-b_drbd_clone promoted-max=2 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true
 pcs -f "$CIB" resource create vm-b ocf:heartbeat:VirtualDomain --no-default-ops \
-    config=/etc/hakvm/domains/vm-b.xml hypervisor=qemu:///system migration_transport=ssh force_stop=true \
+    config=/etc/hakvm/domains/vm-b.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration force_stop=true \
     meta target-role=Started allow-migrate=true \
-    op monitor interval=30s timeout=120s start interval=0s timeout=180s stop interval=0s timeout=120s migrate_to interval=0s timeout=300s migrate_from interval=0s timeout=300s
+    op monitor interval=30s timeout=120s start interval=0s timeout=300s stop interval=0s timeout=120s migrate_to interval=0s timeout=300s migrate_from interval=0s timeout=300s
 
 # Constraints
 pcs -f "$CIB" constraint location add node01_fence_avoids_node01 node01_fence node01 -- -INFINITY

@@ -1,0 +1,270 @@
+"""`hakvm migrate`, `drain`, `undrain`: move VMs with Pacemaker, never behind its back.
+
+A move is `crm_resource --move` (a temporary location preference Pacemaker acts on: live
+migration for block-mode VMs, whose VirtualDomain has allow-migrate and whose DRBD is
+promotable on both nodes; stop/start for qcow2-on-xfs VMs), a wait until Pacemaker reports
+the VM on the target, then `crm_resource --clear`: the VM then stays by stickiness, as after a
+failover. Pre-flight checks first, each named in its error: target online and not in standby,
+the VM's DRBD on the target Connected and UpToDate on both sides, the target's free memory,
+and (live moves) the migration SSH path from source to target.
+
+DRBD dual-primary: block-mode resources are Promoted on both nodes all the time (LINBIT's
+live-migration recipe: Pacemaker cannot promote a peer for the length of one migration).
+Safety comes from fencing, not from a short window: DRBD's `fencing resource-and-stonith`
+with Pacemaker's fence handler freezes I/O and fences the peer before either side can write
+alone, so two Primaries can never diverge; only one QEMU opens the device except during the
+migration hand-over, where libvirt stops the source before the destination resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
+from hakvm.ops.status import NodeAnswer, drbd_of
+from hakvm.remote.connection import NodeConnection, connect_all
+from hakvm.remote.facts import batch_argv, parse_batch
+from hakvm.render.migration import migration_name
+from hakvm.spec.models import ClusterSpec, DiskMode, Vm
+
+MEMORY_MARGIN = 64 * 1024**2  # QEMU's own overhead above the guest's memory
+Progress = Callable[[str], None]
+
+
+class MoveError(Exception):
+    """A move cannot start (pre-flight) or did not finish; one line naming the check."""
+
+
+@dataclass
+class MoveResult:
+    vm: str
+    source: str
+    target: str
+    kind: str  # "live" or "restart"
+    seconds: float  # from the move request until Pacemaker reports the VM on the target
+    downtime_ms: int | None = None  # libvirt's own figure for a live migration
+    outage_s: float | None = None  # restart moves: VM seen stopped until seen running
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class DrainResult:
+    node: str
+    moves: list[MoveResult] = field(default_factory=list)
+    standby: bool = False
+
+
+def _noop(_: str) -> None:
+    return None
+
+
+async def crm_state(conn: NodeConnection) -> ClusterState:
+    result = await conn.run(["crm_mon", "--output-as=xml", "-1"], timeout=90, check=True)
+    return parse_crm_mon(result.stdout)
+
+
+def _find_vm(spec: ClusterSpec, name: str) -> Vm:
+    for vm in spec.vms:
+        if vm.name == name:
+            return vm
+    known = ", ".join(v.name for v in spec.vms)
+    raise MoveError(f"vm: no VM named {name!r} in the spec (known: {known})")
+
+
+async def preflight(
+    conns: dict[str, NodeConnection],
+    state: ClusterState,
+    vm: Vm,
+    target: str,
+    *,
+    extra_memory: int = 0,
+) -> str:
+    """Raise MoveError naming the first failed check; return the VM's current node."""
+    res = state.resources.get(vm.name)
+    if res is None or not res.active_on:
+        raise MoveError(f"preflight: {vm.name} is not running; nothing to move")
+    if len(res.active_on) > 1:
+        raise MoveError(f"preflight: {vm.name} is active on {res.active_on}: not moving it")
+    source = res.active_on[0]
+    if source == target:
+        raise MoveError(f"preflight: {vm.name} already runs on {target}")
+    node = state.nodes.get(target)
+    if node is None or not node.online or node.unclean:
+        raise MoveError(f"preflight: target {target} is not online in the cluster")
+    if node.standby:
+        raise MoveError(f"preflight: target {target} is in standby (hakvm undrain {target})")
+    commands = [
+        ("proc_drbd", ["cat", "/proc/drbd"]),
+        ("drbd_json", ["drbdsetup", "status", "--json"]),
+        ("drbd_names", ["drbdadm", "sh-resources"]),
+        ("drbd_minors", ["drbdadm", "sh-minor", "all"]),
+        ("meminfo", ["cat", "/proc/meminfo"]),
+    ]
+    answer = await conns[target].run(batch_argv(commands), timeout=120, check=True)
+    probe = NodeAnswer(target, parse_batch(answer.stdout))
+    drbd = drbd_of(probe).get(vm.name)
+    if drbd is None:
+        raise MoveError(f"preflight: DRBD resource {vm.name} is not up on {target}")
+    if drbd.connection != "Connected" or drbd.disk != "UpToDate" or drbd.peer_disk != "UpToDate":
+        raise MoveError(
+            f"preflight: DRBD {vm.name} on {target} is {drbd.connection} "
+            f"{drbd.disk}/{drbd.peer_disk}; a move needs Connected UpToDate/UpToDate"
+        )
+    available = _mem_available(probe.text("meminfo"))
+    needed = vm.memory + MEMORY_MARGIN + extra_memory
+    if available is not None and available < needed:
+        raise MoveError(
+            f"preflight: {target} has {available // 2**20} MiB available, "
+            f"{vm.name} needs {needed // 2**20} MiB"
+        )
+    if vm.disk.mode is DiskMode.BLOCK:
+        probe_ssh = await conns[source].run(
+            ["ssh", "-o", "ConnectTimeout=20", migration_name(target), "true"], timeout=180
+        )
+        if not probe_ssh.ok:
+            last = (probe_ssh.stderr.strip().splitlines() or ["no output"])[-1]
+            raise MoveError(
+                f"preflight: migration path {source} -> {migration_name(target)} failed: {last} "
+                "(hakvm apply sets up its SSH trust)"
+            )
+    return source
+
+
+def _mem_available(meminfo: str) -> int | None:
+    match = re.search(r"^MemAvailable:\s+(\d+) kB", meminfo, re.MULTILINE)
+    return int(match[1]) * 1024 if match else None
+
+
+_DOWNTIME_RE = re.compile(r"^Total downtime:\s+(\d+) ms", re.MULTILINE)
+
+
+async def move(
+    conns: dict[str, NodeConnection],
+    vm: Vm,
+    target: str,
+    *,
+    timeout: float = 900,
+    progress: Progress = _noop,
+    extra_memory: int = 0,
+) -> MoveResult:
+    any_conn = conns[target]
+    state = await crm_state(any_conn)
+    source = await preflight(conns, state, vm, target, extra_memory=extra_memory)
+    kind = "live" if vm.disk.mode is DiskMode.BLOCK else "restart"
+    progress(f"{vm.name}: {kind} move {source} -> {target}")
+    started = time.monotonic()
+    await any_conn.run(
+        ["crm_resource", "--resource", vm.name, "--move", "--node", target], check=True
+    )
+    stopped_at: float | None = None
+    outage: float | None = None
+    try:
+        while True:
+            now = time.monotonic()
+            if now - started > timeout:
+                raise MoveError(f"{vm.name}: not running on {target} after {timeout:.0f}s")
+            res = (await crm_state(any_conn)).resources.get(vm.name)
+            running = res.running_on if res else []
+            if res is not None and not res.active_on and stopped_at is None:
+                stopped_at = now
+            if running == [target]:
+                if stopped_at is not None:
+                    outage = now - stopped_at
+                break
+            # crm_mon costs seconds of CPU on a slow node: poll gently.
+            await asyncio.sleep(3)
+    finally:
+        # Drop the temporary preference whatever happened: stickiness keeps the VM put.
+        await any_conn.run(["crm_resource", "--resource", vm.name, "--clear"])
+    seconds = time.monotonic() - started
+    downtime = None
+    if kind == "live" and stopped_at is not None:
+        # Pacemaker stopped and restarted it instead (e.g. a failed migrate_to): say so.
+        raise MoveError(
+            f"{vm.name}: reached {target}, but by stop/start ({outage or 0:.0f}s outage), not by "
+            "live migration; see the failed actions in hakvm status"
+        )
+    if kind == "live":
+        info = await conns[target].run(["virsh", "domjobinfo", vm.name, "--completed"])
+        match = _DOWNTIME_RE.search(info.stdout)
+        downtime = int(match[1]) if match else None
+    result = MoveResult(vm.name, source, target, kind, round(seconds, 1), downtime)
+    if kind == "restart":
+        result.outage_s = round(outage if outage is not None else seconds, 1)
+    return result
+
+
+def _running_on(state: ClusterState, vm_name: str) -> list[str]:
+    res = state.resources.get(vm_name)
+    return list(res.active_on) if res else []
+
+
+def _other(spec: ClusterSpec, node: str) -> str:
+    names = [n.name for n in spec.nodes]
+    if node not in names:
+        raise MoveError(f"node: no node named {node!r} in the spec (known: {', '.join(names)})")
+    return next(n for n in names if n != node)
+
+
+async def migrate(
+    spec: ClusterSpec, spec_path: Path, vm_name: str, to: str | None, progress: Progress = _noop
+) -> MoveResult:
+    vm = _find_vm(spec, vm_name)
+    conns = {c.name: c for c in await connect_all(spec.nodes, spec_path.resolve().parent)}
+    try:
+        state = await crm_state(next(iter(conns.values())))
+        running = _running_on(state, vm.name)
+        current = running[0] if running else None
+        target = to or (_other(spec, current) if current else None)
+        if target is None:
+            raise MoveError(f"preflight: {vm.name} is not running; nothing to move")
+        _other(spec, target)  # validates the name
+        return await move(conns, vm, target, progress=progress)
+    finally:
+        await asyncio.gather(*(c.close() for c in conns.values()))
+
+
+async def drain(
+    spec: ClusterSpec, spec_path: Path, node: str, progress: Progress = _noop
+) -> DrainResult:
+    """Move every VM off `node` (live where possible), then put it in standby."""
+    target = _other(spec, node)
+    result = DrainResult(node)
+    conns = {c.name: c for c in await connect_all(spec.nodes, spec_path.resolve().parent)}
+    try:
+        state = await crm_state(conns[target])
+        on_node = [vm for vm in spec.vms if node in _running_on(state, vm.name)]
+        # The target must hold all of them at once: check the sum up front.
+        for index, vm in enumerate(on_node):
+            already = sum(v.memory + MEMORY_MARGIN for v in on_node[index + 1 :])
+            result.moves.append(
+                await move(conns, vm, target, progress=progress, extra_memory=already)
+            )
+        progress(f"{node}: standby on")
+        await conns[target].run(
+            ["crm_attribute", "--node", node, "--name", "standby", "--update", "on"], check=True
+        )
+        result.standby = True
+        return result
+    finally:
+        await asyncio.gather(*(c.close() for c in conns.values()))
+
+
+async def undrain(spec: ClusterSpec, spec_path: Path, node: str) -> None:
+    """Take `node` out of standby; VMs stay where they are (stickiness)."""
+    _other(spec, node)
+    conns = {c.name: c for c in await connect_all(spec.nodes, spec_path.resolve().parent)}
+    try:
+        conn = conns[_other(spec, node)]
+        await conn.run(
+            ["crm_attribute", "--node", node, "--name", "standby", "--update", "off"], check=True
+        )
+    finally:
+        await asyncio.gather(*(c.close() for c in conns.values()))
