@@ -249,10 +249,11 @@ def _register_subcommands() -> None:
     # Imported here so that a broken optional layer never breaks `hakvm validate`.
     from hakvm.lab.cli import lab
     from hakvm.ops.cli import COMMANDS
+    from hakvm.ops.cli_doctor import doctor_cmd
 
     if "lab" not in cli.commands:
         cli.add_command(lab)
-    for command in COMMANDS:
+    for command in [*COMMANDS, doctor_cmd]:
         if command.name not in cli.commands:
             cli.add_command(command)
 
