@@ -150,3 +150,36 @@ def lab() -> Iterator[LabHandle]:
     finally:
         if os.environ.get("HAKVM_E2E_KEEP") != "1":
             handle.hakvm("down")
+
+
+STATE_DIR = REPO / ".hakvm" / "e2e-state"
+
+
+@pytest.fixture(scope="session")
+def spec_file(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """examples/lab.yaml pointed at the session's lab (shared by deploy, operate, drills)."""
+    return lab_spec(lab, tmp_path_factory.mktemp("spec"))
+
+
+def hakvm(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    """Run a hakvm command with the e2e state dir (cluster secrets) as a user would."""
+    env = dict(os.environ, HAKVM_STATE_DIR=str(STATE_DIR))
+    return subprocess.run(
+        [sys.executable, "-m", "hakvm.cli", *args],
+        capture_output=True, text=True, timeout=timeout, check=False, env=env,
+    )  # fmt: skip
+
+
+def wait_for(what: str, predicate: Any, timeout: float, interval: float = 3) -> float:
+    """Poll predicate until truthy; return seconds waited, or fail with the last answer."""
+    started = time.monotonic()
+    last: Any = None
+    while time.monotonic() - started < timeout:
+        try:
+            last = predicate()
+            if last:
+                return time.monotonic() - started
+        except (AssertionError, subprocess.TimeoutExpired, ValueError) as exc:
+            last = exc
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")

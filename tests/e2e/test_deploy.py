@@ -13,51 +13,23 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
-from tests.e2e.conftest import REPO, LabHandle, lab_spec
+from tests.e2e.conftest import REPO, STATE_DIR, LabHandle, hakvm, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
 
 TIMINGS: dict[str, float] = {}
 
 
-@pytest.fixture(scope="module")
-def spec_file(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return lab_spec(lab, tmp_path_factory.mktemp("spec"))
-
-
-def hakvm(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, HAKVM_STATE_DIR=str(REPO / ".hakvm" / "e2e-state"))
-    return subprocess.run(
-        [sys.executable, "-m", "hakvm.cli", *args],
-        capture_output=True, text=True, timeout=timeout, check=False, env=env,
-    )  # fmt: skip
-
-
 def cluster_state(lab: LabHandle, node: str = "node01") -> ClusterState:
     return parse_crm_mon(lab.check(node, ["crm_mon", "--output-as=xml", "-1"]))
 
 
-def wait_for(what: str, predicate: Any, timeout: float, interval: float = 3) -> float:
-    started = time.monotonic()
-    last: Any = None
-    while time.monotonic() - started < timeout:
-        try:
-            last = predicate()
-            if last:
-                return time.monotonic() - started
-        except (AssertionError, subprocess.TimeoutExpired, ValueError) as exc:
-            last = exc
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-
-
 def test_apply_killed_in_storage_phase_then_converges(lab: LabHandle, spec_file: Path) -> None:
-    env = dict(os.environ, HAKVM_STATE_DIR=str(REPO / ".hakvm" / "e2e-state"))
+    env = dict(os.environ, HAKVM_STATE_DIR=str(STATE_DIR))
     proc = subprocess.Popen(
         [sys.executable, "-m", "hakvm.cli", "apply", str(spec_file)],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,

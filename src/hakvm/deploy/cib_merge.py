@@ -4,6 +4,12 @@ hakvm owns the elements whose ids it renders; everything else an admin added (re
 constraints, cluster properties) is kept. The node section and status belong to Pacemaker and
 are never touched. The result is pushed as a `crm_diff` patch against the live CIB, so a
 concurrent change is detected (the patch no longer applies) rather than overwritten.
+
+A VM removed from the spec: its resources are recognised as hakvm's by what only hakvm
+renders (see `owned_vm`), not by id alone, and they are deleted with every constraint that
+references them, but only once the VM's target-role is Stopped (`hakvm vm remove` sets it and
+waits): deleting a running VM's resources would make Pacemaker stop it as an orphan, so a VM
+dropped from the spec by mistake keeps running until an admin stops it.
 """
 
 from __future__ import annotations
@@ -11,6 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from lxml import etree
+
+from hakvm.render.cib import drbd_clone_id, drbd_id, fs_id, vm_id
+from hakvm.render.libvirt import domain_path, qcow2_dir
 
 # Sections replaced element-by-element, in schema order.
 OWNED_SECTIONS = ("crm_config", "rsc_defaults", "op_defaults", "resources", "constraints")
@@ -97,9 +106,11 @@ def desired_cib(
     sections: Iterable[str] = OWNED_SECTIONS,
     only_ids: set[str] | None = None,
 ) -> str:
-    """The live CIB with the rendered configuration merged into `sections`.
+    """The live CIB with the rendered configuration merged into `sections`, less the stopped
+    hakvm VMs the rendered configuration no longer has.
 
-    `only_ids` limits resources/constraints to those ids (apply pushes fencing first)."""
+    `only_ids` limits resources/constraints to those ids (apply pushes fencing first) and
+    deletes nothing."""
     live = _parse(live_text, "live")
     rendered = _parse(rendered_text, "rendered")
     live_conf = live.find("configuration")
@@ -121,7 +132,135 @@ def desired_cib(
         else:
             children = [c for c in wanted_section if only_ids is None or c.get("id") in only_ids]
             _replace_children(live_section, children)
+    if only_ids is None and "resources" in sections:
+        for vm in sorted(_stale_vms(live_conf, rendered_conf)):
+            _remove_vm(live_conf, vm)
     return etree.tostring(live, pretty_print=True, encoding="unicode")
+
+
+# --- hakvm's VMs in a CIB ------------------------------------------------------------------
+
+
+def _param(el: etree._Element, name: str) -> str | None:
+    nv = el.find(f"instance_attributes/nvpair[@name='{name}']")
+    return None if nv is None else nv.get("value")
+
+
+def _is_agent(el: etree._Element, provider: str, kind: str) -> bool:
+    return (
+        el.tag == "primitive"
+        and el.get("class") == "ocf"
+        and el.get("provider") == provider
+        and el.get("type") == kind
+    )
+
+
+def owned_vm(el: etree._Element) -> str | None:
+    """The VM a top-level resource belongs to, if hakvm rendered it, else None.
+
+    Each kind is recognised by an id and a parameter that both derive from the VM's name and
+    point into hakvm's own paths, so an admin's resource named like one is never taken."""
+    rid = el.get("id") or ""
+    if _is_agent(el, "heartbeat", "VirtualDomain") and _param(el, "config") == domain_path(rid):
+        return rid
+    if el.tag == "clone" and rid.endswith("_drbd_clone"):
+        vm = rid.removesuffix("_drbd_clone")
+        child = el.find("primitive")
+        if (
+            child is not None
+            and child.get("id") == drbd_id(vm)
+            and _is_agent(child, "linbit", "drbd")
+            and _param(child, "drbd_resource") == vm
+        ):
+            return vm
+    if rid.endswith("_fs") and _is_agent(el, "heartbeat", "Filesystem"):
+        vm = rid.removesuffix("_fs")
+        if _param(el, "directory") == qcow2_dir(vm):
+            return vm
+    return None
+
+
+def _owned(conf: etree._Element) -> dict[str, list[etree._Element]]:
+    found: dict[str, list[etree._Element]] = {}
+    for el in conf.findall("resources/*"):
+        vm = owned_vm(el)
+        if vm is not None:
+            found.setdefault(vm, []).append(el)
+    return found
+
+
+def _stopped(resources: list[etree._Element], vm: str) -> bool:
+    """Its VirtualDomain has target-role Stopped (or is gone already)."""
+    domain = next((el for el in resources if el.get("id") == vm_id(vm)), None)
+    if domain is None:
+        return True
+    roles = domain.iterfind("meta_attributes/nvpair[@name='target-role']")
+    return any((nv.get("value") or "").lower() == "stopped" for nv in roles)
+
+
+def _stale_vms(live_conf: etree._Element, rendered_conf: etree._Element) -> set[str]:
+    wanted = set(_owned(rendered_conf))
+    return {
+        vm
+        for vm, resources in _owned(live_conf).items()
+        if vm not in wanted and _stopped(resources, vm)
+    }
+
+
+def _references(constraint: etree._Element) -> set[str]:
+    refs = {constraint.get(a) for a in ("rsc", "with-rsc", "first", "then")}
+    refs |= {ref.get("id") for ref in constraint.iter("resource_ref")}
+    return {r for r in refs if r}
+
+
+def _remove_vm(conf: etree._Element, vm: str) -> list[str]:
+    """Delete the VM's resources and every constraint naming one of them (hakvm's, the
+    admin's, crm_resource's cli-* and DRBD's fence constraints: all would dangle)."""
+    removed: list[str] = []
+    ids: set[str] = set()
+    all_ids = {el.get("id") for el in conf.iterfind("resources//*[@id]")}
+    for el in _owned(conf).get(vm, []):
+        ids |= {d.get("id") or "" for d in el.iter() if d.tag in ("primitive", "clone")}
+        removed.append(el.get("id") or "")
+        _drop(el)
+    # A constraint left behind by an earlier, partial removal names a resource that no
+    # longer exists at all: it goes too (never one naming an admin's resource of that id).
+    derived = {vm_id(vm), drbd_id(vm), drbd_clone_id(vm), fs_id(vm)}
+    ids |= derived - all_ids
+    for con in conf.findall("constraints/*"):
+        if _references(con) & ids:
+            removed.append(con.get("id") or "")
+            _drop(con)
+    return removed
+
+
+def _drop(el: etree._Element) -> None:
+    parent = el.getparent()
+    if parent is not None:
+        parent.remove(el)
+
+
+def without_vm(cib_text: str, vm: str) -> tuple[str, list[str]]:
+    """The CIB without hakvm's resources of `vm` and the constraints naming them, and the
+    ids removed (none: the VM is gone already, the text is returned unchanged)."""
+    root = _parse(cib_text, "live")
+    conf = root.find("configuration")
+    if conf is None:
+        raise CibMergeError("a CIB without a configuration section")
+    removed = _remove_vm(conf, vm)
+    if not removed:
+        return cib_text, []
+    return etree.tostring(root, pretty_print=True, encoding="unicode"), removed
+
+
+def vm_resource_ids(cib_text: str, vm: str) -> list[str]:
+    """hakvm's top-level resources of `vm`, in stop order: domain, filesystem, DRBD clone."""
+    conf = _parse(cib_text, "live").find("configuration")
+    if conf is None:
+        return []
+    order = {vm_id(vm): 0, fs_id(vm): 1, drbd_clone_id(vm): 2}
+    ids = [el.get("id") or "" for el in _owned(conf).get(vm, [])]
+    return sorted(ids, key=lambda i: order.get(i, 3))
 
 
 def configuration_text(cib_text: str) -> str:

@@ -19,7 +19,7 @@ from hakvm.deploy import phases as ph
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets, load_or_create
 from hakvm.deploy.steps import Call, Run, Step, Write
 from hakvm.remote.connection import NodeConnection, RemoteError, connect_all
-from hakvm.remote.facts import NodeFacts, gather_facts
+from hakvm.remote.facts import FileFact, NodeFacts, gather_facts
 from hakvm.render import migration
 from hakvm.render.base import RenderContext, Rendered, Secrets
 from hakvm.render.cib import password_file_path
@@ -210,6 +210,7 @@ async def apply(
             t0 = time.monotonic()
             if dirty:
                 facts, builder = await dep.gather()
+                dirty = False
             steps = _compute(name, phase, builder.env(facts))
             progress(name, "", None, f"{len(steps)} step(s)")
             by_node: dict[str, list[Step]] = {}
@@ -228,7 +229,17 @@ async def apply(
                 if isinstance(first, ApplyError):
                     raise first
                 raise ApplyError(f"{name}: {first}") from first
-            dirty = bool(steps)
+            # A phase that only wrote files changed nothing else we read: record the writes
+            # instead of a full re-gather (each gather costs seconds on a slow node).
+            if all(isinstance(a, Write) for step in steps for a in step.actions):
+                for step in steps:
+                    for action in step.actions:
+                        assert isinstance(action, Write)
+                        facts[step.node].files[action.path] = FileFact(
+                            action.content, action.mode
+                        )
+            else:
+                dirty = True
             if stop_after == name:
                 break
     report.seconds = time.monotonic() - started

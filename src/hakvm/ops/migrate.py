@@ -27,7 +27,7 @@ from pathlib import Path
 
 from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
 from hakvm.ops.status import NodeAnswer, drbd_of
-from hakvm.remote.connection import NodeConnection, connect_all
+from hakvm.remote.connection import NodeConnection, RemoteError, connect_all
 from hakvm.remote.facts import batch_argv, parse_batch
 from hakvm.render.migration import migration_name
 from hakvm.spec.models import ClusterSpec, DiskMode, Vm
@@ -142,7 +142,14 @@ def _mem_available(meminfo: str) -> int | None:
     return int(match[1]) * 1024 if match else None
 
 
-_DOWNTIME_RE = re.compile(r"^Total downtime:\s+(\d+) ms", re.MULTILINE)
+_DOWNTIME_RE = re.compile(r"^\s*downtime:\s+(\d+)$", re.MULTILINE)
+
+
+async def _job_completed(conn: NodeConnection, domain: str, timeout: float) -> str:
+    """The text of libvirt's next job-completed event for `domain` ('' if none came)."""
+    argv = ["virsh", "event", "--domain", domain, "--event", "job-completed"]
+    result = await conn.run([*argv, "--timeout", str(int(timeout))], timeout=timeout + 30)
+    return result.stdout
 
 
 async def move(
@@ -159,6 +166,12 @@ async def move(
     source = await preflight(conns, state, vm, target, extra_memory=extra_memory)
     kind = "live" if vm.disk.mode is DiskMode.BLOCK else "restart"
     progress(f"{vm.name}: {kind} move {source} -> {target}")
+    listener: asyncio.Task[str] | None = None
+    if kind == "live":
+        # libvirt reports the migration's statistics (downtime included) as a job-completed
+        # event on the source; the source domain is gone afterwards, so listen from before.
+        listener = asyncio.create_task(_job_completed(conns[source], vm.name, timeout))
+        await asyncio.sleep(5)  # let virsh subscribe before the migration can start
     started = time.monotonic()
     await any_conn.run(
         ["crm_resource", "--resource", vm.name, "--move", "--node", target], check=True
@@ -183,18 +196,23 @@ async def move(
     finally:
         # Drop the temporary preference whatever happened: stickiness keeps the VM put.
         await any_conn.run(["crm_resource", "--resource", vm.name, "--clear"])
+        if listener is not None and not listener.done() and stopped_at is not None:
+            listener.cancel()  # stopped instead of migrated: no event will come
     seconds = time.monotonic() - started
     downtime = None
+    if listener is not None:
+        try:
+            event = await asyncio.wait_for(listener, timeout=60)
+        except (TimeoutError, RemoteError):
+            event = ""
+        match = _DOWNTIME_RE.search(event)
+        downtime = int(match[1]) if match else None
     if kind == "live" and stopped_at is not None:
         # Pacemaker stopped and restarted it instead (e.g. a failed migrate_to): say so.
         raise MoveError(
             f"{vm.name}: reached {target}, but by stop/start ({outage or 0:.0f}s outage), not by "
             "live migration; see the failed actions in hakvm status"
         )
-    if kind == "live":
-        info = await conns[target].run(["virsh", "domjobinfo", vm.name, "--completed"])
-        match = _DOWNTIME_RE.search(info.stdout)
-        downtime = int(match[1]) if match else None
     result = MoveResult(vm.name, source, target, kind, round(seconds, 1), downtime)
     if kind == "restart":
         result.outage_s = round(outage if outage is not None else seconds, 1)

@@ -1,0 +1,111 @@
+"""End to end on the deployed lab: status, doctor, live migration, drain and undrain.
+
+Runs after test_deploy.py (same session lab): its failover test leaves both VMs on node01
+and node02 back online, which is where these tests start from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import REPO, LabHandle, hakvm, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
+
+FIGURES: dict[str, Any] = {}
+
+
+def status(spec_file: Path) -> tuple[int, dict[str, Any]]:
+    result = hakvm("status", "--json", str(spec_file), timeout=300)
+    assert result.returncode in (0, 1, 2), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def placement(report: dict[str, Any]) -> dict[str, list[str]]:
+    return {vm["name"]: vm["running_on"] for vm in report["vms"]}
+
+
+def test_status_reports_healthy_cluster(lab: LabHandle, spec_file: Path) -> None:
+    # After the failover test node02 rejoined; DRBD resyncs what changed: wait for healthy.
+    wait_for("hakvm status healthy", lambda: status(spec_file)[0] == 0, 600, interval=10)
+    code, report = status(spec_file)
+    assert (code, report["health"], report["problems"]) == (0, "healthy", [])
+    for node in report["nodes"]:
+        assert node["state"] == "online" and node["quorate"] is True
+        assert [link["peer_connected"] for link in node["links"]] == [True, True]
+        assert node["bonds"][0]["members_up"] == ["eth1", "eth2"]
+    for vm in report["vms"]:
+        assert vm["state"] == "running" and len(vm["running_on"]) == 1
+        assert {(d["disk"], d["peer_disk"]) for d in vm["drbd"]} == {("UpToDate", "UpToDate")}
+
+
+def test_status_sees_a_cut_heartbeat_link(lab: LabHandle, spec_file: Path) -> None:
+    assert lab.hakvm("cut", "hb").returncode == 0
+    try:
+
+        def link0_down() -> bool:
+            code, report = status(spec_file)
+            return code == 1 and any("knet link 0" in p for p in report["problems"])
+
+        wait_for("status degraded with knet link 0 down", link0_down, 180, interval=5)
+        _, report = status(spec_file)
+        assert all(vm["state"] == "running" for vm in report["vms"])  # nothing moved
+    finally:
+        assert lab.hakvm("heal").returncode == 0
+    wait_for("links back", lambda: status(spec_file)[0] == 0, 180, interval=5)
+
+
+def test_doctor_finds_nothing_on_the_deployed_cluster(spec_file: Path) -> None:
+    result = hakvm("doctor", "--json", str(spec_file), timeout=600)
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, json.dumps(report["findings"], indent=1)
+    assert {"fencing-disabled", "drbd-split-brain", "secret-readable"} <= set(report["checks_run"])
+
+
+def test_live_migration_reports_libvirt_downtime(lab: LabHandle, spec_file: Path) -> None:
+    _, before = status(spec_file)
+    source = placement(before)["vm-a"][0]
+    target = "node02" if source == "node01" else "node01"
+    result = hakvm("migrate", "--json", str(spec_file), "vm-a", "--to", target, timeout=1200)
+    assert result.returncode == 0, result.stderr
+    move = json.loads(result.stdout)
+    assert (move["kind"], move["source"], move["target"]) == ("live", source, target)
+    assert isinstance(move["downtime_ms"], int), move
+    FIGURES["migration"] = move
+    _, after = status(spec_file)
+    assert placement(after)["vm-a"] == [target]
+    # The temporary preference is gone: the VM stays by stickiness, no cli-prefer left.
+    constraints = lab.check("node01", ["cibadmin", "-Q", "-o", "constraints"])
+    assert "cli-prefer-vm-a" not in constraints
+
+
+def test_migrate_refuses_bad_requests(spec_file: Path) -> None:
+    result = hakvm("migrate", str(spec_file), "no-such-vm")
+    assert result.returncode == 3 and "no VM named 'no-such-vm'" in result.stderr
+    _, report = status(spec_file)
+    here = placement(report)["vm-a"][0]
+    result = hakvm("migrate", str(spec_file), "vm-a", "--to", here)
+    assert result.returncode == 3 and f"already runs on {here}" in result.stderr
+
+
+def test_drain_moves_everything_then_undrain_keeps_placement(spec_file: Path) -> None:
+    result = hakvm("drain", "--json", str(spec_file), "node02", timeout=2400)
+    assert result.returncode == 0, result.stderr
+    drained = json.loads(result.stdout)
+    assert drained["standby"] is True
+    assert all(m["kind"] == "live" and m["target"] == "node01" for m in drained["moves"])
+    FIGURES["drain"] = drained
+    code, report = status(spec_file)
+    assert code == 1 and "node02 is in standby: it takes no VMs" in report["problems"]
+    assert placement(report) == {"vm-a": ["node01"], "vm-b": ["node01"]}
+
+    result = hakvm("undrain", str(spec_file), "node02", timeout=300)
+    assert result.returncode == 0, result.stderr
+    wait_for("node02 online again", lambda: status(spec_file)[0] == 0, 300, interval=10)
+    _, report = status(spec_file)
+    assert placement(report) == {"vm-a": ["node01"], "vm-b": ["node01"]}  # stickiness
+    (REPO / ".hakvm" / "e2e-operate.json").write_text(json.dumps(FIGURES, indent=2))
