@@ -250,10 +250,11 @@ def _register_subcommands() -> None:
     from hakvm.lab.cli import lab
     from hakvm.ops.cli import COMMANDS
     from hakvm.ops.cli_doctor import doctor_cmd
+    from hakvm.ops.cli_vm import vm_group
 
     if "lab" not in cli.commands:
         cli.add_command(lab)
-    for command in [*COMMANDS, doctor_cmd]:
+    for command in [*COMMANDS, doctor_cmd, vm_group]:
         if command.name not in cli.commands:
             cli.add_command(command)
 
