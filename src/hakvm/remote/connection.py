@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 import asyncssh
 
@@ -19,6 +20,8 @@ from hakvm.spec.validate import resolve
 
 DEFAULT_TIMEOUT = 600.0
 MAX_SESSIONS = 6
+STOP_GRACE_S = 5.0  # a stopped stream's process gets this long to exit after SIGTERM
+STDERR_KEEP = 4096  # characters of a stream's stderr kept for error messages
 
 
 class RemoteError(Exception):
@@ -35,6 +38,24 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """How a streamed command ended: "exit" by itself, "stopped" on request, "timeout", or
+    "lost" (the connection went away, or the channel closed without an exit status).
+    `exit_status` is None when none arrived; killed by a signal it is minus the signal."""
+
+    argv: tuple[str, ...]
+    lines: int
+    exit_status: int | None
+    ended: Literal["exit", "stopped", "timeout", "lost"]
+    stderr: str = ""
+    reason: str = ""
+
+    @property
+    def lost(self) -> bool:
+        return self.ended == "lost"
 
 
 def quote_argv(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
@@ -147,6 +168,42 @@ class NodeConnection:
             raise RemoteError(f"{self.name}: {shlex.join(argv)} failed: {last}")
         return result
 
+    async def stream(
+        self,
+        argv: Sequence[str],
+        on_line: Callable[[str], None],
+        *,
+        timeout: float,
+        stop: asyncio.Event | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> StreamResult:
+        """Run `argv`, calling `on_line` with each stdout line (no newline) as it arrives.
+
+        Returns when the command exits, when `stop` is set or `timeout` (counted from the
+        start) passes, both of which terminate it, or when the connection is lost. A lost
+        connection is a result, never an exception: this is used while a node crashes. Only
+        an exception raised by `on_line` propagates. An unterminated last line is dropped:
+        it may be a line cut in half by the connection loss."""
+        if self._conn is None:
+            return StreamResult(tuple(argv), 0, None, "lost", reason="not connected")
+        async with self._sessions:
+            deadline = asyncio.get_running_loop().time() + timeout
+            try:
+                proc = await asyncio.wait_for(
+                    self._conn.create_process(
+                        quote_argv(argv, env), encoding="utf-8", errors="replace"
+                    ),
+                    timeout=timeout,
+                )
+            except TimeoutError:
+                return StreamResult(tuple(argv), 0, None, "timeout", reason="did not start")
+            except (OSError, asyncssh.Error) as exc:
+                return StreamResult(tuple(argv), 0, None, "lost", reason=_reason(exc))
+            try:
+                return await _follow(proc, tuple(argv), on_line, deadline, stop)
+            finally:
+                proc.close()
+
     async def write_file(
         self, path: str, content: bytes, mode: int, owner: str = "root", group: str = "root"
     ) -> None:
@@ -162,6 +219,77 @@ class NodeConnection:
             stdin=content,
             check=True,
         )
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+
+
+async def _follow(
+    proc: asyncssh.SSHClientProcess[str],
+    argv: tuple[str, ...],
+    on_line: Callable[[str], None],
+    deadline: float,
+    stop: asyncio.Event | None,
+) -> StreamResult:
+    """The body of `stream` once the remote process runs."""
+    lines = 0
+    stderr: list[str] = []
+
+    def seen(line: str) -> None:
+        nonlocal lines
+        lines += 1
+        on_line(line)
+
+    reader = asyncio.create_task(_drain(proc, seen, stderr))
+    stopper = asyncio.create_task(stop.wait()) if stop is not None else None
+    ended: Literal["exit", "stopped", "timeout", "lost"] = "exit"
+    try:
+        remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+        waits = {reader, stopper} if stopper is not None else {reader}
+        await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        if not reader.done():
+            ended = "stopped" if stop is not None and stop.is_set() else "timeout"
+            # SIGTERM, then a grace period in which its last lines still count; a node that
+            # no longer answers does not get to hold us longer than that.
+            with contextlib.suppress(OSError):
+                proc.terminate()
+            await asyncio.wait({reader}, timeout=STOP_GRACE_S)
+    finally:
+        for task in (reader, stopper):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(reader, *([stopper] if stopper else []), return_exceptions=True)
+    reason = ""
+    if not reader.cancelled() and (exc := reader.exception()) is not None:
+        if not isinstance(exc, OSError | asyncssh.Error):
+            raise exc
+        ended, reason = "lost", _reason(exc)
+    elif not reader.cancelled() and proc.returncode is None:
+        ended, reason = "lost", "channel closed without an exit status"
+    tail = "".join(stderr)[-STDERR_KEEP:]
+    return StreamResult(argv, lines, proc.returncode, ended, tail, reason)
+
+
+async def _drain(
+    proc: asyncssh.SSHClientProcess[str], seen: Callable[[str], None], stderr: list[str]
+) -> None:
+    """Pass on stdout lines while keeping stderr's tail (read too, so that it cannot fill
+    the channel window and stall stdout), then wait for the channel to close."""
+
+    async def collect() -> None:
+        while chunk := await proc.stderr.read(STDERR_KEEP):
+            stderr[:] = ["".join([*stderr, chunk])[-STDERR_KEEP:]]
+
+    errors = asyncio.create_task(collect())
+    try:
+        while (line := await proc.stdout.readline()).endswith("\n"):
+            seen(line.rstrip("\r\n"))
+        await errors
+    finally:
+        errors.cancel()
+        await asyncio.gather(errors, return_exceptions=True)
+    await proc.wait_closed()
 
 
 async def connect_all(nodes: Sequence[Node], spec_dir: Path) -> list[NodeConnection]:

@@ -1,0 +1,669 @@
+"""`hakvm drill`: fail the cluster on purpose and check what must hold.
+
+Each scenario injects one fault, records a timeline from Pacemaker's own state (crm_mon on
+the survivor), and checks invariants:
+
+- recovery: every VM of the failed node runs on the survivor, and QEMU answers, within the
+  bound (fault injected -> VM responsive);
+- fencing first: no VM of a lost node started on the survivor before a successful fencing
+  of that node was recorded;
+- acknowledged writes: a witness on the failed side wrote numbered records with
+  O_DIRECT|O_DSYNC to a replicated device (DRBD protocol C) and reported each one as it was
+  acknowledged; every reported number is read back on the survivor;
+- no split-brain: once the node is back, every DRBD resource reconnects UpToDate/UpToDate;
+- nothing moved: faults that redundancy must absorb (one knet link, one bond member) leave
+  every VM where it was, in the same QEMU process, with no fencing.
+
+Faults are injected with the lab's own commands (`hakvm lab kill|cut|heal|bmc-stop|...`).
+Real nodes are refused for now: a drill there needs its own fault injectors.
+
+The witness writes into the last 16 MiB of the failed node's VM disk (its DRBD device):
+the lab's payload VMs are BIOS-only and never touch it. That is why drills run on the lab.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hakvm.ops import witness as wit
+from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
+from hakvm.ops.failover import Timeline
+from hakvm.ops.status import assess, collect
+from hakvm.remote.connection import NodeConnection, RemoteError
+from hakvm.spec.models import ClusterSpec, Node
+
+SCENARIOS = (
+    "node-crash",
+    "heartbeat-link-loss",
+    "heartbeat-partition",
+    "bond-member-loss",
+    "vm-crash",
+    "fence-failure",
+    "rolling-maintenance",
+)
+WITNESS_SLOTS = 4096  # 16 MiB of 4 KiB records
+WITNESS_RATE = 20  # records per second: plenty of numbers, little load on a slow node
+QUIET_WATCH_S = 90  # how long a fault that must change nothing is watched
+Say = Callable[[str], None]
+
+
+class DrillError(Exception):
+    """The drill could not run (not a lab, cluster not healthy first): exit 3."""
+
+
+@dataclass
+class Invariant:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class DrillResult:
+    scenario: str
+    timeline: Timeline = field(default_factory=Timeline)
+    invariants: list[Invariant] = field(default_factory=list)
+    recovery_s: float | None = None
+    witness: dict[str, Any] | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(i.ok for i in self.invariants)
+
+    def check(self, name: str, ok: bool, detail: str) -> None:
+        self.invariants.append(Invariant(name, ok, detail))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "passed": self.passed,
+            "recovery_s": self.recovery_s,
+            "timeline": self.timeline.as_dict(),
+            "invariants": [i.__dict__ for i in self.invariants],
+            "witness": self.witness,
+        }
+
+
+# --- the lab as fault injector -------------------------------------------------------------
+
+
+@dataclass
+class LabFaults:
+    lab_dir: Path
+
+    def _lab(self, *args: str) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "hakvm.cli", "lab", "--lab-dir", str(self.lab_dir), *args],
+            capture_output=True, text=True, check=False, timeout=300,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RemoteError(f"hakvm lab {' '.join(args)}: {result.stderr.strip()}")
+
+    async def run(self, *args: str) -> None:
+        await asyncio.to_thread(self._lab, *args)
+
+
+def lab_for(spec: ClusterSpec, lab_dir: Path) -> LabFaults:
+    """The lab in `lab_dir` if the spec's nodes are its nodes, else DrillError."""
+    from hakvm.lab.state import Lab, LabStateError
+
+    try:
+        config = Lab(lab_dir).load()
+    except LabStateError as exc:
+        raise DrillError(f"drill: {exc}; drills on real nodes are not supported yet") from None
+    for node in spec.nodes:
+        if node.ssh.host != "127.0.0.1" or node.ssh.port != config.ssh_port_of(node.name):
+            raise DrillError(
+                f"drill: nodes.{node.name}.ssh is not the lab in {lab_dir}; drills on real "
+                "nodes are not supported yet"
+            )
+    return LabFaults(lab_dir)
+
+
+# --- reading the cluster -------------------------------------------------------------------
+
+
+class Cluster:
+    """Connections made on demand: a crashed node's connection is simply dropped."""
+
+    def __init__(self, spec: ClusterSpec, spec_path: Path) -> None:
+        self.spec = spec
+        self.spec_dir = spec_path.resolve().parent
+        self.spec_path = spec_path
+        self.conns: dict[str, NodeConnection] = {}
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.spec.nodes if n.name == name)
+
+    def other(self, name: str) -> str:
+        return next(n.name for n in self.spec.nodes if n.name != name)
+
+    async def conn(self, name: str) -> NodeConnection:
+        if name not in self.conns:
+            self.conns[name] = await NodeConnection(
+                self.node(name), self.spec_dir, connect_timeout=30
+            ).connect()
+        return self.conns[name]
+
+    async def drop(self, name: str) -> None:
+        conn = self.conns.pop(name, None)
+        if conn is not None:
+            await conn.close()
+
+    async def close(self) -> None:
+        for name in list(self.conns):
+            await self.drop(name)
+
+    async def state(self, name: str) -> ClusterState | None:
+        try:
+            result = await (await self.conn(name)).run(
+                ["crm_mon", "--output-as=xml", "-1"], timeout=90
+            )
+        except RemoteError:
+            await self.drop(name)
+            return None
+        if not result.ok:
+            return None
+        try:
+            return parse_crm_mon(result.stdout)
+        except ValueError:
+            return None
+
+    async def healthy(self) -> tuple[bool, list[str]]:
+        report = assess(self.spec, await collect(self.spec, self.spec_path))
+        return report.exit_code == 0, report.problems
+
+    async def wait_healthy(self, timeout: float, say: Say) -> float:
+        started = time.monotonic()
+        problems: list[str] = []
+        while time.monotonic() - started < timeout:
+            ok, problems = await self.healthy()
+            if ok:
+                return time.monotonic() - started
+            await asyncio.sleep(10)
+        say(f"still not healthy after {timeout:.0f}s: {'; '.join(problems[:3])}")
+        return -1.0
+
+    async def placement(self, name: str) -> dict[str, list[str]]:
+        state = await self.state(name)
+        if state is None:
+            return {}
+        return {
+            vm.name: (state.resources[vm.name].running_on if vm.name in state.resources else [])
+            for vm in self.spec.vms
+        }
+
+    async def qemu_pids(self) -> dict[str, str]:
+        """VM -> 'node:pid' of its QEMU (a restart changes it)."""
+        out: dict[str, str] = {}
+        for node in self.spec.nodes:
+            conn = await self.conn(node.name)
+            for vm in self.spec.vms:
+                res = await conn.run(["cat", f"/run/libvirt/qemu/{vm.name}.pid"])
+                if res.ok and res.stdout.strip():
+                    out[vm.name] = f"{node.name}:{res.stdout.strip()}"
+        return out
+
+    async def responsive(self, node: str, vm: str) -> bool:
+        """QEMU answers its monitor and reports the guest running."""
+        res = await (await self.conn(node)).run(
+            ["virsh", "qemu-monitor-command", vm, "--hmp", "info status"], timeout=60
+        )
+        return res.ok and "running" in res.stdout
+
+
+def fence_successes(state: ClusterState | None, target: str) -> set[str]:
+    if state is None:
+        return set()
+    return {e.completed for e in state.fencing if e.target == target and e.status == "success"}
+
+
+# --- the witness ---------------------------------------------------------------------------
+
+
+@dataclass
+class Witness:
+    node: str
+    vm: str
+    device: str
+    offset: int
+    run_id: int
+    stop: asyncio.Event
+    task: asyncio.Task[list[int]]
+
+
+async def start_witness(cluster: Cluster, node: str, vm: str, say: Say) -> Witness:
+    conn = await cluster.conn(node)
+    minor = (await conn.run(["drbdadm", "sh-minor", vm], check=True)).stdout.strip()
+    device = f"/dev/drbd{minor}"
+    size = int((await conn.run(["blockdev", "--getsize64", device], check=True)).stdout)
+    offset = wit.region(size, WITNESS_SLOTS)
+    run_id = secrets.randbits(63)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        wit.run_witness(conn, device, offset, WITNESS_SLOTS, run_id, WITNESS_RATE, stop, 3600)
+    )
+    say(f"witness writing to {device} ({vm}) on {node}")
+    return Witness(node, vm, device, offset, run_id, stop, task)
+
+
+async def finish_witness(cluster: Cluster, w: Witness, reader: str, result: DrillResult) -> None:
+    """Stop the writer (if it still runs), read the region on `reader`, check every ack."""
+    w.stop.set()
+    try:
+        acked = await asyncio.wait_for(w.task, timeout=120)
+    except (TimeoutError, RemoteError) as exc:
+        result.check("acknowledged writes", False, f"witness lost: {exc}")
+        return
+    conn = await cluster.conn(reader)
+    found = await wit.read_witness(conn, w.device, w.offset, WITNESS_SLOTS, w.run_id)
+    verdict = wit.verify(acked, found, WITNESS_SLOTS)
+    result.witness = {
+        "writer": w.node,
+        "reader": reader,
+        "device": w.device,
+        "acked": len(acked),
+        "last_acked": max(acked) if acked else None,
+        "lost": list(verdict.lost),
+    }
+    detail = (
+        f"{len(acked)} acknowledged on {w.node}, all read back on {reader}"
+        if verdict.ok
+        else f"{len(verdict.lost)} acknowledged record(s) missing on {reader}: "
+        f"{list(verdict.lost)[:10]}"
+    )
+    result.check("acknowledged writes", verdict.ok and len(acked) > 0, detail)
+
+
+async def wait_acks(w: Witness, seconds: float = 15) -> None:
+    """Let the witness get going before the fault; a witness that already ended failed."""
+    await asyncio.sleep(seconds)
+    if w.task.done():
+        try:
+            acked = w.task.result()
+        except RemoteError as exc:  # WitnessError: the writer failed by itself
+            raise DrillError(f"drill: the witness on {w.node} failed: {exc}") from None
+        raise DrillError(f"drill: the witness on {w.node} stopped early ({len(acked)} acks)")
+
+
+# --- scenarios -----------------------------------------------------------------------------
+
+
+def busiest(placement: dict[str, list[str]], spec: ClusterSpec) -> str:
+    """The node running the most VMs; on a tie, the one fencing would not keep."""
+    counts = {n.name: 0 for n in spec.nodes}
+    for nodes in placement.values():
+        for n in nodes:
+            counts[n] = counts.get(n, 0) + 1
+    keep = spec.cluster.fencing.preferred_survivor if spec.cluster.fencing else None
+    return max(counts, key=lambda n: (counts[n], n != keep))
+
+
+async def _crash_and_recover(
+    cluster: Cluster,
+    result: DrillResult,
+    *,
+    bound: float,
+    say: Say,
+    inject: Callable[[str], Awaitable[None]],
+    victim: str,
+    heal: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Shared body of node-crash, heartbeat-partition and fence-failure."""
+    survivor = cluster.other(victim)
+    before = await cluster.placement(survivor)
+    moving = [vm for vm, nodes in before.items() if nodes == [victim]]
+    if not moving:
+        raise DrillError(f"drill: no VM runs on {victim}; nothing would fail over")
+    w = await start_witness(cluster, victim, moving[0], say)
+    await wait_acks(w)
+    fenced_before = fence_successes(await cluster.state(survivor), victim)
+    t0 = time.monotonic()
+
+    def now() -> float:
+        return time.monotonic() - t0
+
+    say(f"fault: {result.scenario} on {victim}")
+    await inject(victim)
+    result.timeline.mark(0.0, f"fault injected ({result.scenario}) on {victim}")
+    started_unfenced: list[str] = []
+    fenced_at: float | None = None
+    while True:
+        state = await cluster.state(survivor)
+        if state is not None:
+            node = state.nodes.get(victim)
+            if node is not None and (not node.online or node.unclean):
+                result.timeline.mark(now(), f"{victim} lost (seen by {survivor})")
+            if fenced_at is None and fence_successes(state, victim) - fenced_before:
+                fenced_at = now()
+                result.timeline.mark(fenced_at, f"{victim} fenced")
+                if heal is not None:
+                    await heal()
+                    result.timeline.mark(now(), "links healed")
+            for vm in moving:
+                res = state.resources.get(vm)
+                if res is not None and survivor in res.active_on:
+                    if fenced_at is None and vm not in started_unfenced:
+                        started_unfenced.append(vm)
+                    if res.running_on == [survivor]:
+                        result.timeline.mark(now(), f"{vm} running on {survivor}")
+            done = all(result.timeline.at(f"{vm} running on {survivor}") for vm in moving)
+            if done:
+                break
+        if now() > bound:
+            break
+        await asyncio.sleep(2)
+    for vm in moving:
+        if result.timeline.at(f"{vm} running on {survivor}") is not None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not await cluster.responsive(survivor, vm):
+                await asyncio.sleep(3)
+            if await cluster.responsive(survivor, vm):
+                result.timeline.mark(now(), f"{vm} responsive on {survivor}")
+    responsive = [result.timeline.at(f"{vm} responsive on {survivor}") for vm in moving]
+    recovered = all(t is not None for t in responsive)
+    result.recovery_s = max(t for t in responsive if t is not None) if recovered else None
+    result.check(
+        "recovered within bound",
+        recovered and (result.recovery_s or 0) <= bound,
+        f"{', '.join(moving)} responsive on {survivor} after {result.recovery_s}s "
+        f"(bound {bound:.0f}s)"
+        if recovered
+        else f"not all of {', '.join(moving)} responsive on {survivor} within {bound:.0f}s",
+    )
+    result.check(
+        "fenced before started",
+        fenced_at is not None and not started_unfenced,
+        f"{victim} fenced at {fenced_at}s; started before fencing: {started_unfenced or 'none'}",
+    )
+    await cluster.drop(victim)
+    await finish_witness(cluster, w, survivor, result)
+    await _rejoin_checks(cluster, result, victim=victim, survivor=survivor, moved=moving, say=say)
+
+
+async def _rejoin_checks(
+    cluster: Cluster, result: DrillResult, *, victim: str, survivor: str, moved: list[str], say: Say
+) -> None:
+    say(f"waiting for {victim} to rejoin and DRBD to resync")
+    waited = await cluster.wait_healthy(900, say)
+    ok, problems = await cluster.healthy()
+    result.check(
+        "no split-brain, back to healthy",
+        ok,
+        f"healthy {waited:.0f}s after recovery" if ok else "; ".join(problems[:4]),
+    )
+    placement = await cluster.placement(survivor)
+    stayed = all(placement.get(vm) == [survivor] for vm in moved)
+    result.check("VMs stayed (stickiness)", stayed, f"placement after rejoin: {placement}")
+
+
+async def node_crash(cluster: Cluster, faults: LabFaults, bound: float, say: Say) -> DrillResult:
+    result = DrillResult("node-crash")
+    victim = busiest(await cluster.placement(cluster.spec.nodes[0].name), cluster.spec)
+
+    async def kill(node: str) -> None:
+        await faults.run("kill", node)
+
+    await _crash_and_recover(cluster, result, bound=bound, say=say, inject=kill, victim=victim)
+    return result
+
+
+async def heartbeat_partition(
+    cluster: Cluster, faults: LabFaults, bound: float, say: Say
+) -> DrillResult:
+    """Every link between the nodes cut: fence-race protection must leave exactly one."""
+    result = DrillResult("heartbeat-partition")
+    keep = cluster.spec.cluster.fencing.preferred_survivor if cluster.spec.cluster.fencing else None
+    victim = cluster.other(keep) if keep else cluster.spec.nodes[1].name
+    survivor = cluster.other(victim)
+    fenced_before = {
+        n.name: fence_successes(await cluster.state(survivor), n.name) for n in cluster.spec.nodes
+    }
+
+    async def cut_all(_: str) -> None:
+        for link in ("hb", "bond-a", "bond-b"):
+            await faults.run("cut", link)
+
+    async def heal() -> None:
+        await faults.run("heal")
+
+    await _crash_and_recover(
+        cluster, result, bound=bound, say=say, inject=cut_all, victim=victim, heal=heal
+    )
+    await faults.run("heal")
+    state = await cluster.state(survivor)
+    fenced = [
+        n.name for n in cluster.spec.nodes if fence_successes(state, n.name) - fenced_before[n.name]
+    ]
+    result.check(
+        "exactly one node fenced", fenced == [victim], f"fenced during the partition: {fenced}"
+    )
+    return result
+
+
+async def fence_failure(cluster: Cluster, faults: LabFaults, bound: float, say: Say) -> DrillResult:
+    """The crashed node's BMC is down too: nothing may start until fencing succeeds."""
+    result = DrillResult("fence-failure")
+    victim = busiest(await cluster.placement(cluster.spec.nodes[0].name), cluster.spec)
+    survivor = cluster.other(victim)
+    hold_s = 120.0
+    background: list[asyncio.Task[None]] = []
+
+    async def bring_bmc_back(node: str) -> None:
+        await asyncio.sleep(hold_s)
+        await faults.run("bmc-start", node)
+        result.timeline.mark(hold_s, f"{node}'s BMC back")
+
+    async def kill_without_bmc(node: str) -> None:
+        await faults.run("bmc-stop", node)
+        await faults.run("kill", node)
+        background.append(asyncio.create_task(bring_bmc_back(node)))
+
+    try:
+        await _crash_and_recover(
+            cluster,
+            result,
+            bound=bound + hold_s,
+            say=say,
+            inject=kill_without_bmc,
+            victim=victim,
+        )
+    finally:
+        for task in background:
+            await task
+    fenced_at = next((t for t, what in result.timeline.marks if what == f"{victim} fenced"), None)
+    result.check(
+        "waited for the BMC",
+        fenced_at is not None and fenced_at >= hold_s,
+        f"{victim} fenced at {fenced_at}s; BMC back at {hold_s:.0f}s; survivor {survivor} "
+        "started nothing before",
+    )
+    return result
+
+
+async def _quiet_fault(
+    cluster: Cluster,
+    scenario: str,
+    cut: list[str],
+    faults: LabFaults,
+    say: Say,
+) -> DrillResult:
+    """A fault redundancy absorbs: nothing moves, restarts or gets fenced."""
+    result = DrillResult(scenario)
+    first = cluster.spec.nodes[0].name
+    before_place = await cluster.placement(first)
+    before_pids = await cluster.qemu_pids()
+    before_fence = {
+        n.name: fence_successes(await cluster.state(first), n.name) for n in cluster.spec.nodes
+    }
+    t0 = time.monotonic()
+    for link in cut:
+        await faults.run("cut", link)
+    result.timeline.mark(0.0, f"cut {', '.join(cut)}")
+    degraded_seen = False
+    try:
+        while time.monotonic() - t0 < QUIET_WATCH_S:
+            ok, problems = await cluster.healthy()
+            if not ok and not degraded_seen:
+                degraded_seen = True
+                result.timeline.mark(time.monotonic() - t0, f"status degraded: {problems[0]}")
+            await asyncio.sleep(10)
+    finally:
+        await faults.run("heal")
+    result.timeline.mark(time.monotonic() - t0, "healed")
+    after_place = await cluster.placement(first)
+    after_pids = await cluster.qemu_pids()
+    state = await cluster.state(first)
+    fenced = [
+        n.name for n in cluster.spec.nodes if fence_successes(state, n.name) - before_fence[n.name]
+    ]
+    result.check("nothing moved", after_place == before_place, f"{before_place} -> {after_place}")
+    result.check(
+        "nothing restarted", after_pids == before_pids, f"QEMU pids {before_pids} -> {after_pids}"
+    )
+    result.check("nobody fenced", not fenced, f"fenced: {fenced or 'none'}")
+    result.check(
+        "status saw the fault",
+        degraded_seen,
+        "hakvm status reported degraded" if degraded_seen else "status stayed healthy",
+    )
+    waited = await cluster.wait_healthy(300, say)
+    result.check("healthy after heal", waited >= 0, f"after {waited:.0f}s")
+    result.recovery_s = 0.0
+    return result
+
+
+async def heartbeat_link_loss(
+    cluster: Cluster, faults: LabFaults, _: float, say: Say
+) -> DrillResult:
+    return await _quiet_fault(cluster, "heartbeat-link-loss", ["hb"], faults, say)
+
+
+async def bond_member_loss(cluster: Cluster, faults: LabFaults, _: float, say: Say) -> DrillResult:
+    return await _quiet_fault(cluster, "bond-member-loss", ["bond-a"], faults, say)
+
+
+async def vm_crash(cluster: Cluster, faults: LabFaults, bound: float, say: Say) -> DrillResult:
+    """QEMU of one VM killed: Pacemaker's monitor finds it and restarts it in place."""
+    result = DrillResult("vm-crash")
+    first = cluster.spec.nodes[0].name
+    placement = await cluster.placement(first)
+    vm, nodes = next((v, n) for v, n in placement.items() if len(n) == 1)
+    node = nodes[0]
+    conn = await cluster.conn(node)
+    pid = (await conn.run(["cat", f"/run/libvirt/qemu/{vm}.pid"], check=True)).stdout.strip()
+    fenced_before = fence_successes(await cluster.state(first), node)
+    t0 = time.monotonic()
+    await conn.run(["kill", "-9", pid], check=True)
+    result.timeline.mark(0.0, f"QEMU of {vm} (pid {pid}) killed on {node}")
+    new_pid = pid
+    while time.monotonic() - t0 < bound:
+        await asyncio.sleep(3)
+        state = await cluster.state(first)
+        res = state.resources.get(vm) if state else None
+        if res is not None and res.failed:
+            result.timeline.mark(time.monotonic() - t0, f"Pacemaker saw {vm} fail")
+        if state and any(f.resource == vm for f in state.failures):
+            result.timeline.mark(time.monotonic() - t0, f"Pacemaker saw {vm} fail")
+        got = await conn.run(["cat", f"/run/libvirt/qemu/{vm}.pid"])
+        new_pid = got.stdout.strip() if got.ok else ""
+        if res is not None and res.running_on == [node] and new_pid and new_pid != pid:
+            result.timeline.mark(time.monotonic() - t0, f"{vm} running again on {node}")
+            break
+    if new_pid and new_pid != pid and await cluster.responsive(node, vm):
+        result.recovery_s = round(time.monotonic() - t0, 1)
+        result.timeline.mark(result.recovery_s, f"{vm} responsive on {node}")
+    result.check(
+        "restarted in place",
+        result.recovery_s is not None,
+        f"{vm} on {node}, new QEMU pid {new_pid}" if result.recovery_s else "not restarted",
+    )
+    state = await cluster.state(first)
+    result.check("nobody fenced", not (fence_successes(state, node) - fenced_before), "")
+    await conn.run(["crm_resource", "--cleanup", "--resource", vm])
+    return result
+
+
+async def rolling_maintenance(
+    cluster: Cluster, faults: LabFaults, bound: float, say: Say
+) -> DrillResult:
+    """Drain, reboot, undrain each node in turn: VMs only ever move live."""
+    from hakvm.ops.migrate import drain, undrain
+
+    result = DrillResult("rolling-maintenance")
+    t0 = time.monotonic()
+    for node in [n.name for n in cluster.spec.nodes]:
+        drained = await drain(cluster.spec, cluster.spec_path, node, progress=say)
+        for move in drained.moves:
+            result.timeline.mark(
+                time.monotonic() - t0,
+                f"{move.vm} live-migrated to {move.target} (downtime {move.downtime_ms} ms)",
+            )
+        result.check(
+            f"{node} drained live",
+            all(m.kind == "live" and m.downtime_ms is not None for m in drained.moves),
+            f"{len(drained.moves)} move(s)",
+        )
+        conn = await cluster.conn(node)
+        await conn.run(["systemctl", "reboot"])
+        await cluster.drop(node)
+        result.timeline.mark(time.monotonic() - t0, f"{node} rebooting")
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            await asyncio.sleep(10)
+            state = await cluster.state(cluster.other(node))
+            if state and node in state.nodes and state.nodes[node].online:
+                break
+        result.timeline.mark(time.monotonic() - t0, f"{node} back (standby)")
+        await undrain(cluster.spec, cluster.spec_path, node)
+        result.timeline.mark(time.monotonic() - t0, f"{node} undrained")
+    ok, problems = await cluster.healthy()
+    result.check("healthy at the end", ok, "; ".join(problems[:3]))
+    return result
+
+
+DRILLS: dict[str, Callable[[Cluster, LabFaults, float, Say], Awaitable[DrillResult]]] = {
+    "node-crash": node_crash,
+    "heartbeat-link-loss": heartbeat_link_loss,
+    "heartbeat-partition": heartbeat_partition,
+    "bond-member-loss": bond_member_loss,
+    "vm-crash": vm_crash,
+    "fence-failure": fence_failure,
+    "rolling-maintenance": rolling_maintenance,
+}
+
+
+async def run_drills(
+    spec: ClusterSpec,
+    spec_path: Path,
+    scenarios: list[str],
+    *,
+    lab_dir: Path,
+    bound: float,
+    say: Say,
+) -> list[DrillResult]:
+    faults = lab_for(spec, lab_dir)
+    cluster = Cluster(spec, spec_path)
+    results = []
+    try:
+        for name in scenarios:
+            ok, problems = await cluster.healthy()
+            if not ok:
+                say("waiting for the cluster to be healthy before the drill")
+                if await cluster.wait_healthy(900, say) < 0:
+                    raise DrillError(
+                        f"drill {name}: cluster not healthy: {'; '.join(problems[:3])}"
+                    )
+            say(f"drill {name}")
+            results.append(await DRILLS[name](cluster, faults, bound, say))
+    finally:
+        await cluster.close()
+    return results

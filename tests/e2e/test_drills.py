@@ -1,0 +1,39 @@
+"""Failure drills on the deployed lab, with the acknowledged-write witness.
+
+Runs after test_deploy.py (alphabetical order within the session): the cluster is deployed.
+Each scenario is a real fault injected with the lab's own commands; the invariants are
+checked by `hakvm drill` itself, and this test fails if any did not hold.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import REPO, LabHandle, hakvm
+
+pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
+
+
+@pytest.mark.parametrize("scenario", ["node-crash", "heartbeat-partition", "fence-failure"])
+def test_drill(lab: LabHandle, spec_file: Path, scenario: str) -> None:
+    result = hakvm(
+        "drill", "--json", str(spec_file), "--scenario", scenario,
+        "--lab-dir", str(lab.state_dir), "--bound", "900", timeout=3600,
+    )  # fmt: skip
+    assert result.returncode in (0, 1), result.stderr
+    (drill,) = json.loads(result.stdout)
+    out = REPO / ".hakvm" / f"e2e-drill-{scenario}.json"
+    out.write_text(json.dumps(drill, indent=2))
+    failed = [i for i in drill["invariants"] if not i["ok"]]
+    assert drill["passed"] and not failed, json.dumps(drill, indent=1)
+    assert drill["witness"]["acked"] > 0 and drill["witness"]["lost"] == []
+    assert result.returncode == 0
+
+
+def test_drill_refuses_what_is_not_a_lab(spec_file: Path, tmp_path: Path) -> None:
+    result = hakvm("drill", str(spec_file), "--scenario", "node-crash", "--lab-dir", str(tmp_path))
+    assert result.returncode == 3
+    assert "drills on real nodes are not supported yet" in result.stderr

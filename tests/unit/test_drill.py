@@ -1,0 +1,61 @@
+"""Pure parts of `hakvm drill`: victim choice, fencing history, refusing non-lab nodes."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+
+from hakvm.ops.crm_mon import parse_crm_mon
+from hakvm.ops.drill import DrillError, DrillResult, busiest, fence_successes, lab_for
+from hakvm.remote.facts import parse_batch
+from hakvm.spec.validate import validate_file
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+DATA = pathlib.Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def spec():  # type: ignore[no-untyped-def]
+    report = validate_file(REPO / "examples" / "lab.yaml")
+    assert report.spec is not None
+    return report.spec
+
+
+def test_busiest_node_and_tie_break(spec) -> None:  # type: ignore[no-untyped-def]
+    assert busiest({"vm-a": ["node01"], "vm-b": ["node01"]}, spec) == "node01"
+    # One VM each: the node fence-race protection would not keep (node01 is preferred).
+    assert busiest({"vm-a": ["node01"], "vm-b": ["node02"]}, spec) == "node02"
+
+
+def test_fence_successes_from_recorded_crm_mon() -> None:
+    crm_mon = parse_batch((DATA / "status-healthy-node01.b64").read_text())["crm_mon"][1]
+    text = crm_mon.decode().replace(
+        "</nodes>",
+        '</nodes><fence_history><fence_event action="reboot" target="node02" '
+        'delegate="node01" client="pacemaker-controld" origin="node01" status="success" '
+        'completed="2026-11-26 06:10:00Z"/><fence_event action="reboot" target="node02" '
+        'delegate="node01" status="failed" completed="2026-11-26 06:09:00Z"/></fence_history>',
+        1,
+    )
+    state = parse_crm_mon(text)
+    assert fence_successes(state, "node02") == {"2026-11-26 06:10:00Z"}
+    assert fence_successes(state, "node01") == set()
+    assert fence_successes(None, "node02") == set()
+
+
+def test_drill_refuses_nodes_that_are_not_the_lab(spec, tmp_path: pathlib.Path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(DrillError, match="not supported yet"):
+        lab_for(spec, tmp_path)  # no lab.json there
+    (tmp_path / "lab.json").write_text(json.dumps({"ssh_port": 2301}))
+    with pytest.raises(DrillError, match=r"nodes\.node01\.ssh is not the lab"):
+        lab_for(spec, tmp_path)
+
+
+def test_a_failed_invariant_fails_the_drill() -> None:
+    result = DrillResult("node-crash")
+    result.check("recovered within bound", True, "")
+    assert result.passed
+    result.check("acknowledged writes", False, "3 missing")
+    assert not result.passed and result.as_dict()["passed"] is False
