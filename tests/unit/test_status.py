@@ -108,3 +108,14 @@ def test_parsers_on_degraded_text() -> None:
         "Slave Interface: eth2\nMII Status: up\n",
     )
     assert (bond.members_up, bond.members_down) == (["eth2"], ["eth1"])
+
+
+def test_documented_schema_matches_the_model() -> None:
+    """docs/status.schema.json is what `hakvm status --schema` prints (regenerate it with
+    `hakvm status --schema SPEC > docs/status.schema.json` when the report changes)."""
+    import json
+
+    from hakvm.ops.status import StatusReport
+
+    documented = json.loads((REPO / "docs" / "status.schema.json").read_text())
+    assert documented == StatusReport.model_json_schema()
