@@ -62,9 +62,9 @@ def test_apply_killed_in_storage_phase_then_converges(lab: LabHandle, spec_file:
 
     def vms_placed() -> bool:
         state = cluster_state(lab)
-        return state.resources["vm-a"].active_on == ["node01"] and state.resources[
+        return state.resources["vm-a"].running_on == ["node01"] and state.resources[
             "vm-b"
-        ].active_on == ["node02"]
+        ].running_on == ["node02"]
 
     wait_for("vm-a on node01 and vm-b on node02", vms_placed, 300)
     state = cluster_state(lab)
@@ -103,7 +103,7 @@ def test_killed_node_is_fenced_and_vm_stays_on_survivor(lab: LabHandle) -> None:
     assert result.returncode == 0, result.stderr
 
     def vm_b_on_node01() -> bool:
-        return cluster_state(lab).resources["vm-b"].active_on == ["node01"]
+        return cluster_state(lab).resources["vm-b"].running_on == ["node01"]
 
     recovery = wait_for("vm-b restarted on node01", vm_b_on_node01, 600, interval=2)
     TIMINGS["failover"] = recovery

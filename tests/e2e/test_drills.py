@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e.conftest import REPO, LabHandle, hakvm
 
-pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
+pytestmark = [pytest.mark.e2e, pytest.mark.deploy, pytest.mark.drill]
 
 
 @pytest.mark.parametrize("scenario", ["node-crash", "heartbeat-partition", "fence-failure"])

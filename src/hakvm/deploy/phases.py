@@ -846,7 +846,7 @@ def _wait_vms(wanted: list[Vm], timeout: float) -> CallFunc:
                 pending = [
                     vm.name
                     for vm in wanted
-                    if not ((r := state.resources.get(vm.name)) and r.active_on)
+                    if not ((r := state.resources.get(vm.name)) and r.running_on)
                 ]
                 failed = [f for f in state.failures if f.resource in {v.name for v in wanted}]
                 if not pending:

@@ -76,7 +76,7 @@ async def watch_failover(
             done = True
             for vm in vms:
                 res = state.resources.get(vm)
-                if res is not None and res.active_on == [survivor.name]:
+                if res is not None and res.running_on == [survivor.name]:
                     timeline.mark(now, f"{vm} running on {survivor.name}")
                 else:
                     done = False

@@ -193,6 +193,15 @@ async def move(
                 break
             # crm_mon costs seconds of CPU on a slow node: poll gently.
             await asyncio.sleep(3)
+        # A live migration ends with a stop on the source after migrate_from: until that
+        # transition is done crm_mon may show the VM on the target alone, then on both.
+        # Let Pacemaker say when it has settled.
+        await any_conn.run(
+            ["crm_resource", "--wait", f"--timeout={int(timeout)}s"], timeout=timeout
+        )
+        settled = _running_on(await crm_state(any_conn), vm.name)
+        if settled != [target]:
+            raise MoveError(f"{vm.name}: after the move it runs on {settled or 'no node'}")
     finally:
         # Drop the temporary preference whatever happened: stickiness keeps the VM put.
         await any_conn.run(["crm_resource", "--resource", vm.name, "--clear"])
