@@ -26,10 +26,10 @@ from hakvm.render.drbd import resource_path
 from hakvm.render.migration import KEY_PATH as MIGRATION_KEY_PATH
 from hakvm.spec.models import ClusterSpec
 from hakvm.spec.validate import validate_file
+from tests.unit.recorded import NODES, answers, edit
 
 DATA = pathlib.Path(__file__).parent / "data"
 REPO = pathlib.Path(__file__).resolve().parents[2]
-NODES = ("node01", "node02")
 FACT_PATHS = ["/etc/hosts", "/etc/network/interfaces.d/hakvm", "/etc/hakvm/no-such-file"]
 EVERY_ID = [
     "node-unreachable", *dr.FENCING_IDS, "no-quorum-policy-ignore", "no-quorum-policy-risky",
@@ -48,21 +48,6 @@ def spec() -> ClusterSpec:
 
 
 # --- recorded inputs and edits -------------------------------------------------------------------
-
-
-def answers(prefix: str = "healthy") -> dict[str, NodeAnswer]:
-    return {
-        n: NodeAnswer(n, parse_batch((DATA / f"status-{prefix}-{n}.b64").read_text()))
-        for n in NODES
-    }
-
-
-def edit(answer: NodeAnswer, key: str, old: str, new: str) -> None:
-    assert answer.raw is not None
-    rc, out = answer.raw[key]
-    text = out.decode()
-    assert old in text, f"{old!r} not in recorded {key}"
-    answer.raw[key] = (rc, text.replace(old, new, 1).encode())
 
 
 def edit_both(seen: dict[str, NodeAnswer], key: str, old: str, new: str) -> None:

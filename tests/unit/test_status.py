@@ -9,7 +9,7 @@ import pathlib
 import pytest
 
 from hakvm.ops.status import NodeAnswer, assess, parse_bonding, parse_cfgtool
-from hakvm.remote.facts import parse_batch
+from tests.unit.recorded import answers, edit
 
 DATA = pathlib.Path(__file__).parent / "data"
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -22,21 +22,6 @@ def spec():  # type: ignore[no-untyped-def]
     report = validate_file(REPO / "examples" / "lab.yaml")
     assert report.spec is not None
     return report.spec
-
-
-def answers(prefix: str) -> dict[str, NodeAnswer]:
-    return {
-        n: NodeAnswer(n, parse_batch((DATA / f"status-{prefix}-{n}.b64").read_text()))
-        for n in ("node01", "node02")
-    }
-
-
-def edit(answer: NodeAnswer, key: str, old: str, new: str) -> None:
-    assert answer.raw is not None
-    rc, out = answer.raw[key]
-    text = out.decode()
-    assert old in text, f"{old!r} not in recorded {key}"
-    answer.raw[key] = (rc, text.replace(old, new, 1).encode())
 
 
 def test_healthy_lab(spec) -> None:  # type: ignore[no-untyped-def]
