@@ -59,9 +59,17 @@ def test_layout_and_properties() -> None:
     assert _nv(root, props, "no-quorum-policy") == "stop"
     assert _nv(root, props, "stonith-timeout") == "60s"
     assert _nv(root, props, "priority-fencing-delay") is None
+    assert _nv(root, props, "load-threshold") == "2000%"  # the lab's TCG setting
     assert _nv(root, "configuration/rsc_defaults/meta_attributes", "resource-stickiness") == "200"
     nodes = [(n.get("id"), n.get("uname")) for n in root.iterfind("configuration/nodes/node")]
     assert nodes == [("1", "node01"), ("2", "node02")]
+
+
+def test_load_threshold_left_to_pacemaker_unless_set() -> None:
+    data = _data("lab")
+    del data["cluster"]["timing"]["load_threshold_pct"]
+    root = _tree(_ctx(data))
+    assert _nv(root, "configuration/crm_config/cluster_property_set", "load-threshold") is None
 
 
 def test_fencing_static_delay_on_survivor_only_and_no_password() -> None:
@@ -105,7 +113,7 @@ def test_block_mode_is_dual_primary_and_migratable() -> None:
     assert _nv(clone, meta, "promoted-max") == "2"
     assert _nv(clone, meta, "notify") == "true"
     roles = {op.get("role"): op.get("interval") for op in clone.iter("op") if op.get("role")}
-    assert roles == {"Promoted": "29s", "Unpromoted": "31s"}
+    assert roles == {"Promoted": "59s", "Unpromoted": "61s"}  # lab: drbd_monitor_interval_s 60
     vm = root.find("configuration/resources/primitive[@id='vm-a']")
     assert vm is not None
     assert _nv(vm, "meta_attributes", "allow-migrate") == "true"

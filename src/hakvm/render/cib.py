@@ -223,7 +223,9 @@ def _fence_device(ctx: RenderContext, node: Node) -> Primitive | None:
 
 def _drbd_clone(ctx: RenderContext, vm: Vm) -> Promotable:
     block = vm.disk.mode is DiskMode.BLOCK
-    monitor_timeout = _s(max(20, ctx.spec.cluster.timing.monitor_timeout_s))
+    timing = ctx.spec.cluster.timing
+    monitor_timeout = _s(max(20, timing.monitor_timeout_s))
+    every = timing.drbd_monitor_interval_s
     primitive = Primitive(
         id=drbd_id(vm.name),
         cls="ocf",
@@ -233,8 +235,8 @@ def _drbd_clone(ctx: RenderContext, vm: Vm) -> Promotable:
         ops=(
             # Different intervals per role: Pacemaker tells recurring ops apart by
             # (name, interval), so two monitors must not share one.
-            Op("monitor", "29s", monitor_timeout, "Promoted"),
-            Op("monitor", "31s", monitor_timeout, "Unpromoted"),
+            Op("monitor", _s(every - 1), monitor_timeout, "Promoted"),
+            Op("monitor", _s(every + 1), monitor_timeout, "Unpromoted"),
             Op("start", "0s", "240s"),  # LINBIT's figures: attach + connect can be slow
             Op("stop", "0s", "100s"),
             Op("promote", "0s", "90s"),
@@ -353,6 +355,8 @@ def model(ctx: RenderContext) -> ClusterModel:
         # Time-based rules and failure-timeouts are re-evaluated at least this often.
         ("cluster-recheck-interval", "5min"),
     ]
+    if timing.load_threshold_pct is not None:
+        properties.append(("load-threshold", f"{timing.load_threshold_pct}%"))
     if not uses_static_delay(spec):
         properties.append(("priority-fencing-delay", _s(timing.fence_delay_s)))
 

@@ -61,6 +61,13 @@ class Timing(Model):
     )
     stonith_timeout_s: int = Field(60, ge=10, le=600)
     monitor_interval_s: int = Field(10, ge=1, le=600, description="VM monitor interval")
+    drbd_monitor_interval_s: int = Field(
+        30,
+        ge=5,
+        le=600,
+        description="DRBD monitor interval (the Promoted side is checked 1 s sooner, the "
+        "Unpromoted 1 s later: Pacemaker needs distinct intervals per role)",
+    )
     monitor_timeout_s: int = Field(
         30, ge=5, le=600, description="VM and DRBD monitor timeout (slow or nested hosts: raise)"
     )
@@ -73,6 +80,14 @@ class Timing(Model):
         "a failover that will not hang later",
     )
     vm_stop_timeout_s: int = Field(120, ge=10, le=3600)
+    load_threshold_pct: int | None = Field(
+        None,
+        ge=10,
+        le=10000,
+        description="Pacemaker load-threshold: above this CPU load the controller runs one "
+        "action at a time (default 80%); raise it on emulated (TCG) nodes, whose load is "
+        "emulation and not contention",
+    )
     migrate_timeout_s: int = Field(300, ge=10, le=7200)
 
     @model_validator(mode="after")

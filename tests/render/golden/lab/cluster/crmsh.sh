@@ -9,7 +9,7 @@ WAIT=(-w)  # live: wait for the cluster to finish the transition
 if [ $# -ge 1 ]; then export CIB_file="$1"; WAIT=(); fi
 # One transaction: nothing reaches the cluster before 'commit'.
 crm "${WAIT[@]}" configure <<'EOF'
-property cib-bootstrap-options: stonith-enabled=true stonith-timeout=60s no-quorum-policy=stop cluster-recheck-interval=5min
+property cib-bootstrap-options: stonith-enabled=true stonith-timeout=60s no-quorum-policy=stop cluster-recheck-interval=5min load-threshold=2000%
 rsc_defaults rsc-options: resource-stickiness=200 migration-threshold=3
 op_defaults op-options: timeout=60s
 primitive node01_fence stonith:fence_ipmilan \
@@ -20,8 +20,8 @@ primitive node02_fence stonith:fence_ipmilan \
     op monitor interval=300s timeout=120s
 primitive vm-a_drbd ocf:linbit:drbd \
     params drbd_resource=vm-a \
-    op monitor interval=29s timeout=120s role=Promoted \
-    op monitor interval=31s timeout=120s role=Unpromoted \
+    op monitor interval=59s timeout=120s role=Promoted \
+    op monitor interval=61s timeout=120s role=Unpromoted \
     op start interval=0s timeout=240s \
     op stop interval=0s timeout=100s \
     op promote interval=0s timeout=90s \
@@ -32,15 +32,15 @@ clone vm-a_drbd_clone vm-a_drbd \
 primitive vm-a ocf:heartbeat:VirtualDomain \
     params config=/etc/hakvm/domains/vm-a.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration force_stop=true \
     meta target-role=Started allow-migrate=true \
-    op monitor interval=30s timeout=120s \
+    op monitor interval=60s timeout=120s \
     op start interval=0s timeout=300s \
     op stop interval=0s timeout=120s \
     op migrate_to interval=0s timeout=300s \
     op migrate_from interval=0s timeout=300s
 primitive vm-b_drbd ocf:linbit:drbd \
     params drbd_resource=vm-b \
-    op monitor interval=29s timeout=120s role=Promoted \
-    op monitor interval=31s timeout=120s role=Unpromoted \
+    op monitor interval=59s timeout=120s role=Promoted \
+    op monitor interval=61s timeout=120s role=Unpromoted \
     op start interval=0s timeout=240s \
     op stop interval=0s timeout=100s \
     op promote interval=0s timeout=90s \
@@ -51,7 +51,7 @@ clone vm-b_drbd_clone vm-b_drbd \
 primitive vm-b ocf:heartbeat:VirtualDomain \
     params config=/etc/hakvm/domains/vm-b.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration force_stop=true \
     meta target-role=Started allow-migrate=true \
-    op monitor interval=30s timeout=120s \
+    op monitor interval=60s timeout=120s \
     op start interval=0s timeout=300s \
     op stop interval=0s timeout=120s \
     op migrate_to interval=0s timeout=300s \

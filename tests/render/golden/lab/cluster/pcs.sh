@@ -10,7 +10,7 @@ else CIB=$(mktemp); trap 'rm -f "$CIB"' EXIT; pcs cluster cib > "$CIB"; PUSH=1
 fi
 
 # Cluster properties and defaults
-pcs -f "$CIB" property set stonith-enabled=true stonith-timeout=60s no-quorum-policy=stop cluster-recheck-interval=5min
+pcs -f "$CIB" property set stonith-enabled=true stonith-timeout=60s no-quorum-policy=stop cluster-recheck-interval=5min load-threshold=2000%
 pcs -f "$CIB" resource defaults update resource-stickiness=200 migration-threshold=3
 pcs -f "$CIB" resource op defaults update timeout=60s
 
@@ -25,20 +25,20 @@ pcs -f "$CIB" stonith create node02_fence fence_ipmilan \
 # Resources
 pcs -f "$CIB" resource create vm-a_drbd ocf:linbit:drbd --no-default-ops \
     drbd_resource=vm-a \
-    op monitor interval=29s timeout=120s role=Promoted monitor interval=31s timeout=120s role=Unpromoted start interval=0s timeout=240s stop interval=0s timeout=100s promote interval=0s timeout=90s demote interval=0s timeout=90s notify interval=0s timeout=90s
+    op monitor interval=59s timeout=120s role=Promoted monitor interval=61s timeout=120s role=Unpromoted start interval=0s timeout=240s stop interval=0s timeout=100s promote interval=0s timeout=90s demote interval=0s timeout=90s notify interval=0s timeout=90s
 pcs -f "$CIB" resource promotable vm-a_drbd vm-a_drbd_clone promoted-max=2 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true
 pcs -f "$CIB" resource create vm-a ocf:heartbeat:VirtualDomain --no-default-ops \
     config=/etc/hakvm/domains/vm-a.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration force_stop=true \
     meta target-role=Started allow-migrate=true \
-    op monitor interval=30s timeout=120s start interval=0s timeout=300s stop interval=0s timeout=120s migrate_to interval=0s timeout=300s migrate_from interval=0s timeout=300s
+    op monitor interval=60s timeout=120s start interval=0s timeout=300s stop interval=0s timeout=120s migrate_to interval=0s timeout=300s migrate_from interval=0s timeout=300s
 pcs -f "$CIB" resource create vm-b_drbd ocf:linbit:drbd --no-default-ops \
     drbd_resource=vm-b \
-    op monitor interval=29s timeout=120s role=Promoted monitor interval=31s timeout=120s role=Unpromoted start interval=0s timeout=240s stop interval=0s timeout=100s promote interval=0s timeout=90s demote interval=0s timeout=90s notify interval=0s timeout=90s
+    op monitor interval=59s timeout=120s role=Promoted monitor interval=61s timeout=120s role=Unpromoted start interval=0s timeout=240s stop interval=0s timeout=100s promote interval=0s timeout=90s demote interval=0s timeout=90s notify interval=0s timeout=90s
 pcs -f "$CIB" resource promotable vm-b_drbd vm-b_drbd_clone promoted-max=2 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true
 pcs -f "$CIB" resource create vm-b ocf:heartbeat:VirtualDomain --no-default-ops \
     config=/etc/hakvm/domains/vm-b.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration force_stop=true \
     meta target-role=Started allow-migrate=true \
-    op monitor interval=30s timeout=120s start interval=0s timeout=300s stop interval=0s timeout=120s migrate_to interval=0s timeout=300s migrate_from interval=0s timeout=300s
+    op monitor interval=60s timeout=120s start interval=0s timeout=300s stop interval=0s timeout=120s migrate_to interval=0s timeout=300s migrate_from interval=0s timeout=300s
 
 # Constraints
 pcs -f "$CIB" constraint location add node01_fence_avoids_node01 node01_fence node01 -- -INFINITY
