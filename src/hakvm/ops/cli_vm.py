@@ -111,6 +111,9 @@ def _apply(spec_path: Path, cluster: ClusterSpec) -> int:
 @click.option("--bridge", "bridges", multiple=True, metavar="BR", help="a NIC on BR (repeat)")
 @click.option("--mode", type=click.Choice(["block", "qcow2-on-xfs"]), help="disk mode")
 @click.option("--no-autostart", is_flag=True, help="define it stopped (target-role Stopped)")
+@click.option(
+    "--force-stop", is_flag=True, help="stop it by destroy (guests that ignore ACPI shutdown)"
+)
 @click.option("--no-apply", is_flag=True, help="only write the spec file")
 def add_cmd(
     *,  # click passes parameters by name
@@ -123,12 +126,13 @@ def add_cmd(
     bridges: tuple[str, ...],
     mode: str | None,
     no_autostart: bool,
+    force_stop: bool,
     no_apply: bool,
 ) -> int:
     """Add VM NAME to SPEC (whole spec validated first), then apply to create it."""
     entry = ops.new_entry(
         name, memory, disk, vcpus=vcpus, preferred_node=preferred_node, bridges=bridges,
-        mode=mode, autostart=not no_autostart,
+        mode=mode, autostart=not no_autostart, force_stop=force_stop,
     )  # fmt: skip
     try:
         cluster = ops.add_to_spec(spec, entry)

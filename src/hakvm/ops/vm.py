@@ -136,6 +136,7 @@ def new_entry(
     bridges: Sequence[str] = (),
     mode: str | None = None,
     autostart: bool = True,
+    force_stop: bool = False,
 ) -> dict[str, Any]:
     """A VM entry as the spec spells it; sizes stay as typed (the validator judges them)."""
     entry: dict[str, Any] = {"name": name, "vcpus": vcpus, "memory": memory, "disk": {"size": disk}}
@@ -147,6 +148,8 @@ def new_entry(
         entry["networks"] = [{"bridge": b} for b in bridges]
     if not autostart:
         entry["autostart"] = False
+    if force_stop:
+        entry["force_stop"] = True
     return entry
 
 

@@ -1,0 +1,82 @@
+"""`hakvm vm add / list / remove` end to end on the deployed lab: each changes only its VM.
+
+"Only its VM" is read from Pacemaker's own operation history: the last start/stop/migrate
+of every other VM and DRBD clone (its call-id per node) must be the same before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lxml import etree
+
+from tests.e2e.conftest import LabHandle, hakvm, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
+
+OTHERS = ("vm-a", "vm-a_drbd", "vm-b", "vm-b_drbd")
+
+
+def last_operations(lab: LabHandle) -> dict[tuple[str, str], str]:
+    """(node, resource) -> call-id of its last non-recurring operation, from the CIB status."""
+    status = etree.fromstring(lab.check("node01", ["cibadmin", "-Q", "-o", "status"]).encode())
+    found: dict[tuple[str, str], str] = {}
+    for state in status.iter("node_state"):
+        for rsc in state.iter("lrm_resource"):
+            base = rsc.get("id", "").split(":")[0]  # clone instances: vm-a_drbd:0
+            if base not in OTHERS:
+                continue
+            for op in rsc.iter("lrm_rsc_op"):
+                if op.get("id", "").endswith("_last_0"):
+                    found[(state.get("uname", ""), base)] = op.get("call-id", "")
+    return found
+
+
+def vm_list(spec: Path) -> dict[str, dict[str, Any]]:
+    result = hakvm("vm", "list", "--json", str(spec), timeout=300)
+    assert result.returncode == 0, result.stderr
+    return {vm["name"]: vm for vm in json.loads(result.stdout)["vms"]}
+
+
+def test_vm_add_then_remove_touches_only_that_vm(
+    lab: LabHandle, spec_file: Path, tmp_path: Path
+) -> None:
+    spec = tmp_path / "lab.yaml"  # vm add/remove edit the spec: keep the session's intact
+    shutil.copy(spec_file, spec)
+    wait_for("both VMs running", lambda: all(
+        vm["state"] == "running" for vm in vm_list(spec).values()), 600, interval=10)  # fmt: skip
+    before = last_operations(lab)
+    assert {name for _, name in before} == set(OTHERS), before
+
+    added = hakvm(
+        "vm", "add", str(spec), "vm-c", "--memory", "32MiB", "--disk", "1GiB",
+        "--preferred-node", "node02", "--bridge", "br0", "--force-stop", timeout=2400,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert "vm-c" in spec.read_text()
+    listed = vm_list(spec)
+    assert listed["vm-c"]["state"] == "running" and listed["vm-c"]["running_on"] == ["node02"]
+    assert {(d["disk"], d["peer_disk"]) for d in listed["vm-c"]["drbd"]} == {
+        ("UpToDate", "UpToDate")
+    }
+    assert last_operations(lab) == before  # nothing else was stopped, started or moved
+
+    refused = hakvm("vm", "remove", str(spec), "vm-c", timeout=300)
+    assert refused.returncode == 3 and "--force" in refused.stderr, refused.stderr
+    assert "vm-c" in spec.read_text()
+
+    removed = hakvm("vm", "remove", str(spec), "vm-c", "--force", "--delete-storage", timeout=900)
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert "vm-c" not in spec.read_text()
+    assert "vm-c" not in lab.check("node01", ["cibadmin", "-Q", "-o", "configuration"])
+    for node in ("node01", "node02"):
+        lvs = lab.check(node, ["lvs", "--noheadings", "-o", "lv_name"])
+        assert "vm-c" not in lvs, f"{node}: {lvs}"
+        assert lab.run(node, ["test", "-e", "/etc/drbd.d/vm-c.res"]).returncode == 1
+        assert "vm-c" not in lab.check(node, ["drbdadm", "status", "all"])
+    assert set(vm_list(spec)) == {"vm-a", "vm-b"}
+    assert last_operations(lab) == before
