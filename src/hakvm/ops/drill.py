@@ -38,10 +38,12 @@ from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
 from hakvm.ops.failover import Timeline
 from hakvm.ops.status import assess, collect
 from hakvm.remote.connection import NodeConnection, RemoteError
+from hakvm.remote.facts import DrbdResource, parse_proc_drbd
 from hakvm.spec.models import ClusterSpec, Node
 
 SCENARIOS = (
     "node-crash",
+    "node-crash-during-resync",
     "heartbeat-link-loss",
     "heartbeat-partition",
     "bond-member-loss",
@@ -52,6 +54,9 @@ SCENARIOS = (
 WITNESS_SLOTS = 4096  # 16 MiB of 4 KiB records
 WITNESS_RATE = 20  # records per second: plenty of numbers, little load on a slow node
 QUIET_WATCH_S = 90  # how long a fault that must change nothing is watched
+# node-crash-during-resync slows the resync it starts to this, so that it still runs when the
+# plug is pulled even on fast hardware (a 1 GiB disk takes over 8 minutes).
+SLOW_RESYNC_RATE = "2M"
 Say = Callable[[str], None]
 
 
@@ -139,6 +144,7 @@ class Cluster:
         self.spec_dir = spec_path.resolve().parent
         self.spec_path = spec_path
         self.conns: dict[str, NodeConnection] = {}
+        self.problems: list[str] = []  # what the last wait_healthy saw
 
     def node(self, name: str) -> Node:
         return next(n for n in self.spec.nodes if n.name == name)
@@ -182,14 +188,15 @@ class Cluster:
         return report.exit_code == 0, report.problems
 
     async def wait_healthy(self, timeout: float, say: Say) -> float:
+        """Seconds until `hakvm status` said healthy; -1 (and self.problems) if it never did."""
         started = time.monotonic()
-        problems: list[str] = []
+        self.problems = []
         while time.monotonic() - started < timeout:
-            ok, problems = await self.healthy()
+            ok, self.problems = await self.healthy()
             if ok:
                 return time.monotonic() - started
             await asyncio.sleep(10)
-        say(f"still not healthy after {timeout:.0f}s: {'; '.join(problems[:3])}")
+        say(f"still not healthy after {timeout:.0f}s: {'; '.join(self.problems[:3])}")
         return -1.0
 
     async def placement(self, name: str) -> dict[str, list[str]]:
@@ -211,6 +218,19 @@ class Cluster:
                 if res.ok and res.stdout.strip():
                     out[vm.name] = f"{node.name}:{res.stdout.strip()}"
         return out
+
+    async def drbd(self, node: str, vm: str) -> DrbdResource | None:
+        """The VM's DRBD resource as `node` sees it (None: node unreachable or resource down)."""
+        try:
+            conn = await self.conn(node)
+            minor = await conn.run(["drbdadm", "sh-minor", vm], timeout=60)
+            proc = await conn.run(["cat", "/proc/drbd"], timeout=60)
+        except RemoteError:
+            await self.drop(node)
+            return None
+        if not (minor.ok and proc.ok and minor.stdout.strip().isdigit()):
+            return None
+        return parse_proc_drbd(proc.stdout, {int(minor.stdout): vm}).get(vm)
 
     async def responsive(self, node: str, vm: str) -> bool:
         """QEMU answers its monitor and reports the guest running."""
@@ -393,12 +413,12 @@ async def _rejoin_checks(
     cluster: Cluster, result: DrillResult, *, victim: str, survivor: str, moved: list[str], say: Say
 ) -> None:
     say(f"waiting for {victim} to rejoin and DRBD to resync")
+    # Healthy once is the invariant: a later SSH timeout on a loaded node would not undo it.
     waited = await cluster.wait_healthy(900, say)
-    ok, problems = await cluster.healthy()
     result.check(
         "no split-brain, back to healthy",
-        ok,
-        f"healthy {waited:.0f}s after recovery" if ok else "; ".join(problems[:4]),
+        waited >= 0,
+        f"healthy {waited:.0f}s after recovery" if waited >= 0 else "; ".join(cluster.problems[:4]),
     )
     placement = await cluster.placement(survivor)
     stayed = all(placement.get(vm) == [survivor] for vm in moved)
@@ -413,6 +433,116 @@ async def node_crash(cluster: Cluster, faults: LabFaults, bound: float, say: Say
         await faults.run("kill", node)
 
     await _crash_and_recover(cluster, result, bound=bound, say=say, inject=kill, victim=victim)
+    return result
+
+
+async def node_crash_during_resync(
+    cluster: Cluster, faults: LabFaults, bound: float, say: Say
+) -> DrillResult:
+    """The node holding the only good copy crashes while the peer is still resyncing from it.
+
+    The survivor's disk is Inconsistent: it must never run the VM on it (DRBD has no good
+    data there, and Pacemaker must not promote it). Recovery waits for the crashed node,
+    which fencing reboots; then every write it acknowledged must be on both nodes.
+    """
+    result = DrillResult("node-crash-during-resync")
+    victim = busiest(await cluster.placement(cluster.spec.nodes[0].name), cluster.spec)
+    survivor = cluster.other(victim)
+    before = await cluster.placement(survivor)
+    vm = next((v for v, nodes in before.items() if nodes == [victim]), None)
+    if vm is None:
+        raise DrillError(f"drill: no VM runs on {victim}; nothing would fail over")
+    w = await start_witness(cluster, victim, vm, say)
+    await wait_acks(w)
+    fenced_before = fence_successes(await cluster.state(survivor), victim)
+    survivor_conn = await cluster.conn(survivor)
+    # A full resync towards the survivor (its copy declared invalid), slowed down so that
+    # it still runs at the fault. The options are runtime only: `drbdadm adjust` restores
+    # the configured ones.
+    await survivor_conn.run(
+        ["drbdadm", "disk-options", "--c-plan-ahead=0", f"--resync-rate={SLOW_RESYNC_RATE}", vm],
+        check=True,
+    )
+    await survivor_conn.run(["drbdadm", "invalidate", vm], check=True)
+    at_fault: DrbdResource | None = None
+    for _ in range(30):
+        at_fault = await cluster.drbd(survivor, vm)
+        if at_fault is not None and at_fault.connection == "SyncTarget":
+            break
+        await asyncio.sleep(2)
+    resyncing = at_fault is not None and at_fault.connection == "SyncTarget"
+    result.check(
+        "resync running at the fault",
+        resyncing,
+        f"{survivor} {at_fault.connection} {at_fault.disk}, {at_fault.sync_percent}% done"
+        if at_fault
+        else f"{survivor}: no DRBD state for {vm}",
+    )
+    if not resyncing:
+        await survivor_conn.run(["drbdadm", "adjust", vm])
+        await finish_witness(cluster, w, victim, result)
+        return result
+    t0 = time.monotonic()
+
+    def now() -> float:
+        return time.monotonic() - t0
+
+    say(f"fault: pulling the plug on {victim} ({survivor} resyncing {vm} from it)")
+    await faults.run("kill", victim)
+    result.timeline.mark(0.0, f"fault injected: {victim} killed, {survivor} resyncing {vm}")
+    # The survivor's own settings govern the resync it requests: back to the configured ones.
+    await survivor_conn.run(["drbdadm", "adjust", vm])
+    unsafe: list[str] = []
+    running_on: list[str] = []
+    while now() <= bound:
+        state = await cluster.state(survivor)
+        drbd = await cluster.drbd(survivor, vm)
+        if state is not None:
+            node = state.nodes.get(victim)
+            victim_up = node is not None and node.online and not node.unclean
+            if node is not None and not victim_up:
+                result.timeline.mark(now(), f"{victim} lost (seen by {survivor})")
+            if fence_successes(state, victim) - fenced_before:
+                result.timeline.mark(now(), f"{victim} fenced")
+            if victim_up and result.timeline.at(f"{victim} fenced") is not None:
+                result.timeline.mark(now(), f"{victim} back in the cluster")
+            res = state.resources.get(vm)
+            own_data = drbd is not None and drbd.disk == "UpToDate"
+            peer_data = drbd is not None and drbd.peer_disk == "UpToDate"
+            if res is not None and survivor in res.active_on and not (own_data or peer_data):
+                unsafe.append(f"{now():.0f}s: {vm} active on {survivor} with {drbd}")
+            if drbd is not None:
+                result.timeline.mark(now(), f"{survivor} DRBD {drbd.connection} {drbd.disk}")
+            if res is not None and res.running_on:
+                running_on = res.running_on
+                result.timeline.mark(now(), f"{vm} running on {running_on[0]}")
+                break
+        await asyncio.sleep(2)
+    if running_on and await cluster.responsive(running_on[0], vm):
+        result.recovery_s = round(now(), 1)
+        result.timeline.mark(result.recovery_s, f"{vm} responsive on {running_on[0]}")
+    result.check(
+        "never ran on data it did not have",
+        not unsafe,
+        "; ".join(unsafe[:3]) or f"{vm} was not started on {survivor} while it was Inconsistent",
+    )
+    result.check(
+        "recovered within bound",
+        result.recovery_s is not None and result.recovery_s <= bound,
+        f"{vm} responsive on {running_on} after {result.recovery_s}s (bound {bound:.0f}s)",
+    )
+    fenced_at = result.timeline.at(f"{victim} fenced")
+    result.check("crashed node fenced", fenced_at is not None, f"{victim} fenced at {fenced_at}s")
+    await cluster.drop(victim)
+    say(f"waiting for {victim} to rejoin and the resync to finish")
+    waited = await cluster.wait_healthy(1200, say)
+    result.check(
+        "no split-brain, back to healthy",
+        waited >= 0,
+        f"healthy {waited:.0f}s after recovery" if waited >= 0 else "; ".join(cluster.problems[:4]),
+    )
+    # Read on the node that was resyncing: the acked records must have reached it.
+    await finish_witness(cluster, w, survivor, result)
     return result
 
 
@@ -638,6 +768,7 @@ DRILLS: dict[str, Callable[[Cluster, LabFaults, float, Say], Awaitable[DrillResu
     "vm-crash": vm_crash,
     "fence-failure": fence_failure,
     "rolling-maintenance": rolling_maintenance,
+    "node-crash-during-resync": node_crash_during_resync,
 }
 
 
@@ -655,12 +786,12 @@ async def run_drills(
     results = []
     try:
         for name in scenarios:
-            ok, problems = await cluster.healthy()
+            ok, _ = await cluster.healthy()
             if not ok:
                 say("waiting for the cluster to be healthy before the drill")
                 if await cluster.wait_healthy(900, say) < 0:
                     raise DrillError(
-                        f"drill {name}: cluster not healthy: {'; '.join(problems[:3])}"
+                        f"drill {name}: cluster not healthy: {'; '.join(cluster.problems[:3])}"
                     )
             say(f"drill {name}")
             results.append(await DRILLS[name](cluster, faults, bound, say))
