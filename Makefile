@@ -36,10 +36,10 @@ lint: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 
-# Lint, unit, real-tool and lab tests. The deploy/operate end-to-end tests (make test-deploy,
-# ~48 min under TCG) and the drills (make test-drills) join once they pass there reliably.
+# Everything: lint, unit, real-tool checks, then one session lab for the lab, deploy,
+# operate, VM lifecycle and drill end-to-end tests (the lab is TCG-emulated: most of the time).
 test: deps venv lint
-	$(BIN)/pytest -q -m "not deploy" tests
+	$(BIN)/pytest -q --durations=25 tests
 
 # End-to-end deploy and operate tests (a fresh lab, apply, failover, migrate, drain).
 test-deploy: deps venv
