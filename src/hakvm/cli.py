@@ -139,6 +139,21 @@ def export_crmsh(spec: Path) -> int:
     return EXIT_OK
 
 
+def _print_prediction(console: object, predicted: tuple[str, ...]) -> None:
+    from rich.console import Console
+
+    from hakvm.deploy.predict import disruptive
+
+    assert isinstance(console, Console)
+    if not predicted:
+        return
+    console.print("      Pacemaker predicts (crm_simulate):")
+    hurts = set(disruptive(list(predicted)))
+    for action in predicted:
+        style = "bold red" if action in hurts else ""
+        console.print(f"        {action}", style=style, markup=False)
+
+
 def _print_run(report: object, *, planned: bool) -> None:
     from rich.console import Console
 
@@ -158,6 +173,7 @@ def _print_run(report: object, *, planned: bool) -> None:
                     console.print(f"      $ {action.describe()}", markup=False)
                 if step.diff:
                     console.print(step.diff.rstrip(), markup=False)
+                _print_prediction(console, step.predicted)
     verb = "would change" if planned else "changed"
     if report.changes == 0:
         console.print(f"no changes: the cluster matches the spec ({report.seconds:.1f}s)")

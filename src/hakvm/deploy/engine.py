@@ -9,19 +9,22 @@ before it acts, so an interrupted apply converges when re-run.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hakvm.deploy import cib_merge
 from hakvm.deploy import phases as ph
+from hakvm.deploy.predict import predict
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets, load_or_create
 from hakvm.deploy.steps import Call, Run, Step, Write
 from hakvm.remote.connection import NodeConnection, RemoteError, connect_all
 from hakvm.remote.facts import FileFact, NodeFacts, gather_facts
 from hakvm.render import migration
-from hakvm.render.base import RenderContext, Rendered, Secrets
+from hakvm.render.base import CLUSTER, RenderContext, Rendered, Secrets
 from hakvm.render.cib import password_file_path
 from hakvm.render.drbd import resource_path
 from hakvm.render.tree import render_all
@@ -150,9 +153,26 @@ async def plan(spec: ClusterSpec, spec_path: Path) -> RunReport:
         for name, phase in ph.PHASES:
             t0 = time.monotonic()
             steps = _compute(name, phase, env)
+            if name == "cib" and steps:
+                steps = await _with_prediction(steps, env, dep.conns)
             report.phases.append(PhaseReport(name, steps, time.monotonic() - t0))
     report.seconds = time.monotonic() - started
     return report
+
+
+async def _with_prediction(
+    steps: list[Step], env: ph.PlanEnv, conns: Mapping[str, NodeConnection]
+) -> list[Step]:
+    """Attach what Pacemaker would do with the patched CIB (restarts above all)."""
+    node = next((n for n, f in env.facts.items() if f.cib), None)
+    if node is None:
+        return steps  # no cluster yet: nothing runs that could be disrupted
+    live = env.facts[node].cib
+    assert live is not None
+    rendered = next(f for f in env.rendered[CLUSTER] if f.path.endswith("cib.xml")).content
+    actions = await predict(conns[node], cib_merge.desired_cib(live, rendered))
+    predicted = ("(crm_simulate failed: no prediction)",) if actions is None else tuple(actions)
+    return [dataclasses.replace(step, predicted=predicted) for step in steps]
 
 
 def _compute(name: str, phase: ph.Phase, env: ph.PlanEnv) -> list[Step]:

@@ -59,6 +59,8 @@ class Step:
     title: str
     actions: tuple[Action, ...]
     diff: str = ""
+    # The transition Pacemaker's scheduler computes for this change (CIB steps, plan only).
+    predicted: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -67,6 +69,7 @@ class Step:
             "title": self.title,
             "actions": [a.describe() for a in self.actions],
             "diff": self.diff,
+            "pacemaker_predicts": list(self.predicted),
         }
 
 

@@ -1,0 +1,103 @@
+"""plan's restart prediction: the real crm_simulate on the CIB recorded on the lab, patched
+the way apply would patch it."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from lxml import etree
+
+from hakvm.deploy import cib_merge
+from hakvm.deploy.predict import SIMULATE_ARGV, disruptive, transition_summary
+from hakvm.remote.facts import parse_batch
+from hakvm.render import cib
+from hakvm.render.base import RenderContext, Secrets
+from hakvm.spec.derive import derive
+from hakvm.spec.models import ClusterSpec
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).parent / "data"
+
+SUMMARY = """Current cluster status:
+  * Node List:
+    * Online: [ node01 node02 ]
+
+Transition Summary:
+  * Restart    vm-a    ( node01 )  due to resource definition change
+  * Start      vm-c    ( node02 )
+
+Executing Cluster Transition:
+  * Resource action: vm-a            stop on node01
+"""
+
+
+def test_transition_summary_and_what_disrupts() -> None:
+    actions = transition_summary(SUMMARY)
+    assert actions == [
+        "Restart vm-a ( node01 ) due to resource definition change",
+        "Start vm-c ( node02 )",
+    ]
+    assert disruptive(actions) == [actions[0]]
+    assert transition_summary("Transition Summary:\n\nExecuting Cluster Transition:\n") == []
+    assert transition_summary("garbage") == []
+
+
+def _recorded_live_cib() -> str:
+    """`cibadmin -Q` as recorded on the lab (node01 facts): vm-a on node01, vm-b on node02,
+    from before VirtualDomain got migration_network_suffix."""
+    rc, text = parse_batch((DATA / "facts-node01.b64").read_text())["cib"]
+    assert rc == 0
+    return text.decode()
+
+
+def _lab(**vm_a: Any) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((REPO / "examples" / "lab.yaml").read_text())
+    data = copy.deepcopy(data)
+    data["vms"][0].update(vm_a)
+    return data
+
+
+def _desired(data: dict[str, Any], *, drop_param: str | None = None) -> str:
+    spec = ClusterSpec.model_validate(data)
+    rendered = cib.cib_xml(RenderContext(spec, derive(spec), Secrets.redacted()))
+    if drop_param is not None:  # make the rendered CIB match the recorded one there
+        root = etree.fromstring(rendered.encode())
+        for nv in root.iterfind(f".//nvpair[@name='{drop_param}']"):
+            nv.getparent().remove(nv)
+        rendered = etree.tostring(root, encoding="unicode")
+    return cib_merge.desired_cib(_recorded_live_cib(), rendered)
+
+
+def _simulate(cib_text: str) -> list[str]:
+    result = subprocess.run(
+        SIMULATE_ARGV, input=cib_text, capture_output=True, text=True, check=True, timeout=120
+    )
+    return transition_summary(result.stdout)
+
+
+@pytest.mark.realtool
+def test_new_virtualdomain_parameter_restarts_the_running_vms() -> None:
+    # What happened on the lab when migration_network_suffix was added: both VMs restarted.
+    actions = _simulate(_desired(_lab()))
+    assert disruptive(actions) == [
+        "Restart vm-a ( node01 ) due to resource definition change",
+        "Restart vm-b ( node02 ) due to resource definition change",
+    ]
+
+
+@pytest.mark.realtool
+def test_monitor_interval_change_restarts_nothing() -> None:
+    # Same parameters as the live CIB, only monitor intervals and cluster options differ.
+    actions = _simulate(_desired(_lab(), drop_param="migration_network_suffix"))
+    assert disruptive(actions) == []
+
+
+@pytest.mark.realtool
+def test_changing_one_vm_restarts_only_that_vm() -> None:
+    actions = _simulate(_desired(_lab(force_stop=False), drop_param="migration_network_suffix"))
+    assert disruptive(actions) == ["Restart vm-a ( node01 ) due to resource definition change"]
