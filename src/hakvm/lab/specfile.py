@@ -19,10 +19,12 @@ def lab_spec(
     lab_dir: pathlib.Path,
     out: pathlib.Path,
     overrides: dict[str, Any] | None = None,
+    timing: dict[str, Any] | None = None,
 ) -> pathlib.Path:
     """Write ``template`` re-pointed at the running lab in ``lab_dir`` to ``out``.
 
-    ``overrides`` maps a VM field to a new value for every VM (e.g. ``{"disk": {...}}``).
+    ``overrides`` maps a VM field to a new value for every VM (e.g. ``{"disk": {...}}``);
+    ``timing`` sets ``cluster.timing`` fields (None removes one: the spec default applies).
     """
     lab = Lab(lab_dir)
     config = lab.load()
@@ -37,5 +39,11 @@ def lab_spec(
         node["bmc"]["password_file"] = str(lab.bmc_password_file(name))
     for vm in spec.get("vms", []):
         vm.update(overrides or {})
+    spec_timing = spec["cluster"].setdefault("timing", {})
+    for key, value in (timing or {}).items():
+        if value is None:
+            spec_timing.pop(key, None)
+        else:
+            spec_timing[key] = value
     out.write_text(yaml.safe_dump(spec, sort_keys=False))
     return out
