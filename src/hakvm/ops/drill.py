@@ -409,17 +409,23 @@ async def _crash_and_recover(
     await _rejoin_checks(cluster, result, victim=victim, survivor=survivor, moved=moving, say=say)
 
 
-async def _rejoin_checks(
-    cluster: Cluster, result: DrillResult, *, victim: str, survivor: str, moved: list[str], say: Say
+async def check_healthy_again(
+    cluster: Cluster, result: DrillResult, timeout: float, say: Say
 ) -> None:
-    say(f"waiting for {victim} to rejoin and DRBD to resync")
     # Healthy once is the invariant: a later SSH timeout on a loaded node would not undo it.
-    waited = await cluster.wait_healthy(900, say)
+    waited = await cluster.wait_healthy(timeout, say)
     result.check(
         "no split-brain, back to healthy",
         waited >= 0,
         f"healthy {waited:.0f}s after recovery" if waited >= 0 else "; ".join(cluster.problems[:4]),
     )
+
+
+async def _rejoin_checks(
+    cluster: Cluster, result: DrillResult, *, victim: str, survivor: str, moved: list[str], say: Say
+) -> None:
+    say(f"waiting for {victim} to rejoin and DRBD to resync")
+    await check_healthy_again(cluster, result, 900, say)
     placement = await cluster.placement(survivor)
     stayed = all(placement.get(vm) == [survivor] for vm in moved)
     result.check("VMs stayed (stickiness)", stayed, f"placement after rejoin: {placement}")
@@ -535,12 +541,7 @@ async def node_crash_during_resync(
     result.check("crashed node fenced", fenced_at is not None, f"{victim} fenced at {fenced_at}s")
     await cluster.drop(victim)
     say(f"waiting for {victim} to rejoin and the resync to finish")
-    waited = await cluster.wait_healthy(1200, say)
-    result.check(
-        "no split-brain, back to healthy",
-        waited >= 0,
-        f"healthy {waited:.0f}s after recovery" if waited >= 0 else "; ".join(cluster.problems[:4]),
-    )
+    await check_healthy_again(cluster, result, 1200, say)
     # Read on the node that was resyncing: the acked records must have reached it.
     await finish_witness(cluster, w, survivor, result)
     return result
