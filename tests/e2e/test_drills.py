@@ -36,4 +36,26 @@ def test_drill(lab: LabHandle, spec_file: Path, scenario: str) -> None:
 def test_drill_refuses_what_is_not_a_lab(spec_file: Path, tmp_path: Path) -> None:
     result = hakvm("drill", str(spec_file), "--scenario", "node-crash", "--lab-dir", str(tmp_path))
     assert result.returncode == 3
-    assert "drills on real nodes are not supported yet" in result.stderr
+    assert "add --yes-really" in result.stderr
+    result = hakvm(
+        "drill", str(spec_file), "--scenario", "node-crash", "--lab-dir", str(tmp_path),
+        "--yes-really",
+    )  # fmt: skip
+    assert result.returncode == 3 and "--witness-vm NAME" in result.stderr
+
+
+def test_drill_with_faults_injected_from_inside_the_nodes(lab: LabHandle, spec_file: Path) -> None:
+    """What a real cluster gets (`--yes-really`): nftables cuts the heartbeat link on the
+    nodes themselves; nothing may move, restart or be fenced."""
+    result = hakvm(
+        "drill", "--json", str(spec_file), "--scenario", "heartbeat-link-loss",
+        "--lab-dir", str(lab.state_dir), "--inject", "nodes", "--yes-really", timeout=1800,
+    )  # fmt: skip
+    assert result.returncode in (0, 1), result.stderr
+    (drill,) = json.loads(result.stdout)
+    (REPO / ".hakvm" / "e2e-drill-nodes-heartbeat-link-loss.json").write_text(
+        json.dumps(drill, indent=2)
+    )
+    assert drill["passed"], json.dumps(drill, indent=1)
+    for node in ("node01", "node02"):  # healed: the drill's table is gone
+        assert "hakvm_drill" not in lab.check(node, ["nft", "list", "tables"])

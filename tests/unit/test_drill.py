@@ -8,7 +8,8 @@ import pathlib
 import pytest
 
 from hakvm.ops.crm_mon import parse_crm_mon
-from hakvm.ops.drill import DrillError, DrillResult, busiest, fence_successes, lab_for
+from hakvm.ops.drill import Cluster, DrillError, DrillResult, busiest, faults_for, fence_successes
+from hakvm.ops.faults import LabFaults, NodeFaults
 from hakvm.remote.facts import parse_batch
 from hakvm.spec.validate import validate_file
 
@@ -45,12 +46,29 @@ def test_fence_successes_from_recorded_crm_mon() -> None:
     assert fence_successes(None, "node02") == set()
 
 
-def test_drill_refuses_nodes_that_are_not_the_lab(spec, tmp_path: pathlib.Path) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(DrillError, match="not supported yet"):
-        lab_for(spec, tmp_path)  # no lab.json there
+def _faults(spec, lab_dir: pathlib.Path, **kw):  # type: ignore[no-untyped-def]
+    cluster = Cluster(spec, REPO / "examples" / "lab.yaml")
+    return faults_for(spec, cluster, lab_dir, **{"inject": "auto", "yes_really": False, **kw})
+
+
+def test_real_nodes_need_yes_really(spec, tmp_path: pathlib.Path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(DrillError, match=r"not the lab .*add --yes-really"):
+        _faults(spec, tmp_path)  # no lab.json there
     (tmp_path / "lab.json").write_text(json.dumps({"ssh_port": 2301}))
     with pytest.raises(DrillError, match=r"nodes\.node01\.ssh is not the lab"):
-        lab_for(spec, tmp_path)
+        _faults(spec, tmp_path)
+    with pytest.raises(DrillError, match="--inject lab"):
+        _faults(spec, tmp_path, inject="lab")
+    assert isinstance(_faults(spec, tmp_path, yes_really=True), NodeFaults)
+
+
+def test_the_lab_gets_lab_faults_unless_nodes_asked(spec, tmp_path: pathlib.Path) -> None:  # type: ignore[no-untyped-def]
+    ports = {"ssh_port": 2201}
+    (tmp_path / "lab.json").write_text(json.dumps(ports))
+    assert isinstance(_faults(spec, tmp_path), LabFaults)
+    with pytest.raises(DrillError, match=r"--inject nodes.*--yes-really"):
+        _faults(spec, tmp_path, inject="nodes")
+    assert isinstance(_faults(spec, tmp_path, inject="nodes", yes_really=True), NodeFaults)
 
 
 def test_a_failed_invariant_fails_the_drill() -> None:

@@ -247,6 +247,20 @@ def _drill_view(results: list[Any]) -> Group:
               help="seconds within which VMs must be responsive again")  # fmt: skip
 @click.option("--lab-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="the lab the spec's nodes are ($HAKVM_LAB_DIR, .hakvm/lab)")  # fmt: skip
+@click.option(
+    "--inject",
+    type=click.Choice(["auto", "lab", "nodes"]),
+    default="auto",
+    show_default=True,
+    help="lab: the lab's commands; nodes: from inside the nodes (sysrq power-off, nftables "
+    "cuts), what real nodes get; auto: lab when the spec is the lab",
+)
+@click.option(
+    "--yes-really", is_flag=True, help="allow faults injected on the nodes themselves (real nodes)"
+)
+@click.option(
+    "--witness-vm", metavar="VM", help="real nodes: the VM whose disk's last 16 MiB is overwritten"
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable results")
 def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
     spec: Path,
@@ -254,12 +268,16 @@ def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
     run_all: bool,
     bound: float,
     lab_dir: Path | None,
+    inject: str,
+    yes_really: bool,
+    witness_vm: str | None,
     as_json: bool,
 ) -> int:
     """Inject faults and check recovery, fencing, acknowledged writes, split-brain.
 
-    Exit: 0 every invariant held, 1 one failed, 2 bad input, 3 cannot run (not a lab,
-    cluster not healthy first)."""
+    Progress goes to stderr. Exit: 0 every invariant held, 1 one failed, 2 bad input,
+    3 cannot run (real nodes without --yes-really or --witness-vm, cluster not healthy
+    first)."""
     from hakvm.lab.state import lab_dir_from_env
     from hakvm.ops.drill import SCENARIOS, DrillError, run_drills
 
@@ -271,13 +289,13 @@ def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
             f"choose from {', '.join(SCENARIOS)} or --all"
         )
     cluster = _load_strict(spec)
-    say = (lambda _: None) if as_json else _say
     try:
         results = asyncio.run(
             run_drills(
-                cluster, spec, names, lab_dir=lab_dir or lab_dir_from_env(), bound=bound, say=say
+                cluster, spec, names, lab_dir=lab_dir or lab_dir_from_env(), bound=bound,
+                say=_say, inject=inject, yes_really=yes_really, witness_vm=witness_vm,
             )
-        )
+        )  # fmt: skip
     except DrillError as exc:
         raise StateError(str(exc)) from None
     if as_json:

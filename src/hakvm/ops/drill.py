@@ -14,19 +14,19 @@ the survivor), and checks invariants:
 - nothing moved: faults that redundancy must absorb (one knet link, one bond member) leave
   every VM where it was, in the same QEMU process, with no fencing.
 
-Faults are injected with the lab's own commands (`hakvm lab kill|cut|heal|bmc-stop|...`).
-Real nodes are refused for now: a drill there needs its own fault injectors.
+Faults are injected with the lab's own commands (`hakvm lab kill|cut|heal|bmc-stop|...`),
+or from inside the nodes (sysrq power-off, nftables cuts, a blocked BMC: see faults.py):
+real nodes get those only with --yes-really.
 
-The witness writes into the last 16 MiB of the failed node's VM disk (its DRBD device):
-the lab's payload VMs are BIOS-only and never touch it. That is why drills run on the lab.
+The witness writes into the last 16 MiB of the failed node's VM disk (its DRBD device): the
+lab's payload VMs are BIOS-only and never touch it. On real nodes the user must name the VM
+whose disk may be overwritten there (--witness-vm), and that VM's node is the one failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,6 +36,7 @@ from typing import Any
 from hakvm.ops import witness as wit
 from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
 from hakvm.ops.failover import Timeline
+from hakvm.ops.faults import FaultError, Faults, LabFaults, NodeFaults, lab_of
 from hakvm.ops.status import assess, collect
 from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.facts import DrbdResource, parse_proc_drbd
@@ -97,50 +98,17 @@ class DrillResult:
         }
 
 
-# --- the lab as fault injector -------------------------------------------------------------
-
-
-@dataclass
-class LabFaults:
-    lab_dir: Path
-
-    def _lab(self, *args: str) -> None:
-        result = subprocess.run(
-            [sys.executable, "-m", "hakvm.cli", "lab", "--lab-dir", str(self.lab_dir), *args],
-            capture_output=True, text=True, check=False, timeout=300,
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise RemoteError(f"hakvm lab {' '.join(args)}: {result.stderr.strip()}")
-
-    async def run(self, *args: str) -> None:
-        await asyncio.to_thread(self._lab, *args)
-
-
-def lab_for(spec: ClusterSpec, lab_dir: Path) -> LabFaults:
-    """The lab in `lab_dir` if the spec's nodes are its nodes, else DrillError."""
-    from hakvm.lab.state import Lab, LabStateError
-
-    try:
-        config = Lab(lab_dir).load()
-    except LabStateError as exc:
-        raise DrillError(f"drill: {exc}; drills on real nodes are not supported yet") from None
-    for node in spec.nodes:
-        if node.ssh.host != "127.0.0.1" or node.ssh.port != config.ssh_port_of(node.name):
-            raise DrillError(
-                f"drill: nodes.{node.name}.ssh is not the lab in {lab_dir}; drills on real "
-                "nodes are not supported yet"
-            )
-    return LabFaults(lab_dir)
-
-
 # --- reading the cluster -------------------------------------------------------------------
 
 
 class Cluster:
     """Connections made on demand: a crashed node's connection is simply dropped."""
 
-    def __init__(self, spec: ClusterSpec, spec_path: Path) -> None:
+    def __init__(self, spec: ClusterSpec, spec_path: Path, witness_vm: str | None = None) -> None:
         self.spec = spec
+        # Real nodes: the one VM whose disk the witness may overwrite (its last 16 MiB),
+        # named by the user; it decides which node fails. The lab: any VM (BIOS-only).
+        self.witness_vm = witness_vm
         self.spec_dir = spec_path.resolve().parent
         self.spec_path = spec_path
         self.conns: dict[str, NodeConnection] = {}
@@ -208,6 +176,26 @@ class Cluster:
             for vm in self.spec.vms
         }
 
+    async def victim(self) -> str:
+        """The node to fail: the witness VM's, else the one running the most VMs."""
+        placement = await self.placement(self.spec.nodes[0].name)
+        if self.witness_vm is None:
+            return busiest(placement, self.spec)
+        where = placement.get(self.witness_vm, [])
+        if len(where) != 1:
+            raise DrillError(f"drill: the witness VM {self.witness_vm} is not running ({where})")
+        return where[0]
+
+    def witness_on(self, victim: str, moving: list[str]) -> str:
+        if self.witness_vm is None:
+            return moving[0]
+        if self.witness_vm not in moving:
+            raise DrillError(
+                f"drill: the witness VM {self.witness_vm} does not run on {victim}, the node "
+                f"this scenario fails: migrate it there first"
+            )
+        return self.witness_vm
+
     async def qemu_pids(self) -> dict[str, str]:
         """VM -> 'node:pid' of its QEMU (a restart changes it)."""
         out: dict[str, str] = {}
@@ -238,6 +226,28 @@ class Cluster:
             ["virsh", "qemu-monitor-command", vm, "--hmp", "info status"], timeout=60
         )
         return res.ok and "running" in res.stdout
+
+
+def faults_for(
+    spec: ClusterSpec, cluster: Cluster, lab_dir: Path, *, inject: str, yes_really: bool
+) -> Faults:
+    """The lab's commands when the spec is that lab (unless inject="nodes"), else faults
+    injected from inside the nodes, which a real cluster gets only with --yes-really."""
+    lab = lab_of(spec, lab_dir)
+    if isinstance(lab, LabFaults) and inject in ("auto", "lab"):
+        return lab
+    if inject == "lab":
+        raise DrillError(f"drill: --inject lab: {lab}")
+    if not yes_really:
+        why = "--inject nodes" if isinstance(lab, LabFaults) else f"not the lab ({lab})"
+        raise DrillError(
+            f"drill: {why}: faults would be injected on the nodes themselves (power-off by "
+            "sysrq, nftables cuts, a BMC blocked): add --yes-really"
+        )
+    try:
+        return NodeFaults(spec, cluster)
+    except FaultError as exc:
+        raise DrillError(f"drill: {exc}") from None
 
 
 def fence_successes(state: ClusterState | None, target: str) -> set[str]:
@@ -343,7 +353,7 @@ async def _crash_and_recover(
     moving = [vm for vm, nodes in before.items() if nodes == [victim]]
     if not moving:
         raise DrillError(f"drill: no VM runs on {victim}; nothing would fail over")
-    w = await start_witness(cluster, victim, moving[0], say)
+    w = await start_witness(cluster, victim, cluster.witness_on(victim, moving), say)
     await wait_acks(w)
     fenced_before = fence_successes(await cluster.state(survivor), victim)
     t0 = time.monotonic()
@@ -431,19 +441,19 @@ async def _rejoin_checks(
     result.check("VMs stayed (stickiness)", stayed, f"placement after rejoin: {placement}")
 
 
-async def node_crash(cluster: Cluster, faults: LabFaults, bound: float, say: Say) -> DrillResult:
+async def node_crash(cluster: Cluster, faults: Faults, bound: float, say: Say) -> DrillResult:
     result = DrillResult("node-crash")
-    victim = busiest(await cluster.placement(cluster.spec.nodes[0].name), cluster.spec)
+    victim = await cluster.victim()
 
     async def kill(node: str) -> None:
-        await faults.run("kill", node)
+        await faults.crash(node)
 
     await _crash_and_recover(cluster, result, bound=bound, say=say, inject=kill, victim=victim)
     return result
 
 
 async def node_crash_during_resync(
-    cluster: Cluster, faults: LabFaults, bound: float, say: Say
+    cluster: Cluster, faults: Faults, bound: float, say: Say
 ) -> DrillResult:
     """The node holding the only good copy crashes while the peer is still resyncing from it.
 
@@ -452,12 +462,13 @@ async def node_crash_during_resync(
     which fencing reboots; then every write it acknowledged must be on both nodes.
     """
     result = DrillResult("node-crash-during-resync")
-    victim = busiest(await cluster.placement(cluster.spec.nodes[0].name), cluster.spec)
+    victim = await cluster.victim()
     survivor = cluster.other(victim)
     before = await cluster.placement(survivor)
-    vm = next((v for v, nodes in before.items() if nodes == [victim]), None)
-    if vm is None:
+    moving = [v for v, nodes in before.items() if nodes == [victim]]
+    if not moving:
         raise DrillError(f"drill: no VM runs on {victim}; nothing would fail over")
+    vm = cluster.witness_on(victim, moving)
     w = await start_witness(cluster, victim, vm, say)
     await wait_acks(w)
     fenced_before = fence_successes(await cluster.state(survivor), victim)
@@ -494,7 +505,7 @@ async def node_crash_during_resync(
         return time.monotonic() - t0
 
     say(f"fault: pulling the plug on {victim} ({survivor} resyncing {vm} from it)")
-    await faults.run("kill", victim)
+    await faults.crash(victim)
     result.timeline.mark(0.0, f"fault injected: {victim} killed, {survivor} resyncing {vm}")
     # The survivor's own settings govern the resync it requests: back to the configured ones.
     await survivor_conn.run(["drbdadm", "adjust", vm])
@@ -548,7 +559,7 @@ async def node_crash_during_resync(
 
 
 async def heartbeat_partition(
-    cluster: Cluster, faults: LabFaults, bound: float, say: Say
+    cluster: Cluster, faults: Faults, bound: float, say: Say
 ) -> DrillResult:
     """Every link between the nodes cut: fence-race protection must leave exactly one."""
     result = DrillResult("heartbeat-partition")
@@ -560,16 +571,15 @@ async def heartbeat_partition(
     }
 
     async def cut_all(_: str) -> None:
-        for link in ("hb", "bond-a", "bond-b"):
-            await faults.run("cut", link)
+        await faults.partition()
 
     async def heal() -> None:
-        await faults.run("heal")
+        await faults.heal()
 
     await _crash_and_recover(
         cluster, result, bound=bound, say=say, inject=cut_all, victim=victim, heal=heal
     )
-    await faults.run("heal")
+    await faults.heal()
     state = await cluster.state(survivor)
     fenced = [
         n.name for n in cluster.spec.nodes if fence_successes(state, n.name) - fenced_before[n.name]
@@ -580,22 +590,22 @@ async def heartbeat_partition(
     return result
 
 
-async def fence_failure(cluster: Cluster, faults: LabFaults, bound: float, say: Say) -> DrillResult:
+async def fence_failure(cluster: Cluster, faults: Faults, bound: float, say: Say) -> DrillResult:
     """The crashed node's BMC is down too: nothing may start until fencing succeeds."""
     result = DrillResult("fence-failure")
-    victim = busiest(await cluster.placement(cluster.spec.nodes[0].name), cluster.spec)
+    victim = await cluster.victim()
     survivor = cluster.other(victim)
     hold_s = 120.0
     background: list[asyncio.Task[None]] = []
 
     async def bring_bmc_back(node: str) -> None:
         await asyncio.sleep(hold_s)
-        await faults.run("bmc-start", node)
+        await faults.bmc_up(node)
         result.timeline.mark(hold_s, f"{node}'s BMC back")
 
     async def kill_without_bmc(node: str) -> None:
-        await faults.run("bmc-stop", node)
-        await faults.run("kill", node)
+        await faults.bmc_down(node)
+        await faults.crash(node)
         background.append(asyncio.create_task(bring_bmc_back(node)))
 
     try:
@@ -623,8 +633,10 @@ async def fence_failure(cluster: Cluster, faults: LabFaults, bound: float, say: 
 async def _quiet_fault(
     cluster: Cluster,
     scenario: str,
-    cut: list[str],
-    faults: LabFaults,
+    *,
+    cut: Callable[[], Awaitable[None]],
+    what: str,
+    faults: Faults,
     say: Say,
 ) -> DrillResult:
     """A fault redundancy absorbs: nothing moves, restarts or gets fenced."""
@@ -636,9 +648,8 @@ async def _quiet_fault(
         n.name: fence_successes(await cluster.state(first), n.name) for n in cluster.spec.nodes
     }
     t0 = time.monotonic()
-    for link in cut:
-        await faults.run("cut", link)
-    result.timeline.mark(0.0, f"cut {', '.join(cut)}")
+    await cut()
+    result.timeline.mark(0.0, f"cut {what}")
     degraded_seen = False
     try:
         while time.monotonic() - t0 < QUIET_WATCH_S:
@@ -648,7 +659,7 @@ async def _quiet_fault(
                 result.timeline.mark(time.monotonic() - t0, f"status degraded: {problems[0]}")
             await asyncio.sleep(10)
     finally:
-        await faults.run("heal")
+        await faults.heal()
     result.timeline.mark(time.monotonic() - t0, "healed")
     after_place = await cluster.placement(first)
     after_pids = await cluster.qemu_pids()
@@ -673,16 +684,22 @@ async def _quiet_fault(
 
 
 async def heartbeat_link_loss(
-    cluster: Cluster, faults: LabFaults, _: float, say: Say
+    cluster: Cluster, faults: Faults, _: float, say: Say
 ) -> DrillResult:
-    return await _quiet_fault(cluster, "heartbeat-link-loss", ["hb"], faults, say)
+    return await _quiet_fault(
+        cluster, "heartbeat-link-loss", cut=faults.cut_heartbeat, what="the heartbeat link",
+        faults=faults, say=say,
+    )  # fmt: skip
 
 
-async def bond_member_loss(cluster: Cluster, faults: LabFaults, _: float, say: Say) -> DrillResult:
-    return await _quiet_fault(cluster, "bond-member-loss", ["bond-a"], faults, say)
+async def bond_member_loss(cluster: Cluster, faults: Faults, _: float, say: Say) -> DrillResult:
+    return await _quiet_fault(
+        cluster, "bond-member-loss", cut=faults.cut_bond_member, what="one bond member",
+        faults=faults, say=say,
+    )  # fmt: skip
 
 
-async def vm_crash(cluster: Cluster, faults: LabFaults, bound: float, say: Say) -> DrillResult:
+async def vm_crash(cluster: Cluster, faults: Faults, bound: float, say: Say) -> DrillResult:
     """QEMU of one VM killed: Pacemaker's monitor finds it and restarts it in place."""
     result = DrillResult("vm-crash")
     first = cluster.spec.nodes[0].name
@@ -724,7 +741,7 @@ async def vm_crash(cluster: Cluster, faults: LabFaults, bound: float, say: Say) 
 
 
 async def rolling_maintenance(
-    cluster: Cluster, faults: LabFaults, bound: float, say: Say
+    cluster: Cluster, faults: Faults, bound: float, say: Say
 ) -> DrillResult:
     """Drain, reboot, undrain each node in turn: VMs only ever move live."""
     from hakvm.ops.migrate import drain, undrain
@@ -756,12 +773,11 @@ async def rolling_maintenance(
         result.timeline.mark(time.monotonic() - t0, f"{node} back (standby)")
         await undrain(cluster.spec, cluster.spec_path, node)
         result.timeline.mark(time.monotonic() - t0, f"{node} undrained")
-    ok, problems = await cluster.healthy()
-    result.check("healthy at the end", ok, "; ".join(problems[:3]))
+    await check_healthy_again(cluster, result, 900, say)
     return result
 
 
-DRILLS: dict[str, Callable[[Cluster, LabFaults, float, Say], Awaitable[DrillResult]]] = {
+DRILLS: dict[str, Callable[[Cluster, Faults, float, Say], Awaitable[DrillResult]]] = {
     "node-crash": node_crash,
     "heartbeat-link-loss": heartbeat_link_loss,
     "heartbeat-partition": heartbeat_partition,
@@ -781,9 +797,21 @@ async def run_drills(
     lab_dir: Path,
     bound: float,
     say: Say,
+    inject: str = "auto",
+    yes_really: bool = False,
+    witness_vm: str | None = None,
 ) -> list[DrillResult]:
-    faults = lab_for(spec, lab_dir)
-    cluster = Cluster(spec, spec_path)
+    cluster = Cluster(spec, spec_path, witness_vm)
+    faults = faults_for(spec, cluster, lab_dir, inject=inject, yes_really=yes_really)
+    if faults.kind == "nodes" and witness_vm is None and not isinstance(
+        lab_of(spec, lab_dir), LabFaults
+    ):
+        raise DrillError(
+            "drill: on real nodes name the VM whose disk the witness may overwrite (its last "
+            "16 MiB): --witness-vm NAME"
+        )
+    if witness_vm is not None and witness_vm not in {vm.name for vm in spec.vms}:
+        raise DrillError(f"drill: --witness-vm {witness_vm}: no such VM in the spec")
     results = []
     try:
         for name in scenarios:

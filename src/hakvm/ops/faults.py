@@ -1,0 +1,269 @@
+"""Fault injectors for `hakvm drill`: the lab's own commands, or the nodes themselves.
+
+Both offer the same faults, named by what they do to the cluster:
+
+  crash(node)         hard power-off, no shutdown (the lab kills QEMU; a real node gets
+                      `echo o > /proc/sysrq-trigger`: the kernel powers off at once, unsynced)
+  cut_heartbeat()     the dedicated heartbeat link stops carrying traffic
+  cut_bond_member()   one member of the bond fails (LACP must carry on over the other)
+  partition()         no traffic at all between the nodes' cluster addresses
+  heal()              undo every cut and partition
+  bmc_down(node)      node's BMC unreachable from its peer (fencing it fails)
+  bmc_up(node)        reachable again
+
+On real nodes cuts are nftables rules in a table of their own (`inet hakvm_drill`), never
+a link taken down that the management path might need; only the bond member is really
+taken down (`ip link set ... down`), because only that exercises LACP. A node that fencing
+rebooted comes back without the table. Real nodes need `--yes-really` and a BMC on each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from hakvm.remote.connection import NodeConnection, RemoteError
+from hakvm.render.base import RenderContext, Secrets
+from hakvm.render.drbd import replication_link
+from hakvm.spec.derive import LinkAddress, derive
+from hakvm.spec.models import ClusterSpec, Node
+
+CUT_TABLE = "hakvm_drill"
+BMC_TABLE = "hakvm_drill_bmc"
+
+
+class FaultError(Exception):
+    """These faults cannot be injected here (not a lab, management path at risk): exit 3."""
+
+
+class Faults(Protocol):
+    kind: str  # "lab" or "nodes"
+
+    async def crash(self, node: str) -> None: ...
+    async def cut_heartbeat(self) -> None: ...
+    async def cut_bond_member(self) -> None: ...
+    async def partition(self) -> None: ...
+    async def heal(self) -> None: ...
+    async def bmc_down(self, node: str) -> None: ...
+    async def bmc_up(self, node: str) -> None: ...
+
+
+class Connections(Protocol):
+    async def conn(self, name: str) -> NodeConnection: ...
+    async def drop(self, name: str) -> None: ...
+
+
+# --- the lab ---------------------------------------------------------------------------------
+
+
+@dataclass
+class LabFaults:
+    lab_dir: Path
+    kind: str = "lab"
+
+    def _lab(self, *args: str) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "hakvm.cli", "lab", "--lab-dir", str(self.lab_dir), *args],
+            capture_output=True, text=True, check=False, timeout=300,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RemoteError(f"hakvm lab {' '.join(args)}: {result.stderr.strip()}")
+
+    async def run(self, *args: str) -> None:
+        await asyncio.to_thread(self._lab, *args)
+
+    async def crash(self, node: str) -> None:
+        await self.run("kill", node)
+
+    async def cut_heartbeat(self) -> None:
+        await self.run("cut", "hb")
+
+    async def cut_bond_member(self) -> None:
+        await self.run("cut", "bond-a")
+
+    async def partition(self) -> None:
+        for link in ("hb", "bond-a", "bond-b"):
+            await self.run("cut", link)
+
+    async def heal(self) -> None:
+        await self.run("heal")
+
+    async def bmc_down(self, node: str) -> None:
+        await self.run("bmc-stop", node)
+
+    async def bmc_up(self, node: str) -> None:
+        await self.run("bmc-start", node)
+
+
+def lab_of(spec: ClusterSpec, lab_dir: Path) -> LabFaults | str:
+    """The lab in `lab_dir` if the spec's nodes are its nodes, else why not."""
+    from hakvm.lab.state import Lab, LabStateError
+
+    try:
+        config = Lab(lab_dir).load()
+    except LabStateError as exc:
+        return str(exc)
+    for node in spec.nodes:
+        if node.ssh.host != "127.0.0.1" or node.ssh.port != config.ssh_port_of(node.name):
+            return f"nodes.{node.name}.ssh is not the lab in {lab_dir}"
+    return LabFaults(lab_dir)
+
+
+# --- real nodes --------------------------------------------------------------------------------
+
+
+def _table(name: str, input_rule: str, output_rule: str) -> str:
+    """An nft script that (re)creates table `name` with one drop rule each way.
+
+    Declaring then deleting the table first makes it idempotent (no error if absent)."""
+    return (
+        f"table inet {name}\ndelete table inet {name}\n"
+        f"table inet {name} {{\n"
+        f"    chain input {{\n"
+        f"        type filter hook input priority -200; policy accept;\n"
+        f"        {input_rule} drop\n"
+        f"    }}\n"
+        f"    chain output {{\n"
+        f"        type filter hook output priority -200; policy accept;\n"
+        f"        {output_rule} drop\n"
+        f"    }}\n"
+        f"}}\n"
+    )
+
+
+def cut_ruleset(peer_addresses: list[ipaddress.IPv4Address]) -> str:
+    """Drop everything from and to the peer's cluster addresses (before any accept)."""
+    addrs = ", ".join(str(a) for a in sorted(peer_addresses))
+    return _table(CUT_TABLE, f"ip saddr {{ {addrs} }}", f"ip daddr {{ {addrs} }}")
+
+
+def bmc_ruleset(address: ipaddress.IPv4Address, port: int) -> str:
+    """Drop the fencing node's IPMI traffic to one BMC (RMCP+ over UDP)."""
+    match = f"ip daddr {address} udp dport {port}"
+    return _table(BMC_TABLE, f"ip saddr {address} udp sport {port}", match)
+
+
+def delete_table_script(name: str) -> str:
+    return f"table inet {name}\ndelete table inet {name}\n"
+
+
+@dataclass
+class NodeFaults:
+    spec: ClusterSpec
+    cluster: Connections
+    kind: str = "nodes"
+
+    def __post_init__(self) -> None:
+        ctx = RenderContext(self.spec, derive(self.spec), Secrets.redacted())
+        self.links = derive(self.spec).links
+        self.replication = replication_link(ctx)
+        for node in self.spec.nodes:
+            cluster_addresses = {
+                str(link.addresses[node.name])
+                for link in self.links
+                if node.name in link.addresses
+            }
+            if node.ssh.host in cluster_addresses:
+                raise FaultError(
+                    f"nodes.{node.name}.ssh.host {node.ssh.host} is a cluster address: cutting "
+                    "the cluster links would cut the drill's own path to the node"
+                )
+            if node.bmc is None:
+                raise FaultError(f"nodes.{node.name}.bmc: drills on real nodes need a BMC")
+
+    def _node(self, name: str) -> Node:
+        return next(n for n in self.spec.nodes if n.name == name)
+
+    def _peer(self, name: str) -> str:
+        return next(n.name for n in self.spec.nodes if n.name != name)
+
+    def heartbeat_link(self) -> LinkAddress:
+        """The link to cut for `cut_heartbeat`: one that does not carry replication."""
+        others = [link for link in self.links if link is not self.replication]
+        return (others or list(self.links))[0]
+
+    async def _nft(self, node: str, script: str) -> None:
+        conn = await self.cluster.conn(node)
+        await conn.run(["nft", "-f", "-"], stdin=script.encode(), check=True, timeout=60)
+
+    async def _each(self, script_for: dict[str, str], *, tolerate_down: bool = False) -> None:
+        for node, script in script_for.items():
+            try:
+                await self._nft(node, script)
+            except RemoteError:
+                if not tolerate_down:
+                    raise
+                await self.cluster.drop(node)  # fenced and rebooting: its rules are gone
+
+    async def crash(self, node: str) -> None:
+        conn = await self.cluster.conn(node)
+        # The node is gone before it can answer: that is the point.
+        with contextlib.suppress(RemoteError, TimeoutError, OSError):
+            await conn.run(["sh", "-c", "echo o > /proc/sysrq-trigger"], timeout=10)
+        await self.cluster.drop(node)
+
+    async def _cut(self, links: list[LinkAddress]) -> None:
+        scripts = {}
+        for node in self.spec.nodes:
+            peer = self._peer(node.name)
+            addrs = [link.addresses[peer] for link in links if peer in link.addresses]
+            scripts[node.name] = cut_ruleset(addrs)
+        await self._each(scripts)
+
+    async def cut_heartbeat(self) -> None:
+        await self._cut([self.heartbeat_link()])
+
+    async def partition(self) -> None:
+        await self._cut(list(self.links))
+
+    def _bond_member(self) -> tuple[str, str] | None:
+        for node in self.spec.nodes:
+            for bond in node.interfaces.bonds.values():
+                if len(bond.members) >= 2:
+                    return node.name, bond.members[0]
+        return None
+
+    async def cut_bond_member(self) -> None:
+        found = self._bond_member()
+        if found is None:
+            raise FaultError("bond-member-loss: no bond with two members in the spec")
+        node, member = found
+        conn = await self.cluster.conn(node)
+        await conn.run(["ip", "link", "set", "dev", member, "down"], check=True, timeout=60)
+
+    async def heal(self) -> None:
+        scripts = {n.name: delete_table_script(CUT_TABLE) for n in self.spec.nodes}
+        await self._each(scripts, tolerate_down=True)
+        found = self._bond_member()
+        if found is not None:
+            node, member = found
+            try:
+                conn = await self.cluster.conn(node)
+                await conn.run(["ip", "link", "set", "dev", member, "up"], timeout=60)
+            except RemoteError:
+                await self.cluster.drop(node)
+
+    def _bmc_target(self, node: str) -> tuple[ipaddress.IPv4Address, int]:
+        bmc = self._node(node).bmc
+        assert bmc is not None
+        try:
+            return ipaddress.IPv4Address(bmc.address), bmc.port
+        except ValueError:
+            raise FaultError(
+                f"nodes.{node}.bmc.address {bmc.address!r}: fence-failure on real nodes "
+                "blocks the BMC by IP address; give it as one"
+            ) from None
+
+    async def bmc_down(self, node: str) -> None:
+        address, port = self._bmc_target(node)
+        await self._nft(self._peer(node), bmc_ruleset(address, port))
+
+    async def bmc_up(self, node: str) -> None:
+        self._bmc_target(node)
+        await self._each({self._peer(node): delete_table_script(BMC_TABLE)})
