@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hakvm.deploy import cib_merge
+from hakvm.deploy.cib_push import patch_cib
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets
 from hakvm.deploy.steps import Call, CallFunc, Run, Step, Write, run
 from hakvm.remote.connection import NodeConnection, RemoteError
@@ -774,31 +775,7 @@ def _push_cib(rendered: str) -> CallFunc:
                     desired
                 ):
                     break
-                await conn.write_file("/run/hakvm/cib-live.xml", live.stdout.encode(), 0o600)
-                await conn.write_file("/run/hakvm/cib-desired.xml", desired.encode(), 0o600)
-                await conn.run(
-                    ["crm_verify", "--xml-file", "/run/hakvm/cib-desired.xml"], check=True
-                )
-                diff = await conn.run(
-                    [
-                        "crm_diff",
-                        "--original",
-                        "/run/hakvm/cib-live.xml",
-                        "--new",
-                        "/run/hakvm/cib-desired.xml",
-                        "--no-version",
-                    ],
-                    timeout=60,
-                )
-                if diff.returncode not in (0, 1):
-                    raise RemoteError(f"{conn.name}: crm_diff failed: {diff.stderr.strip()}")
-                if diff.returncode == 0:
-                    break
-                await conn.write_file("/run/hakvm/cib.patch", diff.stdout.encode(), 0o600)
-                patched = await conn.run(
-                    ["cibadmin", "--patch", "--xml-file", "/run/hakvm/cib.patch"], timeout=120
-                )
-                if patched.ok:
+                if await patch_cib(conn, live.stdout, desired):
                     break
                 await asyncio.sleep(2)  # the CIB moved under us: re-read and re-diff
             else:

@@ -26,14 +26,16 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 
 from hakvm.deploy import cib_merge
+from hakvm.deploy.cib_push import CibHost as Remote  # what the steps need of a connection
+from hakvm.deploy.cib_push import patch_cib
 from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
 from hakvm.ops.status import DrbdStatus, StatusReport
-from hakvm.remote.connection import RemoteError, Result, connect_all
+from hakvm.remote.connection import RemoteError, connect_all
 from hakvm.render.drbd import resource_path
 from hakvm.render.libvirt import domain_path
 from hakvm.spec.loader import SpecLoadError, load_spec_file, load_spec_text
@@ -347,18 +349,6 @@ def write_atomic(path: Path, text: str) -> None:
 # --- remove: steps on the nodes (each takes connection-like objects) -------------------------
 
 
-class Remote(Protocol):
-    """What the steps need of a node connection (NodeConnection, or a test's fake)."""
-
-    name: str
-
-    async def run(
-        self, argv: Sequence[str], *, check: bool = ..., timeout: float = ...
-    ) -> Result: ...
-
-    async def write_file(self, path: str, content: bytes, mode: int) -> None: ...
-
-
 @dataclass
 class RemoveResult:
     vm: str
@@ -431,30 +421,10 @@ async def delete_cib_elements(conn: Remote, name: str, sleep: Sleep = asyncio.sl
         desired, removed = cib_merge.without_vm(live, name)
         if not removed:
             return []
-        if await _patch(conn, live, desired):
+        if await patch_cib(conn, live, desired):
             return removed
         await sleep(2)
     raise RemoteError(f"{conn.name}: the CIB patch removing {name} did not apply after 5 tries")
-
-
-async def _patch(conn: Remote, live: str, desired: str) -> bool:
-    await conn.write_file("/run/hakvm/cib-live.xml", live.encode(), 0o600)
-    await conn.write_file("/run/hakvm/cib-desired.xml", desired.encode(), 0o600)
-    await conn.run(["crm_verify", "--xml-file", "/run/hakvm/cib-desired.xml"], check=True)
-    diff = await conn.run(
-        ["crm_diff", "--original", "/run/hakvm/cib-live.xml",
-         "--new", "/run/hakvm/cib-desired.xml", "--no-version"],
-        timeout=60,
-    )  # fmt: skip
-    if diff.returncode not in (0, 1):
-        raise RemoteError(f"{conn.name}: crm_diff failed: {diff.stderr.strip()}")
-    if diff.returncode == 0:
-        return True
-    await conn.write_file("/run/hakvm/cib.patch", diff.stdout.encode(), 0o600)
-    patched = await conn.run(
-        ["cibadmin", "--patch", "--xml-file", "/run/hakvm/cib.patch"], timeout=120
-    )
-    return patched.ok
 
 
 async def drbd_down(conn: Remote, name: str) -> None:
