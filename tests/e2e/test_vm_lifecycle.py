@@ -58,11 +58,14 @@ def test_vm_add_then_remove_touches_only_that_vm(
     )  # fmt: skip
     assert added.returncode == 0, added.stdout + added.stderr
     assert "vm-c" in spec.read_text()
-    listed = vm_list(spec)
-    assert listed["vm-c"]["state"] == "running" and listed["vm-c"]["running_on"] == ["node02"]
-    assert {(d["disk"], d["peer_disk"]) for d in listed["vm-c"]["drbd"]} == {
-        ("UpToDate", "UpToDate")
-    }
+
+    def vm_c_running_replicated() -> dict[str, Any] | None:
+        vm = vm_list(spec)["vm-c"]  # "unknown" while a loaded node is slow to answer SSH
+        disks = {(d["disk"], d["peer_disk"]) for d in vm["drbd"]}
+        placed = vm["state"] == "running" and vm["running_on"] == ["node02"]
+        return vm if placed and disks == {("UpToDate", "UpToDate")} else None
+
+    wait_for("vm-c on node02, UpToDate on both", vm_c_running_replicated, 300, interval=10)
     assert last_operations(lab) == before  # nothing else was stopped, started or moved
 
     refused = hakvm("vm", "remove", str(spec), "vm-c", timeout=300)

@@ -30,7 +30,7 @@ from hakvm.remote.facts import (
 )
 from hakvm.spec.models import ClusterSpec
 
-CONNECT_TIMEOUT_S = 10
+CONNECT_TIMEOUT_S = 20  # an SSH handshake on a loaded emulated node can take 10 s
 
 
 class Health(IntEnum):
