@@ -271,8 +271,24 @@ def main() -> int:
         out.write_text(json.dumps(run, indent=2) + "\n")  # after each: a later failure keeps it
     table = markdown(run)
     (REPO / "bench" / "results.md").write_text(table)
+    update_readme(table)
     print(table)
     return 0
+
+
+README_BEGIN = "<!-- bench:begin (bench/run.py writes this table) -->"
+README_END = "<!-- bench:end -->"
+
+
+def update_readme(table: str) -> None:
+    """Put the table between the README's bench markers (if it has them)."""
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        return
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_BEGIN}\n{table}{README_END}{tail}")
 
 
 if __name__ == "__main__":
