@@ -46,3 +46,34 @@ def test_down_without_lab_is_fine(tmp_path: pathlib.Path) -> None:
 def test_bad_port_exits_2(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.geteuid", lambda: 0)
     assert main(["lab", "--lab-dir", str(tmp_path), "up", "--ssh-port", "22"]) == 2
+
+
+def _free_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_ports_check_refuses_a_listener_but_not_lingering_connections() -> None:
+    import socket
+
+    from hakvm.lab.cli import _check_ports_free
+    from hakvm.lab.state import LabConfig, LabStateError
+
+    port = _free_tcp_port()
+    config = LabConfig(ssh_port=port, bmc_port=_free_tcp_port(), link_port=_free_tcp_port())
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        with pytest.raises(LabStateError, match=f"SSH port of node01 127.0.0.1:{port}"):
+            _check_ports_free(config)
+        # A connection closed by the listening side first leaves that side in TIME_WAIT on
+        # the port: a lab just taken down does that; it must not block the next `lab up`.
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()
+        client.close()
+    _check_ports_free(config)

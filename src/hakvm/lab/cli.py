@@ -244,6 +244,10 @@ def _check_ports_free(config: LabConfig) -> None:
             wanted.append((socket.SOCK_DGRAM, local, f"{link} port of {node}"))
     for kind, port, what in wanted:
         with socket.socket(socket.AF_INET, kind) as sock:
+            if kind == socket.SOCK_STREAM:
+                # As QEMU's hostfwd listener does: connections of a lab that was just taken
+                # down linger in TIME_WAIT on the port, which only a listener would conflict with.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
