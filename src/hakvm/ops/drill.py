@@ -379,6 +379,10 @@ async def _crash_and_recover(
                     await heal()
                     result.timeline.mark(now(), "links healed")
             for vm in moving:
+                drbd = state.resources.get(f"{vm}_drbd")
+                if fenced_at is not None and drbd is not None and survivor in drbd.promoted_on:
+                    # Block mode is dual-primary: the survivor was Primary all along.
+                    result.timeline.mark(now(), f"{vm} DRBD Primary on {survivor}")
                 res = state.resources.get(vm)
                 if res is not None and survivor in res.active_on:
                     if fenced_at is None and vm not in started_unfenced:
