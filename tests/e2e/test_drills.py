@@ -17,7 +17,8 @@ from tests.e2e.conftest import REPO, LabHandle, hakvm
 pytestmark = [pytest.mark.e2e, pytest.mark.deploy, pytest.mark.drill]
 
 
-@pytest.mark.parametrize("scenario", ["node-crash", "heartbeat-partition", "fence-failure"])
+# node-crash runs in test_deploy.py (its failover test is that drill).
+@pytest.mark.parametrize("scenario", ["heartbeat-partition", "fence-failure"])
 def test_drill(lab: LabHandle, spec_file: Path, scenario: str) -> None:
     result = hakvm(
         "drill", "--json", str(spec_file), "--scenario", scenario,
