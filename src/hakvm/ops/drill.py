@@ -562,6 +562,22 @@ async def node_crash_during_resync(
     return result
 
 
+async def _place_a_vm_on(cluster: Cluster, node: str, result: DrillResult, say: Say) -> None:
+    """The fence race decides which node the partition takes down: a VM must run there, or
+    nothing would fail over. Earlier drills leave VMs on survivors: live-migrate one back."""
+    from hakvm.ops.migrate import migrate
+
+    placement = await cluster.placement(node)
+    if any(nodes == [node] for nodes in placement.values()):
+        return
+    vm = cluster.witness_vm or next((v for v, n in placement.items() if len(n) == 1), None)
+    if vm is None:
+        raise DrillError(f"drill: no VM is running; nothing would fail over from {node}")
+    say(f"no VM runs on {node}, which the fence race takes down: migrating {vm} there first")
+    moved = await migrate(cluster.spec, cluster.spec_path, vm, node, progress=say)
+    result.timeline.mark(0.0, f"set-up: {vm} moved to {node} ({moved.kind})")
+
+
 async def heartbeat_partition(
     cluster: Cluster, faults: Faults, bound: float, say: Say
 ) -> DrillResult:
@@ -570,6 +586,7 @@ async def heartbeat_partition(
     keep = cluster.spec.cluster.fencing.preferred_survivor if cluster.spec.cluster.fencing else None
     victim = cluster.other(keep) if keep else cluster.spec.nodes[1].name
     survivor = cluster.other(victim)
+    await _place_a_vm_on(cluster, victim, result, say)
     fenced_before = {
         n.name: fence_successes(await cluster.state(survivor), n.name) for n in cluster.spec.nodes
     }
