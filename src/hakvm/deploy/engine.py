@@ -24,7 +24,7 @@ from hakvm.deploy.steps import Call, Run, Step, Write
 from hakvm.remote.connection import NodeConnection, RemoteError, connect_all
 from hakvm.remote.facts import FileFact, NodeFacts, gather_facts
 from hakvm.render import migration
-from hakvm.render.base import CLUSTER, RenderContext, Rendered, Secrets
+from hakvm.render.base import RenderContext, Rendered, Secrets
 from hakvm.render.cib import password_file_path
 from hakvm.render.drbd import resource_path
 from hakvm.render.tree import render_all
@@ -164,13 +164,11 @@ async def _with_prediction(
     steps: list[Step], env: ph.PlanEnv, conns: Mapping[str, NodeConnection]
 ) -> list[Step]:
     """Attach what Pacemaker would do with the patched CIB (restarts above all)."""
-    node = next((n for n, f in env.facts.items() if f.cib), None)
-    if node is None:
+    found = ph.live_cib(env)
+    if found is None:
         return steps  # no cluster yet: nothing runs that could be disrupted
-    live = env.facts[node].cib
-    assert live is not None
-    rendered = next(f for f in env.rendered[CLUSTER] if f.path.endswith("cib.xml")).content
-    actions = await predict(conns[node], cib_merge.desired_cib(live, rendered))
+    node, live = found
+    actions = await predict(conns[node], cib_merge.desired_cib(live, ph.rendered_cib(env)))
     predicted = ("(crm_simulate failed: no prediction)",) if actions is None else tuple(actions)
     return [dataclasses.replace(step, predicted=predicted) for step in steps]
 

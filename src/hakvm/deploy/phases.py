@@ -727,9 +727,19 @@ def fencing(env: PlanEnv) -> list[Step]:
     return steps
 
 
+def rendered_cib(env: PlanEnv) -> str:
+    return next(f for f in env.rendered[CLUSTER] if f.path.endswith("cib.xml")).content
+
+
+def live_cib(env: PlanEnv) -> tuple[str, str] | None:
+    """(node, CIB) of the first node whose facts hold the live CIB; None: no cluster yet."""
+    return next(((n, f.cib) for n, f in env.facts.items() if f.cib), None)
+
+
 def cib(env: PlanEnv) -> list[Step]:
-    rendered = next(f for f in env.rendered[CLUSTER] if f.path.endswith("cib.xml")).content
-    live = next((f.cib for f in env.facts.values() if f.cib), None)
+    rendered = rendered_cib(env)
+    found = live_cib(env)
+    live = found[1] if found else None
     target = env.nodes[0].name
     if live is None:
         return [

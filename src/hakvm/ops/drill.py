@@ -337,6 +337,15 @@ def busiest(placement: dict[str, list[str]], spec: ClusterSpec) -> str:
     return max(counts, key=lambda n: (counts[n], n != keep))
 
 
+async def _vms_on(cluster: Cluster, victim: str) -> list[str]:
+    """The VMs running on `victim` (as its peer sees it): what its failure must move."""
+    placement = await cluster.placement(cluster.other(victim))
+    moving = [vm for vm, nodes in placement.items() if nodes == [victim]]
+    if not moving:
+        raise DrillError(f"drill: no VM runs on {victim}; nothing would fail over")
+    return moving
+
+
 async def _crash_and_recover(
     cluster: Cluster,
     result: DrillResult,
@@ -349,10 +358,7 @@ async def _crash_and_recover(
 ) -> None:
     """Shared body of node-crash, heartbeat-partition and fence-failure."""
     survivor = cluster.other(victim)
-    before = await cluster.placement(survivor)
-    moving = [vm for vm, nodes in before.items() if nodes == [victim]]
-    if not moving:
-        raise DrillError(f"drill: no VM runs on {victim}; nothing would fail over")
+    moving = await _vms_on(cluster, victim)
     w = await start_witness(cluster, victim, cluster.witness_on(victim, moving), say)
     await wait_acks(w)
     fenced_before = fence_successes(await cluster.state(survivor), victim)
@@ -468,11 +474,7 @@ async def node_crash_during_resync(
     result = DrillResult("node-crash-during-resync")
     victim = await cluster.victim()
     survivor = cluster.other(victim)
-    before = await cluster.placement(survivor)
-    moving = [v for v, nodes in before.items() if nodes == [victim]]
-    if not moving:
-        raise DrillError(f"drill: no VM runs on {victim}; nothing would fail over")
-    vm = cluster.witness_on(victim, moving)
+    vm = cluster.witness_on(victim, await _vms_on(cluster, victim))
     w = await start_witness(cluster, victim, vm, say)
     await wait_acks(w)
     fenced_before = fence_successes(await cluster.state(survivor), victim)

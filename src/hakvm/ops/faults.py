@@ -161,7 +161,7 @@ class NodeFaults:
 
     def __post_init__(self) -> None:
         ctx = RenderContext(self.spec, derive(self.spec), Secrets.redacted())
-        self.links = derive(self.spec).links
+        self.links = ctx.derived.links
         self.replication = replication_link(ctx)
         for node in self.spec.nodes:
             cluster_addresses = {
