@@ -20,6 +20,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.deploy, pytest.mark.drill]
 # node-crash runs in test_deploy.py (its failover test is that drill) and leaves both VMs on
 # node01; fence-failure fails node01 (the busiest) and leaves them on node02, which is the
 # node the partition's fence race takes down.
+# Both are make test-e2e/test-drills only for now: about 9 minutes each here, and the partition
+# has not completed on the lab yet.
+@pytest.mark.extended
 @pytest.mark.parametrize("scenario", ["fence-failure", "heartbeat-partition"])
 def test_drill(lab: LabHandle, spec_file: Path, scenario: str) -> None:
     result = hakvm(
@@ -47,6 +50,7 @@ def test_drill_refuses_what_is_not_a_lab(spec_file: Path, tmp_path: Path) -> Non
     assert result.returncode == 3 and "--witness-vm NAME" in result.stderr
 
 
+@pytest.mark.extended
 def test_drill_with_faults_injected_from_inside_the_nodes(lab: LabHandle, spec_file: Path) -> None:
     """What a real cluster gets (`--yes-really`): nftables cuts the heartbeat link on the
     nodes themselves; nothing may move, restart or be fenced."""

@@ -174,6 +174,7 @@ def _fence(
     return result.stdout
 
 
+@pytest.mark.extended  # Pacemaker runs this agent against these BMCs in make test's node-crash
 def test_fence_ipmilan_powers_node_off_and_on(lab: LabHandle) -> None:
     assert "Status: ON" in _fence(lab, "status")
     _fence(lab, "off")
@@ -209,6 +210,7 @@ def test_supervision_reports_dead_processes(lab: LabHandle) -> None:
     assert lab.status()["healthy"]
 
 
+@pytest.mark.extended
 def test_lab_kill_and_start_keeps_cut_links_cut(lab: LabHandle) -> None:
     assert lab.hakvm("kill", "node02").returncode == 0
     assert lab.status()["nodes"]["node02"]["power"] == "off"

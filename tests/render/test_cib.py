@@ -57,9 +57,10 @@ def test_layout_and_properties() -> None:
     props = "configuration/crm_config/cluster_property_set"
     assert _nv(root, props, "stonith-enabled") == "true"
     assert _nv(root, props, "no-quorum-policy") == "stop"
-    assert _nv(root, props, "stonith-timeout") == "60s"
+    assert _nv(root, props, "stonith-timeout") == "150s"  # the lab's TCG setting
     assert _nv(root, props, "priority-fencing-delay") is None
     assert _nv(root, props, "load-threshold") == "2000%"  # the lab's TCG setting
+    assert _nv(root, props, "node-action-limit") == "6"
     assert _nv(root, "configuration/rsc_defaults/meta_attributes", "resource-stickiness") == "200"
     nodes = [(n.get("id"), n.get("uname")) for n in root.iterfind("configuration/nodes/node")]
     assert nodes == [("1", "node01"), ("2", "node02")]
@@ -68,8 +69,11 @@ def test_layout_and_properties() -> None:
 def test_load_threshold_left_to_pacemaker_unless_set() -> None:
     data = _data("lab")
     del data["cluster"]["timing"]["load_threshold_pct"]
+    del data["cluster"]["timing"]["node_action_limit"]
     root = _tree(_ctx(data))
-    assert _nv(root, "configuration/crm_config/cluster_property_set", "load-threshold") is None
+    props = "configuration/crm_config/cluster_property_set"
+    assert _nv(root, props, "load-threshold") is None
+    assert _nv(root, props, "node-action-limit") is None
 
 
 def test_fencing_static_delay_on_survivor_only_and_no_password() -> None:

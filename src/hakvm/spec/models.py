@@ -88,6 +88,14 @@ class Timing(Model):
         "action at a time (default 80%); raise it on emulated (TCG) nodes, whose load is "
         "emulation and not contention",
     )
+    node_action_limit: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="Pacemaker node-action-limit: actions a node runs at once (default twice "
+        "its cores); a one-vCPU node gets 2, so one slow VM start holds back every "
+        "notify and monitor queued behind it",
+    )
     migrate_timeout_s: int = Field(300, ge=10, le=7200)
 
     @model_validator(mode="after")

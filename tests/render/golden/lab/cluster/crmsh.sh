@@ -9,7 +9,7 @@ WAIT=(-w)  # live: wait for the cluster to finish the transition
 if [ $# -ge 1 ]; then export CIB_file="$1"; WAIT=(); fi
 # One transaction: nothing reaches the cluster before 'commit'.
 crm "${WAIT[@]}" configure <<'EOF'
-property cib-bootstrap-options: stonith-enabled=true stonith-timeout=60s no-quorum-policy=stop cluster-recheck-interval=5min load-threshold=2000%
+property cib-bootstrap-options: stonith-enabled=true stonith-timeout=150s no-quorum-policy=stop cluster-recheck-interval=5min load-threshold=2000% node-action-limit=6
 rsc_defaults rsc-options: resource-stickiness=200 migration-threshold=3
 op_defaults op-options: timeout=60s
 primitive node01_fence stonith:fence_ipmilan \
@@ -30,7 +30,7 @@ primitive vm-a_drbd ocf:linbit:drbd \
 clone vm-a_drbd_clone vm-a_drbd \
     meta promotable=true promoted-max=2 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true
 primitive vm-a ocf:heartbeat:VirtualDomain \
-    params config=/etc/hakvm/domains/vm-a.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration force_stop=true \
+    params config=/etc/hakvm/domains/vm-a.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false force_stop=true \
     meta target-role=Started allow-migrate=true \
     op monitor interval=60s timeout=120s \
     op start interval=0s timeout=300s \
@@ -49,7 +49,7 @@ primitive vm-b_drbd ocf:linbit:drbd \
 clone vm-b_drbd_clone vm-b_drbd \
     meta promotable=true promoted-max=2 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true
 primitive vm-b ocf:heartbeat:VirtualDomain \
-    params config=/etc/hakvm/domains/vm-b.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration force_stop=true \
+    params config=/etc/hakvm/domains/vm-b.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false force_stop=true \
     meta target-role=Started allow-migrate=true \
     op monitor interval=60s timeout=120s \
     op start interval=0s timeout=300s \

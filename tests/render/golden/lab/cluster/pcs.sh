@@ -10,7 +10,7 @@ else CIB=$(mktemp); trap 'rm -f "$CIB"' EXIT; pcs cluster cib > "$CIB"; PUSH=1
 fi
 
 # Cluster properties and defaults
-pcs -f "$CIB" property set stonith-enabled=true stonith-timeout=60s no-quorum-policy=stop cluster-recheck-interval=5min load-threshold=2000%
+pcs -f "$CIB" property set stonith-enabled=true stonith-timeout=150s no-quorum-policy=stop cluster-recheck-interval=5min load-threshold=2000% node-action-limit=6
 pcs -f "$CIB" resource defaults update resource-stickiness=200 migration-threshold=3
 pcs -f "$CIB" resource op defaults update timeout=60s
 
@@ -28,7 +28,7 @@ pcs -f "$CIB" resource create vm-a_drbd ocf:linbit:drbd --no-default-ops \
     op monitor interval=59s timeout=120s role=Promoted monitor interval=61s timeout=120s role=Unpromoted start interval=0s timeout=240s stop interval=0s timeout=100s promote interval=0s timeout=90s demote interval=0s timeout=90s notify interval=0s timeout=90s
 pcs -f "$CIB" resource promotable vm-a_drbd vm-a_drbd_clone promoted-max=2 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true
 pcs -f "$CIB" resource create vm-a ocf:heartbeat:VirtualDomain --no-default-ops \
-    config=/etc/hakvm/domains/vm-a.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration force_stop=true \
+    config=/etc/hakvm/domains/vm-a.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false force_stop=true \
     meta target-role=Started allow-migrate=true \
     op monitor interval=60s timeout=120s start interval=0s timeout=300s stop interval=0s timeout=120s migrate_to interval=0s timeout=300s migrate_from interval=0s timeout=300s
 pcs -f "$CIB" resource create vm-b_drbd ocf:linbit:drbd --no-default-ops \
@@ -36,7 +36,7 @@ pcs -f "$CIB" resource create vm-b_drbd ocf:linbit:drbd --no-default-ops \
     op monitor interval=59s timeout=120s role=Promoted monitor interval=61s timeout=120s role=Unpromoted start interval=0s timeout=240s stop interval=0s timeout=100s promote interval=0s timeout=90s demote interval=0s timeout=90s notify interval=0s timeout=90s
 pcs -f "$CIB" resource promotable vm-b_drbd vm-b_drbd_clone promoted-max=2 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true
 pcs -f "$CIB" resource create vm-b ocf:heartbeat:VirtualDomain --no-default-ops \
-    config=/etc/hakvm/domains/vm-b.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration force_stop=true \
+    config=/etc/hakvm/domains/vm-b.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false force_stop=true \
     meta target-role=Started allow-migrate=true \
     op monitor interval=60s timeout=120s start interval=0s timeout=300s stop interval=0s timeout=120s migrate_to interval=0s timeout=300s migrate_from interval=0s timeout=300s
 

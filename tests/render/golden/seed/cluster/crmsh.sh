@@ -35,7 +35,7 @@ primitive vm1_fs ocf:heartbeat:Filesystem \
     op start interval=0s timeout=60s \
     op stop interval=0s timeout=60s
 primitive vm1 ocf:heartbeat:VirtualDomain \
-    params config=/etc/hakvm/domains/vm1.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration \
+    params config=/etc/hakvm/domains/vm1.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false \
     meta target-role=Started \
     op monitor interval=10s timeout=30s \
     op start interval=0s timeout=120s \
@@ -57,7 +57,7 @@ primitive vm2_fs ocf:heartbeat:Filesystem \
     op start interval=0s timeout=60s \
     op stop interval=0s timeout=60s
 primitive vm2 ocf:heartbeat:VirtualDomain \
-    params config=/etc/hakvm/domains/vm2.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration \
+    params config=/etc/hakvm/domains/vm2.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false \
     meta target-role=Started \
     op monitor interval=10s timeout=30s \
     op start interval=0s timeout=120s \
@@ -79,7 +79,7 @@ primitive vm3_fs ocf:heartbeat:Filesystem \
     op start interval=0s timeout=60s \
     op stop interval=0s timeout=60s
 primitive vm3 ocf:heartbeat:VirtualDomain \
-    params config=/etc/hakvm/domains/vm3.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration \
+    params config=/etc/hakvm/domains/vm3.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false \
     meta target-role=Started \
     op monitor interval=10s timeout=30s \
     op start interval=0s timeout=120s \
@@ -101,7 +101,7 @@ primitive vm4_fs ocf:heartbeat:Filesystem \
     op start interval=0s timeout=60s \
     op stop interval=0s timeout=60s
 primitive vm4 ocf:heartbeat:VirtualDomain \
-    params config=/etc/hakvm/domains/vm4.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration \
+    params config=/etc/hakvm/domains/vm4.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false \
     meta target-role=Started \
     op monitor interval=10s timeout=30s \
     op start interval=0s timeout=120s \

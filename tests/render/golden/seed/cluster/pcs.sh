@@ -31,7 +31,7 @@ pcs -f "$CIB" resource create vm1_fs ocf:heartbeat:Filesystem --no-default-ops \
     device=/dev/drbd0 directory=/var/lib/hakvm/vm1 fstype=xfs options=noatime \
     op monitor interval=20s timeout=40s start interval=0s timeout=60s stop interval=0s timeout=60s
 pcs -f "$CIB" resource create vm1 ocf:heartbeat:VirtualDomain --no-default-ops \
-    config=/etc/hakvm/domains/vm1.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration \
+    config=/etc/hakvm/domains/vm1.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false \
     meta target-role=Started \
     op monitor interval=10s timeout=30s start interval=0s timeout=120s stop interval=0s timeout=120s
 pcs -f "$CIB" resource create vm2_drbd ocf:linbit:drbd --no-default-ops \
@@ -42,7 +42,7 @@ pcs -f "$CIB" resource create vm2_fs ocf:heartbeat:Filesystem --no-default-ops \
     device=/dev/drbd1 directory=/var/lib/hakvm/vm2 fstype=xfs options=noatime \
     op monitor interval=20s timeout=40s start interval=0s timeout=60s stop interval=0s timeout=60s
 pcs -f "$CIB" resource create vm2 ocf:heartbeat:VirtualDomain --no-default-ops \
-    config=/etc/hakvm/domains/vm2.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration \
+    config=/etc/hakvm/domains/vm2.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false \
     meta target-role=Started \
     op monitor interval=10s timeout=30s start interval=0s timeout=120s stop interval=0s timeout=120s
 pcs -f "$CIB" resource create vm3_drbd ocf:linbit:drbd --no-default-ops \
@@ -53,7 +53,7 @@ pcs -f "$CIB" resource create vm3_fs ocf:heartbeat:Filesystem --no-default-ops \
     device=/dev/drbd2 directory=/var/lib/hakvm/vm3 fstype=xfs options=noatime \
     op monitor interval=20s timeout=40s start interval=0s timeout=60s stop interval=0s timeout=60s
 pcs -f "$CIB" resource create vm3 ocf:heartbeat:VirtualDomain --no-default-ops \
-    config=/etc/hakvm/domains/vm3.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration \
+    config=/etc/hakvm/domains/vm3.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false \
     meta target-role=Started \
     op monitor interval=10s timeout=30s start interval=0s timeout=120s stop interval=0s timeout=120s
 pcs -f "$CIB" resource create vm4_drbd ocf:linbit:drbd --no-default-ops \
@@ -64,7 +64,7 @@ pcs -f "$CIB" resource create vm4_fs ocf:heartbeat:Filesystem --no-default-ops \
     device=/dev/drbd3 directory=/var/lib/hakvm/vm4 fstype=xfs options=noatime \
     op monitor interval=20s timeout=40s start interval=0s timeout=60s stop interval=0s timeout=60s
 pcs -f "$CIB" resource create vm4 ocf:heartbeat:VirtualDomain --no-default-ops \
-    config=/etc/hakvm/domains/vm4.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration \
+    config=/etc/hakvm/domains/vm4.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false \
     meta target-role=Started \
     op monitor interval=10s timeout=30s start interval=0s timeout=120s stop interval=0s timeout=120s
 
