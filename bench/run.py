@@ -42,8 +42,13 @@ sys.path.insert(0, str(REPO / "src"))
 from hakvm.lab import specfile, ssh  # noqa: E402
 from hakvm.lab.state import Lab  # noqa: E402
 
-LAB_DIR = REPO / ".hakvm" / "bench-lab"
-STATE_DIR = REPO / ".hakvm" / "bench-state"
+# Its own lab and cluster secrets by default; HAKVM_BENCH_LAB_DIR / HAKVM_BENCH_STATE_DIR point
+# the operate benchmark at a lab already deployed (say `make demo`'s: .hakvm/lab and
+# ~/.local/state/hakvm), which saves a deploy. deploy and recovery always rebuild their lab.
+LAB_DIR = pathlib.Path(os.environ.get("HAKVM_BENCH_LAB_DIR") or REPO / ".hakvm" / "bench-lab")
+STATE_DIR = pathlib.Path(
+    os.environ.get("HAKVM_BENCH_STATE_DIR") or REPO / ".hakvm" / "bench-state"
+)
 
 
 def hakvm(
@@ -68,6 +73,9 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def fresh_lab() -> None:
+    if os.environ.get("HAKVM_BENCH_LAB_DIR") or os.environ.get("HAKVM_BENCH_STATE_DIR"):
+        # Rebuilding wipes the state dir: never someone else's lab or cluster secrets.
+        raise SystemExit("bench: this benchmark rebuilds its lab; unset HAKVM_BENCH_*_DIR")
     subprocess.run(
         [sys.executable, "-m", "hakvm.cli", "lab", "--lab-dir", str(LAB_DIR), "down"],
         capture_output=True, check=False,
@@ -147,13 +155,15 @@ def bench_operate(reps: int) -> dict[str, Any]:
 
 # What the original recipe leaves, in spec terms: the agents' default monitor intervals
 # (pcs copies them: VirtualDomain 10 s; LINBIT's 29/31 s for DRBD), Pacemaker's default
-# load-threshold (80%), fence_ipmilan's default 60 s monitor, no fence delay (the recipe had
-# no fencing at all). corosync's default token is 3000 ms, as in the lab spec. Timeouts stay
-# as the TCG lab needs them: a timeout changes nothing until it is exceeded.
+# load-threshold (80%) and node-action-limit (twice the cores), fence_ipmilan's default 60 s
+# monitor, no fence delay (the recipe had no fencing at all). corosync's default token is
+# 3000 ms, as in the lab spec. Timeouts (stonith-timeout included) stay as the TCG lab needs
+# them: a timeout changes nothing until it is exceeded.
 DEFAULT_TIMING: dict[str, Any] = {
     "monitor_interval_s": 10,
     "drbd_monitor_interval_s": 30,
     "load_threshold_pct": None,
+    "node_action_limit": None,
     "fence_monitor_interval_s": 60,
     "fence_delay_s": 0,
 }
