@@ -88,7 +88,7 @@ def test_fencing_static_delay_on_survivor_only_and_no_password() -> None:
         assert _nv(dev, ia, "password_script") == f"/etc/hakvm/fence/{node}.password.sh"
         assert _nv(dev, ia, "lanplus") == "1"
         delay = _nv(dev, ia, "pcmk_delay_base")
-        assert delay == ("10s" if node == ctx.derived.preferred_survivor else None)
+        assert delay == ("45s" if node == ctx.derived.preferred_survivor else None)
         avoid = root.find(f"configuration/constraints/rsc_location[@rsc='{node}_fence']")
         assert avoid is not None
         assert (avoid.get("node"), avoid.get("score")) == (node, "-INFINITY")
@@ -99,7 +99,7 @@ def test_fencing_static_delay_on_survivor_only_and_no_password() -> None:
 def test_priority_fencing_delay_mode() -> None:
     root = _tree(_ctx(_priority_lab()))
     props = "configuration/crm_config/cluster_property_set"
-    assert _nv(root, props, "priority-fencing-delay") == "10s"
+    assert _nv(root, props, "priority-fencing-delay") == "45s"  # the lab's fence_delay_s
     assert not [nv for nv in root.iter("nvpair") if nv.get("name") == "pcmk_delay_base"]
     for vm in ("vm-a", "vm-b"):
         prim = root.find(f"configuration/resources/primitive[@id='{vm}']")

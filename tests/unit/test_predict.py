@@ -58,6 +58,7 @@ def _recorded_live_cib() -> str:
 def _lab(**vm_a: Any) -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load((REPO / "examples" / "lab.yaml").read_text())
     data = copy.deepcopy(data)
+    data["cluster"]["timing"]["fence_delay_s"] = 10  # as on the recorded CIB's fence device
     data["vms"][0].update(vm_a)
     return data
 

@@ -26,6 +26,23 @@ def hakvm_cli(*args: str) -> int:
     return subprocess.run([sys.executable, "-m", "hakvm.cli", *args], check=False).returncode
 
 
+HEALTHY_WAIT_S = 600.0
+
+
+def _wait_healthy(spec_path: Path, timeout: float) -> float | None:
+    """Seconds until `hakvm status` exits 0 (healthy), or None after timeout."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        quiet = subprocess.run(
+            [sys.executable, "-m", "hakvm.cli", "status", str(spec_path)],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        if quiet.returncode == 0:
+            return time.monotonic() - started
+        time.sleep(10)
+    return None
+
+
 def _placement_table(title: str, placement: dict[str, list[str]]) -> Table:
     table = Table(title=title)
     table.add_column("VM")
@@ -121,9 +138,17 @@ def run_demo(spec: ClusterSpec, spec_path: Path) -> int:
             f"recovery time (fault to every VM running on the survivor): {max(running):.1f}s"
         )
     console.rule("6. status after the node came back")
+    # Right after the rejoin DRBD is still reconnecting (status says DEGRADED): show the
+    # cluster once it is healthy again, and how long that took.
+    console.print(f"waiting for {spec.nodes[1].name}'s DRBD to reconnect and resync...")
+    healthy_after = _wait_healthy(spec_path, HEALTHY_WAIT_S)
+    if healthy_after is None:
+        console.print(f"[red]not healthy within {HEALTHY_WAIT_S:.0f}s[/red]")
+    else:
+        console.print(f"healthy again {healthy_after:.0f}s after the node rejoined")
     hakvm_cli("status", str(spec_path))
     console.print(
         f"demo finished in {time.monotonic() - t0:.0f}s; the lab keeps running "
         "(hakvm lab status, hakvm lab down)"
     )
-    return 0
+    return 0 if healthy_after is not None else 1

@@ -361,7 +361,9 @@ async def _crash_and_recover(
     moving = await _vms_on(cluster, victim)
     w = await start_witness(cluster, victim, cluster.witness_on(victim, moving), say)
     await wait_acks(w)
-    fenced_before = fence_successes(await cluster.state(survivor), victim)
+    before = await cluster.state(survivor)
+    fenced_before = fence_successes(before, victim)
+    survivor_fenced_before = fence_successes(before, survivor)
     t0 = time.monotonic()
 
     def now() -> float:
@@ -372,8 +374,16 @@ async def _crash_and_recover(
     result.timeline.mark(0.0, f"fault injected ({result.scenario}) on {victim}")
     started_unfenced: list[str] = []
     fenced_at: float | None = None
+    race_lost = False  # a partition's fence race that took down the survivor instead
     while True:
         state = await cluster.state(survivor)
+        if state is None and heal is not None:
+            # The survivor does not answer: did the fence race go the other way?
+            seen_by_victim = await cluster.state(victim)
+            if fence_successes(seen_by_victim, survivor) - survivor_fenced_before:
+                race_lost = True
+                result.timeline.mark(now(), f"{survivor} fenced by {victim} (race lost)")
+                break
         if state is not None:
             node = state.nodes.get(victim)
             if node is not None and (not node.online or node.unclean):
@@ -401,6 +411,20 @@ async def _crash_and_recover(
         if now() > bound:
             break
         await asyncio.sleep(2)
+    if heal is not None and result.timeline.at("links healed") is None:
+        await heal()  # never leave the nodes partitioned, whatever happened
+        result.timeline.mark(now(), "links healed")
+    if race_lost:
+        result.check(
+            "preferred survivor won the fence race",
+            False,
+            f"{victim} fenced {survivor}: fence-race protection (the delay on fencing "
+            f"{survivor}) was shorter than {survivor}'s own fence agent took",
+        )
+        await cluster.drop(survivor)
+        await finish_witness(cluster, w, victim, result)  # the writer's node survived
+        await check_healthy_again(cluster, result, 900, say)
+        return
     for vm in moving:
         if result.timeline.at(f"{vm} running on {survivor}") is not None:
             deadline = time.monotonic() + 120
