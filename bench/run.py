@@ -49,6 +49,7 @@ LAB_DIR = pathlib.Path(os.environ.get("HAKVM_BENCH_LAB_DIR") or REPO / ".hakvm" 
 STATE_DIR = pathlib.Path(
     os.environ.get("HAKVM_BENCH_STATE_DIR") or REPO / ".hakvm" / "bench-state"
 )
+LAB_GIVEN = bool(os.environ.get("HAKVM_BENCH_LAB_DIR") or os.environ.get("HAKVM_BENCH_STATE_DIR"))
 
 
 def hakvm(
@@ -73,7 +74,7 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def fresh_lab() -> None:
-    if os.environ.get("HAKVM_BENCH_LAB_DIR") or os.environ.get("HAKVM_BENCH_STATE_DIR"):
+    if LAB_GIVEN:
         # Rebuilding wipes the state dir: never someone else's lab or cluster secrets.
         raise SystemExit("bench: this benchmark rebuilds its lab; unset HAKVM_BENCH_*_DIR")
     subprocess.run(

@@ -53,9 +53,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """End-to-end tests take minutes each: say when each one ends and, for a failure, why,
     at once (CI keeps only part of a run's output and kills a run that overstays)."""
-    if "/e2e/" not in report.nodeid and not report.failed:
-        return
-    if report.when != "call" and not report.failed:
+    if not report.failed and (report.when != "call" or "/e2e/" not in report.nodeid):
         return
     elapsed = time.monotonic() - _SESSION_START
     line = (

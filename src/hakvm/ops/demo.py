@@ -21,9 +21,10 @@ from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.spec.models import ClusterSpec
 
 
-def hakvm_cli(*args: str) -> int:
+def hakvm_cli(*args: str, quiet: bool = False) -> int:
     """Run a hakvm subcommand as its own process (what the user would type)."""
-    return subprocess.run([sys.executable, "-m", "hakvm.cli", *args], check=False).returncode
+    argv = [sys.executable, "-m", "hakvm.cli", *args]
+    return subprocess.run(argv, capture_output=quiet, check=False).returncode
 
 
 HEALTHY_WAIT_S = 600.0
@@ -33,11 +34,7 @@ def _wait_healthy(spec_path: Path, timeout: float) -> float | None:
     """Seconds until `hakvm status` exits 0 (healthy), or None after timeout."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        quiet = subprocess.run(
-            [sys.executable, "-m", "hakvm.cli", "status", str(spec_path)],
-            capture_output=True, check=False,
-        )  # fmt: skip
-        if quiet.returncode == 0:
+        if hakvm_cli("status", str(spec_path), quiet=True) == 0:
             return time.monotonic() - started
         time.sleep(10)
     return None
