@@ -37,9 +37,10 @@ lint: venv
 	$(BIN)/mypy src
 
 # Lint, unit, real-tool checks, then one session lab for the end-to-end tests of every command:
-# lab, deploy (killed apply and re-run, no-op, node-crash drill), status, doctor, migrate,
-# drain, vm add/remove (the lab is TCG-emulated: that is most of the time). Tests marked
-# `extended` (more drills, lab power cycles) run in make test-e2e: CI stops a run at 90 min.
+# lab, deploy (killed apply and re-run, no-op), the node-crash, fence-failure and
+# heartbeat-partition drills, status, doctor, migrate, drain, vm add/remove (the lab is
+# TCG-emulated: that is most of the time). Tests marked `extended` (link loss injected inside
+# the nodes, lab power cycles) run in make test-e2e: CI stops a run at 90 min.
 test: deps venv lint
 	$(BIN)/pytest -q --durations=25 -m "not extended" tests
 

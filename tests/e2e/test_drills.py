@@ -20,9 +20,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.deploy, pytest.mark.drill]
 # node-crash runs in test_deploy.py (its failover test is that drill) and leaves both VMs on
 # node01; fence-failure fails node01 (the busiest) and leaves them on node02, which is the
 # node the partition's fence race takes down.
-# Both are make test-e2e/test-drills only for now: 7 to 9 minutes each here would take make test
-# to about 50 minutes (the partition passed on the lab once, by hand, not yet in a test run).
-@pytest.mark.extended
 @pytest.mark.parametrize("scenario", ["fence-failure", "heartbeat-partition"])
 def test_drill(lab: LabHandle, spec_file: Path, scenario: str) -> None:
     result = hakvm(

@@ -61,6 +61,18 @@ def test_failed_command_reads_as_empty() -> None:
     assert facts.crm_mon is None and facts.packages == set()
 
 
+def test_qemu_capability_cache_fact() -> None:
+    def cached(answer: tuple[int, bytes] | None) -> bool | None:
+        batch = {} if answer is None else {"qemu_caps": answer}
+        return facts_from_batch(NodeFacts("x"), batch, [], {}).qemu_caps_cached
+
+    xml = b"/var/cache/libvirt/qemu/capabilities/3c76bc41d59c0c73.xml\n"
+    assert cached((0, xml)) is True
+    assert cached((0, b"")) is False  # libvirt installed, never probed
+    assert cached((1, b"")) is False  # no cache directory: libvirt not even installed
+    assert cached(None) is None  # recorded before hakvm asked
+
+
 def test_batch_argv_quotes_each_command_once() -> None:
     argv = batch_argv([("a", ["echo", "it's; rm -rf /"])])
     assert argv[:2] == ["sh", "-c"]

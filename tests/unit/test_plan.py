@@ -15,7 +15,7 @@ from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets
 from hakvm.deploy.steps import Call, Run, Step, Write
 from hakvm.remote.facts import DrbdResource, FileFact, LogicalVolume, NodeFacts
 from hakvm.render import migration
-from hakvm.render.base import RenderContext, Secrets
+from hakvm.render.base import CLUSTER, RenderContext, Secrets
 from hakvm.render.cib import password_file_path
 from hakvm.render.hosts import hosts_block, merge_hosts
 from hakvm.render.tree import render_all
@@ -104,6 +104,8 @@ def converged_facts(env: ph.PlanEnv) -> dict[str, NodeFacts]:
         facts.files[migration.HOST_KEY_PATH] = FileFact(
             f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{node.name} root@{node.name}\n".encode(), 0o644
         )
+        (cib,) = [f for f in env.rendered[CLUSTER] if f.path.endswith("cib.xml")]
+        facts.cib = cib.content
         out[node.name] = facts
     # Migration trust depends on both nodes' host keys: fill it in once all facts exist.
     env = ph.PlanEnv(env.ctx, env.rendered, out, env.secrets, env.spec_dir)
@@ -173,6 +175,32 @@ def test_debian_missing_package_is_installed(tmp_path: Path) -> None:
     assert isinstance(run, Run)
     assert run.argv[-1] == "thin-provisioning-tools"
     assert ("DEBIAN_FRONTEND", "noninteractive") in run.env
+
+
+def test_cold_libvirt_capability_cache_is_warmed_in_the_background(tmp_path: Path) -> None:
+    path = _spec_file(tmp_path, "lab")
+    facts = converged_facts(_env(path, {}))
+    facts["node01"].qemu_caps_cached = False
+    facts["node02"].qemu_caps_cached = True
+    (step,) = ph.packages(_env(path, facts))
+    assert step.node == "node01"
+    (probe,) = step.actions
+    assert isinstance(probe, Run)
+    assert probe.argv[:2] == ("systemd-run", "--no-block")  # never waits for the probe
+    assert probe.argv[-4:] == ("virsh", "-c", "qemu:///system", "domcapabilities")
+
+
+def test_qcow2_vms_are_prepared_only_until_the_cluster_manages_them(tmp_path: Path) -> None:
+    path = _spec_file(tmp_path, "seed")  # four qcow2-on-xfs VMs
+    facts = converged_facts(_env(path, {}))
+    assert ph.replication(_env(path, facts)) == []  # in the CIB: never touched again
+    for f in facts.values():
+        f.cib = None  # not deployed yet (or an apply stopped before the cib phase)
+    steps = ph.replication(_env(path, facts))
+    assert [s.title.split(":")[0] for s in steps] == [f"DRBD vm{i}" for i in range(1, 5)]
+    # On the node that decides the initial syncs, so each runs after its VM's sync decision.
+    assert {s.node for s in steps} == {"node01"}
+    assert all(isinstance(a, Call) for s in steps for a in s.actions)
 
 
 @pytest.mark.parametrize("example", ["lab", "seed"])

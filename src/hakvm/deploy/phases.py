@@ -35,11 +35,12 @@ DEBIAN_PACKAGES = (
     "fence-agents", "libvirt-daemon-system", "libvirt-clients", "qemu-system-x86",
     "qemu-utils", "lvm2", "thin-provisioning-tools", "xfsprogs", "ifenslave",
     "bridge-utils", "nftables",
+    "psmisc",  # fuser: the Filesystem agent (qcow2-on-xfs VMs) exits "not installed" without it
 )  # fmt: skip
 RHEL_PACKAGES = (
     "corosync", "pacemaker", "drbd9x-utils", "kmod-drbd9x", "resource-agents",
     "fence-agents-ipmilan", "libvirt-daemon-kvm", "qemu-kvm", "qemu-img", "lvm2",
-    "device-mapper-persistent-data", "xfsprogs", "NetworkManager", "firewalld",
+    "device-mapper-persistent-data", "xfsprogs", "NetworkManager", "firewalld", "psmisc",
 )  # fmt: skip
 
 
@@ -157,7 +158,29 @@ def packages(env: PlanEnv) -> list[Step]:
                         ),
                     )
                 )
+        if facts.qemu_caps_cached is False:  # also after a fresh install: no cache yet
+            steps.append(_warm_qemu_capabilities(node.name))
     return steps
+
+
+def _warm_qemu_capabilities(node: str) -> Step:
+    """libvirt probes the QEMU binary at the first VM start on a node and caches the result:
+    a second on real hardware, but on the TCG lab ~110 s inside the first start (measured:
+    the cache file was written 114 s after vm-a's start was requested). Started in the
+    background here, the probe overlaps the phases before the VMs start."""
+    return Step(
+        node,
+        "packages",
+        "probe QEMU capabilities for libvirt (in the background)",
+        (
+            run(
+                "systemd-run", "--no-block", "--collect", "--quiet",
+                "--description=hakvm: libvirt QEMU capability probe",
+                "--property=StandardOutput=null",
+                "virsh", "-c", "qemu:///system", "domcapabilities",
+            ),
+        ),
+    )  # fmt: skip
 
 
 def _network_interfaces(node: Node) -> list[str]:
@@ -465,7 +488,27 @@ def replication(env: PlanEnv) -> list[Step]:
                 (Call(f"initial sync decision for {vm.name}", _initial_sync(env, vm)),),
             )
         )
+    for vm in env.ctx.spec.vms:
+        # Until Pacemaker manages the VM, nothing else opens its DRBD device: the one time
+        # hakvm may take Primary itself. Each run checks before it formats or creates, so an
+        # apply interrupted anywhere before the cib phase redoes only what is missing.
+        if vm.disk.mode is DiskMode.QCOW2_ON_XFS and not _in_live_cib(env, vm):
+            steps.append(
+                Step(
+                    first.name,  # after that VM's initial sync step, on the same node
+                    "replication",
+                    f"DRBD {vm.name}: XFS and the qcow2 image on it (not yet in the cluster)",
+                    (Call(f"XFS and qcow2 for {vm.name}", _prepare_qcow2(env, vm)),),
+                )
+            )
     return steps
+
+
+def _in_live_cib(env: PlanEnv, vm: Vm) -> bool:
+    return any(
+        f.cib is not None and cib_merge.vm_resource_ids(f.cib, vm.name)
+        for f in env.facts.values()
+    )
 
 
 async def _wait_connected(conns: Mapping[str, NodeConnection], name: str, timeout: float) -> None:
@@ -515,43 +558,47 @@ def _initial_sync(env: PlanEnv, vm: Vm) -> CallFunc:
             await conns[node.name].run(
                 ["lvchange", "--deltag", FRESH_TAG, f"{node.storage.volume_group}/{vm.name}"]
             )
-        if vm.disk.mode is DiskMode.QCOW2_ON_XFS:
-            await _prepare_qcow2(conns[preferred], vm)
 
     return decide
 
 
-async def _prepare_qcow2(conn: NodeConnection, vm: Vm) -> None:
-    """XFS on the DRBD device and the qcow2 image inside (the recipe's layout)."""
+def _prepare_qcow2(env: PlanEnv, vm: Vm) -> CallFunc:
+    """XFS on the DRBD device and the qcow2 image inside (the recipe's layout), made on the
+    VM's preferred node; the Filesystem resource mounts it from then on."""
     from hakvm.render.libvirt import qcow2_dir, qcow2_path
 
-    device = f"/dev/drbd/by-res/{vm.name}/0"
-    await conn.run(["drbdadm", "primary", vm.name], check=True)
-    try:
-        probe = await conn.run(["blkid", "-o", "value", "-s", "TYPE", device])
-        if not probe.stdout.strip():
-            await conn.run(["mkfs.xfs", "-q", device], check=True, timeout=300)
-        await conn.run(["mkdir", "-p", qcow2_dir(vm.name)], check=True)
-        await conn.run(["mount", device, qcow2_dir(vm.name)], check=True)
-        try:
-            exists = await conn.run(["test", "-e", qcow2_path(vm.name)])
-            if not exists.ok:
-                await conn.run(
-                    [
-                        "qemu-img",
-                        "create",
-                        "-q",
-                        "-f",
-                        "qcow2",
-                        qcow2_path(vm.name),
-                        f"{vm.disk.size}",
-                    ],
-                    check=True,
+    # /dev/drbdN, not /dev/drbd/by-res/...: the by-res layout differs between DRBD 8.4's
+    # udev rules (by-res/NAME) and 9's (by-res/NAME/0); the minor is hakvm's own.
+    device = env.ctx.derived.vms[vm.name].device
+    node = vm.preferred_node or env.nodes[0].name
+
+    async def prepare(conns: Mapping[str, NodeConnection]) -> None:
+        for name, conn in conns.items():
+            role = await conn.run(["drbdadm", "role", vm.name], check=True)
+            if role.stdout.strip().startswith("Primary"):
+                raise RemoteError(
+                    f"DRBD {vm.name} is Primary on {name}: hakvm formats and fills it only while "
+                    "nothing uses it (demote it, or add the VM's resources with hakvm apply)"
                 )
+        conn = conns[node]
+        await conn.run(["drbdadm", "primary", vm.name], check=True)
+        try:
+            probe = await conn.run(["blkid", "-o", "value", "-s", "TYPE", device])
+            if not probe.stdout.strip():
+                await conn.run(["mkfs.xfs", "-q", device], check=True, timeout=300)
+            await conn.run(["mkdir", "-p", qcow2_dir(vm.name)], check=True)
+            await conn.run(["mount", device, qcow2_dir(vm.name)], check=True)
+            try:
+                exists = await conn.run(["test", "-e", qcow2_path(vm.name)])
+                if not exists.ok:
+                    create = ["qemu-img", "create", "-q", "-f", "qcow2", qcow2_path(vm.name)]
+                    await conn.run([*create, f"{vm.disk.size}"], check=True)
+            finally:
+                await conn.run(["umount", qcow2_dir(vm.name)], check=True)
         finally:
-            await conn.run(["umount", qcow2_dir(vm.name)], check=True)
-    finally:
-        await conn.run(["drbdadm", "secondary", vm.name], check=True)
+            await conn.run(["drbdadm", "secondary", vm.name], check=True)
+
+    return prepare
 
 
 def corosync(env: PlanEnv) -> list[Step]:

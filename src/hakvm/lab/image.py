@@ -48,6 +48,7 @@ PACKAGES: tuple[str, ...] = (
     "fence-agents",
     "ipmitool",
     "xfsprogs",
+    "psmisc",
     "lvm2",
     "thin-provisioning-tools",
     "python3",

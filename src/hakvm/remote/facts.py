@@ -69,6 +69,8 @@ class NodeFacts:
     cib: str | None = None
     crm_mon: str | None = None
     domains: dict[str, str] = field(default_factory=dict)  # name -> state
+    # libvirt has probed the QEMU binary (its capability cache); None: not asked
+    qemu_caps_cached: bool | None = None
 
     @property
     def os_id(self) -> str:
@@ -235,6 +237,7 @@ def parse_virsh_list(text: str) -> dict[str, str]:
 
 # --- gathering ----------------------------------------------------------------------------------
 
+QEMU_CAPS_DIR = "/var/cache/libvirt/qemu/capabilities"
 SERVICES = ["corosync", "pacemaker", "libvirtd", "hakvm-firewall"]
 SERVICES_COMMAND = ["systemctl", "show", "-p", "Id,ActiveState,UnitFileState", "--", *SERVICES,
                     "libvirtd.socket"]  # fmt: skip
@@ -295,6 +298,7 @@ def fact_commands(paths: Iterable[str]) -> list[tuple[str, list[str]]]:
         ("drbd_json", ["drbdsetup", "status", "--json"]),
         ("services", SERVICES_COMMAND),
         ("virsh", ["virsh", "-c", "qemu:///system", "list", "--all"]),
+        ("qemu_caps", ["find", QEMU_CAPS_DIR, "-name", "*.xml"]),
         # Only where Pacemaker runs: the CIB tools would wait for a daemon that is not there.
         ("cib", ["sh", "-c", "systemctl -q is-active pacemaker && cibadmin -Q --local"]),
         ("crm_mon", ["sh", "-c", "systemctl -q is-active pacemaker && crm_mon --output-as=xml -1"]),
@@ -340,6 +344,8 @@ def facts_from_batch(
         facts.drbd = parse_drbdsetup_json(drbd_json)
     facts.services_active, facts.services_enabled = parse_services(services)
     facts.domains = parse_virsh_list(virsh)
+    if "qemu_caps" in batch:  # recorded facts from before this fact existed lack it
+        facts.qemu_caps_cached = bool(text("qemu_caps").strip())
     facts.cib = text("cib") or None
     facts.crm_mon = text("crm_mon") or None
     return facts
