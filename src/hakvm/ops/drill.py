@@ -221,10 +221,14 @@ class Cluster:
         return parse_proc_drbd(proc.stdout, {int(minor.stdout): vm}).get(vm)
 
     async def responsive(self, node: str, vm: str) -> bool:
-        """QEMU answers its monitor and reports the guest running."""
-        res = await (await self.conn(node)).run(
-            ["virsh", "qemu-monitor-command", vm, "--hmp", "info status"], timeout=60
-        )
+        """QEMU answers its monitor and reports the guest running (False: node unreachable)."""
+        try:
+            res = await (await self.conn(node)).run(
+                ["virsh", "qemu-monitor-command", vm, "--hmp", "info status"], timeout=60
+            )
+        except RemoteError:
+            await self.drop(node)
+            return False
         return res.ok and "running" in res.stdout
 
 
@@ -560,14 +564,20 @@ async def node_crash_during_resync(
                 unsafe.append(f"{now():.0f}s: {vm} active on {survivor} with {drbd}")
             if drbd is not None:
                 result.timeline.mark(now(), f"{survivor} DRBD {drbd.connection} {drbd.disk}")
-            if res is not None and res.running_on:
+            # Until the victim is fenced, crm_mon may still list the VM where it ran before
+            # the crash: only a placement after the fencing is a recovery.
+            fenced = result.timeline.at(f"{victim} fenced") is not None
+            if res is not None and res.running_on and fenced:
                 running_on = res.running_on
                 result.timeline.mark(now(), f"{vm} running on {running_on[0]}")
                 break
         await asyncio.sleep(2)
-    if running_on and await cluster.responsive(running_on[0], vm):
-        result.recovery_s = round(now(), 1)
-        result.timeline.mark(result.recovery_s, f"{vm} responsive on {running_on[0]}")
+    while running_on and now() <= bound:
+        if await cluster.responsive(running_on[0], vm):
+            result.recovery_s = round(now(), 1)
+            result.timeline.mark(result.recovery_s, f"{vm} responsive on {running_on[0]}")
+            break
+        await asyncio.sleep(5)
     result.check(
         "never ran on data it did not have",
         not unsafe,
