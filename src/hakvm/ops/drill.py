@@ -821,12 +821,20 @@ async def rolling_maintenance(
         await conn.run(["systemctl", "reboot"])
         await cluster.drop(node)
         result.timeline.mark(time.monotonic() - t0, f"{node} rebooting")
+        # First seen leaving (a clean shutdown stops Pacemaker, which takes a while), then
+        # back: right after `systemctl reboot` the peer still lists the node online.
         deadline = time.monotonic() + 900
+        left = False
         while time.monotonic() < deadline:
             await asyncio.sleep(10)
             state = await cluster.state(cluster.other(node))
-            if state and node in state.nodes and state.nodes[node].online:
+            online = bool(state and node in state.nodes and state.nodes[node].online)
+            if not online and not left:
+                left = True
+                result.timeline.mark(time.monotonic() - t0, f"{node} left the cluster")
+            if online and left:
                 break
+        result.check(f"{node} rebooted and rejoined", left and time.monotonic() < deadline, "")
         result.timeline.mark(time.monotonic() - t0, f"{node} back (standby)")
         await undrain(cluster.spec, cluster.spec_path, node)
         result.timeline.mark(time.monotonic() - t0, f"{node} undrained")
