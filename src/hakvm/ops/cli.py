@@ -280,6 +280,7 @@ def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
     first)."""
     from hakvm.lab.state import lab_dir_from_env
     from hakvm.ops.drill import SCENARIOS, DrillError, run_drills
+    from hakvm.ops.migrate import MoveError
     from hakvm.remote.connection import RemoteError
 
     names = list(SCENARIOS) if run_all else list(scenarios)
@@ -299,7 +300,7 @@ def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
         )  # fmt: skip
     except DrillError as exc:
         raise StateError(str(exc)) from None
-    except RemoteError as exc:  # a node that should have answered did not: one line, exit 3
+    except (RemoteError, MoveError) as exc:  # a node did not answer, a move was refused
         raise StateError(f"drill: {exc}; check hakvm status before another drill") from None
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in results], indent=2))
