@@ -506,8 +506,7 @@ def replication(env: PlanEnv) -> list[Step]:
 
 def _in_live_cib(env: PlanEnv, vm: Vm) -> bool:
     return any(
-        f.cib is not None and cib_merge.vm_resource_ids(f.cib, vm.name)
-        for f in env.facts.values()
+        f.cib is not None and cib_merge.vm_resource_ids(f.cib, vm.name) for f in env.facts.values()
     )
 
 
@@ -524,6 +523,11 @@ async def _wait_connected(conns: Mapping[str, NodeConnection], name: str, timeou
             )
             raise RemoteError(f"DRBD {name} did not connect within {timeout:.0f}s ({got})")
         await asyncio.sleep(2)
+
+
+def _first_primary(env: PlanEnv, vm: Vm) -> str:
+    """The node a new VM's data starts from: the full-sync source, and where its qcow2 is made."""
+    return vm.preferred_node or env.nodes[0].name
 
 
 def _initial_sync(env: PlanEnv, vm: Vm) -> CallFunc:
@@ -543,7 +547,7 @@ def _initial_sync(env: PlanEnv, vm: Vm) -> CallFunc:
             )
             tags.append(FRESH_TAG in lv.stdout)
         first = conns[nodes[0].name]
-        preferred = vm.preferred_node or nodes[0].name
+        preferred = _first_primary(env, vm)
         if all(tags):
             # Both sides are freshly created thin LVs: they read as zeros, so they are
             # identical and DRBD may skip the initial sync.
@@ -570,7 +574,7 @@ def _prepare_qcow2(env: PlanEnv, vm: Vm) -> CallFunc:
     # /dev/drbdN, not /dev/drbd/by-res/...: the by-res layout differs between DRBD 8.4's
     # udev rules (by-res/NAME) and 9's (by-res/NAME/0); the minor is hakvm's own.
     device = env.ctx.derived.vms[vm.name].device
-    node = vm.preferred_node or env.nodes[0].name
+    node = _first_primary(env, vm)
 
     async def prepare(conns: Mapping[str, NodeConnection]) -> None:
         for name, conn in conns.items():

@@ -231,6 +231,17 @@ class Cluster:
             return False
         return res.ok and "running" in res.stdout
 
+    async def wait_responsive(
+        self, node: str, vm: str, timeout: float, interval: float = 3
+    ) -> bool:
+        """Poll `responsive` until it holds (True) or `timeout` has passed (False)."""
+        deadline = time.monotonic() + timeout
+        while not await self.responsive(node, vm):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(interval)
+        return True
+
 
 def faults_for(
     spec: ClusterSpec, cluster: Cluster, lab_dir: Path, *, inject: str, yes_really: bool
@@ -430,12 +441,9 @@ async def _crash_and_recover(
         await check_healthy_again(cluster, result, 900, say)
         return
     for vm in moving:
-        if result.timeline.at(f"{vm} running on {survivor}") is not None:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not await cluster.responsive(survivor, vm):
-                await asyncio.sleep(3)
-            if await cluster.responsive(survivor, vm):
-                result.timeline.mark(now(), f"{vm} responsive on {survivor}")
+        running = result.timeline.at(f"{vm} running on {survivor}") is not None
+        if running and await cluster.wait_responsive(survivor, vm, 120):
+            result.timeline.mark(now(), f"{vm} responsive on {survivor}")
     responsive = [result.timeline.at(f"{vm} responsive on {survivor}") for vm in moving]
     recovered = all(t is not None for t in responsive)
     result.recovery_s = max(t for t in responsive if t is not None) if recovered else None
@@ -572,12 +580,11 @@ async def node_crash_during_resync(
                 result.timeline.mark(now(), f"{vm} running on {running_on[0]}")
                 break
         await asyncio.sleep(2)
-    while running_on and now() <= bound:
-        if await cluster.responsive(running_on[0], vm):
-            result.recovery_s = round(now(), 1)
-            result.timeline.mark(result.recovery_s, f"{vm} responsive on {running_on[0]}")
-            break
-        await asyncio.sleep(5)
+    if running_on and await cluster.wait_responsive(
+        running_on[0], vm, max(0.0, bound - now()), interval=5
+    ):
+        result.recovery_s = round(now(), 1)
+        result.timeline.mark(result.recovery_s, f"{vm} responsive on {running_on[0]}")
     result.check(
         "never ran on data it did not have",
         not unsafe,
@@ -824,17 +831,16 @@ async def rolling_maintenance(
         # First seen leaving (a clean shutdown stops Pacemaker, which takes a while), then
         # back: right after `systemctl reboot` the peer still lists the node online.
         deadline = time.monotonic() + 900
-        left = False
-        while time.monotonic() < deadline:
+        left = back = False
+        while not back and time.monotonic() < deadline:
             await asyncio.sleep(10)
             state = await cluster.state(cluster.other(node))
             online = bool(state and node in state.nodes and state.nodes[node].online)
             if not online and not left:
                 left = True
                 result.timeline.mark(time.monotonic() - t0, f"{node} left the cluster")
-            if online and left:
-                break
-        result.check(f"{node} rebooted and rejoined", left and time.monotonic() < deadline, "")
+            back = online and left
+        result.check(f"{node} rebooted and rejoined", back, "" if back else "not back within 900 s")
         result.timeline.mark(time.monotonic() - t0, f"{node} back (standby)")
         await undrain(cluster.spec, cluster.spec_path, node)
         result.timeline.mark(time.monotonic() - t0, f"{node} undrained")
