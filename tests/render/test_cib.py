@@ -10,10 +10,10 @@ import pytest
 import yaml
 from lxml import etree
 
-from hakvm.render import cib
+from hakvm.render import cib, drbd
 from hakvm.render.base import CLUSTER, RenderContext, Secrets
 from hakvm.spec.derive import derive
-from hakvm.spec.models import ClusterSpec
+from hakvm.spec.models import ClusterSpec, DiskMode
 from tests.render.checkers.cib import Simulation, check_cib
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -144,6 +144,56 @@ def test_qcow2_mode_single_primary_with_filesystem() -> None:
     colo = cons.find("rsc_colocation[@rsc='vm1_fs']")
     assert colo is not None and colo.get("with-rsc-role") == "Promoted"
     assert cons.find("rsc_order[@first='vm1_fs'][@then='vm1']") is not None
+
+
+def test_vm_kept_off_a_node_without_a_whole_copy() -> None:
+    """Each VM's chain head (the VM in block mode, its filesystem in qcow2 mode) is banned
+    where the drbd agent's promotion score is missing or below 'local data UpToDate', and
+    where DRBD's resync flag (rendered into the .res handlers) is set."""
+    for example in ("lab", "seed"):
+        ctx = _ctx(_data(example))
+        root = _tree(ctx)
+        res_text = {
+            f.path: f.content for f in drbd.render(ctx)[ctx.spec.nodes[0].name]
+        }
+        for vm in ctx.spec.vms:
+            head = vm.name if vm.disk.mode is DiskMode.BLOCK else f"{vm.name}_fs"
+            loc = root.find(
+                f"configuration/constraints/rsc_location[@id='{head}_needs_good_data']"
+            )
+            assert loc is not None and loc.get("rsc") == head and loc.get("node") is None
+            rule = loc.find("rule")
+            assert rule is not None
+            assert (rule.get("score"), rule.get("boolean-op")) == ("-INFINITY", "or")
+            exprs = [
+                (e.get("attribute"), e.get("operation"), e.get("value"), e.get("type"))
+                for e in rule.iterfind("expression")
+            ]
+            score = f"master-{vm.name}_drbd"
+            flag = f"hakvm-resyncing-{vm.name}"
+            assert exprs == [
+                (score, "not_defined", None, None),
+                (score, "lt", "1000", "number"),
+                (flag, "defined", None, None),
+            ]
+            assert f"--name {flag} --update 1" in res_text[f"/etc/drbd.d/{vm.name}.res"]
+
+
+@pytest.mark.realtool
+def test_peer_crash_mid_resync_leaves_the_vm_stopped(tmp_path: Path) -> None:
+    """node01 resyncs vm-b from node02 (DRBD's handler has set the flag; both sides stay
+    Promoted in block mode) when node02 crashes: Pacemaker must not start vm-b on node01's
+    partial copy, and must start it once node02, the good copy, is back."""
+    sim = Simulation(cib.cib_xml(_ctx(_data("lab"))), tmp_path)
+    placed = sim.run(up=sim.nodes)
+    assert placed.started["vm-b"] == {"node02"}, placed.summary
+    sim.set_transient("node01", "hakvm-resyncing-vm-b", "1")
+    failed = sim.run(fail=["node02"])
+    assert "Fence (reboot) node02" in failed.summary
+    assert "vm-b" not in failed.started, failed.summary
+    assert failed.started["vm-a"] == {"node01"}, "vm-a has a whole copy on node01"
+    back = sim.run(up=["node02"])
+    assert back.started["vm-b"] == {"node02"}, back.summary
 
 
 def test_preference_below_stickiness() -> None:

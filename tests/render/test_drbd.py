@@ -168,7 +168,15 @@ def test_grammar_8_4() -> None:
     assert disk is not None and "fencing resource-and-stonith;" in disk.group(1)
     lines = _directives(text)
     assert 'fence-peer "/usr/lib/drbd/crm-fence-peer.sh";' in lines
-    assert 'after-resync-target "/usr/lib/drbd/crm-unfence-peer.sh";' in lines
+    # One handler per event in 8.4: unfencing and clearing the resync flag share it.
+    assert (
+        'after-resync-target "/usr/lib/drbd/crm-unfence-peer.sh; /usr/sbin/attrd_updater '
+        '--name hakvm-resyncing-vm-a --delete || true";'
+    ) in lines
+    assert (
+        'before-resync-target "/usr/sbin/attrd_updater --name hakvm-resyncing-vm-a '
+        '--update 1 || true";'
+    ) in lines
     assert not any(line.startswith(("node-id", "unfence-peer", "auto-promote")) for line in lines)
 
 
@@ -179,6 +187,9 @@ def test_grammar_9() -> None:
     lines = _directives(text)
     assert 'fence-peer "/usr/lib/drbd/crm-fence-peer.9.sh";' in lines
     assert 'unfence-peer "/usr/lib/drbd/crm-unfence-peer.9.sh";' in lines
+    flag = "/usr/sbin/attrd_updater --name hakvm-resyncing-vm3"
+    assert f'before-resync-target "{flag} --update 1 || true";' in lines
+    assert f'after-resync-target "{flag} --delete || true";' in lines
     assert "auto-promote no;" in lines
     assert [line for line in lines if line.startswith("node-id")] == ["node-id 0;", "node-id 1;"]
     assert "disk /dev/vg_drbd/vm3;" in lines

@@ -48,12 +48,24 @@ def test_bad_port_exits_2(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatc
     assert main(["lab", "--lab-dir", str(tmp_path), "up", "--ssh-port", "22"]) == 2
 
 
-def _free_tcp_port() -> int:
+def _free_tcp_port(span: int = 8) -> int:
+    """A port that is free, and so are the `span` after it (the lab derives node02's ports
+    and the links' from a base: a busy neighbour would make the checks below flaky)."""
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            base = int(sock.getsockname()[1])
+        if base + span > 65535:
+            continue
+        try:
+            for offset in range(1, span + 1):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
 
 
 def test_ports_check_refuses_a_listener_but_not_lingering_connections() -> None:

@@ -36,6 +36,7 @@ NODES = ("node01", "node02")
 VM_A_FILES = ["/etc/drbd.d/vm-a.res", "/etc/hakvm/domains/vm-a.xml"]
 VM_A_CIB = {
     "vm-a_drbd_clone", "vm-a", "vm-a_with_drbd", "vm-a_after_drbd", "vm-a_prefers_node01",
+    "vm-a_needs_good_data",
     "cli-prefer-vm-a", "admin-ip-before-vm-a",
 }  # fmt: skip
 

@@ -5,8 +5,10 @@ migration for block-mode VMs, whose VirtualDomain has allow-migrate and whose DR
 promotable on both nodes; stop/start for qcow2-on-xfs VMs), a wait until Pacemaker reports
 the VM on the target, then `crm_resource --clear`: the VM then stays by stickiness, as after a
 failover. Pre-flight checks first, each named in its error: target online and not in standby,
-the VM's DRBD on the target Connected and UpToDate on both sides, the target's free memory,
-and (live moves) the migration SSH path from source to target.
+the VM's DRBD on the target Connected and UpToDate on both sides, Pacemaker's view of that
+disk (no resync flag, the drbd agent's promotion score at least 'local data UpToDate': the
+CIB keeps the VM off the node otherwise), the target's free memory, and (live moves) the
+migration SSH path from source to target.
 
 DRBD dual-primary: block-mode resources are Promoted on both nodes all the time (LINBIT's
 live-migration recipe: Pacemaker cannot promote a peer for the length of one migration).
@@ -29,6 +31,8 @@ from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
 from hakvm.ops.status import NodeAnswer, drbd_of
 from hakvm.remote.connection import NodeConnection, RemoteError, connect_all
 from hakvm.remote.facts import batch_argv, parse_batch
+from hakvm.render.cib import GOOD_DATA_SCORE, promotion_score_attribute
+from hakvm.render.drbd import resync_attribute
 from hakvm.render.migration import migration_name
 from hakvm.spec.models import ClusterSpec, DiskMode, Vm
 
@@ -85,6 +89,7 @@ async def preflight(
     target: str,
     *,
     extra_memory: int = 0,
+    score_wait: float = 45,
 ) -> str:
     """Raise MoveError naming the first failed check; return the VM's current node."""
     res = state.resources.get(vm.name)
@@ -117,6 +122,7 @@ async def preflight(
             f"preflight: DRBD {vm.name} on {target} is {drbd.connection} "
             f"{drbd.disk}/{drbd.peer_disk}; a move needs Connected UpToDate/UpToDate"
         )
+    await _wait_good_data(conns[target], target, vm.name, score_wait)
     available = _mem_available(probe.text("meminfo"))
     needed = vm.memory + MEMORY_MARGIN + extra_memory
     if available is not None and available < needed:
@@ -135,6 +141,54 @@ async def preflight(
                 "(hakvm apply sets up its SSH trust)"
             )
     return source
+
+
+async def _node_attribute(conn: NodeConnection, node: str, name: str) -> str | None:
+    """A transient node attribute's value, None when unset."""
+    argv = ["crm_attribute", "--node", node, "--lifetime", "reboot", "--name", name]
+    result = await conn.run([*argv, "--query", "--quiet"], timeout=60)
+    value = result.stdout.strip()
+    return value if result.ok and value else None
+
+
+async def _wait_good_data(
+    conn: NodeConnection, target: str, vm: str, timeout: float, interval: float = 5
+) -> None:
+    """Pacemaker places the VM only where the CIB's <vm>_needs_good_data rule allows. Its
+    promotion score trails DRBD by up to one monitor (a resync that has just finished),
+    so give it that long; the resync flag means a resync towards the target still runs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        flag = await _node_attribute(conn, target, resync_attribute(vm))
+        score = await _node_attribute(conn, target, promotion_score_attribute(vm))
+        good = flag is None and score is not None and _score(score) >= GOOD_DATA_SCORE
+        if good:
+            return
+        if time.monotonic() >= deadline:
+            if flag is not None:
+                raise MoveError(
+                    f"preflight: {target} is still resyncing {vm} "
+                    f"(node attribute {resync_attribute(vm)} is set)"
+                )
+            raise MoveError(
+                f"preflight: Pacemaker would not place {vm} on {target}: the drbd agent's "
+                f"promotion score there is {score or 'unset'}, below {GOOD_DATA_SCORE} "
+                "(its disk is not UpToDate)"
+            )
+        await asyncio.sleep(interval)
+
+
+def _score(value: str) -> float:
+    """A Pacemaker score as a number (INFINITY spelled out, garbage as -1)."""
+    lowered = value.lower().lstrip("+")
+    if lowered in ("infinity", "inf"):
+        return float("inf")
+    if lowered in ("-infinity", "-inf"):
+        return float("-inf")
+    try:
+        return float(lowered)
+    except ValueError:
+        return -1.0
 
 
 def _mem_available(meminfo: str) -> int | None:

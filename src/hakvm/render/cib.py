@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from hakvm.render.base import CLUSTER, RenderContext, Rendered, RenderedFile
+from hakvm.render.drbd import resync_attribute
 from hakvm.render.libvirt import domain_path, qcow2_dir
 from hakvm.render.migration import SUFFIX as MIGRATION_SUFFIX
 from hakvm.spec.derive import uses_static_delay
@@ -116,7 +117,28 @@ class Location:
     score: str
 
 
-Constraint = Colocation | Order | Location
+@dataclass(frozen=True)
+class Expression:
+    """One node-attribute test of a rule: `operation` is defined, not_defined, lt, eq..."""
+
+    attribute: str
+    operation: str
+    value: str | None = None
+    type: str | None = None  # number, string, version (Pacemaker's comparison type)
+
+
+@dataclass(frozen=True)
+class RuleLocation:
+    """A location constraint whose score applies on every node where the rule holds."""
+
+    id: str
+    rsc: str
+    score: str
+    expressions: tuple[Expression, ...]
+    boolean_op: str = "or"
+
+
+Constraint = Colocation | Order | Location | RuleLocation
 
 
 @dataclass(frozen=True)
@@ -172,6 +194,16 @@ def preference_score(stickiness: int) -> int:
     """The preferred-node score: below stickiness, so a VM stays where it failed over to
     when its preferred node returns (no second outage for an automatic failback)."""
     return max(1, stickiness // 2)
+
+
+def promotion_score_attribute(vm: str) -> str:
+    """The node attribute in which the linbit drbd agent publishes its promotion score."""
+    return f"master-{drbd_id(vm)}"
+
+
+# The drbd agent's promotion scores (adjust_master_score "0 10 1000 10000"): 1000 and up
+# means the node's own disk is UpToDate; below, reads would depend on the peer.
+GOOD_DATA_SCORE = 1000
 
 
 def _s(seconds: int) -> str:
@@ -336,6 +368,25 @@ def _vm_constraints(vm: Vm, stickiness: int) -> list[Constraint]:
             Colocation(f"{name}_with_fs", name, fs),
             Order(f"{name}_after_fs", fs, "start", name, "start"),
         ]
+    # Only where the node's own copy is whole. Colocation with the Promoted role is not
+    # enough: in block mode both sides stay Promoted, so a node that was resyncing when its
+    # peer (the only good copy) crashed would otherwise start the VM on data it does not
+    # have. The drbd agent's score trails by up to one monitor; the resync flag, set by
+    # DRBD itself the moment a resync towards the node begins, does not.
+    head = name if vm.disk.mode is DiskMode.BLOCK else fs_id(name)
+    score, flag = promotion_score_attribute(name), resync_attribute(name)
+    out.append(
+        RuleLocation(
+            f"{head}_needs_good_data",
+            head,
+            "-INFINITY",
+            (
+                Expression(score, "not_defined"),
+                Expression(score, "lt", str(GOOD_DATA_SCORE), "number"),
+                Expression(flag, "defined"),
+            ),
+        )
+    )
     if vm.preferred_node:
         out.append(
             Location(
@@ -460,6 +511,24 @@ def _constraint_xml(parent: etree._Element, con: Constraint) -> None:
                 "kind": con.kind,
             },
         )
+    elif isinstance(con, RuleLocation):
+        loc = etree.SubElement(parent, "rsc_location", {"id": con.id, "rsc": con.rsc})
+        rule = etree.SubElement(
+            loc,
+            "rule",
+            {"id": f"{con.id}-rule", "score": con.score, "boolean-op": con.boolean_op},
+        )
+        for index, expr in enumerate(con.expressions, 1):
+            attrs = {
+                "id": f"{con.id}-rule-expr-{index}",
+                "attribute": expr.attribute,
+                "operation": expr.operation,
+            }
+            if expr.value is not None:
+                attrs["value"] = expr.value
+            if expr.type is not None:
+                attrs["type"] = expr.type
+            etree.SubElement(rule, "expression", attrs)
     else:
         etree.SubElement(
             parent,

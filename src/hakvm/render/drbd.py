@@ -24,6 +24,7 @@ from hakvm.spec.models import ClusterSpec, DiskMode, Node, OsFamily
 DRBD_DIR = "/etc/drbd.d"
 GLOBAL_COMMON = f"{DRBD_DIR}/global_common.conf"
 HANDLER_DIR = "/usr/lib/drbd"
+ATTRD_UPDATER = "/usr/sbin/attrd_updater"  # Pacemaker's; same path on Debian and RHEL
 
 DrbdVersion = Literal["8.4", "9"]
 
@@ -31,6 +32,13 @@ DrbdVersion = Literal["8.4", "9"]
 def drbd_version(spec: ClusterSpec) -> DrbdVersion:
     """The DRBD kernel generation the nodes run: it decides the config grammar."""
     return "9" if spec.cluster.os is OsFamily.RHEL9 else "8.4"
+
+
+def resync_attribute(vm: str) -> str:
+    """The transient node attribute DRBD's before-resync-target handler sets while this
+    node resyncs the VM's disk (its local copy is not yet whole); after-resync-target
+    clears it. The CIB keeps the VM off a node that has it."""
+    return f"hakvm-resyncing-{vm}"
 
 
 def resource_path(vm_name: str) -> str:
@@ -92,6 +100,7 @@ class _Resource:
     hosts: tuple[_Host, ...]
     network: str
     on_bond: bool
+    resync_flag: str
 
 
 def _common_vars(ctx: RenderContext) -> dict[str, object]:
@@ -101,6 +110,7 @@ def _common_vars(ctx: RenderContext) -> dict[str, object]:
         "version": version,
         "fence_peer": f"{HANDLER_DIR}/crm-fence-peer{suffix}",
         "unfence_peer": f"{HANDLER_DIR}/crm-unfence-peer{suffix}",
+        "attrd_updater": ATTRD_UPDATER,
     }
 
 
@@ -131,6 +141,7 @@ def render_resource(ctx: RenderContext, vm_name: str) -> str:
         hosts=hosts,
         network=str(link.network),
         on_bond=_link_on_bond(ctx, link),
+        resync_flag=resync_attribute(vm.name),
     )
     return (
         templates().get_template("drbd-resource.res.j2").render(res=resource, **_common_vars(ctx))

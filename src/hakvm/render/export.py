@@ -18,12 +18,14 @@ from hakvm.render.base import CLUSTER, RenderContext, Rendered, RenderedFile
 from hakvm.render.cib import (
     ClusterModel,
     Colocation,
-    Location,
+    Constraint,
+    Expression,
     Op,
     Order,
     Pairs,
     Primitive,
     Promotable,
+    RuleLocation,
     model,
 )
 
@@ -78,7 +80,21 @@ def _pcs_primitive(prim: Primitive) -> str:
     return cmd
 
 
-def _pcs_constraint(con: Colocation | Order | Location) -> str:
+def _rule_words(expressions: tuple[Expression, ...], op: str, typed: str) -> str:
+    """A rule's expressions in the shared pcs/crmsh grammar ('defined X or X lt 10');
+    `typed` spells a typed comparison: '{attr} {op} {type} {value}' (pcs) or
+    '{attr} {type}:{op} {value}' (crmsh)."""
+    words = []
+    for e in expressions:
+        if e.value is None:
+            words.append(f"{e.operation} {e.attribute}")
+        else:
+            kind = e.type or "string"
+            words.append(typed.format(attr=e.attribute, op=e.operation, type=kind, value=e.value))
+    return f" {op} ".join(words)
+
+
+def _pcs_constraint(con: Constraint) -> str:
     if isinstance(con, Colocation):
         role = f"{con.with_role} " if con.with_role else ""
         return (
@@ -89,6 +105,12 @@ def _pcs_constraint(con: Colocation | Order | Location) -> str:
         return (
             f'pcs -f "$CIB" constraint order {con.first_action} {con.first} then '
             f"{con.then_action} {con.then} kind={con.kind} id={con.id}"
+        )
+    if isinstance(con, RuleLocation):
+        rule = _rule_words(con.expressions, con.boolean_op, "{attr} {op} {type} {value}")
+        return (
+            f'pcs -f "$CIB" constraint location {con.rsc} rule constraint-id={con.id} '
+            f"score={con.score} {rule}"
         )
     # '--' so pcs does not read a negative score as an option.
     return f'pcs -f "$CIB" constraint location add {con.id} {con.rsc} {con.node} -- {con.score}'
@@ -161,7 +183,7 @@ def _crm_primitive(prim: Primitive) -> str:
     return " \\\n    ".join(parts)
 
 
-def _crm_constraint(con: Colocation | Order | Location) -> str:
+def _crm_constraint(con: Constraint) -> str:
     if isinstance(con, Colocation):
         role = f":{con.with_role}" if con.with_role else ""
         return f"colocation {con.id} {_crm_score(con.score)}: {con.rsc} {con.with_rsc}{role}"
@@ -170,6 +192,9 @@ def _crm_constraint(con: Colocation | Order | Location) -> str:
             f"order {con.id} {con.kind}: {con.first}:{con.first_action} "
             f"{con.then}:{con.then_action}"
         )
+    if isinstance(con, RuleLocation):
+        rule = _rule_words(con.expressions, con.boolean_op, "{attr} {type}:{op} {value}")
+        return f"location {con.id} {con.rsc} rule {_crm_score(con.score)}: {rule}"
     return f"location {con.id} {con.rsc} {_crm_score(con.score)}: {con.node}"
 
 

@@ -103,6 +103,21 @@ class Simulation:
                     )
         tree.write(str(path))
 
+    def set_transient(self, node: str, name: str, value: str) -> None:
+        """Set a transient node attribute (as attrd_updater would) in the current state."""
+        tree = etree.parse(str(self.current))
+        state = tree.find(f"status/node_state[@uname='{node}']")
+        assert state is not None, f"{node} has no state yet"
+        nid = str(state.get("id"))
+        attrs = state.find("transient_attributes")
+        if attrs is None:
+            attrs = etree.SubElement(state, "transient_attributes", id=nid)
+        iset = attrs.find("instance_attributes")
+        if iset is None:
+            iset = etree.SubElement(attrs, "instance_attributes", id=f"status-{nid}")
+        etree.SubElement(iset, "nvpair", id=f"status-{nid}-{name}", name=name, value=value)
+        tree.write(str(self.current))
+
     def run(
         self,
         up: Iterable[str] = (),
@@ -269,7 +284,22 @@ def cib_semantics(text: str) -> dict[str, object]:
             attrs["score"] = {"+INFINITY": "INFINITY", "inf": "INFINITY"}.get(
                 attrs["score"], attrs["score"]
             )
-        out[f"{con.tag} {con.get('id')}"] = tuple(sorted(attrs.items()))
+        rules = tuple(
+            (
+                {"+INFINITY": "INFINITY", "inf": "INFINITY", "-inf": "-INFINITY"}.get(
+                    str(rule.get("score")), str(rule.get("score"))
+                ),
+                rule.get("boolean-op") or "and",
+                tuple(
+                    sorted(
+                        tuple(sorted((k, v) for k, v in expr.attrib.items() if k != "id"))
+                        for expr in rule.iterfind("expression")
+                    )
+                ),
+            )
+            for rule in con.iterfind("rule")
+        )
+        out[f"{con.tag} {con.get('id')}"] = (tuple(sorted(attrs.items())), rules)
     return out
 
 

@@ -60,9 +60,11 @@ location node01_fence_avoids_node01 node01_fence -inf: node01
 location node02_fence_avoids_node02 node02_fence -inf: node02
 colocation vm-a_with_drbd inf: vm-a vm-a_drbd_clone:Promoted
 order vm-a_after_drbd Mandatory: vm-a_drbd_clone:promote vm-a:start
+location vm-a_needs_good_data vm-a rule -inf: not_defined master-vm-a_drbd or master-vm-a_drbd number:lt 1000 or defined hakvm-resyncing-vm-a
 location vm-a_prefers_node01 vm-a 100: node01
 colocation vm-b_with_drbd inf: vm-b vm-b_drbd_clone:Promoted
 order vm-b_after_drbd Mandatory: vm-b_drbd_clone:promote vm-b:start
+location vm-b_needs_good_data vm-b rule -inf: not_defined master-vm-b_drbd or master-vm-b_drbd number:lt 1000 or defined hakvm-resyncing-vm-b
 location vm-b_prefers_node02 vm-b 100: node02
 commit
 EOF

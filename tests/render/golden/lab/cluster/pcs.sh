@@ -45,9 +45,11 @@ pcs -f "$CIB" constraint location add node01_fence_avoids_node01 node01_fence no
 pcs -f "$CIB" constraint location add node02_fence_avoids_node02 node02_fence node02 -- -INFINITY
 pcs -f "$CIB" constraint colocation add vm-a with Promoted vm-a_drbd_clone INFINITY id=vm-a_with_drbd
 pcs -f "$CIB" constraint order promote vm-a_drbd_clone then start vm-a kind=Mandatory id=vm-a_after_drbd
+pcs -f "$CIB" constraint location vm-a rule constraint-id=vm-a_needs_good_data score=-INFINITY not_defined master-vm-a_drbd or master-vm-a_drbd lt number 1000 or defined hakvm-resyncing-vm-a
 pcs -f "$CIB" constraint location add vm-a_prefers_node01 vm-a node01 -- 100
 pcs -f "$CIB" constraint colocation add vm-b with Promoted vm-b_drbd_clone INFINITY id=vm-b_with_drbd
 pcs -f "$CIB" constraint order promote vm-b_drbd_clone then start vm-b kind=Mandatory id=vm-b_after_drbd
+pcs -f "$CIB" constraint location vm-b rule constraint-id=vm-b_needs_good_data score=-INFINITY not_defined master-vm-b_drbd or master-vm-b_drbd lt number 1000 or defined hakvm-resyncing-vm-b
 pcs -f "$CIB" constraint location add vm-b_prefers_node02 vm-b node02 -- 100
 
 if [ "$PUSH" = 1 ]; then pcs cluster cib-push "$CIB" --config; fi

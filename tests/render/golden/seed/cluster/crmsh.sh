@@ -112,21 +112,25 @@ colocation vm1_fs_with_drbd inf: vm1_fs vm1_drbd_clone:Promoted
 order vm1_fs_after_drbd Mandatory: vm1_drbd_clone:promote vm1_fs:start
 colocation vm1_with_fs inf: vm1 vm1_fs
 order vm1_after_fs Mandatory: vm1_fs:start vm1:start
+location vm1_fs_needs_good_data vm1_fs rule -inf: not_defined master-vm1_drbd or master-vm1_drbd number:lt 1000 or defined hakvm-resyncing-vm1
 location vm1_prefers_node01 vm1 100: node01
 colocation vm2_fs_with_drbd inf: vm2_fs vm2_drbd_clone:Promoted
 order vm2_fs_after_drbd Mandatory: vm2_drbd_clone:promote vm2_fs:start
 colocation vm2_with_fs inf: vm2 vm2_fs
 order vm2_after_fs Mandatory: vm2_fs:start vm2:start
+location vm2_fs_needs_good_data vm2_fs rule -inf: not_defined master-vm2_drbd or master-vm2_drbd number:lt 1000 or defined hakvm-resyncing-vm2
 location vm2_prefers_node02 vm2 100: node02
 colocation vm3_fs_with_drbd inf: vm3_fs vm3_drbd_clone:Promoted
 order vm3_fs_after_drbd Mandatory: vm3_drbd_clone:promote vm3_fs:start
 colocation vm3_with_fs inf: vm3 vm3_fs
 order vm3_after_fs Mandatory: vm3_fs:start vm3:start
+location vm3_fs_needs_good_data vm3_fs rule -inf: not_defined master-vm3_drbd or master-vm3_drbd number:lt 1000 or defined hakvm-resyncing-vm3
 location vm3_prefers_node01 vm3 100: node01
 colocation vm4_fs_with_drbd inf: vm4_fs vm4_drbd_clone:Promoted
 order vm4_fs_after_drbd Mandatory: vm4_drbd_clone:promote vm4_fs:start
 colocation vm4_with_fs inf: vm4 vm4_fs
 order vm4_after_fs Mandatory: vm4_fs:start vm4:start
+location vm4_fs_needs_good_data vm4_fs rule -inf: not_defined master-vm4_drbd or master-vm4_drbd number:lt 1000 or defined hakvm-resyncing-vm4
 location vm4_prefers_node02 vm4 100: node02
 commit
 EOF

@@ -75,21 +75,25 @@ pcs -f "$CIB" constraint colocation add vm1_fs with Promoted vm1_drbd_clone INFI
 pcs -f "$CIB" constraint order promote vm1_drbd_clone then start vm1_fs kind=Mandatory id=vm1_fs_after_drbd
 pcs -f "$CIB" constraint colocation add vm1 with vm1_fs INFINITY id=vm1_with_fs
 pcs -f "$CIB" constraint order start vm1_fs then start vm1 kind=Mandatory id=vm1_after_fs
+pcs -f "$CIB" constraint location vm1_fs rule constraint-id=vm1_fs_needs_good_data score=-INFINITY not_defined master-vm1_drbd or master-vm1_drbd lt number 1000 or defined hakvm-resyncing-vm1
 pcs -f "$CIB" constraint location add vm1_prefers_node01 vm1 node01 -- 100
 pcs -f "$CIB" constraint colocation add vm2_fs with Promoted vm2_drbd_clone INFINITY id=vm2_fs_with_drbd
 pcs -f "$CIB" constraint order promote vm2_drbd_clone then start vm2_fs kind=Mandatory id=vm2_fs_after_drbd
 pcs -f "$CIB" constraint colocation add vm2 with vm2_fs INFINITY id=vm2_with_fs
 pcs -f "$CIB" constraint order start vm2_fs then start vm2 kind=Mandatory id=vm2_after_fs
+pcs -f "$CIB" constraint location vm2_fs rule constraint-id=vm2_fs_needs_good_data score=-INFINITY not_defined master-vm2_drbd or master-vm2_drbd lt number 1000 or defined hakvm-resyncing-vm2
 pcs -f "$CIB" constraint location add vm2_prefers_node02 vm2 node02 -- 100
 pcs -f "$CIB" constraint colocation add vm3_fs with Promoted vm3_drbd_clone INFINITY id=vm3_fs_with_drbd
 pcs -f "$CIB" constraint order promote vm3_drbd_clone then start vm3_fs kind=Mandatory id=vm3_fs_after_drbd
 pcs -f "$CIB" constraint colocation add vm3 with vm3_fs INFINITY id=vm3_with_fs
 pcs -f "$CIB" constraint order start vm3_fs then start vm3 kind=Mandatory id=vm3_after_fs
+pcs -f "$CIB" constraint location vm3_fs rule constraint-id=vm3_fs_needs_good_data score=-INFINITY not_defined master-vm3_drbd or master-vm3_drbd lt number 1000 or defined hakvm-resyncing-vm3
 pcs -f "$CIB" constraint location add vm3_prefers_node01 vm3 node01 -- 100
 pcs -f "$CIB" constraint colocation add vm4_fs with Promoted vm4_drbd_clone INFINITY id=vm4_fs_with_drbd
 pcs -f "$CIB" constraint order promote vm4_drbd_clone then start vm4_fs kind=Mandatory id=vm4_fs_after_drbd
 pcs -f "$CIB" constraint colocation add vm4 with vm4_fs INFINITY id=vm4_with_fs
 pcs -f "$CIB" constraint order start vm4_fs then start vm4 kind=Mandatory id=vm4_after_fs
+pcs -f "$CIB" constraint location vm4_fs rule constraint-id=vm4_fs_needs_good_data score=-INFINITY not_defined master-vm4_drbd or master-vm4_drbd lt number 1000 or defined hakvm-resyncing-vm4
 pcs -f "$CIB" constraint location add vm4_prefers_node02 vm4 node02 -- 100
 
 if [ "$PUSH" = 1 ]; then pcs cluster cib-push "$CIB" --config; fi

@@ -1,0 +1,62 @@
+"""migrate preflight: Pacemaker's view of the target's disk (the resync flag and the drbd
+agent's promotion score, which the CIB's <vm>_needs_good_data rule reads)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, cast
+
+import pytest
+
+from hakvm.ops.migrate import MoveError, _wait_good_data
+from hakvm.remote.connection import NodeConnection, Result
+
+
+class AttrConn:
+    """Answers `crm_attribute --query` from a list of successive attribute snapshots."""
+
+    def __init__(self, snapshots: list[dict[str, str]]) -> None:
+        self.snapshots = snapshots
+        self.queries = 0
+
+    async def run(self, argv: Sequence[str], **_: Any) -> Result:
+        argv = tuple(argv)
+        assert argv[0] == "crm_attribute" and "--query" in argv
+        attrs = self.snapshots[min(self.queries // 2, len(self.snapshots) - 1)]
+        self.queries += 1
+        name = argv[argv.index("--name") + 1]
+        if name in attrs:
+            return Result(argv, 0, attrs[name] + "\n", "")
+        return Result(argv, 105, "", "Error performing operation: No such device or address")
+
+
+def _wait(conn: AttrConn, timeout: float) -> None:
+    asyncio.run(
+        _wait_good_data(cast(NodeConnection, conn), "node01", "vm-b", timeout, interval=0)
+    )
+
+
+def test_whole_copy_passes_at_once() -> None:
+    conn = AttrConn([{"master-vm-b_drbd": "10000"}])
+    _wait(conn, 0)
+    assert conn.queries == 2
+
+
+def test_score_trailing_a_finished_resync_is_waited_for() -> None:
+    low, good = {"master-vm-b_drbd": "10"}, {"master-vm-b_drbd": "10000"}
+    conn = AttrConn([low, low, good])
+    _wait(conn, 30)
+    assert conn.queries == 6
+
+
+def test_resync_flag_refuses() -> None:
+    conn = AttrConn([{"master-vm-b_drbd": "10000", "hakvm-resyncing-vm-b": "1"}])
+    with pytest.raises(MoveError, match="node01 is still resyncing vm-b"):
+        _wait(conn, 0)
+
+
+@pytest.mark.parametrize("attrs", [{}, {"master-vm-b_drbd": "10"}, {"master-vm-b_drbd": "x"}])
+def test_low_or_missing_score_refuses(attrs: dict[str, str]) -> None:
+    with pytest.raises(MoveError, match=r"would not place vm-b on node01.*below 1000"):
+        _wait(AttrConn([attrs]), 0)
