@@ -104,3 +104,25 @@ def test_documented_schema_matches_the_model() -> None:
 
     documented = json.loads((REPO / "docs" / "status.schema.json").read_text())
     assert documented == StatusReport.model_json_schema()
+
+
+def test_stale_resync_flag_is_degraded(spec) -> None:  # type: ignore[no-untyped-def]
+    """DRBD's resync flag left on an UpToDate node keeps the VM from failing over there."""
+    flag = '<attribute name="hakvm-resyncing-vm-b" value="1"/>\n      '
+    node01_attrs = '<node name="node01">\n      <attribute name="master-vm-a_drbd"'
+    seen = answers("healthy")
+    for answer in seen.values():
+        flagged = node01_attrs.replace("<attribute", flag + "<attribute")
+        edit(answer, "crm_mon", node01_attrs, flagged)
+    report = assess(spec, seen)
+    assert report.exit_code == 1
+    assert report.problems == [
+        "vm-b cannot fail over to node01: stale hakvm-resyncing-vm-b there with DRBD UpToDate "
+        "(attrd_updater --node node01 --name hakvm-resyncing-vm-b --delete)"
+    ]
+
+    # While node01 really is the resync target, the flag is right: only the resync shows.
+    edit(seen["node01"], "proc_drbd", "1: cs:Connected ro:Primary/Primary ds:UpToDate/UpToDate",
+         "1: cs:SyncTarget ro:Primary/Primary ds:Inconsistent/UpToDate")  # fmt: skip
+    report = assess(spec, seen)
+    assert not any("stale" in p for p in report.problems), report.problems

@@ -68,6 +68,8 @@ class ClusterState:
     resources: dict[str, ResourceState] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     fencing: list[FenceEvent] = field(default_factory=list)
+    # Transient and permanent node attributes, as crm_mon lists them: node -> name -> value.
+    attributes: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def _true(value: str | None) -> bool:
@@ -141,6 +143,10 @@ def parse_crm_mon(text: str) -> ClusterState:
                 failure.get("exitstatus", failure.get("status", "")),
             )
         )
+    for node in root.findall("node_attributes/node"):
+        state.attributes[node.get("name", "")] = {
+            attr.get("name", ""): attr.get("value", "") for attr in node.findall("attribute")
+        }
     for event in root.findall("fence_history/fence_event"):
         state.fencing.append(
             FenceEvent(

@@ -28,6 +28,7 @@ from hakvm.remote.facts import (
     parse_drbdsetup_json,
     parse_proc_drbd,
 )
+from hakvm.render.drbd import resync_attribute
 from hakvm.spec.models import ClusterSpec
 
 CONNECT_TIMEOUT_S = 20  # an SSH handshake on a loaded emulated node can take 10 s
@@ -370,6 +371,14 @@ def assess(spec: ClusterSpec, answers: Mapping[str, NodeAnswer]) -> StatusReport
                 if r.sync_percent is not None:
                     what += f", {r.sync_percent:.1f}% synced"
                 degraded.append(f"{vm.name}: DRBD on {node_name} is {what}")
+            flag = resync_attribute(vm.name)
+            if state and flag in state.attributes.get(node_name, {}) and r.disk == "UpToDate":
+                # Left by a resync that ended some other way than finishing (DRBD clears it
+                # then): the CIB keeps the VM off this node until it goes.
+                degraded.append(
+                    f"{vm.name} cannot fail over to {node_name}: stale {flag} there with DRBD "
+                    f"UpToDate (attrd_updater --node {node_name} --name {flag} --delete)"
+                )
         vms.append(
             VmStatus(
                 name=vm.name,
