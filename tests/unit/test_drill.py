@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pathlib
 
@@ -77,3 +78,53 @@ def test_a_failed_invariant_fails_the_drill() -> None:
     assert result.passed
     result.check("acknowledged writes", False, "3 missing")
     assert not result.passed and result.as_dict()["passed"] is False
+
+
+class ScriptedCluster(Cluster):
+    """Health, idleness and clean-ups from a script instead of the nodes."""
+
+    def __init__(self, spec, health: list[tuple[bool, list[str], list[str]]], idle: list[bool]):  # type: ignore[no-untyped-def]
+        super().__init__(spec, REPO / "examples" / "lab.yaml")
+        self.health, self.idle, self.cleanups = health, idle, 0
+
+    async def healthy(self) -> tuple[bool, list[str]]:
+        ok, problems, failures = self.health.pop(0) if len(self.health) > 1 else self.health[0]
+        self.only_failures = failures
+        return ok, problems
+
+    async def cleanup(self) -> None:
+        self.cleanups += 1
+
+    async def wait_idle(self, timeout: float) -> bool:
+        return self.idle.pop(0) if len(self.idle) > 1 else self.idle[0]
+
+
+@pytest.fixture
+def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def instant(_: float) -> None:
+        return None
+
+    monkeypatch.setattr("hakvm.ops.drill.asyncio.sleep", instant)
+
+
+def test_failed_actions_alone_are_recorded_and_cleaned_once(spec, no_sleep) -> None:  # type: ignore[no-untyped-def]
+    failure = "vm-b_drbd monitor on node01 Timed Out"
+    degraded = (False, [f"1 failed action(s): {failure}"], [failure])
+    cluster = ScriptedCluster(spec, [degraded, degraded, (True, [], [])], [True])
+    cleared: list[str] = []
+    assert asyncio.run(cluster.wait_healthy(60, lambda _: None, cleared)) >= 0
+    assert (cleared, cluster.cleanups) == ([failure], 1)
+    # Without the caller asking, failed actions keep the cluster unhealthy.
+    cluster = ScriptedCluster(spec, [degraded], [True])
+    assert asyncio.run(cluster.wait_healthy(0.01, lambda _: None)) == -1
+    assert cluster.cleanups == 0
+
+
+def test_settled_needs_idle_then_healthy_then_still_idle(spec, no_sleep) -> None:  # type: ignore[no-untyped-def]
+    moving = (False, ["vm-b is not running"], [])
+    cluster = ScriptedCluster(spec, [moving, (True, [], [])], [True, True, False, True, True])
+    assert asyncio.run(cluster.wait_settled(60, lambda _: None)) >= 0
+    assert cluster.idle == [True]  # idle, unhealthy; idle, healthy, busy again; idle, healthy, idle
+    stuck = ScriptedCluster(spec, [(True, [], [])], [False])
+    assert asyncio.run(stuck.wait_settled(60, lambda _: None)) == -1
+    assert stuck.problems == ["Pacemaker still had actions pending after 60s"]
