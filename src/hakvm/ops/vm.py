@@ -491,10 +491,11 @@ async def teardown(
     if name not in {v.name for v in spec.vms} and not resources and not any(files.values()):
         raise VmInputError(f"{name}: not in the spec, and hakvm finds no trace of it on the nodes")
     running = _running_on(state, name)
-    if running and not force:
-        raise VmStateError(
-            f"{name} is running on {', '.join(running)}: stop it first or use --force"
-        )
+    if (running or _busy(state, name)) and not force:
+        # Starting (a recovery in flight) counts as running: refusing only a settled VM let
+        # a remove without --force stop one that Pacemaker was restarting (seen on the lab).
+        where = f"running on {', '.join(running)}" if running else "being started or moved"
+        raise VmStateError(f"{name} is {where}: stop it first or use --force")
     result = RemoveResult(name)
     if resources:
         progress(f"{name}: stopping {', '.join(resources)}")

@@ -287,7 +287,11 @@ def _drbd_clone(ctx: RenderContext, vm: Vm) -> Promotable:
     return Promotable(id=drbd_clone_id(vm.name), primitive=primitive, meta=meta)
 
 
-def _filesystem(vm: Vm, device: str) -> Primitive:
+def _filesystem(ctx: RenderContext, vm: Vm, device: str) -> Primitive:
+    timing = ctx.spec.cluster.timing
+    # The VM's own start/stop bounds, never below the agent's 60 s: a stop that times out
+    # gets the node fenced, and unmounting XFS on a loaded (lab: emulated) node took longer
+    # than 60 s once.
     return Primitive(
         id=fs_id(vm.name),
         cls="ocf",
@@ -300,9 +304,9 @@ def _filesystem(vm: Vm, device: str) -> Primitive:
             ("options", "noatime"),
         ),
         ops=(
-            Op("monitor", "20s", "40s"),
-            Op("start", "0s", "60s"),
-            Op("stop", "0s", "60s"),
+            Op("monitor", "20s", _s(max(40, timing.monitor_timeout_s))),
+            Op("start", "0s", _s(max(60, timing.vm_start_timeout_s))),
+            Op("stop", "0s", _s(max(60, timing.vm_stop_timeout_s))),
         ),
     )
 
@@ -438,7 +442,7 @@ def model(ctx: RenderContext) -> ClusterModel:
         clone = _drbd_clone(ctx, vm)
         resources.append(clone)
         if vm.disk.mode is DiskMode.QCOW2_ON_XFS:
-            resources.append(_filesystem(vm, ctx.derived.vms[vm.name].device))
+            resources.append(_filesystem(ctx, vm, ctx.derived.vms[vm.name].device))
         resources.append(_virtual_domain(ctx, vm))
         constraints += _vm_constraints(vm, cluster.stickiness)
 

@@ -32,8 +32,8 @@ clone vm1_drbd_clone vm1_drbd \
 primitive vm1_fs ocf:heartbeat:Filesystem \
     params device=/dev/drbd0 directory=/var/lib/hakvm/vm1 fstype=xfs options=noatime \
     op monitor interval=20s timeout=40s \
-    op start interval=0s timeout=60s \
-    op stop interval=0s timeout=60s
+    op start interval=0s timeout=120s \
+    op stop interval=0s timeout=120s
 primitive vm1 ocf:heartbeat:VirtualDomain \
     params config=/etc/hakvm/domains/vm1.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false \
     meta target-role=Started \
@@ -54,8 +54,8 @@ clone vm2_drbd_clone vm2_drbd \
 primitive vm2_fs ocf:heartbeat:Filesystem \
     params device=/dev/drbd1 directory=/var/lib/hakvm/vm2 fstype=xfs options=noatime \
     op monitor interval=20s timeout=40s \
-    op start interval=0s timeout=60s \
-    op stop interval=0s timeout=60s
+    op start interval=0s timeout=120s \
+    op stop interval=0s timeout=120s
 primitive vm2 ocf:heartbeat:VirtualDomain \
     params config=/etc/hakvm/domains/vm2.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false \
     meta target-role=Started \
@@ -76,8 +76,8 @@ clone vm3_drbd_clone vm3_drbd \
 primitive vm3_fs ocf:heartbeat:Filesystem \
     params device=/dev/drbd2 directory=/var/lib/hakvm/vm3 fstype=xfs options=noatime \
     op monitor interval=20s timeout=40s \
-    op start interval=0s timeout=60s \
-    op stop interval=0s timeout=60s
+    op start interval=0s timeout=120s \
+    op stop interval=0s timeout=120s
 primitive vm3 ocf:heartbeat:VirtualDomain \
     params config=/etc/hakvm/domains/vm3.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false \
     meta target-role=Started \
@@ -98,8 +98,8 @@ clone vm4_drbd_clone vm4_drbd \
 primitive vm4_fs ocf:heartbeat:Filesystem \
     params device=/dev/drbd3 directory=/var/lib/hakvm/vm4 fstype=xfs options=noatime \
     op monitor interval=20s timeout=40s \
-    op start interval=0s timeout=60s \
-    op stop interval=0s timeout=60s
+    op start interval=0s timeout=120s \
+    op stop interval=0s timeout=120s
 primitive vm4 ocf:heartbeat:VirtualDomain \
     params config=/etc/hakvm/domains/vm4.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false \
     meta target-role=Started \

@@ -29,7 +29,7 @@ pcs -f "$CIB" resource create vm1_drbd ocf:linbit:drbd --no-default-ops \
 pcs -f "$CIB" resource promotable vm1_drbd vm1_drbd_clone promoted-max=1 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true
 pcs -f "$CIB" resource create vm1_fs ocf:heartbeat:Filesystem --no-default-ops \
     device=/dev/drbd0 directory=/var/lib/hakvm/vm1 fstype=xfs options=noatime \
-    op monitor interval=20s timeout=40s start interval=0s timeout=60s stop interval=0s timeout=60s
+    op monitor interval=20s timeout=40s start interval=0s timeout=120s stop interval=0s timeout=120s
 pcs -f "$CIB" resource create vm1 ocf:heartbeat:VirtualDomain --no-default-ops \
     config=/etc/hakvm/domains/vm1.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false \
     meta target-role=Started \
@@ -40,7 +40,7 @@ pcs -f "$CIB" resource create vm2_drbd ocf:linbit:drbd --no-default-ops \
 pcs -f "$CIB" resource promotable vm2_drbd vm2_drbd_clone promoted-max=1 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true
 pcs -f "$CIB" resource create vm2_fs ocf:heartbeat:Filesystem --no-default-ops \
     device=/dev/drbd1 directory=/var/lib/hakvm/vm2 fstype=xfs options=noatime \
-    op monitor interval=20s timeout=40s start interval=0s timeout=60s stop interval=0s timeout=60s
+    op monitor interval=20s timeout=40s start interval=0s timeout=120s stop interval=0s timeout=120s
 pcs -f "$CIB" resource create vm2 ocf:heartbeat:VirtualDomain --no-default-ops \
     config=/etc/hakvm/domains/vm2.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false \
     meta target-role=Started \
@@ -51,7 +51,7 @@ pcs -f "$CIB" resource create vm3_drbd ocf:linbit:drbd --no-default-ops \
 pcs -f "$CIB" resource promotable vm3_drbd vm3_drbd_clone promoted-max=1 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true
 pcs -f "$CIB" resource create vm3_fs ocf:heartbeat:Filesystem --no-default-ops \
     device=/dev/drbd2 directory=/var/lib/hakvm/vm3 fstype=xfs options=noatime \
-    op monitor interval=20s timeout=40s start interval=0s timeout=60s stop interval=0s timeout=60s
+    op monitor interval=20s timeout=40s start interval=0s timeout=120s stop interval=0s timeout=120s
 pcs -f "$CIB" resource create vm3 ocf:heartbeat:VirtualDomain --no-default-ops \
     config=/etc/hakvm/domains/vm3.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false \
     meta target-role=Started \
@@ -62,7 +62,7 @@ pcs -f "$CIB" resource create vm4_drbd ocf:linbit:drbd --no-default-ops \
 pcs -f "$CIB" resource promotable vm4_drbd vm4_drbd_clone promoted-max=1 promoted-node-max=1 clone-max=2 clone-node-max=1 notify=true
 pcs -f "$CIB" resource create vm4_fs ocf:heartbeat:Filesystem --no-default-ops \
     device=/dev/drbd3 directory=/var/lib/hakvm/vm4 fstype=xfs options=noatime \
-    op monitor interval=20s timeout=40s start interval=0s timeout=60s stop interval=0s timeout=60s
+    op monitor interval=20s timeout=40s start interval=0s timeout=120s stop interval=0s timeout=120s
 pcs -f "$CIB" resource create vm4 ocf:heartbeat:VirtualDomain --no-default-ops \
     config=/etc/hakvm/domains/vm4.xml hypervisor=qemu:///system migration_transport=ssh migration_network_suffix=-migration autoset_utilization_cpu=false autoset_utilization_hv_memory=false autoset_utilization_host_memory=false \
     meta target-role=Started \
