@@ -9,6 +9,7 @@ import asyncio
 import json
 import pathlib
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -524,6 +525,26 @@ def expected_mutations(delete_storage: bool) -> list[tuple[str, tuple[str, ...]]
 def test_remove_refuses_a_running_vm_without_force(spec: ClusterSpec) -> None:
     cluster = FakeCluster(live_cib())
     with pytest.raises(ops.VmStateError, match=r"^vm-a is running on node01: .*--force$"):
+        teardown(cluster, spec)
+    assert cluster.mutations() == []
+
+
+def test_remove_refuses_a_vm_pacemaker_is_starting(
+    spec: ClusterSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Active nowhere but being (re)started: still refused without --force."""
+
+    recorded = crm_mon_xml
+
+    def starting(stopped: set[str]) -> str:
+        root = etree.fromstring(recorded(stopped | {"vm-a"}).encode())
+        vm_a = next(r for r in root.iter("resource") if r.get("id") == "vm-a")
+        vm_a.set("role", "Starting")
+        return etree.tostring(root, encoding="unicode")
+
+    monkeypatch.setattr(sys.modules[__name__], "crm_mon_xml", starting)
+    cluster = FakeCluster(live_cib())
+    with pytest.raises(ops.VmStateError, match=r"^vm-a is being started or moved: .*--force$"):
         teardown(cluster, spec)
     assert cluster.mutations() == []
 
