@@ -180,8 +180,8 @@ class Cluster:
             ok, self.problems = await self.healthy()
             if ok:
                 return time.monotonic() - started
-            fresh = [f for f in self.only_failures if cleared is not None and f not in cleared]
-            if fresh and cleared is not None:
+            fresh = [f for f in self.only_failures if f not in (cleared or [])]
+            if cleared is not None and fresh:
                 say(f"cleaning up {len(fresh)} failed action(s): {'; '.join(fresh)}")
                 cleared += fresh
                 await self.cleanup()

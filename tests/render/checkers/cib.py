@@ -63,6 +63,26 @@ class Placement:
     cib: str  # the resulting CIB with status, to chain the next step from
 
 
+def _set_transient(
+    state: etree._Element, name: str, value: str, *, replace: bool = True
+) -> None:
+    """Set a transient attribute in a node_state (creating its sets); `replace=False` keeps
+    a value already there."""
+    nid = str(state.get("id"))
+    attrs = state.find("transient_attributes")
+    if attrs is None:
+        attrs = etree.SubElement(state, "transient_attributes", id=nid)
+    iset = attrs.find("instance_attributes")
+    if iset is None:
+        iset = etree.SubElement(attrs, "instance_attributes", id=f"status-{nid}")
+    old = iset.find(f"nvpair[@name='{name}']")
+    if old is not None:
+        if not replace:
+            return
+        iset.remove(old)
+    etree.SubElement(iset, "nvpair", id=f"status-{nid}-{name}", name=name, value=value)
+
+
 class Simulation:
     """Chain crm_simulate transitions on a rendered CIB in a temp dir: bring nodes up, fail
     them, put them in standby, and read back placement with crm_mon."""
@@ -87,20 +107,8 @@ class Simulation:
         for state in tree.iterfind("status/node_state"):
             if state.get("uname") not in wanted or state.get("crmd") != "online":
                 continue
-            nid = str(state.get("id"))
-            attrs = state.find("transient_attributes")
-            if attrs is None:
-                attrs = etree.SubElement(state, "transient_attributes", id=nid)
-            iset = attrs.find("instance_attributes")
-            if iset is None:
-                iset = etree.SubElement(attrs, "instance_attributes", id=f"status-{nid}")
             for rid in self.promotables:
-                name = f"master-{rid}"
-                if iset.find(f"nvpair[@name='{name}']") is None:
-                    etree.SubElement(
-                        iset, "nvpair", id=f"status-{nid}-{name}", name=name,
-                        value=PROMOTION_SCORE,
-                    )
+                _set_transient(state, f"master-{rid}", PROMOTION_SCORE, replace=False)
         tree.write(str(path))
 
     def set_transient(self, node: str, name: str, value: str) -> None:
@@ -108,14 +116,7 @@ class Simulation:
         tree = etree.parse(str(self.current))
         state = tree.find(f"status/node_state[@uname='{node}']")
         assert state is not None, f"{node} has no state yet"
-        nid = str(state.get("id"))
-        attrs = state.find("transient_attributes")
-        if attrs is None:
-            attrs = etree.SubElement(state, "transient_attributes", id=nid)
-        iset = attrs.find("instance_attributes")
-        if iset is None:
-            iset = etree.SubElement(attrs, "instance_attributes", id=f"status-{nid}")
-        etree.SubElement(iset, "nvpair", id=f"status-{nid}-{name}", name=name, value=value)
+        _set_transient(state, name, value)
         tree.write(str(self.current))
 
     def run(
