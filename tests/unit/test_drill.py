@@ -128,3 +128,81 @@ def test_settled_needs_idle_then_healthy_then_still_idle(spec, no_sleep) -> None
     stuck = ScriptedCluster(spec, [(True, [], [])], [False])
     assert asyncio.run(stuck.wait_settled(60, lambda _: None)) == -1
     assert stuck.problems == ["Pacemaker still had actions pending after 60s"]
+
+
+def _with_fencing(target: str) -> str:
+    """The recorded healthy crm_mon, plus one successful fencing of `target`."""
+    text = parse_batch((DATA / "status-healthy-node01.b64").read_text())["crm_mon"][1].decode()
+    return text.replace(
+        "</nodes>",
+        f'</nodes><fence_history><fence_event action="reboot" target="{target}" '
+        'delegate="node02" origin="node02" status="success" '
+        'completed="2026-11-26 23:50:00Z"/></fence_history>',
+        1,
+    )
+
+
+class PartitionRace:
+    """A heartbeat partition whose fence race the wrong node wins: node02 (the victim the
+    delay should sacrifice) shoots node01 first. Each node answers as it would then."""
+
+    def __init__(self, spec) -> None:  # type: ignore[no-untyped-def]
+        healthy = parse_batch((DATA / "status-healthy-node01.b64").read_text())["crm_mon"][1]
+        self.before = parse_crm_mon(healthy.decode())
+        self.node01_shot = parse_crm_mon(_with_fencing("node01"))
+        self.cut = self.rebooted = False
+        self.healed = 0
+        self.dropped: list[str] = []
+        race = self
+
+        class Scripted(Cluster):
+            async def state(self, name: str):  # type: ignore[no-untyped-def]
+                if not race.cut:
+                    return race.before
+                if name == "node01" and not race.rebooted:
+                    return None  # fenced: it does not answer
+                return race.node01_shot
+
+            async def drop(self, name: str) -> None:
+                race.dropped.append(name)
+
+        self.cluster = Scripted(spec, REPO / "examples" / "lab.yaml")
+
+    async def partition(self) -> None:
+        self.cut = True
+
+    async def heal(self) -> None:
+        self.healed += 1
+
+
+def test_a_lost_fence_race_fails_the_partition_drill(spec, no_sleep, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from hakvm.ops import drill
+
+    race = PartitionRace(spec)
+    witness_read_on: list[str] = []
+
+    async def start(cluster, node, vm, say):  # type: ignore[no-untyped-def]
+        return vm
+
+    async def acks(w) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+    async def finish(cluster, w, reader, result) -> None:  # type: ignore[no-untyped-def]
+        witness_read_on.append(reader)
+
+    async def healthy_again(cluster, result, timeout, say) -> None:  # type: ignore[no-untyped-def]
+        race.rebooted = True  # node01 came back from its fencing
+
+    monkeypatch.setattr(drill, "start_witness", start)
+    monkeypatch.setattr(drill, "wait_acks", acks)
+    monkeypatch.setattr(drill, "finish_witness", finish)
+    monkeypatch.setattr(drill, "check_healthy_again", healthy_again)
+    result = asyncio.run(drill.heartbeat_partition(race.cluster, race, 30, lambda _: None))  # type: ignore[arg-type]
+    failed = {i.name: i.detail for i in result.invariants if not i.ok}
+    assert not result.passed
+    assert "node02 fenced node01" in failed["preferred survivor won the fence race"]
+    assert failed["exactly one node fenced"] == "fenced during the partition: ['node01']"
+    assert result.timeline.at("node01 fenced by node02 (race lost)") is not None
+    assert result.recovery_s is None  # no recovery is claimed for the wrong survivor
+    # The writer's node (node02) survived: the acks are read there; links are healed.
+    assert witness_read_on == ["node02"] and race.healed >= 1 and race.dropped == ["node01"]
