@@ -7,30 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from lxml import etree
 
 from hakvm.render import cib, drbd
-from hakvm.render.base import CLUSTER, RenderContext, Secrets
-from hakvm.spec.derive import derive
-from hakvm.spec.models import ClusterSpec, DiskMode
+from hakvm.render.base import CLUSTER, RenderContext
+from hakvm.spec.models import DiskMode
 from tests.render.checkers.cib import Simulation, check_cib
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def _data(example: str) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
-    return data
-
-
-def _ctx(data: dict[str, Any]) -> RenderContext:
-    spec = ClusterSpec.model_validate(data)
-    return RenderContext(spec, derive(spec), Secrets.redacted())
+from tests.render.examples import example_data, render_context
 
 
 def _priority_lab() -> dict[str, Any]:
-    data = copy.deepcopy(_data("lab"))
+    data = copy.deepcopy(example_data("lab"))
     data["cluster"]["fencing"] = {"race_protection": "priority-fencing-delay"}
     data["vms"][1]["autostart"] = False
     return data
@@ -46,12 +33,17 @@ def _nv(el: etree._Element, path: str, name: str) -> str | None:
 
 
 def test_layout_and_properties() -> None:
-    root = _tree(_ctx(_data("lab")))
+    root = _tree(render_context(example_data("lab")))
     assert root.get("validate-with") == cib.VALIDATE_WITH
     conf = root.find("configuration")
     assert conf is not None
     assert [c.tag for c in conf] == [
-        "crm_config", "rsc_defaults", "op_defaults", "nodes", "resources", "constraints",
+        "crm_config",
+        "rsc_defaults",
+        "op_defaults",
+        "nodes",
+        "resources",
+        "constraints",
     ]
     assert root.find("status") is not None and len(root.find("status")) == 0  # type: ignore[arg-type]
     props = "configuration/crm_config/cluster_property_set"
@@ -67,17 +59,17 @@ def test_layout_and_properties() -> None:
 
 
 def test_load_threshold_left_to_pacemaker_unless_set() -> None:
-    data = _data("lab")
+    data = example_data("lab")
     del data["cluster"]["timing"]["load_threshold_pct"]
     del data["cluster"]["timing"]["node_action_limit"]
-    root = _tree(_ctx(data))
+    root = _tree(render_context(data))
     props = "configuration/crm_config/cluster_property_set"
     assert _nv(root, props, "load-threshold") is None
     assert _nv(root, props, "node-action-limit") is None
 
 
 def test_fencing_static_delay_on_survivor_only_and_no_password() -> None:
-    ctx = _ctx(_data("lab"))
+    ctx = render_context(example_data("lab"))
     text = cib.cib_xml(ctx)
     root = etree.fromstring(text.encode())
     for node in ("node01", "node02"):
@@ -97,7 +89,7 @@ def test_fencing_static_delay_on_survivor_only_and_no_password() -> None:
 
 
 def test_priority_fencing_delay_mode() -> None:
-    root = _tree(_ctx(_priority_lab()))
+    root = _tree(render_context(_priority_lab()))
     props = "configuration/crm_config/cluster_property_set"
     assert _nv(root, props, "priority-fencing-delay") == "45s"  # the lab's fence_delay_s
     assert not [nv for nv in root.iter("nvpair") if nv.get("name") == "pcmk_delay_base"]
@@ -109,7 +101,7 @@ def test_priority_fencing_delay_mode() -> None:
 
 
 def test_block_mode_is_dual_primary_and_migratable() -> None:
-    root = _tree(_ctx(_data("lab")))
+    root = _tree(render_context(example_data("lab")))
     clone = root.find("configuration/resources/clone[@id='vm-a_drbd_clone']")
     assert clone is not None
     meta = "meta_attributes"
@@ -128,7 +120,7 @@ def test_block_mode_is_dual_primary_and_migratable() -> None:
 
 
 def test_qcow2_mode_single_primary_with_filesystem() -> None:
-    ctx = _ctx(_data("seed"))
+    ctx = render_context(example_data("seed"))
     root = _tree(ctx)
     clone = root.find("configuration/resources/clone[@id='vm1_drbd_clone']")
     assert clone is not None and _nv(clone, "meta_attributes", "promoted-max") == "1"
@@ -151,16 +143,12 @@ def test_vm_kept_off_a_node_without_a_whole_copy() -> None:
     where the drbd agent's promotion score is missing or below 'local data UpToDate', and
     where DRBD's resync flag (rendered into the .res handlers) is set."""
     for example in ("lab", "seed"):
-        ctx = _ctx(_data(example))
+        ctx = render_context(example_data(example))
         root = _tree(ctx)
-        res_text = {
-            f.path: f.content for f in drbd.render(ctx)[ctx.spec.nodes[0].name]
-        }
+        res_text = {f.path: f.content for f in drbd.render(ctx)[ctx.spec.nodes[0].name]}
         for vm in ctx.spec.vms:
             head = vm.name if vm.disk.mode is DiskMode.BLOCK else f"{vm.name}_fs"
-            loc = root.find(
-                f"configuration/constraints/rsc_location[@id='{head}_needs_good_data']"
-            )
+            loc = root.find(f"configuration/constraints/rsc_location[@id='{head}_needs_good_data']")
             assert loc is not None and loc.get("rsc") == head and loc.get("node") is None
             rule = loc.find("rule")
             assert rule is not None
@@ -184,7 +172,7 @@ def test_peer_crash_mid_resync_leaves_the_vm_stopped(tmp_path: Path) -> None:
     """node01 resyncs vm-b from node02 (DRBD's handler has set the flag; both sides stay
     Promoted in block mode) when node02 crashes: Pacemaker must not start vm-b on node01's
     partial copy, and must start it once node02, the good copy, is back."""
-    sim = Simulation(cib.cib_xml(_ctx(_data("lab"))), tmp_path)
+    sim = Simulation(cib.cib_xml(render_context(example_data("lab"))), tmp_path)
     placed = sim.run(up=sim.nodes)
     assert placed.started["vm-b"] == {"node02"}, placed.summary
     sim.set_transient("node01", "hakvm-resyncing-vm-b", "1")
@@ -198,10 +186,11 @@ def test_peer_crash_mid_resync_leaves_the_vm_stopped(tmp_path: Path) -> None:
 
 def test_preference_below_stickiness() -> None:
     for example in ("lab", "seed"):
-        ctx = _ctx(_data(example))
+        ctx = render_context(example_data(example))
         root = _tree(ctx)
         prefs = [
-            loc for loc in root.iterfind("configuration/constraints/rsc_location")
+            loc
+            for loc in root.iterfind("configuration/constraints/rsc_location")
             if "_prefers_" in str(loc.get("id"))
         ]
         assert len(prefs) == len(ctx.spec.vms)
@@ -210,7 +199,7 @@ def test_preference_below_stickiness() -> None:
 
 
 def test_password_scripts_only_on_the_peer() -> None:
-    rendered = cib.render(_ctx(_data("lab")))
+    rendered = cib.render(render_context(example_data("lab")))
     assert [f.path for f in rendered[CLUSTER]] == ["cib.xml"]
     for node, peer in (("node01", "node02"), ("node02", "node01")):
         files = rendered[node]
@@ -220,22 +209,24 @@ def test_password_scripts_only_on_the_peer() -> None:
 
 
 def test_deterministic_and_ids_unique() -> None:
-    a = cib.render(_ctx(_data("seed")))
-    assert a == cib.render(_ctx(_data("seed")))
-    ids = [el.get("id") for el in _tree(_ctx(_data("seed"))).iter() if el.get("id")]
+    a = cib.render(render_context(example_data("seed")))
+    assert a == cib.render(render_context(example_data("seed")))
+    ids = [
+        el.get("id") for el in _tree(render_context(example_data("seed"))).iter() if el.get("id")
+    ]
     assert len(ids) == len(set(ids))
 
 
 @pytest.mark.realtool
 @pytest.mark.parametrize("example", ["lab", "seed", "priority"])
 def test_crm_verify(example: str) -> None:
-    data = _priority_lab() if example == "priority" else _data(example)
-    check_cib(cib.cib_xml(_ctx(data)))
+    data = _priority_lab() if example == "priority" else example_data(example)
+    check_cib(cib.cib_xml(render_context(data)))
 
 
 @pytest.mark.realtool
 def test_checker_rejects_broken_cib() -> None:
-    text = cib.cib_xml(_ctx(_data("lab")))
+    text = cib.cib_xml(render_context(example_data("lab")))
     dangling = text.replace('with-rsc="vm-a_drbd_clone"', 'with-rsc="no-such-clone"')
     assert dangling != text
     with pytest.raises(AssertionError, match="crm_verify"):
@@ -246,7 +237,7 @@ def test_checker_rejects_broken_cib() -> None:
 
 @pytest.mark.realtool
 def test_simulate_block_mode(tmp_path: Path) -> None:
-    sim = Simulation(cib.cib_xml(_ctx(_data("lab"))), tmp_path)
+    sim = Simulation(cib.cib_xml(render_context(example_data("lab"))), tmp_path)
     placed = sim.run(up=sim.nodes)
     assert placed.started["vm-a"] == {"node01"}, placed.summary
     assert placed.started["vm-b"] == {"node02"}, placed.summary
@@ -266,8 +257,9 @@ def test_simulate_block_mode(tmp_path: Path) -> None:
     tree = etree.fromstring(back.cib.encode())
     cons = tree.find("configuration/constraints")
     assert cons is not None
-    etree.SubElement(cons, "rsc_location", id="cli-prefer-vm-a", rsc="vm-a", node="node01",
-                     score="INFINITY")
+    etree.SubElement(
+        cons, "rsc_location", id="cli-prefer-vm-a", rsc="vm-a", node="node01", score="INFINITY"
+    )
     sim.current.write_bytes(etree.tostring(tree))
     moved = sim.run()
     assert "Migrate    vm-a" in moved.summary, moved.summary
@@ -276,9 +268,9 @@ def test_simulate_block_mode(tmp_path: Path) -> None:
 
 @pytest.mark.realtool
 def test_simulate_qcow2_mode(tmp_path: Path) -> None:
-    data = _data("seed")
+    data = example_data("seed")
     data["vms"] = data["vms"][:2]  # two VMs show it all; each extra one costs ~1 s here
-    sim = Simulation(cib.cib_xml(_ctx(data)), tmp_path)
+    sim = Simulation(cib.cib_xml(render_context(data)), tmp_path)
     placed = sim.run(up=sim.nodes)
     for vm, node in (("vm1", "node01"), ("vm2", "node02")):
         assert placed.started[vm] == {node}, placed.summary

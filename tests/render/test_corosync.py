@@ -4,35 +4,19 @@ from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from hakvm.render import corosync
-from hakvm.render.base import RenderContext, Secrets
-from hakvm.spec.derive import derive
-from hakvm.spec.models import ClusterSpec
 from tests.render.checkers.corosync import check_corosync_conf
 from tests.render.checkers.netns import require
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def _data(example: str) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
-    return data
-
-
-def _ctx(data: dict[str, Any]) -> RenderContext:
-    spec = ClusterSpec.model_validate(data)
-    return RenderContext(spec, derive(spec), Secrets.redacted())
+from tests.render.examples import example_data, render_context
 
 
 def _three_links() -> dict[str, Any]:
     """lab plus a third heartbeat network on its own NIC, at the highest priority."""
-    data = copy.deepcopy(_data("lab"))
+    data = copy.deepcopy(example_data("lab"))
     data["heartbeat"].append({"network": "10.88.2.0/24", "priority": 5})
     for index, node in enumerate(data["nodes"], start=1):
         node["interfaces"]["ethernets"]["eth4"] = {"addresses": [f"10.88.2.{index}/24"]}
@@ -40,7 +24,7 @@ def _three_links() -> dict[str, Any]:
 
 
 def _text(data: dict[str, Any]) -> str:
-    return corosync.render_text(_ctx(data))
+    return corosync.render_text(render_context(data))
 
 
 def _directives(text: str) -> list[str]:
@@ -52,7 +36,7 @@ def _directives(text: str) -> list[str]:
 
 
 def test_same_file_on_both_nodes() -> None:
-    rendered = corosync.render(_ctx(_data("lab")))
+    rendered = corosync.render(render_context(example_data("lab")))
     assert sorted(rendered) == ["node01", "node02"]
     files = [f for node in rendered.values() for f in node]
     assert {(f.path, f.mode) for f in files} == {("/etc/corosync/corosync.conf", 0o644)}
@@ -61,11 +45,11 @@ def test_same_file_on_both_nodes() -> None:
 
 
 def test_deterministic() -> None:
-    assert _text(_data("seed")) == _text(_data("seed"))
+    assert _text(example_data("seed")) == _text(example_data("seed"))
 
 
 def test_lab_content() -> None:
-    lines = _directives(_text(_data("lab")))
+    lines = _directives(_text(example_data("lab")))
     for expected in (
         "cluster_name: lab",
         "transport: knet",
@@ -85,7 +69,7 @@ def test_lab_content() -> None:
 
 
 def test_nodelist_follows_node_order_and_links() -> None:
-    text = _text(_data("lab"))
+    text = _text(example_data("lab"))
     nodes = re.findall(
         r"name: (\S+)\n\s+nodeid: (\d+)\n\s+ring0_addr: (\S+)\n\s+ring1_addr: (\S+)", text
     )
@@ -101,7 +85,7 @@ def test_nodelist_follows_node_order_and_links() -> None:
 
 
 def test_consensus_and_port_from_spec() -> None:
-    data = _data("lab")
+    data = example_data("lab")
     data["cluster"]["timing"].update({"token_ms": 5000, "consensus_ms": 7000})
     data["cluster"]["ports"] = {"corosync": 6000}
     lines = _directives(_text(data))
@@ -123,7 +107,7 @@ def test_three_links() -> None:
 
 
 def test_single_link_has_no_preferred_marker() -> None:
-    data = _data("lab")
+    data = example_data("lab")
     data["heartbeat"] = data["heartbeat"][:1]
     text = _text(data)
     assert "ring1_addr" not in text
@@ -144,7 +128,7 @@ def test_braces_are_what_the_parser_wants() -> None:
 @pytest.mark.parametrize("node", ["node01", "node02"])
 def test_corosync_accepts(example: str, node: str) -> None:
     require("corosync", "unshare")
-    check_corosync_conf(_text(_data(example)), node)
+    check_corosync_conf(_text(example_data(example)), node)
 
 
 @pytest.mark.realtool
@@ -168,7 +152,7 @@ def test_corosync_accepts_three_links_and_consensus() -> None:
 )
 def test_checker_rejects_broken_config(old: str, new: str) -> None:
     require("corosync", "unshare")
-    text = _text(_data("lab"))
+    text = _text(example_data("lab"))
     assert old in text
     with pytest.raises(AssertionError, match="corosync -t rejected") as failure:
         check_corosync_conf(text.replace(old, new, 1), "node01")

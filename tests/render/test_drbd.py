@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from hakvm.render import drbd
 from hakvm.render.base import REDACTED, RenderContext, Rendered, Secrets
@@ -17,13 +16,7 @@ from hakvm.spec.derive import derive
 from hakvm.spec.models import ClusterSpec
 from tests.render.checkers.drbd import DRBDADM, DRBDADM_84, check_drbd_config, check_drbd_files
 from tests.render.checkers.netns import require
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def _data(example: str) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
-    return data
+from tests.render.examples import EXAMPLES, example_data
 
 
 def _ctx(
@@ -49,7 +42,7 @@ def _directives(text: str) -> list[str]:
 
 def _three_links() -> dict[str, Any]:
     """lab plus a third heartbeat network on its own NIC, at the highest priority."""
-    data = copy.deepcopy(_data("lab"))
+    data = copy.deepcopy(example_data("lab"))
     data["heartbeat"].append({"network": "10.88.2.0/24", "priority": 5})
     for index, node in enumerate(data["nodes"], start=1):
         node["interfaces"]["ethernets"]["eth4"] = {"addresses": [f"10.88.2.{index}/24"]}
@@ -58,7 +51,7 @@ def _three_links() -> dict[str, Any]:
 
 def _no_bond() -> dict[str, Any]:
     """Two plain ethernet links at the same priority: no bond to prefer."""
-    data = copy.deepcopy(_data("lab"))
+    data = copy.deepcopy(example_data("lab"))
     data["heartbeat"] = [
         {"network": "10.88.1.0/24", "priority": 1},
         {"network": "10.88.3.0/24", "priority": 1},
@@ -74,7 +67,7 @@ def _no_bond() -> dict[str, Any]:
 
 
 def test_files_modes_and_both_nodes() -> None:
-    rendered = drbd.render(_ctx(_data("lab")))
+    rendered = drbd.render(_ctx(example_data("lab")))
     assert sorted(rendered) == ["node01", "node02"]
     assert rendered["node01"] == rendered["node02"]
     assert [(f.path, f.mode) for f in rendered["node01"]] == [
@@ -86,27 +79,27 @@ def test_files_modes_and_both_nodes() -> None:
 
 
 def test_deterministic() -> None:
-    assert drbd.render(_ctx(_data("seed"))) == drbd.render(_ctx(_data("seed")))
+    assert drbd.render(_ctx(example_data("seed"))) == drbd.render(_ctx(example_data("seed")))
 
 
 def test_drbd_version_follows_os() -> None:
-    assert drbd.drbd_version(_ctx(_data("lab")).spec) == "8.4"
-    assert drbd.drbd_version(_ctx(_data("seed")).spec) == "9"
+    assert drbd.drbd_version(_ctx(example_data("lab")).spec) == "8.4"
+    assert drbd.drbd_version(_ctx(example_data("seed")).spec) == "9"
 
 
 def test_block_mode_allows_two_primaries() -> None:
-    res = _directives(_files(drbd.render(_ctx(_data("lab"))))["vm-a.res"])
+    res = _directives(_files(drbd.render(_ctx(example_data("lab"))))["vm-a.res"])
     assert "allow-two-primaries yes;" in res
 
 
 def test_qcow2_on_xfs_never_allows_two_primaries() -> None:
-    files = _files(drbd.render(_ctx(_data("seed"))))
+    files = _files(drbd.render(_ctx(example_data("seed"))))
     for name in ("vm1.res", "vm2.res", "vm3.res", "vm4.res"):
         assert not any("allow-two-primaries" in line for line in _directives(files[name]))
 
 
 def test_mixed_modes_per_vm() -> None:
-    data = _data("lab")
+    data = example_data("lab")
     data["vms"][1]["disk"]["mode"] = "qcow2-on-xfs"
     files = _files(drbd.render(_ctx(data)))
     assert "allow-two-primaries yes;" in _directives(files["vm-a.res"])
@@ -114,14 +107,14 @@ def test_mixed_modes_per_vm() -> None:
 
 
 def test_redacted_secret_for_hakvm_render() -> None:
-    for text in _files(drbd.render(_ctx(_data("lab")))).values():
+    for text in _files(drbd.render(_ctx(example_data("lab")))).values():
         secrets = re.findall(r'shared-secret "([^"]*)";', text)
         assert secrets in ([], [REDACTED])
 
 
 def test_real_secret_per_resource() -> None:
     secrets = Secrets(drbd_master="master-of-the-lab")
-    files = _files(drbd.render(_ctx(_data("lab"), secrets)))
+    files = _files(drbd.render(_ctx(example_data("lab"), secrets)))
     for vm in ("vm-a", "vm-b"):
         assert f'shared-secret "{secrets.drbd_secret(vm)}";' in _directives(files[f"{vm}.res"])
     assert secrets.drbd_secret("vm-a") != secrets.drbd_secret("vm-b")
@@ -130,7 +123,7 @@ def test_real_secret_per_resource() -> None:
 
 def test_common_policy_in_every_resource() -> None:
     for example in ("lab", "seed"):
-        for name, text in _files(drbd.render(_ctx(_data(example)))).items():
+        for name, text in _files(drbd.render(_ctx(example_data(example)))).items():
             if name == "global_common.conf":
                 continue
             lines = _directives(text)
@@ -150,7 +143,7 @@ def test_common_policy_in_every_resource() -> None:
 
 
 def test_lab_resource_replicates_over_the_bond_bridge() -> None:
-    ctx = _ctx(_data("lab"))
+    ctx = _ctx(example_data("lab"))
     assert str(drbd.replication_link(ctx).network) == "10.88.0.0/24"
     text = _files(drbd.render(ctx))["vm-b.res"]
     blocks = re.findall(r"on (\S+) \{([^}]*)\}", text)
@@ -163,7 +156,7 @@ def test_lab_resource_replicates_over_the_bond_bridge() -> None:
 
 
 def test_grammar_8_4() -> None:
-    text = _files(drbd.render(_ctx(_data("lab"))))["vm-a.res"]
+    text = _files(drbd.render(_ctx(example_data("lab"))))["vm-a.res"]
     disk = re.search(r"disk \{([^}]*)\}", text)
     assert disk is not None and "fencing resource-and-stonith;" in disk.group(1)
     lines = _directives(text)
@@ -181,7 +174,7 @@ def test_grammar_8_4() -> None:
 
 
 def test_grammar_9() -> None:
-    text = _files(drbd.render(_ctx(_data("seed"))))["vm3.res"]
+    text = _files(drbd.render(_ctx(example_data("seed"))))["vm3.res"]
     net = re.search(r"net \{([^}]*)\}", text)
     assert net is not None and "fencing resource-and-stonith;" in net.group(1)
     lines = _directives(text)
@@ -196,7 +189,7 @@ def test_grammar_9() -> None:
 
 
 def test_minor_10() -> None:
-    files = _files(drbd.render(_ctx(_data("lab"), minors={"vm-b": 10})))
+    files = _files(drbd.render(_ctx(example_data("lab"), minors={"vm-b": 10})))
     lines = _directives(files["vm-b.res"])
     assert lines.count("device /dev/drbd10;") == 2
     assert "address 10.88.0.1:7799;" in lines
@@ -231,7 +224,7 @@ def test_bond_without_bridge_counts() -> None:
 
 
 def test_no_vms_renders_only_global_common() -> None:
-    data = _data("lab")
+    data = example_data("lab")
     data["vms"] = []
     files = _files(drbd.render(_ctx(data)))
     assert list(files) == ["global_common.conf"]
@@ -246,7 +239,7 @@ def _realtool(version: str) -> None:
 @pytest.mark.parametrize("node", ["node01", "node02"])
 def test_drbdadm_accepts(example: str, version: str, node: str) -> None:
     _realtool(version)
-    ctx = _ctx(_data(example), Secrets(drbd_master="x"))
+    ctx = _ctx(example_data(example), Secrets(drbd_master="x"))
     dump = check_drbd_files(drbd.render(ctx)[node], hostname=node, version=version)
     assert dump.count("\nresource ") == len(ctx.spec.vms)
 
@@ -266,14 +259,16 @@ def test_drbdadm_accepts_minor_10_and_three_links(version: str) -> None:
 @pytest.mark.realtool
 def test_drbdadm_accepts_redacted_render() -> None:
     _realtool("8.4")
-    check_drbd_config(_files(drbd.render(_ctx(_data("lab")))), hostname="node02", version="8.4")
+    check_drbd_config(
+        _files(drbd.render(_ctx(example_data("lab")))), hostname="node02", version="8.4"
+    )
 
 
 @pytest.mark.realtool
 @pytest.mark.parametrize(("example", "version"), [("lab", "9"), ("seed", "8.4")])
 def test_checker_rejects_the_other_generations_grammar(example: str, version: str) -> None:
     _realtool(version)
-    files = _files(drbd.render(_ctx(_data(example))))
+    files = _files(drbd.render(_ctx(example_data(example))))
     with pytest.raises(AssertionError, match="Parse error"):
         check_drbd_config(files, hostname="node01", version=version)
 
@@ -281,7 +276,7 @@ def test_checker_rejects_the_other_generations_grammar(example: str, version: st
 @pytest.mark.realtool
 def test_checker_rejects_port_clash() -> None:
     _realtool("8.4")
-    files = _files(drbd.render(_ctx(_data("lab"))))
+    files = _files(drbd.render(_ctx(example_data("lab"))))
     files["vm-b.res"] = files["vm-b.res"].replace(":7790;", ":7789;")
     with pytest.raises(AssertionError, match="conflicting use of IP"):
         check_drbd_config(files, hostname="node01", version="8.4")
@@ -290,7 +285,7 @@ def test_checker_rejects_port_clash() -> None:
 @pytest.mark.realtool
 def test_checker_rejects_minor_clash() -> None:
     _realtool("9")
-    files = _files(drbd.render(_ctx(_data("seed"))))
+    files = _files(drbd.render(_ctx(example_data("seed"))))
     files["vm2.res"] = files["vm2.res"].replace("/dev/drbd1;", "/dev/drbd0;")
     with pytest.raises(AssertionError, match="conflicting use of device-minor"):
         check_drbd_config(files, hostname="node01", version="9")
@@ -299,7 +294,7 @@ def test_checker_rejects_minor_clash() -> None:
 @pytest.mark.realtool
 def test_checker_rejects_unbalanced_braces() -> None:
     _realtool("8.4")
-    files = _files(drbd.render(_ctx(_data("lab"))))
+    files = _files(drbd.render(_ctx(example_data("lab"))))
     files["vm-a.res"] = files["vm-a.res"].rstrip().removesuffix("}")
     with pytest.raises(AssertionError, match=r"unbalanced braces in vm-a\.res"):
         check_drbd_config(files, hostname="node01", version="8.4")
@@ -321,7 +316,7 @@ def test_checker_rejects_unbalanced_braces() -> None:
 )
 def test_checker_rejects_bad_options(version: str, old: str, new: str) -> None:
     _realtool(version)
-    data = _data("lab")
+    data = example_data("lab")
     data["cluster"]["os"] = "debian12" if version == "8.4" else "rhel9"
     files = _files(drbd.render(_ctx(data)))
     assert old in files["vm-a.res"]

@@ -6,33 +6,18 @@ from __future__ import annotations
 import copy
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from lxml import etree
 
 from hakvm.render import cib, export, libvirt
-from hakvm.render.base import RenderContext, Secrets
-from hakvm.spec.derive import derive
-from hakvm.spec.models import ClusterSpec
+from hakvm.render.base import RenderContext
 from tests.render.checkers.cib import (
     assert_same_configuration,
     check_cib,
     run_export_script,
 )
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def _data(example: str) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
-    return data
-
-
-def _ctx(data: dict[str, Any]) -> RenderContext:
-    spec = ClusterSpec.model_validate(data)
-    return RenderContext(spec, derive(spec), Secrets.redacted())
+from tests.render.examples import example_data, render_context
 
 
 def _ids(ctx: RenderContext) -> set[str]:
@@ -43,7 +28,7 @@ def _ids(ctx: RenderContext) -> set[str]:
 
 @pytest.mark.parametrize("example", ["lab", "seed"])
 def test_scripts_mention_every_resource_and_constraint(example: str) -> None:
-    ctx = _ctx(_data(example))
+    ctx = render_context(example_data(example))
     ids = _ids(ctx)
     assert {vm.name for vm in ctx.spec.vms} <= ids
     for script in (export.pcs_script(ctx), export.crmsh_script(ctx)):
@@ -53,13 +38,13 @@ def test_scripts_mention_every_resource_and_constraint(example: str) -> None:
 
 
 def test_no_password_anywhere(tmp_path: Path) -> None:
-    data = copy.deepcopy(_data("lab"))
+    data = copy.deepcopy(example_data("lab"))
     secret = "Zq9-not-in-any-output-7Kx"
     for node in data["nodes"]:
         pw = tmp_path / f"{node['name']}.password"
         pw.write_text(secret + "\n")
         node["bmc"]["password_file"] = str(pw)
-    ctx = _ctx(data)
+    ctx = render_context(data)
     texts = [export.pcs_script(ctx), export.crmsh_script(ctx), cib.cib_xml(ctx)]
     texts += [f.content for files in libvirt.render(ctx).values() for f in files]
     texts += [f.content for files in cib.render(ctx).values() for f in files]
@@ -71,14 +56,14 @@ def test_no_password_anywhere(tmp_path: Path) -> None:
 
 
 def test_export_render_files() -> None:
-    rendered = export.render(_ctx(_data("lab")))
+    rendered = export.render(render_context(example_data("lab")))
     files = rendered["cluster"]
     assert [(f.path, f.mode) for f in files] == [("pcs.sh", 0o755), ("crmsh.sh", 0o755)]
-    assert rendered == export.render(_ctx(_data("lab")))
+    assert rendered == export.render(render_context(example_data("lab")))
 
 
 def test_same_configuration_detects_a_difference() -> None:
-    text = cib.cib_xml(_ctx(_data("lab")))
+    text = cib.cib_xml(render_context(example_data("lab")))
     assert_same_configuration(text, text)
     with pytest.raises(AssertionError, match="vm-a_prefers_node01"):
         assert_same_configuration(text, text.replace('score="100"', 'score="300"', 1))
@@ -93,7 +78,7 @@ def _need(tool: str) -> None:
 @pytest.mark.parametrize("example", ["lab", "seed"])
 def test_crmsh_script_builds_the_same_cib(example: str, tmp_path: Path) -> None:
     _need("crm")
-    ctx = _ctx(_data(example))
+    ctx = render_context(example_data(example))
     expected = cib.cib_xml(ctx)
     result = run_export_script(export.crmsh_script(ctx), expected, tmp_path, tool="crmsh")
     assert_same_configuration(expected, result)
@@ -103,7 +88,7 @@ def test_crmsh_script_builds_the_same_cib(example: str, tmp_path: Path) -> None:
 @pytest.mark.realtool
 def test_pcs_script_builds_the_same_cib(tmp_path: Path) -> None:
     _need("pcs")
-    ctx = _ctx(_data("lab"))
+    ctx = render_context(example_data("lab"))
     expected = cib.cib_xml(ctx)
     result = run_export_script(export.pcs_script(ctx), expected, tmp_path, tool="pcs")
     assert_same_configuration(expected, result)
@@ -114,7 +99,7 @@ def test_pcs_script_builds_the_same_cib(tmp_path: Path) -> None:
 def test_export_runners_reject_broken_scripts(tmp_path: Path) -> None:
     _need("crm")
     _need("pcs")
-    ctx = _ctx(_data("lab"))
+    ctx = render_context(example_data("lab"))
     expected = cib.cib_xml(ctx)
     crm = export.crmsh_script(ctx).replace("ocf:linbit:drbd", "ocf:linbit:no-such-agent")
     with pytest.raises(AssertionError, match="export script failed"):

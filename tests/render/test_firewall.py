@@ -14,31 +14,24 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from hakvm.render import corosync, drbd, firewall
-from hakvm.render.base import RenderContext, Secrets
+from hakvm.render.base import RenderContext
 from hakvm.spec.derive import derive
-from hakvm.spec.models import ClusterSpec
 from tests.render.checkers.firewall import (
     check_firewalld_zone,
     check_nftables,
     check_systemd_unit,
 )
 from tests.render.checkers.netns import require
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+from tests.render.examples import example_data, render_context
 
 
 def _ctx(example: str, **cluster: Any) -> RenderContext:
-    data: dict[str, Any] = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
-    data["cluster"].update(cluster)
-    spec = ClusterSpec.model_validate(data)
-    return RenderContext(spec, derive(spec), Secrets.redacted())
+    return render_context(example_data(example, **cluster))
 
 
 def _file(ctx: RenderContext, node: str, path: str) -> str:

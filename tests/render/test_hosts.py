@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hakvm.render import hosts
-from hakvm.render.base import RenderContext, Secrets
-from hakvm.spec.derive import derive
-from hakvm.spec.models import ClusterSpec
+from hakvm.render.base import RenderContext
 from tests.render.checkers.hosts import resolve
+from tests.render.examples import example_data, render_context
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DEBIAN_HOSTS = (
     "127.0.0.1\tlocalhost\n"
     "127.0.1.1\tnode01.example.org\tnode01\n"
@@ -29,9 +23,7 @@ DEBIAN_HOSTS = (
 
 
 def _ctx(example: str) -> RenderContext:
-    data: dict[str, Any] = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
-    spec = ClusterSpec.model_validate(data)
-    return RenderContext(spec, derive(spec), Secrets.redacted())
+    return render_context(example_data(example))
 
 
 def _entries(block: str) -> list[list[str]]:

@@ -3,34 +3,19 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from lxml import etree
 
 from hakvm.render import libvirt
-from hakvm.render.base import RenderContext, Secrets
-from hakvm.spec.derive import derive
-from hakvm.spec.models import ClusterSpec
+from hakvm.render.base import RenderContext
 from tests.render.checkers.libvirt import check_domain_xml
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def _data(example: str) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
-    return data
-
-
-def _ctx(data: dict[str, Any]) -> RenderContext:
-    spec = ClusterSpec.model_validate(data)
-    return RenderContext(spec, derive(spec), Secrets.redacted())
+from tests.render.examples import example_data, render_context
 
 
 def _cdrom_lab() -> dict[str, Any]:
-    data = copy.deepcopy(_data("lab"))
+    data = copy.deepcopy(example_data("lab"))
     data["vms"][0]["boot"] = {"source": "cdrom", "cdrom_image": "/srv/iso/install.iso"}
     data["vms"][1]["boot"] = {"source": "network"}
     data["vms"][1]["networks"].append({"bridge": "br1", "model": "e1000"})
@@ -40,15 +25,11 @@ def _cdrom_lab() -> dict[str, Any]:
 def _domains(ctx: RenderContext) -> dict[str, etree._Element]:
     rendered = libvirt.render(ctx)
     files = rendered[ctx.spec.nodes[0].name]
-    return {
-        f.path: etree.fromstring(f.content.encode())
-        for f in files
-        if f.path.endswith(".xml")
-    }
+    return {f.path: etree.fromstring(f.content.encode()) for f in files if f.path.endswith(".xml")}
 
 
 def test_both_nodes_get_identical_files() -> None:
-    rendered = libvirt.render(_ctx(_data("lab")))
+    rendered = libvirt.render(render_context(example_data("lab")))
     a, b = (rendered[n] for n in ("node01", "node02"))
     assert a == b
     assert {f.path for f in a} == {
@@ -60,11 +41,13 @@ def test_both_nodes_get_identical_files() -> None:
 
 
 def test_deterministic() -> None:
-    assert libvirt.render(_ctx(_data("seed"))) == libvirt.render(_ctx(_data("seed")))
+    assert libvirt.render(render_context(example_data("seed"))) == libvirt.render(
+        render_context(example_data("seed"))
+    )
 
 
 def test_block_mode_disk_and_lab_minimal() -> None:
-    ctx = _ctx(_data("lab"))
+    ctx = render_context(example_data("lab"))
     dom = _domains(ctx)["/etc/hakvm/domains/vm-a.xml"]
     assert dom.get("type") == "qemu"
     assert dom.findtext("name") == "vm-a"
@@ -89,7 +72,7 @@ def test_block_mode_disk_and_lab_minimal() -> None:
 
 
 def test_qcow2_mode_and_hardware_extras() -> None:
-    dom = _domains(_ctx(_data("seed")))["/etc/hakvm/domains/vm1.xml"]
+    dom = _domains(render_context(example_data("seed")))["/etc/hakvm/domains/vm1.xml"]
     assert dom.get("type") == "kvm"
     disk = dom.find("devices/disk[@device='disk']")
     assert disk is not None and disk.get("type") == "file"
@@ -102,7 +85,7 @@ def test_qcow2_mode_and_hardware_extras() -> None:
 
 
 def test_boot_devices_and_cdrom_readonly() -> None:
-    doms = _domains(_ctx(_cdrom_lab()))
+    doms = _domains(render_context(_cdrom_lab()))
     a, b = doms["/etc/hakvm/domains/vm-a.xml"], doms["/etc/hakvm/domains/vm-b.xml"]
     assert a.find("os/boot").get("dev") == "cdrom"  # type: ignore[union-attr]
     cd = a.find("devices/disk[@device='cdrom']")
@@ -114,7 +97,7 @@ def test_boot_devices_and_cdrom_readonly() -> None:
 
 
 def test_header_comment_and_uuid_stable() -> None:
-    ctx = _ctx(_data("lab"))
+    ctx = render_context(example_data("lab"))
     text = libvirt.domain_xml(ctx, ctx.spec.vms[0])
     assert text.startswith("<!-- Managed by hakvm")
     # VirtualDomain reads the name with sed, one element per line: keep it that way.
@@ -132,17 +115,17 @@ def test_udev_rule_pins_root_disk_baseline() -> None:
 @pytest.mark.realtool
 @pytest.mark.parametrize("example", ["lab", "seed", "cdrom"])
 def test_virt_xml_validate(example: str) -> None:
-    data = _cdrom_lab() if example == "cdrom" else _data(example)
-    ctx = _ctx(data)
+    data = _cdrom_lab() if example == "cdrom" else example_data(example)
+    ctx = render_context(data)
     for vm in ctx.spec.vms:
         check_domain_xml(libvirt.domain_xml(ctx, vm))
 
 
 @pytest.mark.realtool
 def test_checker_rejects_broken_domain() -> None:
-    ctx = _ctx(_data("lab"))
+    ctx = render_context(example_data("lab"))
     text = libvirt.domain_xml(ctx, ctx.spec.vms[0])
-    broken = text.replace('<on_crash>destroy</on_crash>', '<on_crash>explode</on_crash>')
+    broken = text.replace("<on_crash>destroy</on_crash>", "<on_crash>explode</on_crash>")
     assert broken != text
     with pytest.raises(AssertionError, match="virt-xml-validate"):
         check_domain_xml(broken)

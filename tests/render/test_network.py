@@ -12,34 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from hakvm.render import network
-from hakvm.render.base import RenderContext, RenderedFile, Secrets
-from hakvm.spec.derive import derive
-from hakvm.spec.models import ClusterSpec
+from hakvm.render.base import RenderedFile
 from tests.render.checkers.network import check_ifupdown, check_nm_profiles, check_nmconnection
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def _data(example: str, **cluster: Any) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
-    data["cluster"].update(cluster)
-    return data
-
-
-def _ctx(data: dict[str, Any]) -> RenderContext:
-    spec = ClusterSpec.model_validate(data)
-    return RenderContext(spec, derive(spec), Secrets.redacted())
+from tests.render.examples import example_data, render_context
 
 
 def _files(data: dict[str, Any], node: str = "node01") -> dict[str, RenderedFile]:
-    return {f.path: f for f in network.render(_ctx(data))[node]}
+    return {f.path: f for f in network.render(render_context(data))[node]}
 
 
 def _active_backup(example: str, os_family: str) -> dict[str, Any]:
-    data = _data(example, os=os_family)
+    data = example_data(example, os=os_family)
     for node in data["nodes"]:
         node["interfaces"]["bonds"]["bond0"]["mode"] = "active-backup"
     return data
@@ -47,7 +32,7 @@ def _active_backup(example: str, os_family: str) -> dict[str, Any]:
 
 def _bond_with_address(example: str, os_family: str) -> dict[str, Any]:
     """No bridge: the bond carries the address itself; a second address on eth3/eno3."""
-    data = copy.deepcopy(_data(example, os=os_family))
+    data = copy.deepcopy(example_data(example, os=os_family))
     for node in data["nodes"]:
         ifaces = node["interfaces"]
         bridge = ifaces.pop("bridges")["br0"]
@@ -62,7 +47,7 @@ def _bond_with_address(example: str, os_family: str) -> dict[str, Any]:
 
 
 def test_debian_file_set_and_modes() -> None:
-    files = _files(_data("lab"))
+    files = _files(example_data("lab"))
     assert sorted(files) == sorted(
         [network.MODPROBE_PATH, network.IFUPDOWN_PATH, network.MODULES_LOAD_PATH]
     )
@@ -87,15 +72,15 @@ def test_sources_fragment() -> None:
 
 
 def test_modules_load_is_bonding_only() -> None:
-    text = _files(_data("lab"))[network.MODULES_LOAD_PATH].content
+    text = _files(example_data("lab"))[network.MODULES_LOAD_PATH].content
     directives = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
     assert directives == ["bonding"]
-    modprobe = _files(_data("lab"))[network.MODPROBE_PATH].content
+    modprobe = _files(example_data("lab"))[network.MODPROBE_PATH].content
     assert "options bonding max_bonds=0" in modprobe
 
 
 def test_no_bond_no_module_files() -> None:
-    data = _data("lab")
+    data = example_data("lab")
     for node in data["nodes"]:
         node["interfaces"] = {
             "ethernets": {
@@ -109,7 +94,7 @@ def test_no_bond_no_module_files() -> None:
 
 
 def test_rhel_keyfiles_are_0600_and_parse() -> None:
-    files = _files(_data("seed"))
+    files = _files(example_data("seed"))
     keyfiles = {p: f for p, f in files.items() if p.endswith(".nmconnection")}
     assert sorted(Path(p).name for p in keyfiles) == [
         "hakvm-bond0.nmconnection",
@@ -145,16 +130,16 @@ def test_active_backup_has_no_lacp_options() -> None:
 
 
 def test_port_with_address_is_refused() -> None:
-    data = _data("lab")
+    data = example_data("lab")
     data["nodes"][0]["interfaces"]["bonds"]["bond0"]["addresses"] = ["10.9.9.1/24"]
     with pytest.raises(ValueError, match="port of br0"):
-        network.render(_ctx(data))
+        network.render(render_context(data))
 
 
 def test_deterministic() -> None:
     for example, os_family in (("lab", "debian12"), ("seed", "rhel9")):
-        data = _data(example, os=os_family)
-        assert network.render(_ctx(data)) == network.render(_ctx(data))
+        data = example_data(example, os=os_family)
+        assert network.render(render_context(data)) == network.render(render_context(data))
 
 
 # --- ifupdown (realtool) -------------------------------------------------------------------
@@ -163,7 +148,7 @@ def test_deterministic() -> None:
 @pytest.mark.realtool
 @pytest.mark.parametrize("node", ["node01", "node02"])
 def test_ifquery_accepts_lab(node: str) -> None:
-    data = _data("lab")
+    data = example_data("lab")
     text = _files(data, node)[network.IFUPDOWN_PATH].content
     parsed = check_ifupdown(text)
     assert sorted(parsed) == ["bond0", "br0", "eth1", "eth2", "eth3"]
@@ -184,7 +169,7 @@ def test_ifquery_accepts_lab(node: str) -> None:
 @pytest.mark.realtool
 def test_ifquery_accepts_seed_topology_and_variants() -> None:
     for data in (
-        _data("seed", os="debian12"),
+        example_data("seed", os="debian12"),
         _active_backup("seed", "debian12"),
         _bond_with_address("lab", "debian12"),
     ):
@@ -194,7 +179,7 @@ def test_ifquery_accepts_seed_topology_and_variants() -> None:
 
 @pytest.mark.realtool
 def test_ifquery_rejects_broken_file() -> None:
-    text = _files(_data("lab"))[network.IFUPDOWN_PATH].content
+    text = _files(example_data("lab"))[network.IFUPDOWN_PATH].content
     with pytest.raises(AssertionError, match="unknown or no method"):
         check_ifupdown(text.replace("inet static", "inet statik", 1))
     with pytest.raises(AssertionError, match="option with empty value"):
@@ -211,7 +196,7 @@ def _keyfiles(data: dict[str, Any], node: str = "node01") -> dict[str, str]:
 @pytest.mark.realtool
 @pytest.mark.parametrize("node", ["node01", "node02"])
 def test_libnm_accepts_seed(node: str) -> None:
-    parsed = check_nm_profiles(_keyfiles(_data("seed"), node))
+    parsed = check_nm_profiles(_keyfiles(example_data("seed"), node))
     by_name = {str(p["interface-name"]): p for p in parsed.values()}
     assert sorted(by_name) == ["bond0", "br0", "eno2", "eno3", "enp1s0f3"]
     assert by_name["bond0"]["bond"] == {
@@ -233,7 +218,7 @@ def test_libnm_accepts_seed(node: str) -> None:
 @pytest.mark.realtool
 def test_libnm_accepts_variants() -> None:
     for data in (
-        _data("lab", os="rhel9"),
+        example_data("lab", os="rhel9"),
         _active_backup("seed", "rhel9"),
         _bond_with_address("seed", "rhel9"),
     ):
@@ -244,7 +229,7 @@ def test_libnm_accepts_variants() -> None:
 
 @pytest.mark.realtool
 def test_libnm_rejects_broken_keyfiles() -> None:
-    files = _keyfiles(_data("seed"))
+    files = _keyfiles(example_data("seed"))
     port = files[f"{network.NM_DIR}/hakvm-eno2.nmconnection"]
     bond = files[f"{network.NM_DIR}/hakvm-bond0.nmconnection"]
     # The NM 1.46 names: NM 1.42 ignores them silently (and would run DHCP on the port).
