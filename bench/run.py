@@ -169,6 +169,8 @@ def bench_operate(reps: int) -> dict[str, Any]:
     return results
 
 
+PARTIAL = REPO / "bench" / "recovery-partial.json"  # the runs so far, while recovery runs
+
 # What the original recipe leaves, in spec terms: the agents' default monitor intervals
 # (pcs copies them: VirtualDomain 10 s; LINBIT's 29/31 s for DRBD), Pacemaker's default
 # load-threshold (80%) and node-action-limit (twice the cores), fence_ipmilan's default 60 s
@@ -217,7 +219,14 @@ def bench_recovery(reps: int) -> dict[str, Any]:
                     raise SystemExit(f"bench: {name} node-crash drill failed: {drill}")
                 recovery[name].append(float(drill["recovery_s"]))
                 results["runs"].append({"rep": rep, "settings": name, **drill})
+                # Ten drills take well over an hour: a later failure must not lose these.
+                PARTIAL.write_text(json.dumps(results, indent=2) + "\n")
+                print(
+                    f"bench: recovery rep {rep + 1}/{reps} {name}: {drill['recovery_s']:.1f} s",
+                    file=sys.stderr, flush=True,
+                )  # fmt: skip
         hakvm("apply", str(specs["hakvm"]))  # leave the lab as the spec says
+    PARTIAL.unlink(missing_ok=True)
     for name, values in recovery.items():
         results[f"recovery_{name}_s"] = spread(values)
     results["ratio_hakvm_to_default"] = statistics.median(recovery["hakvm"]) / statistics.median(
