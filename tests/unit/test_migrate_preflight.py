@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -60,3 +61,13 @@ def test_resync_flag_refuses() -> None:
 def test_low_or_missing_score_refuses(attrs: dict[str, str]) -> None:
     with pytest.raises(MoveError, match=r"would not place vm-b on node01.*below 1000"):
         _wait(AttrConn([attrs]), 0)
+
+
+def test_the_score_wait_covers_one_drbd_monitor_interval() -> None:
+    from hakvm.ops.migrate import good_data_wait
+    from hakvm.spec.validate import validate_file
+
+    report = validate_file(Path(__file__).resolve().parents[2] / "examples" / "lab.yaml")
+    assert report.spec is not None
+    # The lab monitors DRBD every 60 s (Unpromoted 61 s): 45 s refused a move in the bench.
+    assert good_data_wait(report.spec) > report.spec.cluster.timing.drbd_monitor_interval_s + 1

@@ -214,10 +214,13 @@ async def move(
     timeout: float = 900,
     progress: Progress = _noop,
     extra_memory: int = 0,
+    score_wait: float = 45,
 ) -> MoveResult:
     any_conn = conns[target]
     state = await crm_state(any_conn)
-    source = await preflight(conns, state, vm, target, extra_memory=extra_memory)
+    source = await preflight(
+        conns, state, vm, target, extra_memory=extra_memory, score_wait=score_wait
+    )
     kind = "live" if vm.disk.mode is DiskMode.BLOCK else "restart"
     progress(f"{vm.name}: {kind} move {source} -> {target}")
     listener: asyncio.Task[str] | None = None
@@ -289,6 +292,13 @@ def _running_on(state: ClusterState, vm_name: str) -> list[str]:
     return list(res.active_on) if res else []
 
 
+def good_data_wait(spec: ClusterSpec) -> float:
+    """How long the promotion score may trail DRBD: the agent sets it in its monitor, so just
+    after a resync it can read below 1000 for one Unpromoted interval (drbd_monitor_interval_s
+    + 1) plus that monitor's own run. Measured: 45 s was too short at the lab's 60 s."""
+    return max(45.0, spec.cluster.timing.drbd_monitor_interval_s + 1 + 30)
+
+
 def _other(spec: ClusterSpec, node: str) -> str:
     names = [n.name for n in spec.nodes]
     if node not in names:
@@ -309,7 +319,7 @@ async def migrate(
         if target is None:
             raise MoveError(f"preflight: {vm.name} is not running; nothing to move")
         _other(spec, target)  # validates the name
-        return await move(conns, vm, target, progress=progress)
+        return await move(conns, vm, target, progress=progress, score_wait=good_data_wait(spec))
     finally:
         await asyncio.gather(*(c.close() for c in conns.values()))
 
@@ -328,7 +338,14 @@ async def drain(
         for index, vm in enumerate(on_node):
             already = sum(v.memory + MEMORY_MARGIN for v in on_node[index + 1 :])
             result.moves.append(
-                await move(conns, vm, target, progress=progress, extra_memory=already)
+                await move(
+                    conns,
+                    vm,
+                    target,
+                    progress=progress,
+                    extra_memory=already,
+                    score_wait=good_data_wait(spec),
+                )
             )
         progress(f"{node}: standby on")
         await conns[target].run(
