@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from hakvm.ops.crm_mon import parse_crm_mon
+from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
 from hakvm.ops.drill import Cluster, DrillError, DrillResult, busiest, faults_for, fence_successes
 from hakvm.ops.faults import LabFaults, NodeFaults
 from hakvm.remote.facts import parse_batch
@@ -31,9 +31,13 @@ def test_busiest_node_and_tie_break(spec) -> None:  # type: ignore[no-untyped-de
     assert busiest({"vm-a": ["node01"], "vm-b": ["node02"]}, spec) == "node02"
 
 
+def _recorded_crm_mon() -> str:
+    """crm_mon XML recorded on a healthy lab: vm-a on node01, vm-b on node02."""
+    return parse_batch((DATA / "status-healthy-node01.b64").read_text())["crm_mon"][1].decode()
+
+
 def test_fence_successes_from_recorded_crm_mon() -> None:
-    crm_mon = parse_batch((DATA / "status-healthy-node01.b64").read_text())["crm_mon"][1]
-    text = crm_mon.decode().replace(
+    text = _recorded_crm_mon().replace(
         "</nodes>",
         '</nodes><fence_history><fence_event action="reboot" target="node02" '
         'delegate="node01" client="pacemaker-controld" origin="node01" status="success" '
@@ -132,8 +136,7 @@ def test_settled_needs_idle_then_healthy_then_still_idle(spec, no_sleep) -> None
 
 def _with_fencing(target: str) -> str:
     """The recorded healthy crm_mon, plus one successful fencing of `target`."""
-    text = parse_batch((DATA / "status-healthy-node01.b64").read_text())["crm_mon"][1].decode()
-    return text.replace(
+    return _recorded_crm_mon().replace(
         "</nodes>",
         f'</nodes><fence_history><fence_event action="reboot" target="{target}" '
         'delegate="node02" origin="node02" status="success" '
@@ -142,31 +145,28 @@ def _with_fencing(target: str) -> str:
     )
 
 
-class PartitionRace:
+class PartitionRace(Cluster):
     """A heartbeat partition whose fence race the wrong node wins: node02 (the victim the
-    delay should sacrifice) shoots node01 first. Each node answers as it would then."""
+    delay should sacrifice) shoots node01 first. Each node answers as it would then; the
+    same object injects the faults."""
 
     def __init__(self, spec) -> None:  # type: ignore[no-untyped-def]
-        healthy = parse_batch((DATA / "status-healthy-node01.b64").read_text())["crm_mon"][1]
-        self.before = parse_crm_mon(healthy.decode())
+        super().__init__(spec, REPO / "examples" / "lab.yaml")
+        self.before = parse_crm_mon(_recorded_crm_mon())
         self.node01_shot = parse_crm_mon(_with_fencing("node01"))
         self.cut = self.rebooted = False
         self.healed = 0
         self.dropped: list[str] = []
-        race = self
 
-        class Scripted(Cluster):
-            async def state(self, name: str):  # type: ignore[no-untyped-def]
-                if not race.cut:
-                    return race.before
-                if name == "node01" and not race.rebooted:
-                    return None  # fenced: it does not answer
-                return race.node01_shot
+    async def state(self, name: str) -> ClusterState | None:
+        if not self.cut:
+            return self.before
+        if name == "node01" and not self.rebooted:
+            return None  # fenced: it does not answer
+        return self.node01_shot
 
-            async def drop(self, name: str) -> None:
-                race.dropped.append(name)
-
-        self.cluster = Scripted(spec, REPO / "examples" / "lab.yaml")
+    async def drop(self, name: str) -> None:
+        self.dropped.append(name)
 
     async def partition(self) -> None:
         self.cut = True
@@ -197,7 +197,7 @@ def test_a_lost_fence_race_fails_the_partition_drill(spec, no_sleep, monkeypatch
     monkeypatch.setattr(drill, "wait_acks", acks)
     monkeypatch.setattr(drill, "finish_witness", finish)
     monkeypatch.setattr(drill, "check_healthy_again", healthy_again)
-    result = asyncio.run(drill.heartbeat_partition(race.cluster, race, 30, lambda _: None))  # type: ignore[arg-type]
+    result = asyncio.run(drill.heartbeat_partition(race, race, 30, lambda _: None))  # type: ignore[arg-type]
     failed = {i.name: i.detail for i in result.invariants if not i.ok}
     assert not result.passed
     assert "node02 fenced node01" in failed["preferred survivor won the fence race"]

@@ -20,11 +20,14 @@ def lab_spec(
     out: pathlib.Path,
     overrides: dict[str, Any] | None = None,
     timing: dict[str, Any] | None = None,
+    *,
+    pool_size: str | None = None,
 ) -> pathlib.Path:
     """Write ``template`` re-pointed at the running lab in ``lab_dir`` to ``out``.
 
     ``overrides`` maps a VM field to a new value for every VM (e.g. ``{"disk": {...}}``);
-    ``timing`` sets ``cluster.timing`` fields (None removes one: the spec default applies).
+    ``timing`` sets ``cluster.timing`` fields (None removes one: the spec default applies);
+    ``pool_size`` replaces every node's ``storage.size`` (the lab's storage disk is 20 GiB).
     """
     lab = Lab(lab_dir)
     config = lab.load()
@@ -37,6 +40,8 @@ def lab_spec(
         node["bmc"]["port"] = config.bmc_port_of(name)
         node["bmc"]["user"] = config.bmc_user
         node["bmc"]["password_file"] = str(lab.bmc_password_file(name))
+        if pool_size is not None:
+            node["storage"]["size"] = pool_size
     for vm in spec.get("vms", []):
         vm.update(overrides or {})
     spec_timing = spec["cluster"].setdefault("timing", {})

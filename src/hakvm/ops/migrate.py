@@ -89,7 +89,7 @@ async def preflight(
     target: str,
     *,
     extra_memory: int = 0,
-    score_wait: float = 45,
+    score_wait: float,
 ) -> str:
     """Raise MoveError naming the first failed check; return the VM's current node."""
     res = state.resources.get(vm.name)
@@ -214,7 +214,7 @@ async def move(
     timeout: float = 900,
     progress: Progress = _noop,
     extra_memory: int = 0,
-    score_wait: float = 45,
+    score_wait: float,
 ) -> MoveResult:
     any_conn = conns[target]
     state = await crm_state(any_conn)
@@ -334,6 +334,7 @@ async def drain(
     try:
         state = await crm_state(conns[target])
         on_node = [vm for vm in spec.vms if node in _running_on(state, vm.name)]
+        score_wait = good_data_wait(spec)
         # The target must hold all of them at once: check the sum up front.
         for index, vm in enumerate(on_node):
             already = sum(v.memory + MEMORY_MARGIN for v in on_node[index + 1 :])
@@ -344,7 +345,7 @@ async def drain(
                     target,
                     progress=progress,
                     extra_memory=already,
-                    score_wait=good_data_wait(spec),
+                    score_wait=score_wait,
                 )
             )
         progress(f"{node}: standby on")
