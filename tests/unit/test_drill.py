@@ -206,3 +206,110 @@ def test_a_lost_fence_race_fails_the_partition_drill(spec, no_sleep, monkeypatch
     assert result.recovery_s is None  # no recovery is claimed for the wrong survivor
     # The writer's node (node02) survived: the acks are read there; links are healed.
     assert witness_read_on == ["node02"] and race.healed >= 1 and race.dropped == ["node01"]
+
+
+class RollingLab(Cluster):
+    """Rolling maintenance on a cluster where an earlier drill left every VM on node02.
+    Placement follows the moves the drill makes; each reboot is seen leaving, then back."""
+
+    def __init__(self, spec) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(spec, REPO / "examples" / "lab.yaml")
+        self.where = {"vm-a": "node02", "vm-b": "node02"}
+        self.events: list[str] = []
+        self.rebooting: str | None = None
+        self.polls = 0
+
+    async def placement(self, name: str) -> dict[str, list[str]]:
+        return {vm: [node] for vm, node in self.where.items()}
+
+    async def conn(self, name: str):  # type: ignore[no-untyped-def]
+        lab = self
+
+        class Conn:
+            async def run(self, argv: list[str], **_: object) -> None:
+                assert argv == ["systemctl", "reboot"]
+                lab.events.append(f"reboot {name}")
+                lab.rebooting, lab.polls = name, 0
+
+        return Conn()
+
+    async def drop(self, name: str) -> None:
+        return None
+
+    async def state(self, name: str):  # type: ignore[no-untyped-def]
+        from types import SimpleNamespace
+
+        self.polls += 1
+        nodes = {
+            n: SimpleNamespace(online=not (n == self.rebooting and self.polls == 1))
+            for n in ("node01", "node02")
+        }
+        return SimpleNamespace(nodes=nodes)
+
+    async def wait_settled(self, timeout: float, say) -> float:  # type: ignore[no-untyped-def]
+        return 1.0
+
+
+def test_rolling_maintenance_moves_a_vm_live_off_every_node(spec, no_sleep, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from hakvm.ops import drill, migrate
+
+    lab = RollingLab(spec)
+
+    async def fake_migrate(spec, spec_path, vm, target, progress):  # type: ignore[no-untyped-def]
+        lab.events.append(f"migrate {vm} to {target}")
+        source, lab.where[vm] = lab.where[vm], target
+        return migrate.MoveResult(vm, source, target, "live", 1.0, downtime_ms=5)
+
+    async def fake_drain(spec, spec_path, node, progress):  # type: ignore[no-untyped-def]
+        lab.events.append(f"drain {node}")
+        result = migrate.DrainResult(node, standby=True)
+        for vm in [v for v, n in lab.where.items() if n == node]:
+            result.moves.append(await fake_migrate(spec, spec_path, vm, lab.other(node), None))
+        return result
+
+    async def fake_undrain(spec, spec_path, node) -> None:  # type: ignore[no-untyped-def]
+        lab.events.append(f"undrain {node}")
+
+    async def out_of_standby(cluster, node, timeout) -> bool:  # type: ignore[no-untyped-def]
+        return True
+
+    async def healthy_again(cluster, result, timeout, say) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+    monkeypatch.setattr(migrate, "migrate", fake_migrate)
+    monkeypatch.setattr(migrate, "drain", fake_drain)
+    monkeypatch.setattr(migrate, "undrain", fake_undrain)
+    monkeypatch.setattr(drill, "_wait_out_of_standby", out_of_standby)
+    monkeypatch.setattr(drill, "check_healthy_again", healthy_again)
+    result = asyncio.run(drill.rolling_maintenance(lab, lab, 600, lambda _: None))  # type: ignore[arg-type]
+    # node01 ran nothing: a VM is moved there first, so its drain really migrates one.
+    assert lab.events[:3] == ["migrate vm-a to node01", "drain node01", "migrate vm-a to node02"]
+    assert lab.events.index("reboot node01") < lab.events.index("drain node02")
+    assert result.passed, [(i.name, i.detail) for i in result.invariants if not i.ok]
+    assert result.timeline.at("set-up: vm-a moved to node01 (live)") is not None
+    drained = {i.name: i.detail for i in result.invariants if "drained" in i.name}
+    assert drained == {"node01 drained live": "1 move(s)", "node02 drained live": "2 move(s)"}
+
+
+def test_a_drain_that_moved_nothing_proves_nothing(spec, no_sleep, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from hakvm.ops import drill, migrate
+
+    lab = RollingLab(spec)
+
+    async def no_moves(spec, spec_path, node, progress):  # type: ignore[no-untyped-def]
+        return migrate.DrainResult(node, standby=True)
+
+    async def placed(cluster, node, result, say, *, why, at=0.0) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+    async def anything(*_: object) -> bool:
+        return True
+
+    monkeypatch.setattr(migrate, "drain", no_moves)
+    monkeypatch.setattr(migrate, "undrain", anything)
+    monkeypatch.setattr(drill, "_place_a_vm_on", placed)
+    monkeypatch.setattr(drill, "_wait_out_of_standby", anything)
+    monkeypatch.setattr(drill, "check_healthy_again", anything)
+    result = asyncio.run(drill.rolling_maintenance(lab, lab, 600, lambda _: None))  # type: ignore[arg-type]
+    failed = {i.name: i.detail for i in result.invariants if not i.ok}
+    assert failed == {"node01 drained live": "0 move(s)", "node02 drained live": "0 move(s)"}

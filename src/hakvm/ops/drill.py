@@ -40,7 +40,7 @@ from hakvm.ops.faults import FaultError, Faults, LabFaults, NodeFaults, lab_of
 from hakvm.ops.status import assess, collect
 from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.facts import DrbdResource, parse_proc_drbd
-from hakvm.spec.models import ClusterSpec, Node
+from hakvm.spec.models import ClusterSpec, DiskMode, Node
 
 SCENARIOS = (
     "node-crash",
@@ -671,20 +671,25 @@ async def node_crash_during_resync(
     return result
 
 
-async def _place_a_vm_on(cluster: Cluster, node: str, result: DrillResult, say: Say) -> None:
-    """The fence race decides which node the partition takes down: a VM must run there, or
-    nothing would fail over. Earlier drills leave VMs on survivors: live-migrate one back."""
+async def _place_a_vm_on(
+    cluster: Cluster, node: str, result: DrillResult, say: Say, *, why: str, at: float = 0.0
+) -> None:
+    """A VM must run on `node`, or the fault there would move nothing and the drill would
+    prove nothing. Earlier drills leave VMs on survivors: live-migrate one back."""
     from hakvm.ops.migrate import migrate
 
     placement = await cluster.placement(node)
     if any(nodes == [node] for nodes in placement.values()):
         return
-    vm = cluster.witness_vm or next((v for v, n in placement.items() if len(n) == 1), None)
+    # A block-mode VM if there is one: it moves live, as a drain must move it back.
+    live = {v.name for v in cluster.spec.vms if v.disk.mode is DiskMode.BLOCK}
+    movable = sorted((v for v, n in placement.items() if len(n) == 1), key=lambda v: v not in live)
+    vm = cluster.witness_vm or next(iter(movable), None)
     if vm is None:
-        raise DrillError(f"drill: no VM is running; nothing would fail over from {node}")
-    say(f"no VM runs on {node}, which the fence race takes down: migrating {vm} there first")
+        raise DrillError(f"drill: no VM is running; nothing would move from {node}")
+    say(f"no VM runs on {node}, {why}: migrating {vm} there first")
     moved = await migrate(cluster.spec, cluster.spec_path, vm, node, progress=say)
-    result.timeline.mark(0.0, f"set-up: {vm} moved to {node} ({moved.kind})")
+    result.timeline.mark(at, f"set-up: {vm} moved to {node} ({moved.kind})")
 
 
 async def heartbeat_partition(
@@ -695,7 +700,7 @@ async def heartbeat_partition(
     keep = cluster.spec.cluster.fencing.preferred_survivor if cluster.spec.cluster.fencing else None
     victim = cluster.other(keep) if keep else cluster.spec.nodes[1].name
     survivor = cluster.other(victim)
-    await _place_a_vm_on(cluster, victim, result, say)
+    await _place_a_vm_on(cluster, victim, result, say, why="which the fence race takes down")
     fenced_before = {
         n.name: fence_successes(await cluster.state(survivor), n.name) for n in cluster.spec.nodes
     }
@@ -889,6 +894,11 @@ async def rolling_maintenance(
     result = DrillResult("rolling-maintenance")
     t0 = time.monotonic()
     for node in [n.name for n in cluster.spec.nodes]:
+        # Earlier drills may leave every VM on one node: draining the other would then move
+        # nothing, and the drill would vouch for a live migration it never made.
+        await _place_a_vm_on(
+            cluster, node, result, say, why="which is drained next", at=time.monotonic() - t0
+        )
         drained = await drain(cluster.spec, cluster.spec_path, node, progress=say)
         for move in drained.moves:
             result.timeline.mark(
@@ -897,7 +907,8 @@ async def rolling_maintenance(
             )
         result.check(
             f"{node} drained live",
-            all(m.kind == "live" and m.downtime_ms is not None for m in drained.moves),
+            bool(drained.moves)
+            and all(m.kind == "live" and m.downtime_ms is not None for m in drained.moves),
             f"{len(drained.moves)} move(s)",
         )
         conn = await cluster.conn(node)
