@@ -250,6 +250,18 @@ class RollingLab(Cluster):
         return 1.0
 
 
+def _stub_rejoin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What rolling maintenance does after each reboot (undrain, standby off, healthy) passes."""
+    from hakvm.ops import drill, migrate
+
+    async def anything(*_: object) -> bool:
+        return True
+
+    monkeypatch.setattr(migrate, "undrain", anything)
+    monkeypatch.setattr(drill, "_wait_out_of_standby", anything)
+    monkeypatch.setattr(drill, "check_healthy_again", anything)
+
+
 def test_rolling_maintenance_moves_a_vm_live_off_every_node(spec, no_sleep, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from hakvm.ops import drill, migrate
 
@@ -267,20 +279,9 @@ def test_rolling_maintenance_moves_a_vm_live_off_every_node(spec, no_sleep, monk
             result.moves.append(await fake_migrate(spec, spec_path, vm, lab.other(node), None))
         return result
 
-    async def fake_undrain(spec, spec_path, node) -> None:  # type: ignore[no-untyped-def]
-        lab.events.append(f"undrain {node}")
-
-    async def out_of_standby(cluster, node, timeout) -> bool:  # type: ignore[no-untyped-def]
-        return True
-
-    async def healthy_again(cluster, result, timeout, say) -> None:  # type: ignore[no-untyped-def]
-        return None
-
+    _stub_rejoin(monkeypatch)
     monkeypatch.setattr(migrate, "migrate", fake_migrate)
     monkeypatch.setattr(migrate, "drain", fake_drain)
-    monkeypatch.setattr(migrate, "undrain", fake_undrain)
-    monkeypatch.setattr(drill, "_wait_out_of_standby", out_of_standby)
-    monkeypatch.setattr(drill, "check_healthy_again", healthy_again)
     result = asyncio.run(drill.rolling_maintenance(lab, lab, 600, lambda _: None))  # type: ignore[arg-type]
     # node01 ran nothing: a VM is moved there first, so its drain really migrates one.
     assert lab.events[:3] == ["migrate vm-a to node01", "drain node01", "migrate vm-a to node02"]
@@ -302,14 +303,9 @@ def test_a_drain_that_moved_nothing_proves_nothing(spec, no_sleep, monkeypatch) 
     async def placed(cluster, node, result, say, *, why, at=0.0) -> None:  # type: ignore[no-untyped-def]
         return None
 
-    async def anything(*_: object) -> bool:
-        return True
-
+    _stub_rejoin(monkeypatch)
     monkeypatch.setattr(migrate, "drain", no_moves)
-    monkeypatch.setattr(migrate, "undrain", anything)
     monkeypatch.setattr(drill, "_place_a_vm_on", placed)
-    monkeypatch.setattr(drill, "_wait_out_of_standby", anything)
-    monkeypatch.setattr(drill, "check_healthy_again", anything)
     result = asyncio.run(drill.rolling_maintenance(lab, lab, 600, lambda _: None))  # type: ignore[arg-type]
     failed = {i.name: i.detail for i in result.invariants if not i.ok}
     assert failed == {"node01 drained live": "0 move(s)", "node02 drained live": "0 move(s)"}

@@ -683,8 +683,8 @@ async def _place_a_vm_on(
         return
     # A block-mode VM if there is one: it moves live, as a drain must move it back.
     live = {v.name for v in cluster.spec.vms if v.disk.mode is DiskMode.BLOCK}
-    movable = sorted((v for v, n in placement.items() if len(n) == 1), key=lambda v: v not in live)
-    vm = cluster.witness_vm or next(iter(movable), None)
+    movable = (v for v, n in placement.items() if len(n) == 1)
+    vm = cluster.witness_vm or min(movable, key=lambda v: v not in live, default=None)
     if vm is None:
         raise DrillError(f"drill: no VM is running; nothing would move from {node}")
     say(f"no VM runs on {node}, {why}: migrating {vm} there first")
