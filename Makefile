@@ -3,25 +3,28 @@ SHELL := /bin/bash
 PYTHON ?= /usr/bin/python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages the tests and the lab need; the real cluster tools validate rendered files.
-APT_PACKAGES := python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs \
-	corosync pacemaker pacemaker-cli-utils drbd-utils libvirt-clients ipmitool fence-agents \
-	iproute2 openssh-client dpkg-dev debian-archive-keyring libxml2-utils pcs crmsh \
-	ifupdown nftables python3-firewall python3-gi gir1.2-nm-1.0 systemd
+# Debian packages, by what needs them (README "What the two commands install").
+# The demo: the lab (QEMU as an unprivileged user, debootstrap image, debugfs identity,
+# the BMC daemons on Debian's python3 with pyghmi, the local package repository index).
+DEMO_PACKAGES := python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs util-linux \
+	openssh-client dpkg-dev debian-archive-keyring iproute2 python3-pyghmi
+# The tests, for their binaries only (corosync -t, crm_verify, crm_simulate, drbdadm dump,
+# virt-xml-validate, ifquery, nft -c, firewall-offline, pcs and crm offline, ipmitool):
+# tools/install-debs keeps every daemon they bring stopped, disabled and masked.
+TEST_PACKAGES := corosync pacemaker pacemaker-cli-utils drbd-utils libvirt-clients ipmitool \
+	fence-agents libxml2-utils pcs crmsh ifupdown nftables python3-firewall python3-gi \
+	gir1.2-nm-1.0
 STAMP := $(VENV)/.installed
 
-.PHONY: deps venv test test-fast test-e2e test-deploy test-drills lint demo bench clean
+.PHONY: deps deps-demo venv test test-fast test-e2e test-deploy test-drills lint demo bench clean
 
-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
-		| grep -q 'install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends $$missing; \
-	fi
+deps-demo:
+	tools/install-debs $(DEMO_PACKAGES)
 
-$(STAMP): pyproject.toml
+deps: deps-demo
+	tools/install-debs $(TEST_PACKAGES)
+
+$(STAMP): pyproject.toml | deps-demo
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -56,7 +59,7 @@ test-drills: deps venv
 test-e2e: deps venv
 	$(BIN)/pytest -q -m e2e tests/e2e
 
-demo: deps venv
+demo: deps-demo venv
 	$(BIN)/hakvm demo examples/lab.yaml
 
 bench: deps venv
