@@ -7,11 +7,11 @@ BIN := $(VENV)/bin
 # The demo: the lab (QEMU as an unprivileged user, debootstrap image, debugfs identity,
 # the BMC daemons on Debian's python3 with pyghmi, the local package repository index).
 DEMO_PACKAGES := python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs util-linux \
-	openssh-client dpkg-dev debian-archive-keyring iproute2 python3-pyghmi
+	openssh-client dpkg-dev debian-archive-keyring iproute2 python3-pyghmi ipmitool
 # The tests, for their binaries only (corosync -t, crm_verify, crm_simulate, drbdadm dump,
-# virt-xml-validate, ifquery, nft -c, firewall-offline, pcs and crm offline, ipmitool):
+# virt-xml-validate, ifquery, nft -c, firewall-offline, pcs and crm offline):
 # tools/install-debs keeps every daemon they bring stopped, disabled and masked.
-TEST_PACKAGES := corosync pacemaker pacemaker-cli-utils drbd-utils libvirt-clients ipmitool \
+TEST_PACKAGES := corosync pacemaker pacemaker-cli-utils drbd-utils libvirt-clients \
 	fence-agents libxml2-utils pcs crmsh ifupdown nftables python3-firewall python3-gi \
 	gir1.2-nm-1.0
 STAMP := $(VENV)/.installed

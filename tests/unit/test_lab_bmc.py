@@ -13,7 +13,6 @@ import shlex
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,10 +20,12 @@ from dataclasses import dataclass
 import pytest
 
 from hakvm.lab.bmc import serve_bmc
+from hakvm.lab.procs import SYSTEM_PYTHON
 
 pytestmark = pytest.mark.realtool
 
 HELPER = pathlib.Path(__file__).with_name("_fake_bmc.py")
+SRC = pathlib.Path(__file__).resolve().parents[2] / "src"
 USER = "admin"
 PASSWORD = "Lab-bmc-S3cret"  # test-only credential
 
@@ -102,9 +103,13 @@ def _start(
         state_file.write_text(json.dumps({"calls": [], **initial}))
         port = _free_udp_port()
         with log_file.open("wb") as log:
-            argv = [sys.executable, str(HELPER), str(state_file), str(port), USER]
+            # Debian's python3 and python3-pyghmi, as the lab's BMC daemons run (pyghmi
+            # 1.5 asks the credentials for `in` and `[]`, 1.6 only for `.get`).
+            argv = [SYSTEM_PYTHON, "-s", str(HELPER), str(state_file), str(port), USER]
             argv.append(str(password_file))  # a path: the password itself never goes on argv
-            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.DEVNULL, stderr=log, env={"PYTHONPATH": str(SRC)}
+            )
         deadline = time.monotonic() + 10
         while proc.poll() is None and time.monotonic() < deadline:
             if "listening" in log_file.read_text():

@@ -71,7 +71,7 @@ def _free_tcp_port(span: int = 8) -> int:
 def test_ports_check_refuses_a_listener_but_not_lingering_connections() -> None:
     import socket
 
-    from hakvm.lab.cli import _check_ports_free
+    from hakvm.lab.preflight import check_ports_free
     from hakvm.lab.state import LabConfig, LabStateError
 
     port = _free_tcp_port()
@@ -81,11 +81,11 @@ def test_ports_check_refuses_a_listener_but_not_lingering_connections() -> None:
         listener.bind(("127.0.0.1", port))
         listener.listen()
         with pytest.raises(LabStateError, match=f"SSH port of node01 127.0.0.1:{port}"):
-            _check_ports_free(config)
+            check_ports_free(config)
         # A connection closed by the listening side first leaves that side in TIME_WAIT on
         # the port: a lab just taken down does that; it must not block the next `lab up`.
         client = socket.create_connection(("127.0.0.1", port))
         accepted, _ = listener.accept()
         accepted.close()
         client.close()
-    _check_ports_free(config)
+    check_ports_free(config)

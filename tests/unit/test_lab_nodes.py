@@ -12,7 +12,8 @@ from hakvm.lab.state import LINKS, Lab, LabConfig
 
 
 @pytest.fixture
-def lab(tmp_path: pathlib.Path) -> Lab:
+def lab(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Lab:
+    monkeypatch.setenv("HAKVM_LAB_RUN_BASE", str(tmp_path / "run"))
     return Lab(tmp_path / "lab")
 
 
@@ -53,7 +54,7 @@ def test_bad_config_is_rejected(kwargs: dict[str, int], text: str) -> None:
 
 def test_qemu_argv_nics_in_order_and_loopback_only(lab: Lab) -> None:
     config = LabConfig()
-    argv = nodes.qemu_argv(lab, config, "node02")
+    argv = nodes.qemu_argv(lab.run, config, "node02")
     assert argv[0] == "qemu-system-x86_64"
     assert "-daemonize" in argv and "-runas" not in argv
     assert _opt(argv, "-accel")[0].startswith("tcg")
@@ -101,13 +102,27 @@ def test_ssh_argv_pins_host_keys() -> None:
 
 
 def test_classify_finds_lab_processes_only(lab: Lab) -> None:
-    argv = nodes.qemu_argv(lab, LabConfig(), "node01")
-    assert procs.classify(argv, lab.dir) == ("qemu", "node01")
-    assert procs.classify(argv, lab.dir.parent / "other") is None
-    bmcd = ["/venv/bin/python", "-m", procs.BMCD_MODULE, str(lab.dir), "node02"]
-    assert procs.classify(bmcd, lab.dir) == ("bmcd", "node02")
+    argv = nodes.qemu_argv(lab.run, LabConfig(), "node01")
+    assert procs.classify(argv, lab.run.dir) == ("qemu", "node01")
+    assert procs.classify(argv, lab.run.dir.parent / "other") is None
+    bmcd = ["/usr/bin/python3", "-m", procs.BMCD_MODULE, str(lab.run.dir), "node02", "6231", "u"]
+    assert procs.classify(bmcd, lab.run.dir) == ("bmcd", "node02")
+    repod = ["/usr/bin/python3", "-m", "http.server", "--directory", str(lab.run.repo_dir), "1"]
+    assert procs.classify(repod, lab.run.dir) == ("repod", "repo")
     # The lab tool itself mentions the dir but is no lab process.
-    assert procs.classify(["hakvm", "lab", "--lab-dir", str(lab.dir), "down"], lab.dir) is None
+    assert procs.classify(["hakvm", "lab", "--lab-dir", str(lab.dir), "down"], lab.run.dir) is None
+
+
+def test_runtime_dir_is_outside_the_state_dir_and_one_per_lab(
+    lab: Lab, tmp_path: pathlib.Path
+) -> None:
+    # The unprivileged lab user never needs the state dir (a checkout in a 0700 home).
+    assert not lab.run.dir.is_relative_to(lab.dir)
+    assert lab.run.dir.parent == tmp_path / "run"
+    assert Lab(tmp_path / "other").run.dir != lab.run.dir
+    assert Lab(tmp_path / "lab").run.dir == lab.run.dir
+    argv = " ".join(nodes.qemu_argv(lab.run, LabConfig(), "node01"))
+    assert str(lab.dir) not in argv
 
 
 def test_as_lab_user_drops_everything(monkeypatch: pytest.MonkeyPatch) -> None:

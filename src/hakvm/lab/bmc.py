@@ -72,7 +72,8 @@ class PowerControl(typing.Protocol):
 
 
 class _Credentials:
-    """The single user's password, looked up by pyghmi via ``.get(username)``.
+    """The single user's password, looked up by pyghmi: ``.get(username)`` in 1.6,
+    ``username in creds`` then ``creds[username]`` in Debian 12's 1.5.
 
     Not a dict so that an accidental repr (log, traceback) never shows it.
     """
@@ -83,6 +84,14 @@ class _Credentials:
 
     def get(self, username: str, default: str | None = None) -> str | None:
         return self._password if username == self._user else default
+
+    def __contains__(self, username: object) -> bool:
+        return username == self._user
+
+    def __getitem__(self, username: str) -> str:
+        if username != self._user:
+            raise KeyError(username)
+        return self._password
 
     def __repr__(self) -> str:
         return f"_Credentials(user={self._user!r}, password=<redacted>)"
@@ -117,6 +126,13 @@ class _LabBmc(pyghmi.ipmi.bmc.Bmc):  # type: ignore[misc]  # pyghmi is untyped
 
     def get_system_guid(self) -> uuid.UUID:
         return typing.cast(uuid.UUID, self.uuid)
+
+    def handle_raw_request(self, request: dict[str, typing.Any], session: typing.Any) -> None:
+        # Get System GUID (netfn 6, command 0x37): Debian 12's pyghmi 1.5 has no handler.
+        if request.get("netfn") == 6 and request.get("command") == 0x37:
+            session.send_ipmi_response(code=_CC_OK, data=self.get_system_guid().bytes_le)
+            return
+        super().handle_raw_request(request, session)
 
     def get_boot_device(self) -> str:
         return "default"  # boot device is fixed by the lab's QEMU command line

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import secrets
 import subprocess
-import sys
-import time
 
-from hakvm.lab import nodes, procs
+from hakvm.lab import procs
 from hakvm.lab.state import GUEST_HOST_ADDRESS, LOOPBACK, NODES, Lab, LabConfig, write_atomic
 
 
@@ -43,23 +40,17 @@ def write_credentials(lab: Lab, config: LabConfig) -> None:
 
 
 def bmcd_pid(lab: Lab, node: str) -> int | None:
-    p = nodes.node_paths(lab, node)
-    pid = procs.read_pidfile(p.bmcd_pidfile)
-    if procs.pid_matches(pid, lab.dir, "bmcd", node):
-        return pid
-    found = procs.find_process(lab.dir, "bmcd", node)
+    found = procs.find_process(lab, "bmcd", node)
     return found.pid if found else None
 
 
-def _set_wanted(lab: Lab, node: str, state: str) -> None:
-    p = nodes.node_paths(lab, node)
-    owner = (p.dir.stat().st_uid, p.dir.stat().st_gid) if os.geteuid() == 0 else None
-    write_atomic(p.bmcd_want, state + "\n", owner=owner)
+def set_wanted(lab: Lab, node: str, state: str) -> None:
+    write_atomic(lab.want_file("bmcd", node), state + "\n", mode=0o600)
 
 
 def wanted(lab: Lab, node: str) -> str:
     try:
-        return nodes.node_paths(lab, node).bmcd_want.read_text().strip() or "stopped"
+        return lab.want_file("bmcd", node).read_text().strip() or "stopped"
     except OSError:
         return "stopped"
 
@@ -69,41 +60,26 @@ def start_bmc(lab: Lab, node: str, user: procs.LabUser) -> int:
     pid = bmcd_pid(lab, node)
     if pid is not None:
         return pid
-    p = nodes.node_paths(lab, node)
+    config = lab.load()
     password = lab.bmc_password_file(node).read_text().strip()
-    argv = procs.as_lab_user([sys.executable, "-m", procs.BMCD_MODULE, str(lab.dir), node], user)
-    with p.bmcd_log.open("ab") as log:
-        if os.geteuid() == 0:
-            os.chown(p.bmcd_log, user.uid, user.gid)
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,  # survives the lab tool and its terminal
-            cwd="/",
-        )
-    assert proc.stdin is not None
-    proc.stdin.write((password + "\n").encode())
-    proc.stdin.close()
-    owner = (p.dir.stat().st_uid, p.dir.stat().st_gid) if os.geteuid() == 0 else None
-    write_atomic(p.bmcd_pidfile, f"{proc.pid}\n", owner=owner)
-    _set_wanted(lab, node, "running")
-    # Give it a moment to bind: a busy port or bad config must fail `lab up`, not later.
-    deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = p.bmcd_log.read_text(errors="replace").strip().splitlines()[-3:]
-            raise BmcError(f"{node}: BMC daemon exited: {' | '.join(tail)}")
-        if _listening_udp(lab.load().bmc_port_of(node)):
-            return proc.pid
-        time.sleep(0.1)
-    return proc.pid
+    port = config.bmc_port_of(node)
+    argv = [
+        procs.SYSTEM_PYTHON, "-E", "-s", "-m", procs.BMCD_MODULE,
+        str(lab.run.dir), node, str(port), config.bmc_user,
+    ]  # fmt: skip
+    set_wanted(lab, node, "running")
+    try:
+        return procs.spawn_daemon(
+            lab, "bmcd", node, argv, user, port=port, proto="udp",
+            stdin_text=password + "\n", cwd=str(lab.run.code_dir),
+        )  # fmt: skip
+    except procs.DaemonError as exc:
+        raise BmcError(str(exc)) from None
 
 
 def stop_bmc(lab: Lab, node: str) -> bool:
     """Stop the node's BMC daemon; returns whether one was running."""
-    _set_wanted(lab, node, "stopped")
+    set_wanted(lab, node, "stopped")
     pid = bmcd_pid(lab, node)
     if pid is None:
         return False
@@ -111,11 +87,24 @@ def stop_bmc(lab: Lab, node: str) -> bool:
     return True
 
 
-def _listening_udp(port: int) -> bool:
-    """Whether something is bound to 127.0.0.1:port/udp (from /proc/net/udp)."""
-    want = f"0100007F:{port:04X}"
+def check_answers(lab: Lab, node: str) -> str:
+    """Ask the node's BMC for the power state with ipmitool over IPMI 2.0 (lanplus), as
+    fence_ipmilan does: a daemon holding its port is not yet a BMC that answers."""
+    config = lab.load()
+    password = lab.bmc_password_file(node).read_text().strip()
+    argv = [
+        "ipmitool", "-I", "lanplus", "-H", LOOPBACK, "-p", str(config.bmc_port_of(node)),
+        "-U", config.bmc_user, "-E", "chassis", "power", "status",
+    ]  # fmt: skip
+    # -E: the password comes from the environment, never argv.
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "IPMI_PASSWORD": password}
     try:
-        lines = pathlib.Path("/proc/net/udp").read_text().splitlines()[1:]
-    except OSError:
-        return False
-    return any(line.split()[1] == want for line in lines if len(line.split()) > 1)
+        result = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BmcError(f"{node}: its BMC does not answer IPMI: {exc}") from None
+    if result.returncode != 0:
+        detail = (result.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise BmcError(f"{node}: its BMC does not answer IPMI: {detail}")
+    return result.stdout.strip()

@@ -10,7 +10,6 @@ import functools
 import json
 import os
 import pathlib
-import socket
 import sys
 import threading
 import time
@@ -22,11 +21,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hakvm.lab import bmcs, faults, image, lifecycle, nodes, ssh
+from hakvm.lab import bmcs, faults, image, lifecycle, nodes, preflight, procs, snapshots, ssh
 from hakvm.lab.qmp import QmpError
 from hakvm.lab.state import (
     DEFAULT_BMC_PORT,
     DEFAULT_LINK_PORT,
+    DEFAULT_REPO_PORT,
     DEFAULT_SSH_PORT,
     LINKS,
     NODES,
@@ -66,6 +66,7 @@ def handle_errors(fn: F) -> F:
             image.ImageError,
             nodes.NodeError,
             bmcs.BmcError,
+            procs.DaemonError,
             QmpError,
             OSError,
             TimeoutError,
@@ -80,11 +81,6 @@ def handle_errors(fn: F) -> F:
 
 def _lab(ctx: click.Context) -> Lab:
     return Lab(ctx.obj["lab_dir"])
-
-
-def _require_root_for_up() -> None:
-    if os.geteuid() != 0:
-        raise LabStateError("`lab up` / `lab image` need root (debootstrap, lab user)")
 
 
 @click.group()
@@ -130,7 +126,7 @@ def image_cmd(force: bool) -> None:
     if cached and not force:
         click.echo(f"node image cached: {cached.directory}")
         return
-    _require_root_for_up()
+    preflight.require_root()
     started = time.monotonic()
     progress, update = _image_progress()
     with progress:
@@ -168,6 +164,12 @@ def _env_int(name: str, default: int) -> int:
     help=f"First of 6 link UDP ports [env HAKVM_LAB_LINK_PORT, {DEFAULT_LINK_PORT}].",
 )
 @click.option(
+    "--repo-port",
+    type=int,
+    default=None,
+    help=f"Package repository TCP port [env HAKVM_LAB_REPO_PORT, {DEFAULT_REPO_PORT}].",
+)
+@click.option(
     "--memory",
     "memory_mib",
     type=int,
@@ -187,16 +189,21 @@ def up_cmd(
     ssh_port: int | None,
     bmc_port: int | None,
     link_port: int | None,
+    repo_port: int | None,
     memory_mib: int,
     cpus: int,
     timeout: float,
 ) -> None:
-    """Boot both nodes (building the image if needed) and wait for SSH."""
-    _require_root_for_up()
+    """Boot both nodes (building the image if needed) and wait for SSH.
+
+    Checks first (exit 3, one line with the fix): root, the tools, every lab port free on
+    127.0.0.1, enough memory and disk."""
+    preflight.require_root()
     config = LabConfig(
         ssh_port=ssh_port or _env_int("HAKVM_LAB_SSH_PORT", DEFAULT_SSH_PORT),
         bmc_port=bmc_port or _env_int("HAKVM_LAB_BMC_PORT", DEFAULT_BMC_PORT),
         link_port=link_port or _env_int("HAKVM_LAB_LINK_PORT", DEFAULT_LINK_PORT),
+        repo_port=repo_port or _env_int("HAKVM_LAB_REPO_PORT", DEFAULT_REPO_PORT),
         memory_mib=memory_mib,
         cpus=cpus,
     )
@@ -205,8 +212,6 @@ def up_cmd(
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     lab_ = _lab(ctx)
-    lifecycle.ensure_not_running(lab_)
-    _check_ports_free(config)
     progress, update = _image_progress()
     needs_build = image.cached_image() is None
 
@@ -225,33 +230,12 @@ def up_cmd(
         + ", ".join(f"{n} {s:.0f}s" for n, s in result.boot_seconds.items())
         + f"); RSS {sum(mem.values()) // 1024} MiB"
     )
-    click.echo(f"state dir: {lab_.dir}")
+    click.echo(f"state dir: {lab_.dir} (runtime: {lab_.run.dir})")
     for node in NODES:
         click.echo(
             f"  {node}: ssh 127.0.0.1:{config.ssh_port_of(node)}, "
             f"BMC 127.0.0.1:{config.bmc_port_of(node)}/udp (guests: 10.0.2.2)"
         )
-
-
-def _check_ports_free(config: LabConfig) -> None:
-    """Fail early (exit 3) if a port the lab needs is taken on 127.0.0.1."""
-    wanted: list[tuple[int, int, str]] = []
-    for node in NODES:
-        wanted.append((socket.SOCK_STREAM, config.ssh_port_of(node), f"SSH port of {node}"))
-        wanted.append((socket.SOCK_DGRAM, config.bmc_port_of(node), f"BMC port of {node}"))
-        for link in LINKS:
-            local, _ = config.link_ports(link, node)
-            wanted.append((socket.SOCK_DGRAM, local, f"{link} port of {node}"))
-    for kind, port, what in wanted:
-        with socket.socket(socket.AF_INET, kind) as sock:
-            if kind == socket.SOCK_STREAM:
-                # As QEMU's hostfwd listener does: connections of a lab that was just taken
-                # down linger in TIME_WAIT on the port, which only a listener would conflict with.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                raise LabStateError(f"{what} 127.0.0.1:{port} is already in use") from None
 
 
 @lab.command("down")
@@ -261,6 +245,17 @@ def down_cmd(ctx: click.Context) -> None:
     """Stop every QEMU and BMC process of the lab (also strays of a crashed run)."""
     killed = lifecycle.down(_lab(ctx))
     click.echo(f"lab down: stopped {len(killed)} processes" if killed else "lab down: nothing ran")
+
+
+@lab.command("destroy")
+@click.pass_context
+@handle_errors
+def destroy_cmd(ctx: click.Context) -> None:
+    """`lab down`, then delete the lab: its node disks (runtime dir) and its state dir."""
+    lab_ = _lab(ctx)
+    run_dir = lab_.run.dir
+    lifecycle.destroy(lab_)
+    click.echo(f"lab destroyed: {lab_.dir} and {run_dir} removed")
 
 
 @lab.command("status")
@@ -293,7 +288,7 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
     repo_state = state["repository"]
     click.echo(f"package repository: {repo_state['state']} on {repo_state['address']}")
     if not state["healthy"]:
-        click.echo("a node or BMC process died (see its serial.log / bmcd.log)", err=True)
+        click.echo("a node or BMC process died (see its serial_log / bmc_log in --json)", err=True)
 
 
 @lab.command("kill")
@@ -304,7 +299,7 @@ def kill_cmd(ctx: click.Context, node: str) -> None:
     """Hard power-off NODE (SIGKILL to its QEMU: a pulled plug)."""
     lab_ = _lab(ctx)
     lifecycle.require_up(lab_)
-    was_on = nodes.kill_node(lab_, node)
+    was_on = nodes.kill_node(lab_.run, node)
     click.echo(f"{node}: powered off" if was_on else f"{node}: was already off")
 
 
@@ -317,7 +312,7 @@ def start_cmd(ctx: click.Context, node: str, wait: bool) -> None:
     """Power on NODE (start its QEMU)."""
     lab_ = _lab(ctx)
     config = lifecycle.require_up(lab_)
-    pid = nodes.start_node(lab_, node)
+    pid = nodes.start_node(lab_.run, node)
     click.echo(f"{node}: on (QEMU pid {pid})")
     if wait:
         secs = ssh.wait_for_ssh(config.ssh_port_of(node), lab_.ssh_key, lab_.known_hosts, 600)
@@ -365,8 +360,6 @@ def bmc_start_cmd(ctx: click.Context, node: str) -> None:
     """Start NODE's virtual BMC."""
     lab_ = _lab(ctx)
     lifecycle.require_up(lab_)
-    from hakvm.lab import procs
-
     pid = bmcs.start_bmc(lab_, node, procs.ensure_lab_user())
     click.echo(f"{node}: BMC running (pid {pid})")
 
@@ -401,7 +394,64 @@ def console_cmd(ctx: click.Context, node: str) -> None:
 
     lab_ = _lab(ctx)
     lifecycle.require_up(lab_)
-    path = nodes.node_paths(lab_, node).console
-    if nodes.qemu_pid(lab_, node) is None:
-        raise LabStateError(f"{node} is off (its log: {nodes.node_paths(lab_, node).serial_log})")
+    paths = nodes.node_paths(lab_.run, node)
+    if nodes.qemu_pid(lab_.run, node) is None:
+        raise LabStateError(f"{node} is off (its log: {paths.serial_log})")
+    path = paths.console
     console.attach(path)
+
+
+@lab.group("snapshot")
+def snapshot() -> None:
+    """Save the running lab (both nodes' memory and disks) and go back to it in seconds."""
+
+
+@snapshot.command("save")
+@click.argument("name")
+@click.pass_context
+@handle_errors
+def snapshot_save_cmd(ctx: click.Context, name: str) -> None:
+    """Pause both nodes together, save each, resume them."""
+    lab_ = _lab(ctx)
+    lifecycle.require_up(lab_)
+    entry = snapshots.save(lab_, name)
+    click.echo(f"snapshot {name} saved in {entry['seconds']:.0f}s")
+
+
+@snapshot.command("restore")
+@click.argument("name")
+@click.pass_context
+@handle_errors
+def snapshot_restore_cmd(ctx: click.Context, name: str) -> None:
+    """Put both nodes back to snapshot NAME (started first if off) and resume them."""
+    lab_ = _lab(ctx)
+    lifecycle.require_up(lab_)
+    result = snapshots.restore(lab_, name)
+    click.echo(
+        f"snapshot {name} restored in {result['seconds']:.0f}s "
+        f"(memory and disks loaded in {result['loaded_seconds']:.0f}s)"
+    )
+
+
+@snapshot.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@handle_errors
+def snapshot_list_cmd(ctx: click.Context, as_json: bool) -> None:
+    """The lab's snapshots."""
+    index = snapshots.listing(_lab(ctx))
+    if as_json:
+        click.echo(json.dumps(index, indent=2, sort_keys=True))
+        return
+    for name, entry in sorted(index.items()):
+        click.echo(f"{name}\t{entry.get('created', '?')}")
+
+
+@snapshot.command("delete")
+@click.argument("name")
+@click.pass_context
+@handle_errors
+def snapshot_delete_cmd(ctx: click.Context, name: str) -> None:
+    """Delete snapshot NAME from both nodes' disks."""
+    snapshots.delete(_lab(ctx), name)
+    click.echo(f"snapshot {name} deleted")

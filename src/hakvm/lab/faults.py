@@ -17,7 +17,7 @@ def cut(lab: Lab, link: str) -> list[str]:
     require_up(lab)
     cut_set = lab.cut_links() | {link}
     lab.save_cut_links(cut_set)  # first: a node started meanwhile applies it itself
-    return [node for node in NODES if nodes.set_link(lab, node, link, up=False)]
+    return [node for node in NODES if nodes.set_link(lab.run, node, link, up=False)]
 
 
 def heal(lab: Lab, links: list[str]) -> list[str]:
@@ -27,6 +27,6 @@ def heal(lab: Lab, links: list[str]) -> list[str]:
     done = []
     for link in links:
         for node in NODES:
-            if nodes.set_link(lab, node, link, up=True):
+            if nodes.set_link(lab.run, node, link, up=True):
                 done.append(f"{node}/{link}")
     return done

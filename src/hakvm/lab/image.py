@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from hakvm.lab import mirror
 
 # Bumped whenever the build recipe changes in a way that changes the image.
-BUILDER_VERSION = "4"
+BUILDER_VERSION = "5"
 SUITE = "bookworm"
 
 PACKAGES: tuple[str, ...] = (
@@ -59,6 +59,14 @@ PACKAGES: tuple[str, ...] = (
     "iputils-ping",
     "procps",
     "less",
+)
+
+# Downloaded into the package cache (so the lab repository serves them) but not installed:
+# what `hakvm apply` installs only when the spec asks for it (a quorum device's client, the
+# metrics textfile's node_exporter).
+REPO_ONLY_PACKAGES: tuple[str, ...] = (
+    "corosync-qdevice",
+    "prometheus-node-exporter",
 )
 
 # Kernel modules the cluster needs; the build fails if the kernel lacks them.
@@ -125,8 +133,15 @@ def cache_root() -> pathlib.Path:
 
 
 def image_key(packages: Sequence[str] = PACKAGES, builder: str = BUILDER_VERSION) -> str:
-    """Cache key: changes when the package list or the recipe changes."""
-    blob = json.dumps({"packages": sorted(packages), "builder": builder, "suite": SUITE})
+    """Cache key: changes when the package lists or the recipe changes."""
+    blob = json.dumps(
+        {
+            "packages": sorted(packages),
+            "repo_only": sorted(REPO_ONLY_PACKAGES),
+            "builder": builder,
+            "suite": SUITE,
+        }
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -296,6 +311,11 @@ def build_image(
             builder.chroot(
                 ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES], on_line
             )
+        report("downloading packages for the lab repository", 0.85)
+        builder.chroot(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "--download-only",
+             *REPO_ONLY_PACKAGES]
+        )  # fmt: skip
         report("keeping .deb files", 0.86)
         _link_debs(builder.rootfs / "var/cache/apt/archives", debs)
         report("configuring", 0.87)
@@ -326,6 +346,7 @@ def build_image(
             "builder": BUILDER_VERSION,
             "suite": SUITE,
             "packages": list(PACKAGES),
+            "repo_only": list(REPO_ONLY_PACKAGES),
             "kernel": kernel_version,
             "size": size,
             "build_seconds": round(time.monotonic() - started, 1),

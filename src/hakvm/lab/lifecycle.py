@@ -5,12 +5,23 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import pathlib
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any
 
-from hakvm.lab import bmcs, image, nodes, procs, repo, ssh
-from hakvm.lab.state import LINKS, NODES, Lab, LabConfig, LabStateError, write_atomic
+from hakvm.lab import bmcs, image, nodes, preflight, procs, repo, ssh
+from hakvm.lab.state import (
+    LINKS,
+    NODES,
+    Lab,
+    LabConfig,
+    LabStateError,
+    Runtime,
+    ensure_root_dir,
+    run_base,
+    write_atomic,
+)
 
 Report = Callable[[str], None]
 
@@ -31,28 +42,31 @@ def up(
     ssh_timeout: float = 600.0,
 ) -> UpResult:
     started = time.monotonic()
-    ensure_not_running(lab)
     config.validate()
+    preflight.require_root()
+    lab.claim()
+    ensure_not_running(lab)
+    preflight.check_all(config, lab.run.dir, image.cache_root(), build=image.cached_image() is None)
     img = image.build_image(image_progress)
     image_seconds = time.monotonic() - started
-    config = dataclasses.replace(config, image_key=img.directory.name)
+    config = dataclasses.replace(config, image_key=img.directory.name, run_dir=str(lab.run.dir))
     user = procs.ensure_lab_user()
 
     report("preparing node disks and identities")
     t = time.monotonic()
-    lab.dir.mkdir(parents=True, exist_ok=True)
-    # Traversable by the QEMU user; the secrets inside are 0600 and the node dirs 0700.
-    lab.dir.chmod(0o755)
+    ensure_root_dir(run_base())
+    ensure_root_dir(lab.run.dir)
     lab.save(config)
     lab.save_cut_links(set())
+    stage_code(lab.run)
     client_pub = _client_key(lab)
     bmcs.write_credentials(lab, config)
-    nodes.install_boot_files(lab, img.kernel, img.initrd)
+    nodes.install_boot_files(lab.run, img.kernel, img.initrd)
     with concurrent.futures.ThreadPoolExecutor(len(NODES)) as pool:
         futures = {
             node: pool.submit(
                 nodes.prepare_node,
-                lab,
+                lab.run,
                 config,
                 node,
                 image_root=img.root,
@@ -68,13 +82,32 @@ def up(
     )
     prepare_seconds = time.monotonic() - t
 
+    try:
+        boot = _start_and_wait(lab, config, user, report, ssh_timeout)
+    except BaseException:
+        down(lab)  # a failed `lab up` leaves nothing running; re-running it starts afresh
+        raise
+    return UpResult(
+        seconds=round(time.monotonic() - started, 1),
+        image_seconds=round(image_seconds, 1),
+        prepare_seconds=round(prepare_seconds, 1),
+        boot_seconds=boot,
+    )
+
+
+def _start_and_wait(
+    lab: Lab, config: LabConfig, user: procs.LabUser, report: Report, ssh_timeout: float
+) -> dict[str, float]:
+    """Start QEMU, the BMCs and the repository; check the BMCs; wait for SSH."""
     report("starting QEMU and BMCs")
     boot_started = time.monotonic()
     for node in NODES:
-        nodes.start_node(lab, node, user)
+        nodes.start_node(lab.run, node, user)
         bmcs.start_bmc(lab, node, user)
-    repo.build_repo(lab, image.cache_root() / "debs", user)
+    repo.build_repo(lab, image.cache_root() / "debs")
     repo.start_repo(lab, config.repo_port, user)
+    for node in NODES:
+        bmcs.check_answers(lab, node)
 
     report("waiting for SSH on both nodes")
     boot: dict[str, float] = {}
@@ -96,20 +129,35 @@ def up(
                 fut.result()
                 boot[node] = round(time.monotonic() - boot_started, 1)
             except TimeoutError as exc:
-                log = nodes.node_paths(lab, node).serial_log
+                log = nodes.node_paths(lab.run, node).serial_log
                 errors.append(f"{node}: {exc} (serial log {log})")
     if errors:
         raise LabStateError("; ".join(errors))
-    return UpResult(
-        seconds=round(time.monotonic() - started, 1),
-        image_seconds=round(image_seconds, 1),
-        prepare_seconds=round(prepare_seconds, 1),
-        boot_seconds=boot,
-    )
+    return boot
+
+
+def stage_code(run: Runtime) -> None:
+    """A root-owned copy of this package for the lab user's daemons (bmcd): they run on
+    Debian's python3 and never import from the checkout, which the lab user may not reach."""
+    source = pathlib.Path(__file__).resolve().parent
+    target = run.code_dir / "hakvm" / "lab"
+    staging = run.dir / ".code-new"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "hakvm" / "lab").mkdir(mode=0o755, parents=True)
+    (staging / "hakvm" / "__init__.py").write_text("")
+    for module in sorted(source.glob("*.py")):
+        shutil.copyfile(module, staging / "hakvm" / "lab" / module.name)
+    for path in staging.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    staging.chmod(0o755)
+    shutil.rmtree(run.code_dir, ignore_errors=True)
+    staging.rename(run.code_dir)
+    if not (target / "bmcd.py").is_file():
+        raise LabStateError(f"staging the lab's daemons into {run.code_dir} failed")
 
 
 def ensure_not_running(lab: Lab) -> None:
-    running = procs.find_lab_processes(lab.dir)
+    running = procs.find_lab_processes(lab)
     if running:
         raise LabStateError(
             f"lab in {lab.dir} is already running ({len(running)} processes); "
@@ -118,7 +166,7 @@ def ensure_not_running(lab: Lab) -> None:
 
 
 def _alive(lab: Lab, node: str) -> Callable[[], bool]:
-    return lambda: nodes.qemu_pid(lab, node) is not None
+    return lambda: nodes.qemu_pid(lab.run, node) is not None
 
 
 def _client_key(lab: Lab) -> str:
@@ -134,7 +182,7 @@ def down(lab: Lab) -> list[procs.LabProcess]:
     """Kill every process of the lab (BMCs first, so nothing powers a node back on)."""
     killed: list[procs.LabProcess] = []
     for _ in range(3):  # a BMC may have been mid power-on: sweep until nothing is left
-        found = procs.find_lab_processes(lab.dir)
+        found = procs.find_lab_processes(lab)
         if not found:
             break
         for proc in sorted(found, key=lambda p: p.kind != "bmcd"):
@@ -142,16 +190,28 @@ def down(lab: Lab) -> list[procs.LabProcess]:
             killed.append(proc)
     if lab.exists():
         for node in NODES:
-            if nodes.node_paths(lab, node).dir.is_dir():
-                nodes.set_wanted_power(lab, node, "off")
-                bmcs._set_wanted(lab, node, "stopped")
+            if nodes.node_paths(lab.run, node).dir.is_dir():
+                nodes.set_wanted_power(lab.run, node, "off")
+                bmcs.set_wanted(lab, node, "stopped")
+    return killed
+
+
+def destroy(lab: Lab) -> list[procs.LabProcess]:
+    """`lab down`, then remove the runtime dir (node disks) and the lab's state dir."""
+    if lab.dir.is_dir() and any(lab.dir.iterdir()) and not lab.exists():
+        raise LabStateError(f"{lab.dir} holds no lab (no lab.json): not removing anything")
+    killed = down(lab)
+    if lab.run.dir.parent == run_base() and lab.run.dir.is_dir():
+        shutil.rmtree(lab.run.dir)
+    if lab.exists():
+        shutil.rmtree(lab.dir)
     return killed
 
 
 def require_up(lab: Lab) -> LabConfig:
     config = lab.load()
     for node in NODES:
-        if not nodes.node_paths(lab, node).argv_file.is_file():
+        if not nodes.node_paths(lab.run, node).argv_file.is_file():
             raise LabStateError(f"lab in {lab.dir} has no {node} (run `hakvm lab up`)")
     return config
 
@@ -162,8 +222,9 @@ def status(lab: Lab) -> dict[str, Any]:
     cut = lab.cut_links()
     out_nodes: dict[str, Any] = {}
     for node in NODES:
-        pid = nodes.qemu_pid(lab, node)
-        want = nodes.wanted_power(lab, node)
+        paths = nodes.node_paths(lab.run, node)
+        pid = nodes.qemu_pid(lab.run, node)
+        want = nodes.wanted_power(lab.run, node)
         # A QEMU that is gone although it should run has crashed (or was killed by
         # something else than the lab and its BMC): report it as dead, not off.
         power = "on" if pid is not None else "dead" if want == "on" else "off"
@@ -179,14 +240,16 @@ def status(lab: Lab) -> dict[str, Any]:
             "bmc_pid": bpid,
             "ssh": f"127.0.0.1:{config.ssh_port_of(node)}",
             "bmc_address": f"127.0.0.1:{config.bmc_port_of(node)}/udp",
-            "console": str(nodes.node_paths(lab, node).console),
-            "serial_log": str(nodes.node_paths(lab, node).serial_log),
+            "console": str(paths.console),
+            "serial_log": str(paths.serial_log),
+            "bmc_log": str(lab.log_file("bmcd", node)),
         }
     healthy = all(n["power"] != "dead" and n["bmc"] != "dead" for n in out_nodes.values())
     repo_pid = repo.repod_pid(lab)
     healthy = healthy and repo_pid is not None
     return {
         "lab_dir": str(lab.dir),
+        "run_dir": str(lab.run.dir),
         "healthy": healthy,
         "repository": {
             "pid": repo_pid,
@@ -203,7 +266,7 @@ def status(lab: Lab) -> dict[str, Any]:
 def memory_kib(lab: Lab) -> dict[str, int]:
     """Resident memory of each lab process (for reports and benchmarks)."""
     out: dict[str, int] = {}
-    for proc in procs.find_lab_processes(lab.dir):
+    for proc in procs.find_lab_processes(lab):
         try:
             for line in pathlib.Path(f"/proc/{proc.pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

@@ -23,10 +23,22 @@ from collections.abc import Sequence
 
 from hakvm.lab import procs, repo
 from hakvm.lab.qmp import QmpClient, QmpError
-from hakvm.lab.state import GUEST_HOST_ADDRESS, LINKS, LOOPBACK, Lab, LabConfig, write_atomic
+from hakvm.lab.state import (
+    GUEST_HOST_ADDRESS,
+    LINKS,
+    LOOPBACK,
+    LabConfig,
+    Runtime,
+    read_private_text,
+    write_atomic,
+)
 
 QEMU = "qemu-system-x86_64"
-KERNEL_ARGS = "root=/dev/vda rw console=ttyS0,115200 net.ifnames=0 quiet"
+# clocksource=hpet: under TCG the guest's TSC follows the host's, so after `lab snapshot
+# restore` CLOCK_MONOTONIC jumped by the time since the save (measured: 130 s after a 2 min
+# wait), corosync lost its token and in-flight monitors "timed out"; the HPET counts QEMU's
+# virtual clock, which a snapshot saves and restores (no jump, no new membership).
+KERNEL_ARGS = "root=/dev/vda rw console=ttyS0,115200 net.ifnames=0 quiet clocksource=hpet"
 # PCI slots in probe order: they decide vda/vdb and eth0..eth3.
 SLOT_ROOT, SLOT_DRBD, SLOT_RNG = 0x04, 0x05, 0x06
 SLOT_MGMT = 0x08  # eth0; eth1..eth3 follow in LINKS order
@@ -41,8 +53,14 @@ class NodePaths:
     dir: pathlib.Path
 
     @property
-    def root(self) -> pathlib.Path:
+    def root_base(self) -> pathlib.Path:
+        """The node's own copy of the image (its identity injected), read-only to QEMU."""
         return self.dir / "root.raw"
+
+    @property
+    def root(self) -> pathlib.Path:
+        """qcow2 overlay on root_base: what the node writes, and where snapshots live."""
+        return self.dir / "root.qcow2"
 
     @property
     def drbd(self) -> pathlib.Path:
@@ -73,21 +91,9 @@ class NodePaths:
         """Wanted power state ("on"/"off"): tells a crashed QEMU from a powered-off one."""
         return self.dir / "power"
 
-    @property
-    def bmcd_pidfile(self) -> pathlib.Path:
-        return self.dir / "bmcd.pid"
 
-    @property
-    def bmcd_log(self) -> pathlib.Path:
-        return self.dir / "bmcd.log"
-
-    @property
-    def bmcd_want(self) -> pathlib.Path:
-        return self.dir / "bmcd.want"
-
-
-def node_paths(lab: Lab, node: str) -> NodePaths:
-    return NodePaths(lab.node_dir(node))
+def node_paths(run: Runtime, node: str) -> NodePaths:
+    return NodePaths(run.node_dir(node))
 
 
 def mac(config: LabConfig, node: str, nic: int) -> str:
@@ -99,9 +105,9 @@ def nic_id(link: str) -> str:
     return f"nic-{link}"
 
 
-def qemu_argv(lab: Lab, config: LabConfig, node: str) -> list[str]:
+def qemu_argv(run: Runtime, config: LabConfig, node: str) -> list[str]:
     """The node's full QEMU command line (pure: no I/O)."""
-    p = node_paths(lab, node)
+    p = node_paths(run, node)
     ssh = config.ssh_port_of(node)
     argv = [
         QEMU,
@@ -127,13 +133,13 @@ def qemu_argv(lab: Lab, config: LabConfig, node: str) -> list[str]:
         "-rtc",
         "base=utc",
         "-kernel",
-        str(lab.boot_dir / "vmlinuz"),
+        str(run.boot_dir / "vmlinuz"),
         "-initrd",
-        str(lab.boot_dir / "initrd.img"),
+        str(run.boot_dir / "initrd.img"),
         "-append",
         KERNEL_ARGS,
         "-drive",
-        f"file={p.root},if=none,id=root,format=raw,discard=unmap",
+        f"file={p.root},if=none,id=root,format=qcow2,discard=unmap",
         "-device",
         f"virtio-blk-pci,drive=root,addr={SLOT_ROOT:#x}",
         "-drive",
@@ -216,7 +222,7 @@ def generate_keypair(path: pathlib.Path, comment: str) -> str:
 
 
 def prepare_node(
-    lab: Lab,
+    run: Runtime,
     config: LabConfig,
     node: str,
     *,
@@ -225,12 +231,12 @@ def prepare_node(
     owner: procs.LabUser,
 ) -> str:
     """Fresh disks with this node's identity. Returns the node's SSH host public key."""
-    p = node_paths(lab, node)
+    p = node_paths(run, node)
     shutil.rmtree(p.dir, ignore_errors=True)
     p.dir.mkdir(mode=0o700, parents=True)
     # Sparse copy: only the image's used blocks are written (reflink when possible).
     subprocess.run(
-        ["cp", "--sparse=always", "--reflink=auto", str(image_root), str(p.root)],
+        ["cp", "--sparse=always", "--reflink=auto", str(image_root), str(p.root_base)],
         check=True,
         capture_output=True,
     )
@@ -256,7 +262,7 @@ def prepare_node(
         (tmp / "script").write_text(script)
         # debugfs edits the ext4 image in place: no mount, no loop device.
         result = subprocess.run(
-            ["debugfs", "-w", "-f", str(tmp / "script"), str(p.root)],
+            ["debugfs", "-w", "-f", str(tmp / "script"), str(p.root_base)],
             capture_output=True,
             text=True,
             check=False,
@@ -264,19 +270,21 @@ def prepare_node(
         if result.returncode != 0:
             raise NodeError(f"{node}: debugfs failed: {result.stderr.strip()[:300]}")
     check = subprocess.run(
-        ["debugfs", "-R", "cat /etc/hostname", str(p.root)],
+        ["debugfs", "-R", "cat /etc/hostname", str(p.root_base)],
         capture_output=True,
         text=True,
         check=False,
     )
     if check.stdout.strip() != node:
         raise NodeError(f"{node}: identity injection failed (hostname {check.stdout!r})")
-    subprocess.run(
+    # Both disks qcow2 so that `lab snapshot` can save them with the machine's memory.
+    for argv in (
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(p.root_base),
+         str(p.root)],
         ["qemu-img", "create", "-q", "-f", "qcow2", str(p.drbd), f"{config.drbd_disk_gib}G"],
-        check=True,
-        capture_output=True,
-    )
-    argv = qemu_argv(lab, config, node)
+    ):  # fmt: skip
+        subprocess.run(argv, check=True, capture_output=True)
+    argv = qemu_argv(run, config, node)
     write_atomic(p.argv_file, json.dumps(argv) + "\n")
     write_atomic(p.power_file, "off\n")
     if os.geteuid() == 0:
@@ -285,56 +293,55 @@ def prepare_node(
     return host_pub
 
 
-def install_boot_files(lab: Lab, kernel: pathlib.Path, initrd: pathlib.Path) -> None:
-    lab.boot_dir.mkdir(parents=True, exist_ok=True)
+def install_boot_files(run: Runtime, kernel: pathlib.Path, initrd: pathlib.Path) -> None:
+    run.boot_dir.mkdir(mode=0o755, exist_ok=True)
     for src, name in ((kernel, "vmlinuz"), (initrd, "initrd.img")):
-        dst = lab.boot_dir / name
+        dst = run.boot_dir / name
         shutil.copyfile(src, dst)
         dst.chmod(0o644)  # read by the unprivileged QEMU user
-    lab.boot_dir.chmod(0o755)
 
 
 # --- power ----------------------------------------------------------------------------
 
 
-def qemu_pid(lab: Lab, node: str) -> int | None:
-    """The running QEMU's pid, or None (pidfile first, then the argv marker)."""
-    p = node_paths(lab, node)
-    pid = procs.read_pidfile(p.pidfile)
-    if procs.pid_matches(pid, lab.dir, "qemu", node):
-        return pid
-    found = procs.find_process(lab.dir, "qemu", node)
-    return found.pid if found else None
+def qemu_pid(run: Runtime, node: str) -> int | None:
+    """The running QEMU's pid (from the pid file QEMU writes), or None."""
+    pid = procs.read_pidfile(procs.qemu_pidfile(run.dir, node))
+    return pid if procs.pid_matches(pid, run.dir, "qemu", node) else None
 
 
-def set_wanted_power(lab: Lab, node: str, state: str) -> None:
-    p = node_paths(lab, node)
+def set_wanted_power(run: Runtime, node: str, state: str) -> None:
+    p = node_paths(run, node)
     owner = (p.dir.stat().st_uid, p.dir.stat().st_gid) if os.geteuid() == 0 else None
     write_atomic(p.power_file, state + "\n", owner=owner)
 
 
-def wanted_power(lab: Lab, node: str) -> str:
+def wanted_power(run: Runtime, node: str) -> str:
     try:
-        return node_paths(lab, node).power_file.read_text().strip() or "off"
+        return read_private_text(node_paths(run, node).power_file, 16).strip() or "off"
     except OSError:
         return "off"
 
 
-def start_node(lab: Lab, node: str, user: procs.LabUser | None = None) -> int:
-    """Power on: start QEMU (as the lab user) and re-apply cut links. Returns the pid."""
-    pid = qemu_pid(lab, node)
+def start_node(
+    run: Runtime, node: str, user: procs.LabUser | None = None, *, paused: bool = False
+) -> int:
+    """Power on: start QEMU (as the lab user) and re-apply cut links. Returns the pid.
+
+    ``paused``: the CPUs wait for a QMP ``cont`` (a snapshot is loaded first)."""
+    pid = qemu_pid(run, node)
     if pid is not None:
         return pid
-    p = node_paths(lab, node)
-    argv = json.loads(p.argv_file.read_text())
+    p = node_paths(run, node)
+    argv = json.loads(read_private_text(p.argv_file))
     if not isinstance(argv, list):
         raise NodeError(f"{p.argv_file}: not an argv list")
     owner = user or procs.LabUser("", p.dir.stat().st_uid, p.dir.stat().st_gid)
-    set_wanted_power(lab, node, "on")
+    set_wanted_power(run, node, "on")
     # -daemonize: QEMU returns once the machine is set up (sockets listening, pidfile
     # written), so errors such as a busy port surface here rather than later.
     result = subprocess.run(
-        procs.as_lab_user([str(a) for a in argv], owner),
+        procs.as_lab_user([str(a) for a in argv] + (["-S"] if paused else []), owner),
         capture_output=True,
         text=True,
         timeout=60,
@@ -343,50 +350,50 @@ def start_node(lab: Lab, node: str, user: procs.LabUser | None = None) -> int:
     )
     if result.returncode != 0:
         raise NodeError(f"{node}: QEMU failed to start: {result.stderr.strip()[:500]}")
-    pid = qemu_pid(lab, node)
+    pid = qemu_pid(run, node)
     if pid is None:
         raise NodeError(f"{node}: QEMU exited right after start (see {p.serial_log})")
-    for link in lab.cut_links():
-        set_link(lab, node, link, up=False)
+    for link in run.cut_links():
+        set_link(run, node, link, up=False)
     return pid
 
 
-def kill_node(lab: Lab, node: str) -> bool:
+def kill_node(run: Runtime, node: str) -> bool:
     """Power off: SIGKILL the QEMU process (a pulled plug). Returns whether it was on."""
-    set_wanted_power(lab, node, "off")
-    pid = qemu_pid(lab, node)
+    set_wanted_power(run, node, "off")
+    pid = qemu_pid(run, node)
     if pid is None:
         return False
     procs.kill_hard(pid)
     return True
 
 
-def reset_node(lab: Lab, node: str) -> None:
-    QmpClient(node_paths(lab, node).qmp).command("system_reset")
+def reset_node(run: Runtime, node: str) -> None:
+    QmpClient(node_paths(run, node).qmp).command("system_reset")
 
 
-def set_link(lab: Lab, node: str, link: str, up: bool) -> bool:
+def set_link(run: Runtime, node: str, link: str, up: bool) -> bool:
     """Carrier of node's NIC on link; False if the node is not running."""
-    if qemu_pid(lab, node) is None:
+    if qemu_pid(run, node) is None:
         return False
     try:
         # Through HMP: QmpClient.command's own first parameter is called ``name``, which
         # collides with set_link's ``name`` argument.
-        QmpClient(node_paths(lab, node).qmp).command(
+        QmpClient(node_paths(run, node).qmp).command(
             "human-monitor-command",
             **{"command-line": f"set_link {nic_id(link)} {'on' if up else 'off'}"},
         )
     except QmpError:
-        if qemu_pid(lab, node) is None:  # died meanwhile: the cut is re-applied on start
+        if qemu_pid(run, node) is None:  # died meanwhile: the cut is re-applied on start
             return False
         raise
     return True
 
 
-def wait_gone(lab: Lab, node: str, timeout: float = 10.0) -> bool:
+def wait_gone(run: Runtime, node: str, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if qemu_pid(lab, node) is None:
+        if qemu_pid(run, node) is None:
             return True
         time.sleep(0.1)
     return False

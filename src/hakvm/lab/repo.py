@@ -1,5 +1,6 @@
 """The lab's local apt repository: the .deb files the image build downloaded, indexed with
-dpkg-scanpackages and served on host loopback by ``hakvm.lab.repod``.
+dpkg-scanpackages and served on host loopback by Python's own ``http.server``, run by the
+unprivileged lab user on Debian's python3 from the runtime dir.
 
 Nodes have no route out, so this is where `hakvm apply`'s package phase gets packages in
 the lab. The index is unsigned (``[trusted=yes]`` in the guests' sources.list): the files
@@ -11,10 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 from hakvm.lab import procs
@@ -32,12 +30,12 @@ def sources_list(port: int) -> str:
     )
 
 
-def build_repo(lab: Lab, debs: Path, owner: procs.LabUser | None) -> int:
-    """Hard-link (or copy) the cached .debs into LAB_DIR/repo and write Packages; returns
-    the number of packages."""
-    repo = lab.repo_dir
+def build_repo(lab: Lab, debs: Path) -> int:
+    """Hard-link (or copy) the cached .debs into the runtime's repo/ (root-owned, read by
+    the lab user) and write Packages; returns the number of packages."""
+    repo = lab.run.repo_dir
     shutil.rmtree(repo, ignore_errors=True)
-    repo.mkdir(parents=True)
+    repo.mkdir(mode=0o755)
     count = 0
     for deb in sorted(debs.glob("*.deb")):
         target = repo / deb.name
@@ -59,37 +57,20 @@ def build_repo(lab: Lab, debs: Path, owner: procs.LabUser | None) -> int:
 
 
 def repod_pid(lab: Lab) -> int | None:
-    found = procs.find_process(lab.dir, "repod", "repo")
+    found = procs.find_process(lab, "repod", "repo")
     return found.pid if found else None
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((LOOPBACK, port)) == 0
 
 
 def start_repo(lab: Lab, port: int, user: procs.LabUser) -> int:
     pid = repod_pid(lab)
     if pid is not None:
         return pid
-    log = lab.dir / "repod.log"
-    argv = procs.as_lab_user(
-        [sys.executable, "-m", procs.REPOD_MODULE, str(lab.dir), str(port)], user
-    )
-    with log.open("ab") as handle:
-        if os.geteuid() == 0:
-            os.chown(log, user.uid, user.gid)
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=handle, stderr=handle,
-            start_new_session=True, cwd="/",
-        )  # fmt: skip
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-2:]
-            raise RepoError(f"repository daemon exited: {' | '.join(tail)}")
-        if _listening(port):
-            return proc.pid
-        time.sleep(0.1)
-    return proc.pid
+    argv = [
+        procs.SYSTEM_PYTHON, "-E", "-s", "-m", procs.REPOD_MODULE,
+        # Loopback only: the repository is for this machine's lab guests, nobody else.
+        "--bind", LOOPBACK, "--directory", str(lab.run.repo_dir), str(port),
+    ]  # fmt: skip
+    try:
+        return procs.spawn_daemon(lab, "repod", "repo", argv, user, port=port, proto="tcp")
+    except procs.DaemonError as exc:
+        raise RepoError(str(exc)) from None

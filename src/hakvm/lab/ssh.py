@@ -11,6 +11,15 @@ from collections.abc import Callable, Sequence
 from hakvm.lab.state import LOOPBACK
 
 
+def option_path(path: pathlib.Path) -> str:
+    """A path as the value of an ``ssh -o`` option: ssh splits those values on whitespace
+    unless double-quoted (a checkout under "/root/my labs" is fine)."""
+    text = str(path)
+    if '"' in text:
+        raise ValueError(f"{text}: ssh cannot take a path with a double quote in an option")
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
 def ssh_argv(
     port: int,
     key: pathlib.Path,
@@ -35,7 +44,7 @@ def ssh_argv(
         "-o",
         "IdentitiesOnly=yes",
         "-o",
-        f"UserKnownHostsFile={known_hosts}",
+        f"UserKnownHostsFile={option_path(known_hosts)}",
         "-o",
         "GlobalKnownHostsFile=/dev/null",
         "-o",
@@ -53,7 +62,7 @@ def ssh_argv(
         "-t" if tty else "-T",
     ]
     if control_path is not None:
-        argv += ["-o", "ControlMaster=no", "-o", f"ControlPath={control_path}"]
+        argv += ["-o", "ControlMaster=no", "-o", f"ControlPath={option_path(control_path)}"]
     argv.append(f"root@{LOOPBACK}")
     if remote:
         argv += ["--", *remote]
@@ -87,7 +96,7 @@ def ensure_master(
         "-o",
         "ControlMaster=yes",
         "-o",
-        f"ControlPath={control_path}",
+        f"ControlPath={option_path(control_path)}",
         "-o",
         "ControlPersist=300",
         "-N",

@@ -1,27 +1,38 @@
-"""Lab layout: configuration, ports and file paths under the lab state dir.
+"""Lab layout: configuration, ports and file paths.
 
-Everything the lab needs is found from the state dir alone (``$HAKVM_LAB_DIR``, default
-``./.hakvm/lab``), so every ``hakvm lab`` command, the BMC daemons and a crashed-and-rerun
-lab tool agree on ports, files and process markers.
+A lab has two directories:
 
-Layout::
+* the **state dir** (``$HAKVM_LAB_DIR``, default ``./.hakvm/lab``, anywhere: a checkout in
+  a 0700 home is fine): root's own, 0700; the unprivileged lab user never reads it::
 
-    lab.json                 LabConfig (ports, sizes, BMC user)
+    lab.json                 LabConfig (ports, sizes, BMC user, the runtime dir); the marker
+                             that makes a directory a lab's
     id_ed25519[.pub]         client key for root@node (0600)
     known_hosts              the nodes' real host keys, [127.0.0.1]:PORT entries
     bmc.json                 BMC user and addresses (no secret)
     bmc-nodeNN.password      BMC password (0600)
-    links.json               links currently cut
+    pids/                    pid files of the daemons root started (bmcd, repod)
+    logs/                    their stdout/stderr, opened by root, inherited by them
+
+* the **runtime dir** (``/var/lib/hakvm-lab/<key>``, one per state dir): what the
+  unprivileged QEMU user and the BMC daemons need, so that they never have to reach the
+  state dir or the checkout::
+
+    code/hakvm/lab/*.py      root-owned copy of the lab package the BMC daemons run
     boot/vmlinuz initrd.img  kernel + initrd for -kernel/-initrd
-    nodeNN/                  owned by the QEMU user, 0700: disks, sockets, logs, pids
+    repo/                    the local package repository
+    links.json               links currently cut
+    nodeNN/                  owned by the QEMU user, 0700: disks, sockets, logs, QEMU's pid
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
+import stat
 import tempfile
 from typing import Any
 
@@ -30,6 +41,8 @@ NODES: tuple[str, ...] = ("node01", "node02")
 LINKS: tuple[str, ...] = ("bond-a", "bond-b", "hb")
 
 DEFAULT_DIR = pathlib.Path(".hakvm/lab")
+# Runtime dirs live here (root-owned, 0755), one per state dir. Overridable for unit tests.
+RUN_BASE = pathlib.Path("/var/lib/hakvm-lab")
 DEFAULT_SSH_PORT = 2201
 DEFAULT_BMC_PORT = 6230
 DEFAULT_LINK_PORT = 42100
@@ -70,6 +83,7 @@ class LabConfig:
     drbd_disk_gib: int = 20
     bmc_user: str = DEFAULT_BMC_USER
     image_key: str = ""
+    run_dir: str = ""
 
     def validate(self) -> None:
         check_port(self.ssh_port, len(NODES), "SSH")
@@ -119,11 +133,67 @@ def check_link(link: str) -> str:
     return link
 
 
-class Lab:
-    """Paths of one lab state dir. The dir is always absolute (it is the process marker)."""
+def run_base() -> pathlib.Path:
+    raw = os.environ.get("HAKVM_LAB_RUN_BASE")
+    return pathlib.Path(raw) if raw else RUN_BASE
+
+
+def run_dir_for(state_dir: pathlib.Path) -> pathlib.Path:
+    """The runtime dir of the lab whose state dir is ``state_dir`` (absolute)."""
+    digest = hashlib.sha256(str(state_dir).encode()).hexdigest()[:16]
+    return run_base() / digest
+
+
+class Runtime:
+    """Paths of one lab's runtime dir: all the unprivileged lab processes ever touch."""
 
     def __init__(self, directory: pathlib.Path) -> None:
         self.dir = pathlib.Path(os.path.realpath(directory))
+
+    @property
+    def code_dir(self) -> pathlib.Path:
+        return self.dir / "code"
+
+    @property
+    def boot_dir(self) -> pathlib.Path:
+        return self.dir / "boot"
+
+    @property
+    def repo_dir(self) -> pathlib.Path:
+        return self.dir / "repo"
+
+    @property
+    def links_file(self) -> pathlib.Path:
+        return self.dir / "links.json"
+
+    def node_dir(self, node: str) -> pathlib.Path:
+        return self.dir / node
+
+    def cut_links(self) -> set[str]:
+        try:
+            data = json.loads(self.links_file.read_text())
+        except (OSError, ValueError):
+            return set()
+        return {str(x) for x in data.get("cut", []) if x in LINKS}
+
+    def save_cut_links(self, cut: set[str]) -> None:
+        write_atomic(self.links_file, json.dumps({"cut": sorted(cut)}) + "\n", mode=0o644)
+
+
+class Lab:
+    """Paths of one lab: its state dir (always absolute) and its runtime dir."""
+
+    def __init__(self, directory: pathlib.Path) -> None:
+        self.dir = pathlib.Path(os.path.realpath(directory))
+        self.run = Runtime(self._run_dir())
+
+    def _run_dir(self) -> pathlib.Path:
+        """The runtime dir recorded in lab.json, else the one this state dir gets."""
+        try:
+            recorded = str(read_json(self.config_file).get("run_dir") or "")
+        except (OSError, ValueError):
+            recorded = ""
+        return pathlib.Path(recorded) if recorded else run_dir_for(self.dir)
 
     # --- files --------------------------------------------------------------------------
     @property
@@ -143,22 +213,27 @@ class Lab:
         return self.dir / "bmc.json"
 
     @property
-    def links_file(self) -> pathlib.Path:
-        return self.dir / "links.json"
+    def pid_dir(self) -> pathlib.Path:
+        return self.dir / "pids"
 
     @property
-    def boot_dir(self) -> pathlib.Path:
-        return self.dir / "boot"
-
-    @property
-    def repo_dir(self) -> pathlib.Path:
-        return self.dir / "repo"
+    def log_dir(self) -> pathlib.Path:
+        return self.dir / "logs"
 
     def bmc_password_file(self, node: str) -> pathlib.Path:
         return self.dir / f"bmc-{node}.password"
 
-    def node_dir(self, node: str) -> pathlib.Path:
-        return self.dir / node
+    def pidfile(self, kind: str, node: str) -> pathlib.Path:
+        """Pid file of a daemon root started (``bmcd``/``repod``): root's own, never the
+        lab user's, so nobody else can make root signal a process of their choosing."""
+        return self.pid_dir / f"{kind}-{node}.pid"
+
+    def log_file(self, kind: str, node: str) -> pathlib.Path:
+        return self.log_dir / f"{kind}-{node}.log"
+
+    def want_file(self, kind: str, node: str) -> pathlib.Path:
+        """Whether a daemon should run ("running"/"stopped"): tells a crash from a stop."""
+        return self.pid_dir / f"{kind}-{node}.want"
 
     # --- config -------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -167,7 +242,10 @@ class Lab:
     def load(self) -> LabConfig:
         if not self.exists():
             raise LabStateError(f"no lab in {self.dir} (run `hakvm lab up` first)")
-        data = json.loads(self.config_file.read_text())
+        try:
+            data = read_json(self.config_file)
+        except (OSError, ValueError) as exc:
+            raise LabStateError(f"{self.config_file}: not a lab's configuration ({exc})") from None
         fields = {f.name for f in dataclasses.fields(LabConfig)}
         return LabConfig(**{k: v for k, v in data.items() if k in fields})
 
@@ -175,14 +253,50 @@ class Lab:
         write_atomic(self.config_file, json.dumps(dataclasses.asdict(config), indent=2) + "\n")
 
     def cut_links(self) -> set[str]:
-        try:
-            data = json.loads(self.links_file.read_text())
-        except (OSError, ValueError):
-            return set()
-        return {str(x) for x in data.get("cut", []) if x in LINKS}
+        return self.run.cut_links()
 
     def save_cut_links(self, cut: set[str]) -> None:
-        write_atomic(self.links_file, json.dumps({"cut": sorted(cut)}) + "\n", mode=0o644)
+        self.run.save_cut_links(cut)
+
+    def claim(self) -> None:
+        """Make the state dir ours, or refuse one that is not a lab's.
+
+        ``--lab-dir`` may name any path: a directory that holds anything but a lab (no
+        lab.json) is refused, never chmodded or cleaned. A new one is created 0700."""
+        if self.dir.exists() and not self.dir.is_dir():
+            raise LabStateError(f"{self.dir} is not a directory; choose another --lab-dir")
+        if self.dir.is_dir() and any(self.dir.iterdir()) and not self.exists():
+            raise LabStateError(
+                f"{self.dir} is not empty and holds no lab (no lab.json): refusing to use it; "
+                "choose an empty or new --lab-dir"
+            )
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.pid_dir.mkdir(mode=0o700, exist_ok=True)
+        self.log_dir.mkdir(mode=0o700, exist_ok=True)
+
+
+def ensure_root_dir(path: pathlib.Path, mode: int = 0o755) -> None:
+    """Create ``path`` root-owned, or check an existing one is root's and not writable by
+    anyone else: the lab user's runtime files hang below it."""
+    path.mkdir(mode=mode, parents=True, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise LabStateError(
+            f"{path} must be a directory owned by root and writable by nobody else "
+            f"(it is uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):o}); remove it"
+        )
+
+
+def read_private_text(path: pathlib.Path, limit: int = 1 << 20) -> str:
+    """Read a file in a directory the lab user owns, as root: never through a symlink,
+    never anything but a regular file (the lab user could plant either)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file")
+        return os.read(fd, limit).decode(errors="replace")
+    finally:
+        os.close(fd)
 
 
 def write_atomic(
