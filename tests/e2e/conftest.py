@@ -1,12 +1,18 @@
 """Session-wide QEMU lab for end-to-end tests.
 
-The ``lab`` fixture brings up both nodes once per test session (``hakvm lab up``) and
-tears them down at the end (``hakvm lab down``); later deploy tests reuse it.
+The ``lab`` fixture brings up both nodes once per test session and destroys them at the
+end; later tests reuse it. It does so as a new user would: from a fresh clone of this
+checkout (its uncommitted changes included) in a new 0700 directory, in a folder whose
+name has a space, with the clone's own code and the default state dir (``.hakvm/lab``
+inside the clone). Nothing of the lab may need that directory to be reachable by the
+unprivileged lab user, and nothing changes its mode.
+
+Right after ``lab up`` the fixture saves the lab snapshot ``bare`` (nodes as after an OS
+install); the deploy tests save ``deployed``. Test groups that change the cluster restore
+the snapshot they start from (seconds) instead of depending on what ran before them.
 
 Environment:
-  HAKVM_E2E_LAB_DIR  state dir (default <repo>/.hakvm/e2e-lab; must be traversable by
-                     the unprivileged QEMU user, so not under /root or /tmp/pytest-of-*)
-  HAKVM_E2E_KEEP=1   leave the lab running after the session (for debugging)
+  HAKVM_E2E_KEEP=1   leave the lab running and the clone in place (for debugging)
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -79,6 +86,19 @@ class LabHandle:
             check=False,
         )
 
+    def restore(self, snapshot: str) -> None:
+        """Put the whole lab back to a saved snapshot (both nodes, memory and disks)."""
+        result = self.hakvm("snapshot", "restore", snapshot, timeout=900)
+        assert result.returncode == 0, f"restore {snapshot}: {result.stdout}{result.stderr}"
+
+    def save(self, snapshot: str) -> None:
+        result = self.hakvm("snapshot", "save", snapshot, timeout=900)
+        assert result.returncode == 0, f"save {snapshot}: {result.stdout}{result.stderr}"
+
+    def has_snapshot(self, snapshot: str) -> bool:
+        listed = self.hakvm("snapshot", "list", "--json")
+        return listed.returncode == 0 and snapshot in json.loads(listed.stdout or "{}")
+
     def status(self) -> dict[str, Any]:
         result = self.hakvm("status", "--json")
         assert result.returncode == 0, result.stderr
@@ -113,19 +133,41 @@ def lab_spec(lab: LabHandle, directory: pathlib.Path, **overrides: Any) -> pathl
     )
 
 
-def _lab_dir() -> pathlib.Path:
-    raw = os.environ.get("HAKVM_E2E_LAB_DIR")
-    return pathlib.Path(raw) if raw else REPO / ".hakvm" / "e2e-lab"
+def clone_checkout(dest: pathlib.Path) -> None:
+    """``git clone`` this checkout to dest, then its uncommitted state on top (edits and
+    untracked files): the clone is exactly what is being tested."""
+    git = ["git", "-c", "safe.directory=*"]
+    subprocess.run([*git, "clone", "-q", "--no-hardlinks", str(REPO), str(dest)], check=True)
+    diff = subprocess.run(
+        [*git, "-C", str(REPO), "diff", "--binary", "HEAD"], capture_output=True, check=True
+    ).stdout
+    if diff.strip():
+        subprocess.run([*git, "-C", str(dest), "apply", "--binary", "-"], input=diff, check=True)
+    others = subprocess.run(
+        [*git, "-C", str(REPO), "ls-files", "-z", "--others", "--exclude-standard"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    for name in filter(None, others.decode().split("\0")):
+        source, target = REPO / name, dest / name
+        if source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
 
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[LabHandle]:
     if os.geteuid() != 0:
         pytest.skip("the QEMU lab needs root (image build, unprivileged QEMU user)")
-    for tool in ("qemu-system-x86_64", "debootstrap", "debugfs", "ssh", "setpriv"):
+    for tool in ("qemu-system-x86_64", "debootstrap", "debugfs", "ssh", "setpriv", "git"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} not installed (make deps)")
-    state_dir = _lab_dir()
+    # Like root's home: a directory nobody else may enter, and a space in the path.
+    home = pathlib.Path(tempfile.mkdtemp(prefix="hakvm-e2e-"))
+    assert home.stat().st_mode & 0o777 == 0o700
+    clone = home / "hakvm clone"
+    clone_checkout(clone)
+    env = dict(os.environ, PYTHONPATH=str(clone / "src"))
+    state_dir = clone / ".hakvm" / "lab"
     handle = LabHandle(
         state_dir=state_dir,
         ssh_ports={},
@@ -134,22 +176,33 @@ def lab() -> Iterator[LabHandle]:
         key=state_dir / "id_ed25519",
         known_hosts=state_dir / "known_hosts",
     )
-    handle.hakvm("down")  # strays of an earlier, crashed session
-    started = time.monotonic()
-    result = handle.hakvm("up")
-    assert result.returncode == 0, f"lab up failed:\n{result.stdout}\n{result.stderr}"
-    handle.up_seconds = time.monotonic() - started
-    lab_state = Lab(state_dir)
-    config = lab_state.load()
-    handle.state_dir = lab_state.dir
-    handle.ssh_ports = {n: config.ssh_port_of(n) for n in NODES}
-    handle.bmc_ports = {n: config.bmc_port_of(n) for n in NODES}
-    handle.bmc_user = config.bmc_user
+    try:
+        started = time.monotonic()
+        # The clone's own code, from inside the clone, with the default state dir.
+        result = subprocess.run(
+            [sys.executable, "-m", "hakvm.cli", "lab", "up"],
+            cwd=clone, env=env, capture_output=True, text=True, timeout=1800, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, f"lab up failed:\n{result.stdout}\n{result.stderr}"
+        handle.up_seconds = time.monotonic() - started
+        assert home.stat().st_mode & 0o777 == 0o700, "lab up changed the mode of a directory"
+        lab_state = Lab(state_dir)
+        config = lab_state.load()
+        handle.state_dir = lab_state.dir
+        handle.ssh_ports = {n: config.ssh_port_of(n) for n in NODES}
+        handle.bmc_ports = {n: config.bmc_port_of(n) for n in NODES}
+        handle.bmc_user = config.bmc_user
+        handle.save("bare")
+    except BaseException:
+        handle.hakvm("destroy")
+        shutil.rmtree(home, ignore_errors=True)
+        raise
     try:
         yield handle
     finally:
         if os.environ.get("HAKVM_E2E_KEEP") != "1":
-            handle.hakvm("down")
+            handle.hakvm("destroy")
+            shutil.rmtree(home, ignore_errors=True)
 
 
 STATE_DIR = REPO / ".hakvm" / "e2e-state"
@@ -159,6 +212,25 @@ STATE_DIR = REPO / ".hakvm" / "e2e-state"
 def spec_file(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     """examples/lab.yaml pointed at the session's lab (shared by deploy, operate, drills)."""
     return lab_spec(lab, tmp_path_factory.mktemp("spec"))
+
+
+@pytest.fixture
+def deployed(lab: LabHandle, spec_file: pathlib.Path) -> LabHandle:
+    """The lab as the deploy tests leave it (snapshot ``deployed``: both VMs running where
+    the spec prefers, DRBD UpToDate), restored; deployed here first if no test did."""
+    return restore_deployed(lab, spec_file)
+
+
+def restore_deployed(lab: LabHandle, spec_file: pathlib.Path) -> LabHandle:
+    if lab.has_snapshot("deployed"):
+        lab.restore("deployed")
+        return lab
+    lab.restore("bare")
+    result = hakvm("apply", str(spec_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+    wait_for("a healthy cluster", lambda: hakvm("status", str(spec_file)).returncode == 0, 900)
+    lab.save("deployed")
+    return lab
 
 
 def hakvm(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:

@@ -1,8 +1,8 @@
 """End to end on the lab: apply takes two bare nodes to a fenced cluster running replicated VMs.
 
-Order matters (one lab per session): an apply killed in the storage phase, its re-run to
-convergence, a no-op re-apply, then a hard node kill (the node-crash drill) that must be
-fenced and failed over.
+Order matters: an apply killed in the storage phase on the bare lab, its re-run to
+convergence, a no-op re-apply (which saves the lab snapshot ``deployed`` the later tests
+start from), then a hard node kill (the node-crash drill) that must be fenced and failed over.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def cluster_state(lab: LabHandle, node: str = "node01") -> ClusterState:
 
 
 def test_apply_killed_in_storage_phase_then_converges(lab: LabHandle, spec_file: Path) -> None:
+    lab.restore("bare")
     env = dict(os.environ, HAKVM_STATE_DIR=str(STATE_DIR))
     proc = subprocess.Popen(
         [sys.executable, "-m", "hakvm.cli", "apply", str(spec_file)],
@@ -94,12 +95,17 @@ def test_second_apply_changes_nothing(lab: LabHandle, spec_file: Path) -> None:
     plan = hakvm("plan", str(spec_file))
     assert plan.returncode == 0
     assert "no changes" in plan.stdout
+    wait_for("a healthy cluster", lambda: hakvm("status", str(spec_file)).returncode == 0, 600)
+    lab.save("deployed")
 
 
-def test_killed_node_is_fenced_and_vm_stays_on_survivor(lab: LabHandle, spec_file: Path) -> None:
+def test_killed_node_is_fenced_and_vm_stays_on_survivor(
+    deployed: LabHandle, spec_file: Path
+) -> None:
     """`hakvm lab kill node02` through the node-crash drill (the drill *is* this test, with
     the acknowledged-write witness added): node02 is fenced, vm-b restarts on node01, and
     stays there when node02 is back."""
+    lab = deployed
     before = cluster_state(lab)
     assert before.resources["vm-b"].running_on == ["node02"]
     assert before.resources["vm-a"].running_on == ["node01"]

@@ -1,8 +1,8 @@
 """Failure drills on the deployed lab, with the acknowledged-write witness.
 
-Runs after test_deploy.py (alphabetical order within the session): the cluster is deployed.
-Each scenario is a real fault injected with the lab's own commands; the invariants are
-checked by `hakvm drill` itself, and this test fails if any did not hold.
+Each scenario starts from the deployed lab (snapshot ``deployed``, restored in seconds) and
+is a real fault injected with the lab's own commands; the invariants are checked by `hakvm
+drill` itself, and this test fails if any did not hold.
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ from tests.e2e.conftest import REPO, LabHandle, hakvm
 pytestmark = [pytest.mark.e2e, pytest.mark.deploy, pytest.mark.drill]
 
 
-# node-crash runs in test_deploy.py (its failover test is that drill) and leaves both VMs on
-# node01; fence-failure fails node01 (the busiest) and leaves them on node02, which is the
-# node the partition's fence race takes down.
+# node-crash runs in test_deploy.py (its failover test is that drill).
 @pytest.mark.parametrize("scenario", ["fence-failure", "heartbeat-partition"])
-def test_drill(lab: LabHandle, spec_file: Path, scenario: str) -> None:
-    drill = _passing_drill(lab, spec_file, scenario)
+def test_drill(deployed: LabHandle, spec_file: Path, scenario: str) -> None:
+    drill = _passing_drill(deployed, spec_file, scenario)
     assert drill["witness"]["acked"] > 0 and drill["witness"]["lost"] == []
 
 
@@ -41,8 +39,8 @@ def test_drill(lab: LabHandle, spec_file: Path, scenario: str) -> None:
         "rolling-maintenance",
     ],
 )
-def test_drill_extended(lab: LabHandle, spec_file: Path, scenario: str) -> None:
-    drill = _passing_drill(lab, spec_file, scenario)
+def test_drill_extended(deployed: LabHandle, spec_file: Path, scenario: str) -> None:
+    drill = _passing_drill(deployed, spec_file, scenario)
     if scenario == "node-crash-during-resync":
         assert drill["witness"]["acked"] > 0 and drill["witness"]["lost"] == []
 

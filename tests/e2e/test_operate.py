@@ -1,7 +1,7 @@
 """End to end on the deployed lab: status, doctor, live migration, drain and undrain.
 
-Runs after test_deploy.py (same session lab): its failover test leaves both VMs on node01
-and node02 back online, which is where these tests start from.
+The module starts from the deployed lab (snapshot ``deployed``: vm-a on node01, vm-b on
+node02); its tests run in file order on that one cluster.
 """
 
 from __future__ import annotations
@@ -12,11 +12,16 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import REPO, LabHandle, hakvm, wait_for
+from tests.e2e.conftest import REPO, LabHandle, hakvm, restore_deployed, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
 
 FIGURES: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def from_deployed(lab: LabHandle, spec_file: Path) -> None:
+    restore_deployed(lab, spec_file)
 
 
 def status(spec_file: Path) -> tuple[int, dict[str, Any]]:
@@ -30,7 +35,6 @@ def placement(report: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def test_status_reports_healthy_cluster(lab: LabHandle, spec_file: Path) -> None:
-    # After the failover test node02 rejoined; DRBD resyncs what changed: wait for healthy.
     wait_for("hakvm status healthy", lambda: status(spec_file)[0] == 0, 600, interval=10)
     code, report = status(spec_file)
     assert (code, report["health"], report["problems"]) == (0, "healthy", [])

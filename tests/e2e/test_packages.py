@@ -17,8 +17,9 @@ pytestmark = pytest.mark.e2e
 
 
 def test_package_phase_installs_missing_package_from_lab_repo(
-    lab: LabHandle, tmp_path: Path
+    deployed: LabHandle, tmp_path: Path
 ) -> None:
+    lab = deployed
     lab.check("node01", ["dpkg", "--remove", "bridge-utils"])
     listed = lab.run("node01", ["dpkg-query", "-W", "-f=${db:Status-Status}", "bridge-utils"])
     assert listed.stdout.strip() != "installed"

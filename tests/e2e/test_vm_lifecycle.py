@@ -47,8 +47,9 @@ def vm_list(spec: Path) -> dict[str, dict[str, Any]]:
 
 
 def test_vm_add_then_remove_touches_only_that_vm(
-    lab: LabHandle, spec_file: Path, tmp_path: Path
+    deployed: LabHandle, spec_file: Path, tmp_path: Path
 ) -> None:
+    lab = deployed
     spec = tmp_path / "lab.yaml"  # vm add/remove edit the spec: keep the session's intact
     shutil.copy(spec_file, spec)
     wait_for("both VMs running", lambda: all(
