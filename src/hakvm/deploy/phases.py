@@ -23,6 +23,7 @@ from hakvm.remote.facts import NodeFacts
 from hakvm.render import hosts as hosts_render
 from hakvm.render import migration
 from hakvm.render.base import CLUSTER, RenderContext, Rendered, RenderedFile
+from hakvm.render.blocks import merge_block
 from hakvm.render.cib import password_file_path
 from hakvm.spec.models import DiskMode, Node, OsFamily, Vm
 from hakvm.spec.validate import backing_size, resolve
@@ -744,10 +745,8 @@ def _migration_trust(env: PlanEnv, node: str) -> list[tuple[str, bytes, int]]:
         if fact is not None:
             host_keys[name] = fact.content.decode("utf-8", "replace")
     public = env.secrets.migration_public_key
-    config = hosts_render.merge_hosts(
-        current(migration.SSH_CONFIG_PATH), migration.ssh_config_block(env.ctx)
-    )
-    authorized = hosts_render.merge_hosts(
+    config = merge_block(current(migration.SSH_CONFIG_PATH), migration.ssh_config_block(env.ctx))
+    authorized = merge_block(
         current(migration.AUTHORIZED_KEYS_PATH),
         migration.authorized_keys_block(env.ctx, node, public),
     )
