@@ -26,7 +26,8 @@ from hakvm.render.base import CLUSTER, RenderContext, Rendered, RenderedFile
 from hakvm.render.blocks import merge_block
 from hakvm.render.cib import password_file_path
 from hakvm.spec.models import DiskMode, Node, OsFamily, Vm
-from hakvm.spec.validate import backing_size, resolve
+from hakvm.spec.paths import resolve
+from hakvm.spec.validate import backing_size
 
 FRESH_TAG = "hakvm_fresh"  # set on thin LVs hakvm created; cleared once DRBD skipped the sync
 MANAGED_MARK = "hakvm"

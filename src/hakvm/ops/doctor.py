@@ -41,7 +41,7 @@ from hakvm.render.cib import drbd_clone_id, fence_id, password_file_path
 from hakvm.render.drbd import resource_path
 from hakvm.render.migration import KEY_PATH as MIGRATION_KEY_PATH
 from hakvm.spec.models import ClusterSpec, Node, OsFamily
-from hakvm.spec.validate import resolve
+from hakvm.spec.paths import resolve
 
 # Pacemaker and corosync stay correct with skewed clocks, but failure-timeout expiry,
 # constraint lifetimes (crm_resource --move --lifetime) and every post-mortem (logs, fence

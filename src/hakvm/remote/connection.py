@@ -16,7 +16,7 @@ from typing import Literal
 import asyncssh
 
 from hakvm.spec.models import Node
-from hakvm.spec.validate import resolve
+from hakvm.spec.paths import resolve
 
 DEFAULT_TIMEOUT = 600.0
 MAX_SESSIONS = 6

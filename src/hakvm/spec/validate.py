@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from hakvm.spec.derive import Derived, derive, node_addresses
 from hakvm.spec.loader import LoadedSpec, PathKey, SpecLoadError, load_spec_file
 from hakvm.spec.models import ClusterSpec, DiskMode
+from hakvm.spec.paths import resolve
 from hakvm.spec.units import format_size
 
 
@@ -471,11 +472,6 @@ class _Checks:
                 f"{what} file {file} is readable by group/others (mode "
                 f"{stat.S_IMODE(mode):04o}); run chmod 600",
             )
-
-
-def resolve(base: Path, file: Path) -> Path:
-    file = file.expanduser()
-    return file if file.is_absolute() else base / file
 
 
 def backing_size(disk_size: int, mode: DiskMode) -> int:
