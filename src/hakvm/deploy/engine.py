@@ -21,6 +21,7 @@ from hakvm.deploy import phases as ph
 from hakvm.deploy.predict import predict
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets, load_or_create
 from hakvm.deploy.steps import Call, Run, Step, Write
+from hakvm.errors import FailedError
 from hakvm.remote.connection import NodeConnection, RemoteError, connect_all
 from hakvm.remote.facts import FileFact, NodeFacts, gather_facts
 from hakvm.render import migration
@@ -34,7 +35,7 @@ from hakvm.spec.models import ClusterSpec
 _MINOR_RE = re.compile(rb"/dev/drbd(\d+)")
 
 
-class ApplyError(Exception):
+class ApplyError(FailedError):
     """A step failed; the message names node, phase and step."""
 
 

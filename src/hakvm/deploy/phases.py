@@ -18,6 +18,7 @@ from hakvm.deploy import cib_merge
 from hakvm.deploy.cib_push import patch_cib
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets
 from hakvm.deploy.steps import Call, CallFunc, Run, Step, Write, run
+from hakvm.errors import StateError
 from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.facts import NodeFacts
 from hakvm.render import hosts as hosts_render
@@ -46,7 +47,7 @@ RHEL_PACKAGES = (
 )  # fmt: skip
 
 
-class PlanError(Exception):
+class PlanError(StateError):
     """The nodes are in a state apply must not change by itself (one line, names the node)."""
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hakvm.errors import StateError
 from hakvm.ops import witness as wit
 from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
 from hakvm.ops.failover import Timeline
@@ -66,7 +67,7 @@ SLOW_RESYNC_RATE = "2M"
 Say = Callable[[str], None]
 
 
-class DrillError(Exception):
+class DrillError(StateError):
     """The drill could not run (not a lab, cluster not healthy first): exit 3."""
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from hakvm.errors import StateError
 from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.render.base import RenderContext, Secrets
 from hakvm.render.drbd import replication_link
@@ -38,7 +39,7 @@ CUT_TABLE = "hakvm_drill"
 BMC_TABLE = "hakvm_drill_bmc"
 
 
-class FaultError(Exception):
+class FaultError(StateError):
     """These faults cannot be injected here (not a lab, management path at risk): exit 3."""
 
 

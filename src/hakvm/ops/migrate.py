@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hakvm.errors import StateError
 from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
 from hakvm.ops.status import NodeAnswer, drbd_of
 from hakvm.remote.connection import NodeConnection, RemoteError, connect_all
@@ -40,7 +41,7 @@ MEMORY_MARGIN = 64 * 1024**2  # QEMU's own overhead above the guest's memory
 Progress = Callable[[str], None]
 
 
-class MoveError(Exception):
+class MoveError(StateError):
     """A move cannot start (pre-flight) or did not finish; one line naming the check."""
 
 

@@ -33,6 +33,7 @@ import yaml
 from hakvm.deploy import cib_merge
 from hakvm.deploy.cib_push import CibHost as Remote  # what the steps need of a connection
 from hakvm.deploy.cib_push import patch_cib
+from hakvm.errors import InputError, StateError
 from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
 from hakvm.ops.status import DrbdStatus, StatusReport
 from hakvm.remote.connection import RemoteError, connect_all
@@ -50,15 +51,15 @@ Progress = Callable[[str], None]
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class VmInputError(Exception):
+class VmInputError(InputError):
     """Bad input: no such VM, a name that exists, a flag that cannot apply (exit 2)."""
 
 
-class VmStateError(Exception):
+class VmStateError(StateError):
     """The cluster is not in a state where the command may run (exit 3)."""
 
 
-class SpecEditError(Exception):
+class SpecEditError(InputError):
     """The edited spec would be invalid or the file cannot be edited safely; nothing was
     written. `lines` are the validator's problems, one line each."""
 

@@ -15,6 +15,7 @@ from typing import Literal
 
 import asyncssh
 
+from hakvm.errors import FailedError
 from hakvm.spec.models import Node
 from hakvm.spec.paths import resolve
 
@@ -24,7 +25,7 @@ STOP_GRACE_S = 5.0  # a stopped stream's process gets this long to exit after SI
 STDERR_KEEP = 4096  # characters of a stream's stderr kept for error messages
 
 
-class RemoteError(Exception):
+class RemoteError(FailedError):
     """A node could not be reached, or a command on it failed; one line, names the node."""
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 
+from hakvm.errors import StateError
+
 BEGIN = "# BEGIN hakvm managed block"
 END = "# END hakvm managed block"
 
 
-class BlockMergeError(ValueError):
+class BlockMergeError(StateError, ValueError):
     """The existing file has unbalanced hakvm markers: a human must look at it."""
 
 

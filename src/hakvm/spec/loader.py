@@ -13,13 +13,15 @@ from typing import Any
 
 import yaml
 
+from hakvm.errors import InputError
+
 MAX_SPEC_BYTES = 1024 * 1024
 MAX_NODES = 100_000
 
 PathKey = tuple[str | int, ...]
 
 
-class SpecLoadError(Exception):
+class SpecLoadError(InputError):
     """The file cannot be read as a spec at all; `line` is 1-based or None."""
 
     def __init__(self, message: str, line: int | None = None) -> None:
