@@ -142,7 +142,7 @@ def export_crmsh(spec: Path) -> int:
 def _print_prediction(console: object, predicted: tuple[str, ...]) -> None:
     from rich.console import Console
 
-    from hakvm.deploy.predict import disruptive
+    from hakvm.remote.pacemaker import disruptive
 
     assert isinstance(console, Console)
     if not predicted:

@@ -8,10 +8,10 @@ import pathlib
 
 import pytest
 
-from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
 from hakvm.ops.drill import Cluster, DrillError, DrillResult, busiest, faults_for, fence_successes
 from hakvm.ops.faults import LabFaults, NodeFaults
 from hakvm.remote.facts import parse_batch
+from hakvm.remote.pacemaker import ClusterState, parse_crm_mon
 from hakvm.spec.validate import validate_file
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

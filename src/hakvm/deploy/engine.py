@@ -18,12 +18,12 @@ from pathlib import Path
 
 from hakvm.deploy import cib_merge
 from hakvm.deploy import phases as ph
-from hakvm.deploy.predict import predict
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets, load_or_create
 from hakvm.deploy.steps import Call, Run, Step, Write
 from hakvm.errors import FailedError
 from hakvm.remote.connection import NodeConnection, RemoteError, connect_all
 from hakvm.remote.facts import FileFact, NodeFacts, gather_facts
+from hakvm.remote.pacemaker import simulate
 from hakvm.render import migration
 from hakvm.render.base import RenderContext, Rendered, Secrets
 from hakvm.render.cib import password_file_path
@@ -169,7 +169,7 @@ async def _with_prediction(
     if found is None:
         return steps  # no cluster yet: nothing runs that could be disrupted
     node, live = found
-    actions = await predict(conns[node], cib_merge.desired_cib(live, ph.rendered_cib(env)))
+    actions = await simulate(conns[node], cib_merge.desired_cib(live, ph.rendered_cib(env)))
     predicted = ("(crm_simulate failed: no prediction)",) if actions is None else tuple(actions)
     return [dataclasses.replace(step, predicted=predicted) for step in steps]
 

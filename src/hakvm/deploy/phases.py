@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hakvm.deploy import cib_merge
-from hakvm.deploy.cib_push import patch_cib
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets
 from hakvm.deploy.steps import Call, CallFunc, Run, Step, Write, run
 from hakvm.errors import StateError
+from hakvm.remote import pacemaker as pcmk
 from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.facts import NodeFacts
+from hakvm.remote.pacemaker import PacemakerError, parse_crm_mon
 from hakvm.render import hosts as hosts_render
 from hakvm.render import migration
 from hakvm.render.base import CLUSTER, RenderContext, Rendered, RenderedFile
@@ -682,18 +683,17 @@ def _wait_cluster(env: PlanEnv) -> CallFunc:
     names = [n.name for n in env.nodes]
 
     async def wait(conns: Mapping[str, NodeConnection]) -> None:
-        from hakvm.ops.crm_mon import parse_crm_mon
-
         deadline = time.monotonic() + 240
         conn = conns[names[0]]
         while True:
-            res = await conn.run(["crm_mon", "--output-as=xml", "-1"], timeout=60)
-            if res.ok:
-                state = parse_crm_mon(res.stdout)
-                if state.dc and all(
-                    state.nodes.get(n, None) and state.nodes[n].online for n in names
-                ):
-                    return
+            try:
+                state = await pcmk.cluster_state(conn)
+            except PacemakerError:
+                state = None  # not up yet: ask again
+            if state is not None and state.dc and all(
+                state.nodes.get(n, None) and state.nodes[n].online for n in names
+            ):
+                return
             if time.monotonic() > deadline:
                 raise RemoteError("the cluster did not form within 240s (both nodes online, a DC)")
             await asyncio.sleep(3)
@@ -830,18 +830,13 @@ def _push_cib(rendered: str) -> CallFunc:
         fencing_ids = cib_merge.stonith_ids(rendered)
         # Fencing first: resources must never run in a cluster that cannot fence.
         for only in (fencing_ids, None):
-            for _attempt in range(5):
-                live = await conn.run(["cibadmin", "-Q"], check=True, timeout=60)
-                desired = cib_merge.desired_cib(live.stdout, rendered, only_ids=only)
-                if cib_merge.configuration_text(live.stdout) == cib_merge.configuration_text(
-                    desired
-                ):
-                    break
-                if await patch_cib(conn, live.stdout, desired):
-                    break
-                await asyncio.sleep(2)  # the CIB moved under us: re-read and re-diff
-            else:
-                raise RemoteError(f"{conn.name}: the CIB patch did not apply after 5 attempts")
+
+            def wanted(live: str, only: set[str] | None = only) -> str | None:
+                desired = cib_merge.desired_cib(live, rendered, only_ids=only)
+                same = cib_merge.configuration_text(live) == cib_merge.configuration_text(desired)
+                return None if same else desired
+
+            await pcmk.change_cib(conn, wanted, what="the CIB patch")
 
     return push
 
@@ -850,8 +845,6 @@ def vms(env: PlanEnv) -> list[Step]:
     wanted = [vm for vm in env.ctx.spec.vms if vm.autostart]
     if not wanted:
         return []
-    from hakvm.ops.crm_mon import parse_crm_mon
-
     live = None
     for facts in env.facts.values():
         if facts.crm_mon:
@@ -874,14 +867,14 @@ def vms(env: PlanEnv) -> list[Step]:
 
 def _wait_vms(wanted: list[Vm], timeout: float) -> CallFunc:
     async def wait(conns: Mapping[str, NodeConnection]) -> None:
-        from hakvm.ops.crm_mon import parse_crm_mon
-
         conn = next(iter(conns.values()))
         deadline = time.monotonic() + timeout
         while True:
-            res = await conn.run(["crm_mon", "--output-as=xml", "-1"], timeout=60)
-            if res.ok:
-                state = parse_crm_mon(res.stdout)
+            try:
+                state = await pcmk.cluster_state(conn)
+            except PacemakerError:
+                state = None  # busy or restarting: ask again
+            if state is not None:
                 pending = [
                     vm.name
                     for vm in wanted

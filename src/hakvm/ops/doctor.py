@@ -24,7 +24,6 @@ from hakvm.deploy import phases as ph
 from hakvm.deploy.engine import Deployment
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH
 from hakvm.deploy.steps import Step
-from hakvm.ops.crm_mon import ClusterState
 from hakvm.ops.status import (
     CONNECT_TIMEOUT_S,
     LinkStatus,
@@ -37,6 +36,7 @@ from hakvm.ops.status import (
 )
 from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.facts import DrbdResource, FileFact, batch_argv, parse_batch
+from hakvm.remote.pacemaker import ClusterState
 from hakvm.render.cib import drbd_clone_id, fence_id, password_file_path
 from hakvm.render.drbd import resource_path
 from hakvm.render.migration import KEY_PATH as MIGRATION_KEY_PATH

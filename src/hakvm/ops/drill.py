@@ -35,12 +35,13 @@ from typing import Any
 
 from hakvm.errors import StateError
 from hakvm.ops import witness as wit
-from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
 from hakvm.ops.failover import Timeline
 from hakvm.ops.faults import FaultError, Faults, LabFaults, NodeFaults, lab_of
 from hakvm.ops.status import assess, collect
+from hakvm.remote import pacemaker
 from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.facts import DrbdResource, parse_proc_drbd
+from hakvm.remote.pacemaker import ClusterState, PacemakerError
 from hakvm.spec.models import ClusterSpec, DiskMode, Node
 
 SCENARIOS = (
@@ -145,17 +146,11 @@ class Cluster:
 
     async def state(self, name: str) -> ClusterState | None:
         try:
-            result = await (await self.conn(name)).run(
-                ["crm_mon", "--output-as=xml", "-1"], timeout=90
-            )
+            return await pacemaker.cluster_state(await self.conn(name))
+        except PacemakerError:
+            return None  # it answered: ask again later on the same connection
         except RemoteError:
             await self.drop(name)
-            return None
-        if not result.ok:
-            return None
-        try:
-            return parse_crm_mon(result.stdout)
-        except ValueError:
             return None
 
     async def healthy(self) -> tuple[bool, list[str]]:
@@ -194,7 +189,7 @@ class Cluster:
         """`crm_resource --cleanup`: forget failed actions; Pacemaker re-probes."""
         for name in [n.name for n in self.spec.nodes]:
             try:
-                await (await self.conn(name)).run(["crm_resource", "--cleanup"], timeout=180)
+                await pacemaker.cleanup(await self.conn(name))
                 return
             except RemoteError:
                 await self.drop(name)
@@ -204,14 +199,9 @@ class Cluster:
         "healthy" says nothing about a move still in flight after the previous drill."""
         for name in [n.name for n in self.spec.nodes]:
             try:
-                result = await (await self.conn(name)).run(
-                    ["crm_resource", "--wait", f"--timeout={int(timeout)}s"],
-                    timeout=timeout + 60,
-                )
+                return await pacemaker.wait_idle(await self.conn(name), timeout)
             except RemoteError:
                 await self.drop(name)
-                continue
-            return result.ok
         return False
 
     async def wait_settled(self, timeout: float, say: Say) -> float:
@@ -872,7 +862,7 @@ async def vm_crash(cluster: Cluster, faults: Faults, bound: float, say: Say) -> 
     )
     state = await cluster.state(first)
     result.check("nobody fenced", not (fence_successes(state, node) - fenced_before), "")
-    await conn.run(["crm_resource", "--cleanup", "--resource", vm])
+    await pacemaker.cleanup(conn, vm)
     return result
 
 

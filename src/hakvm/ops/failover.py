@@ -11,8 +11,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
+from hakvm.remote import pacemaker
 from hakvm.remote.connection import NodeConnection, RemoteError
+from hakvm.remote.pacemaker import ClusterState
 
 
 @dataclass
@@ -32,14 +33,8 @@ class Timeline:
 
 async def cluster_state(conn: NodeConnection) -> ClusterState | None:
     try:
-        res = await conn.run(["crm_mon", "--output-as=xml", "-1"], timeout=30)
+        return await pacemaker.cluster_state(conn)
     except RemoteError:
-        return None
-    if not res.ok:
-        return None
-    try:
-        return parse_crm_mon(res.stdout)
-    except ValueError:
         return None
 
 

@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hakvm.errors import StateError
-from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
 from hakvm.ops.status import NodeAnswer, drbd_of
+from hakvm.remote import pacemaker
 from hakvm.remote.connection import NodeConnection, RemoteError, connect_all
 from hakvm.remote.facts import batch_argv, parse_batch
+from hakvm.remote.pacemaker import ClusterState
 from hakvm.render.cib import GOOD_DATA_SCORE, promotion_score_attribute
 from hakvm.render.drbd import resync_attribute
 from hakvm.render.migration import migration_name
@@ -68,11 +69,6 @@ class DrainResult:
 
 def _noop(_: str) -> None:
     return None
-
-
-async def crm_state(conn: NodeConnection) -> ClusterState:
-    result = await conn.run(["crm_mon", "--output-as=xml", "-1"], timeout=90, check=True)
-    return parse_crm_mon(result.stdout)
 
 
 def _find_vm(spec: ClusterSpec, name: str) -> Vm:
@@ -144,14 +140,6 @@ async def preflight(
     return source
 
 
-async def _node_attribute(conn: NodeConnection, node: str, name: str) -> str | None:
-    """A transient node attribute's value, None when unset."""
-    argv = ["crm_attribute", "--node", node, "--lifetime", "reboot", "--name", name]
-    result = await conn.run([*argv, "--query", "--quiet"], timeout=60)
-    value = result.stdout.strip()
-    return value if result.ok and value else None
-
-
 async def _wait_good_data(
     conn: NodeConnection, target: str, vm: str, timeout: float, interval: float = 5
 ) -> None:
@@ -160,8 +148,8 @@ async def _wait_good_data(
     so give it that long; the resync flag means a resync towards the target still runs."""
     deadline = time.monotonic() + timeout
     while True:
-        flag = await _node_attribute(conn, target, resync_attribute(vm))
-        score = await _node_attribute(conn, target, promotion_score_attribute(vm))
+        flag = await pacemaker.node_attribute(conn, target, resync_attribute(vm))
+        score = await pacemaker.node_attribute(conn, target, promotion_score_attribute(vm))
         good = flag is None and score is not None and _score(score) >= GOOD_DATA_SCORE
         if good:
             return
@@ -218,7 +206,7 @@ async def move(
     score_wait: float,
 ) -> MoveResult:
     any_conn = conns[target]
-    state = await crm_state(any_conn)
+    state = await pacemaker.cluster_state(any_conn)
     source = await preflight(
         conns, state, vm, target, extra_memory=extra_memory, score_wait=score_wait
     )
@@ -231,9 +219,7 @@ async def move(
         listener = asyncio.create_task(_job_completed(conns[source], vm.name, timeout))
         await asyncio.sleep(5)  # let virsh subscribe before the migration can start
     started = time.monotonic()
-    await any_conn.run(
-        ["crm_resource", "--resource", vm.name, "--move", "--node", target], check=True
-    )
+    await pacemaker.move(any_conn, vm.name, target)
     stopped_at: float | None = None
     outage: float | None = None
     try:
@@ -241,7 +227,7 @@ async def move(
             now = time.monotonic()
             if now - started > timeout:
                 raise MoveError(f"{vm.name}: not running on {target} after {timeout:.0f}s")
-            res = (await crm_state(any_conn)).resources.get(vm.name)
+            res = (await pacemaker.cluster_state(any_conn)).resources.get(vm.name)
             running = res.running_on if res else []
             # Between migrate_to and migrate_from crm_mon can list a live-migrating VM on
             # no node (seen on the lab): only libvirt's event below says which move it was.
@@ -256,15 +242,13 @@ async def move(
         # A live migration ends with a stop on the source after migrate_from: until that
         # transition is done crm_mon may show the VM on the target alone, then on both.
         # Let Pacemaker say when it has settled.
-        await any_conn.run(
-            ["crm_resource", "--wait", f"--timeout={int(timeout)}s"], timeout=timeout
-        )
-        settled = _running_on(await crm_state(any_conn), vm.name)
+        await pacemaker.wait_idle(any_conn, timeout)
+        settled = (await pacemaker.cluster_state(any_conn)).active_on(vm.name)
         if settled != [target]:
             raise MoveError(f"{vm.name}: after the move it runs on {settled or 'no node'}")
     finally:
         # Drop the temporary preference whatever happened: stickiness keeps the VM put.
-        await any_conn.run(["crm_resource", "--resource", vm.name, "--clear"])
+        await pacemaker.clear(any_conn, vm.name)
     seconds = time.monotonic() - started
     downtime = None
     if listener is not None:
@@ -288,11 +272,6 @@ async def move(
     return result
 
 
-def _running_on(state: ClusterState, vm_name: str) -> list[str]:
-    res = state.resources.get(vm_name)
-    return list(res.active_on) if res else []
-
-
 def good_data_wait(spec: ClusterSpec) -> float:
     """How long the promotion score may trail DRBD: the agent sets it in its monitor, so just
     after a resync it can read below 1000 for one Unpromoted interval (drbd_monitor_interval_s
@@ -313,8 +292,8 @@ async def migrate(
     vm = _find_vm(spec, vm_name)
     conns = {c.name: c for c in await connect_all(spec.nodes, spec_path.resolve().parent)}
     try:
-        state = await crm_state(next(iter(conns.values())))
-        running = _running_on(state, vm.name)
+        state = await pacemaker.cluster_state(next(iter(conns.values())))
+        running = state.active_on(vm.name)
         current = running[0] if running else None
         target = to or (_other(spec, current) if current else None)
         if target is None:
@@ -333,8 +312,8 @@ async def drain(
     result = DrainResult(node)
     conns = {c.name: c for c in await connect_all(spec.nodes, spec_path.resolve().parent)}
     try:
-        state = await crm_state(conns[target])
-        on_node = [vm for vm in spec.vms if node in _running_on(state, vm.name)]
+        state = await pacemaker.cluster_state(conns[target])
+        on_node = [vm for vm in spec.vms if node in state.active_on(vm.name)]
         score_wait = good_data_wait(spec)
         # The target must hold all of them at once: check the sum up front.
         for index, vm in enumerate(on_node):
@@ -350,9 +329,7 @@ async def drain(
                 )
             )
         progress(f"{node}: standby on")
-        await conns[target].run(
-            ["crm_attribute", "--node", node, "--name", "standby", "--update", "on"], check=True
-        )
+        await pacemaker.set_standby(conns[target], node, on=True)
         result.standby = True
         return result
     finally:
@@ -365,8 +342,6 @@ async def undrain(spec: ClusterSpec, spec_path: Path, node: str) -> None:
     conns = {c.name: c for c in await connect_all(spec.nodes, spec_path.resolve().parent)}
     try:
         conn = conns[_other(spec, node)]
-        await conn.run(
-            ["crm_attribute", "--node", node, "--name", "standby", "--update", "off"], check=True
-        )
+        await pacemaker.set_standby(conn, node, on=False)
     finally:
         await asyncio.gather(*(c.close() for c in conns.values()))

@@ -19,7 +19,6 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
 from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.facts import (
     DrbdResource,
@@ -28,6 +27,7 @@ from hakvm.remote.facts import (
     parse_drbdsetup_json,
     parse_proc_drbd,
 )
+from hakvm.remote.pacemaker import ClusterState, parse_crm_mon, status_command
 from hakvm.render.drbd import resync_attribute
 from hakvm.spec.models import ClusterSpec
 
@@ -129,7 +129,7 @@ def status_commands(bonds: list[str]) -> list[tuple[str, list[str]]]:
         # First, so it is read as close as possible to the moment the batch starts (doctor
         # bounds each node's clock offset by the batch's round trip).
         ("clock", ["date", "+%s.%N"]),
-        ("crm_mon", ["crm_mon", "--output-as=xml", "-1"]),
+        status_command(),
         ("cfgtool", ["corosync-cfgtool", "-s"]),
         ("proc_drbd", ["cat", "/proc/drbd"]),
         ("drbd_json", ["drbdsetup", "status", "--json"]),

@@ -31,12 +31,11 @@ from typing import Any
 import yaml
 
 from hakvm.deploy import cib_merge
-from hakvm.deploy.cib_push import CibHost as Remote  # what the steps need of a connection
-from hakvm.deploy.cib_push import patch_cib
 from hakvm.errors import InputError, StateError
-from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
 from hakvm.ops.status import DrbdStatus, StatusReport
-from hakvm.remote.connection import RemoteError, connect_all
+from hakvm.remote import pacemaker
+from hakvm.remote.connection import Remote, RemoteError, connect_all
+from hakvm.remote.pacemaker import ClusterState
 from hakvm.render.drbd import resource_path
 from hakvm.render.libvirt import domain_path
 from hakvm.spec.loader import SpecLoadError, load_spec_file, load_spec_text
@@ -361,16 +360,6 @@ class RemoveResult:
     spec_updated: bool = False
 
 
-async def crm_state(conn: Remote) -> ClusterState:
-    result = await conn.run(["crm_mon", "--output-as=xml", "-1"], check=True, timeout=90)
-    return parse_crm_mon(result.stdout)
-
-
-def _running_on(state: ClusterState, rid: str) -> list[str]:
-    res = state.resources.get(rid)
-    return list(res.active_on) if res else []
-
-
 def _busy(state: ClusterState, rid: str) -> bool:
     """Active somewhere, or an operation on it still in flight."""
     res = state.resources.get(rid)
@@ -386,11 +375,7 @@ async def stop_resources(conn: Remote, resource_ids: Sequence[str]) -> None:
     """target-role Stopped on each, constraints still in place: Pacemaker stops the VM, then
     unmounts and demotes in order (deleting running resources would stop them unordered)."""
     for rid in resource_ids:
-        await conn.run(
-            ["crm_resource", "--resource", rid, "--meta", "--set-parameter", "target-role",
-             "--parameter-value", "Stopped"],
-            check=True,
-        )  # fmt: skip
+        await pacemaker.set_stopped(conn, rid)
 
 
 async def wait_stopped(
@@ -402,7 +387,7 @@ async def wait_stopped(
 ) -> None:
     deadline = clock() + timeout
     while True:
-        state = await crm_state(conn)
+        state = await pacemaker.cluster_state(conn)
         active = [rid for rid in resource_ids if _busy(state, rid)]
         if not active:
             return
@@ -417,15 +402,14 @@ async def wait_stopped(
 async def delete_cib_elements(conn: Remote, name: str, sleep: Sleep = asyncio.sleep) -> list[str]:
     """Patch the VM's elements out of the live CIB: one atomic `cibadmin --patch`, computed
     against the CIB as read, so a concurrent change makes it fail and be recomputed."""
-    for _attempt in range(5):
-        live = (await conn.run(["cibadmin", "-Q"], check=True, timeout=60)).stdout
-        desired, removed = cib_merge.without_vm(live, name)
-        if not removed:
-            return []
-        if await patch_cib(conn, live, desired):
-            return removed
-        await sleep(2)
-    raise RemoteError(f"{conn.name}: the CIB patch removing {name} did not apply after 5 tries")
+    removed: list[str] = []
+
+    def without(live: str) -> str | None:
+        desired, removed[:] = cib_merge.without_vm(live, name)
+        return desired if removed else None
+
+    what = f"the CIB patch removing {name}"
+    return removed if await pacemaker.change_cib(conn, without, what=what, sleep=sleep) else []
 
 
 async def drbd_down(conn: Remote, name: str) -> None:
@@ -485,13 +469,13 @@ async def teardown(
     """Every cluster-side step of `vm remove`, in order; `conns` in the spec's node order."""
     _check_name(spec, name, delete_storage)
     first = conns[0]
-    state = await crm_state(first)
-    cib = (await first.run(["cibadmin", "-Q"], check=True, timeout=60)).stdout
+    state = await pacemaker.cluster_state(first)
+    cib = await pacemaker.live_cib(first)
     resources = cib_merge.vm_resource_ids(cib, name)
     files = {c.name: await existing_files(c, name) for c in conns}
     if name not in {v.name for v in spec.vms} and not resources and not any(files.values()):
         raise VmInputError(f"{name}: not in the spec, and hakvm finds no trace of it on the nodes")
-    running = _running_on(state, name)
+    running = state.active_on(name)
     if (running or _busy(state, name)) and not force:
         # Starting (a recovery in flight) counts as running: refusing only a settled VM let
         # a remove without --force stop one that Pacemaker was restarting (seen on the lab).

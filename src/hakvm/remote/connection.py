@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Protocol
 
 import asyncssh
 
@@ -57,6 +57,27 @@ class StreamResult:
     @property
     def lost(self) -> bool:
         return self.ended == "lost"
+
+
+class Remote(Protocol):
+    """What the node adapter's functions need of a node: a NodeConnection, or the shared
+    fake node of the unit tests."""
+
+    name: str
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: str | bytes | None = ...,
+        check: bool = ...,
+        timeout: float = ...,
+        env: Mapping[str, str] | None = ...,
+    ) -> Result: ...
+
+    async def write_file(
+        self, path: str, content: bytes, mode: int, owner: str = ..., group: str = ...
+    ) -> None: ...
 
 
 def quote_argv(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:

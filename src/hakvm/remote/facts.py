@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hakvm.remote import pacemaker
 from hakvm.remote.connection import NodeConnection
 
 
@@ -299,9 +300,7 @@ def fact_commands(paths: Iterable[str]) -> list[tuple[str, list[str]]]:
         ("services", SERVICES_COMMAND),
         ("virsh", ["virsh", "-c", "qemu:///system", "list", "--all"]),
         ("qemu_caps", ["find", QEMU_CAPS_DIR, "-name", "*.xml"]),
-        # Only where Pacemaker runs: the CIB tools would wait for a daemon that is not there.
-        ("cib", ["sh", "-c", "systemctl -q is-active pacemaker && cibadmin -Q --local"]),
-        ("crm_mon", ["sh", "-c", "systemctl -q is-active pacemaker && crm_mon --output-as=xml -1"]),
+        *pacemaker.batch_commands(),
     ]
 
 
