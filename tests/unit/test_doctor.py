@@ -19,8 +19,8 @@ from hakvm.deploy.steps import Step
 from hakvm.ops import cli_doctor
 from hakvm.ops import doctor as dr
 from hakvm.ops.cli import SpecUnknownError
-from hakvm.ops.status import NodeAnswer, status_commands
 from hakvm.remote.facts import FileFact, NodeFacts, batch_argv, facts_from_batch, parse_batch
+from hakvm.remote.probes import NodeAnswer, status_commands
 from hakvm.render.cib import password_file_path
 from hakvm.render.drbd import resource_path
 from hakvm.render.migration import KEY_PATH as MIGRATION_KEY_PATH

@@ -20,9 +20,10 @@ from hakvm.deploy import cib_merge
 from hakvm.deploy.engine import PhaseReport, RunReport
 from hakvm.deploy.steps import Step
 from hakvm.ops import vm as ops
-from hakvm.ops.status import NodeAnswer, assess
+from hakvm.ops.status import assess
 from hakvm.remote.connection import RemoteError, Result
 from hakvm.remote.facts import parse_batch
+from hakvm.remote.probes import NodeAnswer
 from hakvm.render.base import RenderContext, Secrets
 from hakvm.render.cib import cib_xml
 from hakvm.spec.derive import derive

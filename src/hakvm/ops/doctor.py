@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,19 +23,21 @@ from hakvm.deploy import phases as ph
 from hakvm.deploy.engine import Deployment
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH
 from hakvm.deploy.steps import Step
-from hakvm.ops.status import (
-    CONNECT_TIMEOUT_S,
+from hakvm.ops.status import CONNECT_TIMEOUT_S, pick_view
+from hakvm.remote.connection import NodeConnection, RemoteError
+from hakvm.remote.drbd import DrbdResource
+from hakvm.remote.facts import FileFact
+from hakvm.remote.pacemaker import ClusterState
+from hakvm.remote.probes import (
     LinkStatus,
     NodeAnswer,
-    _pick_view,  # the same crm_mon view `hakvm status` trusts
+    TimedAnswer,
+    ask,
     drbd_of,
     parse_bonding,
     parse_cfgtool,
     status_commands,
 )
-from hakvm.remote.connection import NodeConnection, RemoteError
-from hakvm.remote.facts import DrbdResource, FileFact, batch_argv, parse_batch
-from hakvm.remote.pacemaker import ClusterState
 from hakvm.render.cib import drbd_clone_id, fence_id, password_file_path
 from hakvm.render.drbd import resource_path
 from hakvm.render.migration import KEY_PATH as MIGRATION_KEY_PATH
@@ -88,15 +89,6 @@ def _warning(check: str, node: str | None, message: str, fix: str) -> Finding:
 
 
 # --- inputs --------------------------------------------------------------------------------------
-
-
-@dataclass
-class TimedAnswer:
-    """A status batch answer and the local wall-clock time just before and after it ran."""
-
-    answer: NodeAnswer
-    sent: float = 0.0
-    received: float = 0.0
 
 
 @dataclass
@@ -622,7 +614,7 @@ def _drift(deployed: DeployView) -> list[Step]:
 
 
 def checks(spec: ClusterSpec, inputs: Inputs) -> list[Check]:
-    _, state = _pick_view(inputs.node_answers())
+    _, state = pick_view(inputs.node_answers())  # the crm_mon view `hakvm status` trusts
     deployed = inputs.deployed
     return [
         Check(("node-unreachable",), lambda: check_reachable(spec, inputs.node_answers())),
@@ -676,28 +668,13 @@ def diagnose(spec: ClusterSpec, inputs: Inputs) -> DoctorReport:
 # --- gathering -----------------------------------------------------------------------------------
 
 
-async def _ask_timed(conn: NodeConnection, bonds: list[str]) -> TimedAnswer:
-    """status's `_ask`, plus the local time around the batch (for the clock check)."""
-    sent = received = time.time()
-    try:
-        await conn.connect()
-        sent = time.time()
-        result = await conn.run(batch_argv(status_commands(bonds)), timeout=120, check=True)
-        received = time.time()
-        return TimedAnswer(NodeAnswer(conn.name, parse_batch(result.stdout)), sent, received)
-    except (RemoteError, ValueError) as exc:
-        return TimedAnswer(NodeAnswer(conn.name, error=str(exc)), sent, received)
-    finally:
-        await conn.close()
-
-
 async def collect_timed(spec: ClusterSpec, spec_path: Path) -> dict[str, TimedAnswer]:
     spec_dir = spec_path.resolve().parent
     answers = await asyncio.gather(
         *(
-            _ask_timed(
+            ask(
                 NodeConnection(n, spec_dir, connect_timeout=CONNECT_TIMEOUT_S),
-                sorted(n.interfaces.bonds),
+                status_commands(sorted(n.interfaces.bonds)),
             )
             for n in spec.nodes
         )

@@ -38,9 +38,9 @@ from hakvm.ops import witness as wit
 from hakvm.ops.failover import Timeline
 from hakvm.ops.faults import FaultError, Faults, LabFaults, NodeFaults, lab_of
 from hakvm.ops.status import assess, collect
-from hakvm.remote import pacemaker
+from hakvm.remote import drbd, pacemaker
 from hakvm.remote.connection import NodeConnection, RemoteError
-from hakvm.remote.facts import DrbdResource, parse_proc_drbd
+from hakvm.remote.drbd import DrbdResource
 from hakvm.remote.pacemaker import ClusterState, PacemakerError
 from hakvm.spec.models import ClusterSpec, DiskMode, Node
 
@@ -265,15 +265,10 @@ class Cluster:
     async def drbd(self, node: str, vm: str) -> DrbdResource | None:
         """The VM's DRBD resource as `node` sees it (None: node unreachable or resource down)."""
         try:
-            conn = await self.conn(node)
-            minor = await conn.run(["drbdadm", "sh-minor", vm], timeout=60)
-            proc = await conn.run(["cat", "/proc/drbd"], timeout=60)
+            return await drbd.resource(await self.conn(node), vm)
         except RemoteError:
             await self.drop(node)
             return None
-        if not (minor.ok and proc.ok and minor.stdout.strip().isdigit()):
-            return None
-        return parse_proc_drbd(proc.stdout, {int(minor.stdout): vm}).get(vm)
 
     async def responsive(self, node: str, vm: str) -> bool:
         """QEMU answers its monitor and reports the guest running (False: node unreachable)."""

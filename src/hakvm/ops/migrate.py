@@ -28,10 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hakvm.errors import StateError
-from hakvm.ops.status import NodeAnswer, drbd_of
-from hakvm.remote import pacemaker
+from hakvm.remote import drbd, pacemaker, probes
 from hakvm.remote.connection import NodeConnection, RemoteError, connect_all
-from hakvm.remote.facts import batch_argv, parse_batch
 from hakvm.remote.pacemaker import ClusterState
 from hakvm.render.cib import GOOD_DATA_SCORE, promotion_score_attribute
 from hakvm.render.drbd import resync_attribute
@@ -102,22 +100,15 @@ async def preflight(
         raise MoveError(f"preflight: target {target} is not online in the cluster")
     if node.standby:
         raise MoveError(f"preflight: target {target} is in standby (hakvm undrain {target})")
-    commands = [
-        ("proc_drbd", ["cat", "/proc/drbd"]),
-        ("drbd_json", ["drbdsetup", "status", "--json"]),
-        ("drbd_names", ["drbdadm", "sh-resources"]),
-        ("drbd_minors", ["drbdadm", "sh-minor", "all"]),
-        ("meminfo", ["cat", "/proc/meminfo"]),
-    ]
-    answer = await conns[target].run(batch_argv(commands), timeout=120, check=True)
-    probe = NodeAnswer(target, parse_batch(answer.stdout))
-    drbd = drbd_of(probe).get(vm.name)
-    if drbd is None:
+    commands = [*drbd.state_commands(), ("meminfo", ["cat", "/proc/meminfo"])]
+    probe = await probes.query(conns[target], commands)
+    disk = probes.drbd_of(probe).get(vm.name)
+    if disk is None:
         raise MoveError(f"preflight: DRBD resource {vm.name} is not up on {target}")
-    if drbd.connection != "Connected" or drbd.disk != "UpToDate" or drbd.peer_disk != "UpToDate":
+    if disk.connection != "Connected" or disk.disk != "UpToDate" or disk.peer_disk != "UpToDate":
         raise MoveError(
-            f"preflight: DRBD {vm.name} on {target} is {drbd.connection} "
-            f"{drbd.disk}/{drbd.peer_disk}; a move needs Connected UpToDate/UpToDate"
+            f"preflight: DRBD {vm.name} on {target} is {disk.connection} "
+            f"{disk.disk}/{disk.peer_disk}; a move needs Connected UpToDate/UpToDate"
         )
     await _wait_good_data(conns[target], target, vm.name, score_wait)
     available = _mem_available(probe.text("meminfo"))

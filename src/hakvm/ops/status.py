@@ -10,24 +10,26 @@ lost), 2 critical (a VM down, split-brain risk, no fencing, no quorum).
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from hakvm.remote.connection import NodeConnection, RemoteError
-from hakvm.remote.facts import (
-    DrbdResource,
-    batch_argv,
-    parse_batch,
-    parse_drbdsetup_json,
-    parse_proc_drbd,
+from hakvm.remote.connection import NodeConnection
+from hakvm.remote.pacemaker import ClusterState, parse_crm_mon
+from hakvm.remote.probes import (
+    BondStatus,
+    LinkStatus,
+    NodeAnswer,
+    ask,
+    bonds_of,
+    drbd_of,
+    parse_bonding,
+    parse_cfgtool,
+    status_commands,
 )
-from hakvm.remote.pacemaker import ClusterState, parse_crm_mon, status_command
 from hakvm.render.drbd import resync_attribute
 from hakvm.spec.models import ClusterSpec
 
@@ -41,18 +43,6 @@ class Health(IntEnum):
 
 
 # --- the report (its JSON Schema is `hakvm status --schema`) -----------------------------------
-
-
-class LinkStatus(BaseModel):
-    link: int = Field(description="knet link number (corosync ringN_addr)")
-    address: str = Field(description="this node's address on the link")
-    peer_connected: bool = Field(description="the other node is reachable over this link")
-
-
-class BondStatus(BaseModel):
-    name: str
-    members_up: list[str]
-    members_down: list[str]
 
 
 class NodeStatus(BaseModel):
@@ -106,129 +96,23 @@ class StatusReport(BaseModel):
     last_fencing: FenceEventStatus | None
 
 
-# --- raw answers -------------------------------------------------------------------------------
-
-
-@dataclass
-class NodeAnswer:
-    """What one node said (or why it said nothing)."""
-
-    name: str
-    raw: dict[str, tuple[int, bytes]] | None = None
-    error: str | None = None
-
-    def text(self, key: str) -> str:
-        if self.raw is None:
-            return ""
-        rc, out = self.raw.get(key, (1, b""))
-        return out.decode("utf-8", "replace") if rc == 0 else ""
-
-
-def status_commands(bonds: list[str]) -> list[tuple[str, list[str]]]:
-    commands = [
-        # First, so it is read as close as possible to the moment the batch starts (doctor
-        # bounds each node's clock offset by the batch's round trip).
-        ("clock", ["date", "+%s.%N"]),
-        status_command(),
-        ("cfgtool", ["corosync-cfgtool", "-s"]),
-        ("proc_drbd", ["cat", "/proc/drbd"]),
-        ("drbd_json", ["drbdsetup", "status", "--json"]),
-        ("drbd_names", ["drbdadm", "sh-resources"]),
-        ("drbd_minors", ["drbdadm", "sh-minor", "all"]),
-    ]
-    commands += [(f"bond_{b}", ["cat", f"/proc/net/bonding/{b}"]) for b in bonds]
-    return commands
-
-
-async def _ask(conn: NodeConnection, bonds: list[str]) -> NodeAnswer:
-    try:
-        await conn.connect()
-        result = await conn.run(batch_argv(status_commands(bonds)), timeout=120, check=True)
-        return NodeAnswer(conn.name, parse_batch(result.stdout))
-    except (RemoteError, ValueError) as exc:
-        return NodeAnswer(conn.name, error=str(exc))
-    finally:
-        await conn.close()
-
-
 async def collect(spec: ClusterSpec, spec_path: Path) -> dict[str, NodeAnswer]:
     """Ask both nodes at once; an unreachable node is an answer too."""
     spec_dir = spec_path.resolve().parent
     answers = await asyncio.gather(
         *(
-            _ask(NodeConnection(n, spec_dir, connect_timeout=CONNECT_TIMEOUT_S), _bonds(n))
+            ask(NodeConnection(n, spec_dir, connect_timeout=CONNECT_TIMEOUT_S),
+                status_commands(bonds_of(n)))
             for n in spec.nodes
         )
-    )
-    return {a.name: a for a in answers}
-
-
-def _bonds(node: object) -> list[str]:
-    interfaces = getattr(node, "interfaces", None)
-    return sorted(getattr(interfaces, "bonds", {}) or {})
-
-
-# --- parsers (pure) ----------------------------------------------------------------------------
-
-_LINK_RE = re.compile(r"^LINK ID (\d+)")
-_ADDR_RE = re.compile(r"^\s*addr\s*=\s*(\S+)")
-_PEER_RE = re.compile(r"^\s*nodeid:\s*(\d+):\s*(\S+)")
-
-
-def parse_cfgtool(text: str, local_nodeid: int | None = None) -> list[LinkStatus]:
-    """`corosync-cfgtool -s` (corosync 3, knet): per link, this node's address and whether
-    each other node is connected over it."""
-    links: list[LinkStatus] = []
-    link: int | None = None
-    address = ""
-    peers: dict[int, str] = {}
-
-    def flush() -> None:
-        if link is not None:
-            others = {n: s for n, s in peers.items() if s != "localhost" and n != local_nodeid}
-            connected = bool(others) and all(s == "connected" for s in others.values())
-            links.append(LinkStatus(link=link, address=address, peer_connected=connected))
-
-    for line in text.splitlines():
-        if m := _LINK_RE.match(line):
-            flush()
-            link, address, peers = int(m[1]), "", {}
-        elif (m := _ADDR_RE.match(line)) and link is not None:
-            address = m[1]
-        elif (m := _PEER_RE.match(line)) and link is not None:
-            peers[int(m[1])] = m[2]
-    flush()
-    return links
-
-
-def parse_bonding(name: str, text: str) -> BondStatus:
-    """/proc/net/bonding/NAME: which members report MII up."""
-    up: list[str] = []
-    down: list[str] = []
-    member: str | None = None
-    for line in text.splitlines():
-        if line.startswith("Slave Interface:"):
-            member = line.split(":", 1)[1].strip()
-        elif line.startswith("MII Status:") and member is not None:
-            (up if line.split(":", 1)[1].strip() == "up" else down).append(member)
-            member = None
-    return BondStatus(name=name, members_up=up, members_down=down)
-
-
-def drbd_of(answer: NodeAnswer) -> dict[str, DrbdResource]:
-    names = answer.text("drbd_names").split()
-    minors = [int(m) for m in answer.text("drbd_minors").split() if m.isdigit()]
-    by_minor = dict(zip(minors, names, strict=False))
-    found = parse_proc_drbd(answer.text("proc_drbd"), by_minor)
-    if not found and answer.text("drbd_json").strip().startswith("["):
-        found = parse_drbdsetup_json(answer.text("drbd_json"))
-    return found
+    )  # fmt: skip
+    return {a.answer.name: a.answer for a in answers}
 
 
 # --- assessment (pure) -------------------------------------------------------------------------
 
 
-def _pick_view(answers: Mapping[str, NodeAnswer]) -> tuple[str | None, ClusterState | None]:
+def pick_view(answers: Mapping[str, NodeAnswer]) -> tuple[str | None, ClusterState | None]:
     """The crm_mon to trust: a quorate partition's, else any that parsed."""
     views: list[tuple[str, ClusterState]] = []
     for name, answer in answers.items():
@@ -262,7 +146,7 @@ def _node_state(name: str, state: ClusterState | None) -> str:
 def assess(spec: ClusterSpec, answers: Mapping[str, NodeAnswer]) -> StatusReport:
     critical: list[str] = []
     degraded: list[str] = []
-    seen_from, state = _pick_view(answers)
+    seen_from, state = pick_view(answers)
     nodeids = {n.name: i for i, n in enumerate(spec.nodes, start=1)}
     quorate_views: list[str] = []
 
@@ -280,7 +164,7 @@ def assess(spec: ClusterSpec, answers: Mapping[str, NodeAnswer]) -> StatusReport
         links = parse_cfgtool(answer.text("cfgtool"), nodeids[node.name])
         bonds = [
             parse_bonding(b, answer.text(f"bond_{b}"))
-            for b in _bonds(node)
+            for b in bonds_of(node)
             if answer.text(f"bond_{b}")
         ]
         status = NodeStatus(
