@@ -558,7 +558,7 @@ def test_remove_cli_refusal_is_one_line_exit_3_and_leaves_the_spec(
     async def fake_connect_all(nodes: object, spec_dir: object) -> list[FakeConn]:
         return cluster.conns()
 
-    monkeypatch.setattr("hakvm.ops.vm.connect_all", fake_connect_all)
+    monkeypatch.setattr("hakvm.remote.session.connect_all", fake_connect_all)
     monkeypatch.setattr("hakvm.ops.vm.POLL_S", 0)
     before = spec_path.read_bytes()
     code, _, err = run("remove", spec_path, "vm-a", capsys=capsys)
@@ -609,7 +609,7 @@ def test_remove_cli_end_to_end_then_spec_entry_goes_last(
     async def fake_connect_all(nodes: object, spec_dir: object) -> list[FakeConn]:
         return cluster.conns()
 
-    monkeypatch.setattr("hakvm.ops.vm.connect_all", fake_connect_all)
+    monkeypatch.setattr("hakvm.remote.session.connect_all", fake_connect_all)
     monkeypatch.setattr("hakvm.ops.vm.POLL_S", 0)
     code, out, _ = run("remove", spec_path, "vm-a", "--force", capsys=capsys)
     assert code == 0

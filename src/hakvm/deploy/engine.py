@@ -21,9 +21,10 @@ from hakvm.deploy import phases as ph
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets, load_or_create
 from hakvm.deploy.steps import Call, Run, Step, Write
 from hakvm.errors import FailedError
-from hakvm.remote.connection import NodeConnection, RemoteError, connect_all
+from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.facts import FileFact, NodeFacts, gather_facts
 from hakvm.remote.pacemaker import simulate
+from hakvm.remote.session import Session
 from hakvm.render import migration
 from hakvm.render.base import RenderContext, Rendered, Secrets
 from hakvm.render.cib import password_file_path
@@ -105,17 +106,17 @@ class Deployment:
 
     def __init__(self, spec: ClusterSpec, spec_path: Path) -> None:
         self.spec = spec
-        self.spec_dir = spec_path.resolve().parent
+        self.session = Session(spec, spec_path)
+        self.spec_dir = self.session.spec_dir
         self.conns: dict[str, NodeConnection] = {}
         self.secrets: ClusterSecrets | None = None
 
     async def __aenter__(self) -> Deployment:
-        conns = await connect_all(self.spec.nodes, self.spec_dir)
-        self.conns = {c.name: c for c in conns}
+        self.conns = {c.name: c for c in await self.session.connect_all()}
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await asyncio.gather(*(c.close() for c in self.conns.values()))
+        await self.session.close()
 
     async def gather(self) -> tuple[dict[str, NodeFacts], PlanEnvBuilder]:
         draft = render_all(RenderContext(self.spec, derive(self.spec), Secrets.redacted()))

@@ -18,6 +18,7 @@ from rich.table import Table
 from hakvm.deploy.engine import apply
 from hakvm.ops.failover import Timeline, cluster_state, watch_failover
 from hakvm.remote.connection import NodeConnection, RemoteError
+from hakvm.remote.session import Session
 from hakvm.spec.models import ClusterSpec
 
 
@@ -61,7 +62,8 @@ async def _failover(spec: ClusterSpec, spec_path: Path, console: Console) -> Tim
     victim = spec.nodes[1].name
     survivor_node = spec.nodes[0]
     moving = [vm.name for vm in spec.vms if vm.preferred_node == victim]
-    async with NodeConnection(survivor_node, spec_path.resolve().parent) as survivor:
+    async with Session(spec, spec_path) as session:
+        survivor = await session.conn(survivor_node.name)
         console.print(_placement_table("before", await _placement(survivor, vms)))
 
         async def pull_plug() -> None:

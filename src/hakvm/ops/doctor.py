@@ -23,8 +23,8 @@ from hakvm.deploy import phases as ph
 from hakvm.deploy.engine import Deployment
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH
 from hakvm.deploy.steps import Step
-from hakvm.ops.status import CONNECT_TIMEOUT_S, pick_view
-from hakvm.remote.connection import NodeConnection, RemoteError
+from hakvm.ops.status import pick_view
+from hakvm.remote.connection import RemoteError
 from hakvm.remote.drbd import DrbdResource
 from hakvm.remote.facts import FileFact
 from hakvm.remote.pacemaker import ClusterState
@@ -33,11 +33,13 @@ from hakvm.remote.probes import (
     NodeAnswer,
     TimedAnswer,
     ask,
+    bonds_of,
     drbd_of,
     parse_bonding,
     parse_cfgtool,
     status_commands,
 )
+from hakvm.remote.session import Session
 from hakvm.render.cib import drbd_clone_id, fence_id, password_file_path
 from hakvm.render.drbd import resource_path
 from hakvm.render.migration import KEY_PATH as MIGRATION_KEY_PATH
@@ -669,15 +671,9 @@ def diagnose(spec: ClusterSpec, inputs: Inputs) -> DoctorReport:
 
 
 async def collect_timed(spec: ClusterSpec, spec_path: Path) -> dict[str, TimedAnswer]:
-    spec_dir = spec_path.resolve().parent
+    session = Session(spec, spec_path)
     answers = await asyncio.gather(
-        *(
-            ask(
-                NodeConnection(n, spec_dir, connect_timeout=CONNECT_TIMEOUT_S),
-                status_commands(sorted(n.interfaces.bonds)),
-            )
-            for n in spec.nodes
-        )
+        *(ask(session.fresh(n.name), status_commands(bonds_of(n))) for n in spec.nodes)
     )
     return {a.answer.name: a for a in answers}
 

@@ -39,10 +39,11 @@ from hakvm.ops.failover import Timeline
 from hakvm.ops.faults import FaultError, Faults, LabFaults, NodeFaults, lab_of
 from hakvm.ops.status import assess, collect
 from hakvm.remote import drbd, pacemaker
-from hakvm.remote.connection import NodeConnection, RemoteError
+from hakvm.remote.connection import RemoteError
 from hakvm.remote.drbd import DrbdResource
 from hakvm.remote.pacemaker import ClusterState, PacemakerError
-from hakvm.spec.models import ClusterSpec, DiskMode, Node
+from hakvm.remote.session import Session
+from hakvm.spec.models import ClusterSpec, DiskMode
 
 SCENARIOS = (
     "node-crash",
@@ -108,41 +109,17 @@ class DrillResult:
 # --- reading the cluster -------------------------------------------------------------------
 
 
-class Cluster:
-    """Connections made on demand: a crashed node's connection is simply dropped."""
+class Cluster(Session):
+    """The drill's session: connections made on demand (a loaded survivor gets 30 s to
+    answer), a crashed node's connection simply dropped; and what the drill reads."""
 
     def __init__(self, spec: ClusterSpec, spec_path: Path, witness_vm: str | None = None) -> None:
-        self.spec = spec
+        super().__init__(spec, spec_path, connect_timeout=30)
         # Real nodes: the one VM whose disk the witness may overwrite (its last 16 MiB),
         # named by the user; it decides which node fails. The lab: any VM (BIOS-only).
         self.witness_vm = witness_vm
-        self.spec_dir = spec_path.resolve().parent
-        self.spec_path = spec_path
-        self.conns: dict[str, NodeConnection] = {}
         self.problems: list[str] = []  # what the last wait_healthy saw
         self.only_failures: list[str] = []  # failed actions, when they were all it saw
-
-    def node(self, name: str) -> Node:
-        return next(n for n in self.spec.nodes if n.name == name)
-
-    def other(self, name: str) -> str:
-        return next(n.name for n in self.spec.nodes if n.name != name)
-
-    async def conn(self, name: str) -> NodeConnection:
-        if name not in self.conns:
-            self.conns[name] = await NodeConnection(
-                self.node(name), self.spec_dir, connect_timeout=30
-            ).connect()
-        return self.conns[name]
-
-    async def drop(self, name: str) -> None:
-        conn = self.conns.pop(name, None)
-        if conn is not None:
-            await conn.close()
-
-    async def close(self) -> None:
-        for name in list(self.conns):
-            await self.drop(name)
 
     async def state(self, name: str) -> ClusterState | None:
         try:

@@ -29,8 +29,9 @@ from pathlib import Path
 
 from hakvm.errors import StateError
 from hakvm.remote import drbd, pacemaker, probes
-from hakvm.remote.connection import NodeConnection, RemoteError, connect_all
+from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.pacemaker import ClusterState
+from hakvm.remote.session import Session
 from hakvm.render.cib import GOOD_DATA_SCORE, promotion_score_attribute
 from hakvm.render.drbd import resync_attribute
 from hakvm.render.migration import migration_name
@@ -281,8 +282,8 @@ async def migrate(
     spec: ClusterSpec, spec_path: Path, vm_name: str, to: str | None, progress: Progress = _noop
 ) -> MoveResult:
     vm = _find_vm(spec, vm_name)
-    conns = {c.name: c for c in await connect_all(spec.nodes, spec_path.resolve().parent)}
-    try:
+    async with Session(spec, spec_path) as session:
+        conns = {c.name: c for c in await session.connect_all()}
         state = await pacemaker.cluster_state(next(iter(conns.values())))
         running = state.active_on(vm.name)
         current = running[0] if running else None
@@ -291,8 +292,6 @@ async def migrate(
             raise MoveError(f"preflight: {vm.name} is not running; nothing to move")
         _other(spec, target)  # validates the name
         return await move(conns, vm, target, progress=progress, score_wait=good_data_wait(spec))
-    finally:
-        await asyncio.gather(*(c.close() for c in conns.values()))
 
 
 async def drain(
@@ -301,8 +300,8 @@ async def drain(
     """Move every VM off `node` (live where possible), then put it in standby."""
     target = _other(spec, node)
     result = DrainResult(node)
-    conns = {c.name: c for c in await connect_all(spec.nodes, spec_path.resolve().parent)}
-    try:
+    async with Session(spec, spec_path) as session:
+        conns = {c.name: c for c in await session.connect_all()}
         state = await pacemaker.cluster_state(conns[target])
         on_node = [vm for vm in spec.vms if node in state.active_on(vm.name)]
         score_wait = good_data_wait(spec)
@@ -323,16 +322,12 @@ async def drain(
         await pacemaker.set_standby(conns[target], node, on=True)
         result.standby = True
         return result
-    finally:
-        await asyncio.gather(*(c.close() for c in conns.values()))
 
 
 async def undrain(spec: ClusterSpec, spec_path: Path, node: str) -> None:
     """Take `node` out of standby; VMs stay where they are (stickiness)."""
     _other(spec, node)
-    conns = {c.name: c for c in await connect_all(spec.nodes, spec_path.resolve().parent)}
-    try:
+    async with Session(spec, spec_path) as session:
+        conns = {c.name: c for c in await session.connect_all()}
         conn = conns[_other(spec, node)]
         await pacemaker.set_standby(conn, node, on=False)
-    finally:
-        await asyncio.gather(*(c.close() for c in conns.values()))

@@ -17,7 +17,6 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from hakvm.remote.connection import NodeConnection
 from hakvm.remote.pacemaker import ClusterState, parse_crm_mon
 from hakvm.remote.probes import (
     BondStatus,
@@ -30,10 +29,9 @@ from hakvm.remote.probes import (
     parse_cfgtool,
     status_commands,
 )
+from hakvm.remote.session import Session
 from hakvm.render.drbd import resync_attribute
 from hakvm.spec.models import ClusterSpec
-
-CONNECT_TIMEOUT_S = 20  # an SSH handshake on a loaded emulated node can take 10 s
 
 
 class Health(IntEnum):
@@ -98,14 +96,10 @@ class StatusReport(BaseModel):
 
 async def collect(spec: ClusterSpec, spec_path: Path) -> dict[str, NodeAnswer]:
     """Ask both nodes at once; an unreachable node is an answer too."""
-    spec_dir = spec_path.resolve().parent
+    session = Session(spec, spec_path)
     answers = await asyncio.gather(
-        *(
-            ask(NodeConnection(n, spec_dir, connect_timeout=CONNECT_TIMEOUT_S),
-                status_commands(bonds_of(n)))
-            for n in spec.nodes
-        )
-    )  # fmt: skip
+        *(ask(session.fresh(n.name), status_commands(bonds_of(n))) for n in spec.nodes)
+    )
     return {a.answer.name: a.answer for a in answers}
 
 

@@ -34,8 +34,9 @@ from hakvm.deploy import cib_merge
 from hakvm.errors import InputError, StateError
 from hakvm.ops.status import DrbdStatus, StatusReport
 from hakvm.remote import pacemaker
-from hakvm.remote.connection import Remote, RemoteError, connect_all
+from hakvm.remote.connection import Remote, RemoteError
 from hakvm.remote.pacemaker import ClusterState
+from hakvm.remote.session import Session
 from hakvm.render.drbd import resource_path
 from hakvm.render.libvirt import domain_path
 from hakvm.spec.loader import SpecLoadError, load_spec_file, load_spec_text
@@ -520,13 +521,11 @@ async def remove_vm(
 ) -> RemoveResult:
     """Tear `name` down on both nodes, then drop it from the spec file (last: a re-run
     after an interruption still finds it there)."""
-    conns = await connect_all(spec.nodes, spec_path.resolve().parent)
-    try:
+    async with Session(spec, spec_path) as session:
         result = await teardown(
-            conns, spec, name, force=force, delete_storage=delete_storage, progress=progress
-        )
-    finally:
-        await asyncio.gather(*(c.close() for c in conns))
+            await session.connect_all(), spec, name, force=force, delete_storage=delete_storage,
+            progress=progress,
+        )  # fmt: skip
     if name in {v.name for v in spec.vms}:
         remove_from_spec(spec_path, name)
         result.spec_updated = True

@@ -312,14 +312,3 @@ async def _drain(
         errors.cancel()
         await asyncio.gather(errors, return_exceptions=True)
     await proc.wait_closed()
-
-
-async def connect_all(nodes: Sequence[Node], spec_dir: Path) -> list[NodeConnection]:
-    """Connect to both nodes in parallel; on failure close whatever opened and raise."""
-    conns = [NodeConnection(node, spec_dir) for node in nodes]
-    results = await asyncio.gather(*(c.connect() for c in conns), return_exceptions=True)
-    errors = [r for r in results if isinstance(r, BaseException)]
-    if errors:
-        await asyncio.gather(*(c.close() for c in conns))
-        raise RemoteError("; ".join(str(e) for e in errors))
-    return conns
