@@ -13,6 +13,7 @@ from hakvm.ops.faults import LabFaults, NodeFaults
 from hakvm.remote.facts import parse_batch
 from hakvm.remote.pacemaker import ClusterState, parse_crm_mon
 from hakvm.spec.validate import validate_file
+from tests.unit.fakes import FakeNode
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DATA = pathlib.Path(__file__).parent / "data"
@@ -225,13 +226,13 @@ class RollingLab(Cluster):
     async def conn(self, name: str):  # type: ignore[no-untyped-def]
         lab = self
 
-        class Conn:
-            async def run(self, argv: list[str], **_: object) -> None:
-                assert argv == ["systemctl", "reboot"]
-                lab.events.append(f"reboot {name}")
-                lab.rebooting, lab.polls = name, 0
+        def reboot(node: FakeNode, argv: tuple[str, ...], stdin: bytes | None) -> tuple[int, str]:
+            assert argv == ("systemctl", "reboot")
+            lab.events.append(f"reboot {name}")
+            lab.rebooting, lab.polls = name, 0
+            return 0, ""
 
-        return Conn()
+        return FakeNode(name, reboot)
 
     async def drop(self, name: str) -> None:
         return None

@@ -10,7 +10,7 @@ import json
 import pathlib
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ from hakvm.deploy.engine import PhaseReport, RunReport
 from hakvm.deploy.steps import Step
 from hakvm.ops import vm as ops
 from hakvm.ops.status import assess
-from hakvm.remote.connection import RemoteError, Result
+from hakvm.remote.connection import RemoteError
 from hakvm.remote.facts import parse_batch
 from hakvm.remote.probes import NodeAnswer
 from hakvm.render.base import RenderContext, Secrets
@@ -29,6 +29,7 @@ from hakvm.render.cib import cib_xml
 from hakvm.spec.derive import derive
 from hakvm.spec.models import ClusterSpec
 from hakvm.spec.validate import validate_file
+from tests.unit.fakes import FakeNode, Reply
 
 DATA = pathlib.Path(__file__).parent / "data"
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -422,8 +423,8 @@ class FakeCluster:
         self.log: list[tuple[str, tuple[str, ...]]] = []
         self.fail: dict[tuple[str, str], int] = {}  # (node, argv[0]) -> times to fail
 
-    def conns(self) -> list[FakeConn]:
-        return [FakeConn(n, self) for n in NODES]
+    def conns(self) -> list[FakeNode]:
+        return [FakeNode(n, self.answer) for n in NODES]
 
     def mutations(self) -> list[tuple[str, tuple[str, ...]]]:
         reads = {"crm_mon", "test", "lvs", "crm_verify", "crm_diff", "write"}
@@ -432,30 +433,16 @@ class FakeCluster:
             if argv[0] not in reads and argv[:2] != ("cibadmin", "-Q")
         ]  # fmt: skip
 
-
-class FakeConn:
-    def __init__(self, name: str, cluster: FakeCluster) -> None:
-        self.name = name
-        self.cluster = cluster
-        self.written: dict[str, bytes] = {}
-
-    async def run(self, argv: Sequence[str], *, check: bool = False, timeout: float = 0) -> Result:
-        argv = tuple(argv)
-        self.cluster.log.append((self.name, argv))
-        if self.cluster.fail.get((self.name, argv[0]), 0) > 0:
-            self.cluster.fail[(self.name, argv[0])] -= 1
-            rc, out = 1, ""  # failed: changed nothing
-        else:
-            rc, out = self._answer(argv)
-        if check and rc != 0:
-            raise RemoteError(f"{self.name}: {argv[0]} failed")
-        return Result(argv, rc, out, "")
-
-    def _answer(self, argv: tuple[str, ...]) -> tuple[int, str]:
-        files, lvs = self.cluster.files[self.name], self.cluster.lvs[self.name]
+    def answer(self, node: FakeNode, argv: tuple[str, ...], stdin: bytes | None) -> Reply:
+        """How the two nodes answer, and what each command changes."""
+        self.log.append((node.name, argv))
+        if self.fail.get((node.name, argv[0]), 0) > 0:
+            self.fail[(node.name, argv[0])] -= 1
+            return 1, ""  # failed: changed nothing
+        files, lvs = self.files[node.name], self.lvs[node.name]
         handlers: dict[str, Callable[[], tuple[int, str]]] = {
             "crm_mon": self._crm_mon,
-            "cibadmin": lambda: self._cibadmin(argv),
+            "cibadmin": lambda: self._cibadmin(node, argv),
             "crm_resource": lambda: self._set_role(argv),
             "crm_verify": lambda: (0, ""),
             "crm_diff": lambda: (1, "<diff/>"),
@@ -468,34 +455,26 @@ class FakeConn:
         return handlers[argv[0]]()
 
     def _crm_mon(self) -> tuple[int, str]:
-        c = self.cluster
-        if c.stopping and c.polls_to_stop == 0:
-            c.stopped |= c.stopping
-            c.stopping = set()
-        c.polls_to_stop -= bool(c.stopping)
-        return 0, crm_mon_xml(c.stopped)
+        if self.stopping and self.polls_to_stop == 0:
+            self.stopped |= self.stopping
+            self.stopping = set()
+        self.polls_to_stop -= bool(self.stopping)
+        return 0, crm_mon_xml(self.stopped)
 
-    def _cibadmin(self, argv: tuple[str, ...]) -> tuple[int, str]:
+    def _cibadmin(self, node: FakeNode, argv: tuple[str, ...]) -> tuple[int, str]:
         if argv[1] == "-Q":
-            return 0, self.cluster.cib
+            return 0, self.cib
         assert argv[1:] == ("--patch", "--xml-file", "/run/hakvm/cib.patch")
         # Deleting resources Pacemaker still runs would stop them as unordered orphans.
-        assert not self.cluster.stopping, "CIB patched before crm_mon showed the VM stopped"
-        self.cluster.cib = self.written["/run/hakvm/cib-desired.xml"].decode()
+        assert not self.stopping, "CIB patched before crm_mon showed the VM stopped"
+        self.cib = node.files["/run/hakvm/cib-desired.xml"].decode()
         return 0, ""
 
     def _set_role(self, argv: tuple[str, ...]) -> tuple[int, str]:
         assert argv[1] == "--resource" and argv[3:] == STOP
-        if self.cluster.obey_stop and argv[2] not in self.cluster.stopped:
-            self.cluster.stopping.add(argv[2])
+        if self.obey_stop and argv[2] not in self.stopped:
+            self.stopping.add(argv[2])
         return 0, ""
-
-    async def write_file(self, path: str, content: bytes, mode: int) -> None:
-        self.cluster.log.append((self.name, ("write", path)))
-        self.written[path] = content
-
-    async def close(self) -> None:
-        return None
 
 
 async def _no_sleep(_: float) -> None:
@@ -555,7 +534,7 @@ def test_remove_cli_refusal_is_one_line_exit_3_and_leaves_the_spec(
 ) -> None:
     cluster = FakeCluster(live_cib())
 
-    async def fake_connect_all(nodes: object, spec_dir: object) -> list[FakeConn]:
+    async def fake_connect_all(nodes: object, spec_dir: object) -> list[FakeNode]:
         return cluster.conns()
 
     monkeypatch.setattr("hakvm.remote.session.connect_all", fake_connect_all)
@@ -606,7 +585,7 @@ def test_remove_cli_end_to_end_then_spec_entry_goes_last(
 ) -> None:
     cluster = FakeCluster(live_cib())
 
-    async def fake_connect_all(nodes: object, spec_dir: object) -> list[FakeConn]:
+    async def fake_connect_all(nodes: object, spec_dir: object) -> list[FakeNode]:
         return cluster.conns()
 
     monkeypatch.setattr("hakvm.remote.session.connect_all", fake_connect_all)
@@ -664,25 +643,3 @@ def test_stop_wait_times_out_naming_what_still_runs(spec: ClusterSpec) -> None:
                 cluster.conns()[0], ["vm-a"], 30, _no_sleep, clock=lambda: float(next(ticks))
             )
         )
-
-
-@pytest.mark.parametrize(("dstate", "ok"), [("Unconfigured", True), ("UpToDate", False)])
-def test_drbd_down_accepts_only_a_resource_already_down(dstate: str, ok: bool) -> None:
-    class Conn:
-        name = "node01"
-
-        async def run(
-            self, argv: Sequence[str], *, check: bool = False, timeout: float = 0
-        ) -> Result:
-            if argv[1] == "down":
-                return Result(tuple(argv), 10, "", "State change failed: Device is held open")
-            return Result(tuple(argv), 0, dstate + "\n", "")
-
-        async def write_file(self, path: str, content: bytes, mode: int) -> None:
-            raise AssertionError
-
-    if ok:
-        asyncio.run(ops.drbd_down(Conn(), "vm-a"))
-    else:
-        with pytest.raises(RemoteError, match="held open"):
-            asyncio.run(ops.drbd_down(Conn(), "vm-a"))

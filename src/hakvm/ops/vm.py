@@ -33,7 +33,7 @@ import yaml
 from hakvm.deploy import cib_merge
 from hakvm.errors import InputError, StateError
 from hakvm.ops.status import DrbdStatus, StatusReport
-from hakvm.remote import pacemaker
+from hakvm.remote import drbd, pacemaker
 from hakvm.remote.connection import Remote, RemoteError
 from hakvm.remote.pacemaker import ClusterState
 from hakvm.remote.session import Session
@@ -413,19 +413,6 @@ async def delete_cib_elements(conn: Remote, name: str, sleep: Sleep = asyncio.sl
     return removed if await pacemaker.change_cib(conn, without, what=what, sleep=sleep) else []
 
 
-async def drbd_down(conn: Remote, name: str) -> None:
-    """`drbdadm down`, accepting a resource that is down already (a re-run)."""
-    down = await conn.run(["drbdadm", "down", name], timeout=120)
-    if down.ok:
-        return
-    probe = await conn.run(["drbdadm", "dstate", name], timeout=60)
-    said = probe.stdout + probe.stderr
-    if "Unconfigured" in said or "No such resource" in said:
-        return
-    detail = (down.stderr.strip() or down.stdout.strip() or f"exit {down.returncode}").splitlines()
-    raise RemoteError(f"{conn.name}: drbdadm down {name} failed: {detail[-1]}")
-
-
 def lv_name(node: Node, name: str) -> str:
     return f"{node.storage.volume_group}/{name}"
 
@@ -446,7 +433,7 @@ async def clean_node(
     """DRBD down, hakvm's files gone, and the LV if asked; True if the LV was removed."""
     if resource_path(name) in files:
         # drbdadm needs the resource file: down before rm, so a re-run never lacks it.
-        await drbd_down(conn, name)
+        await drbd.down(conn, name)
     if files:
         await conn.run(["rm", "-f", *files], check=True)
     return delete_storage and await remove_lv(conn, node, name)

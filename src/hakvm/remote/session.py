@@ -77,6 +77,12 @@ class Session:
             self.conns[name] = await self.fresh(name).connect()
         return self.conns[name]
 
+    def connected(self, name: str) -> NodeConnection:
+        """`name`'s connection, which `conn` or `connect_all` opened before."""
+        if name not in self.conns:
+            raise RemoteError(f"{name}: not connected")
+        return self.conns[name]
+
     async def drop(self, name: str) -> None:
         """Close and forget `name`'s connection (a crashed node's, say)."""
         conn = self.conns.pop(name, None)
