@@ -18,6 +18,7 @@ from rich.table import Table
 
 from hakvm.ops import vm as ops
 from hakvm.ops.cli import SPEC_ARG, StateError, _load
+from hakvm.spec import edit
 from hakvm.spec.models import ClusterSpec
 from hakvm.spec.units import format_size
 
@@ -79,7 +80,7 @@ def list_cmd(spec: Path, as_json: bool) -> int:
 # --- add ---------------------------------------------------------------------------------------
 
 
-def _edit_failed(exc: ops.SpecEditError) -> InvalidError:
+def _edit_failed(exc: edit.SpecEditError) -> InvalidError:
     for line in exc.lines:
         click.echo(line, err=True)
     return InvalidError(str(exc))
@@ -130,13 +131,13 @@ def add_cmd(
     no_apply: bool,
 ) -> int:
     """Add VM NAME to SPEC (whole spec validated first), then apply to create it."""
-    entry = ops.new_entry(
+    entry = edit.new_entry(
         name, memory, disk, vcpus=vcpus, preferred_node=preferred_node, bridges=bridges,
         mode=mode, autostart=not no_autostart, force_stop=force_stop,
     )  # fmt: skip
     try:
-        cluster = ops.add_to_spec(spec, entry)
-    except ops.SpecEditError as exc:
+        cluster = edit.add_to_spec(spec, entry)
+    except edit.SpecEditError as exc:
         raise _edit_failed(exc) from None
     click.echo(f"{spec}: added {name}")
     if no_apply:
@@ -152,8 +153,8 @@ def add_cmd(
 
 def _spec_only(spec: Path, name: str) -> int:
     try:
-        ops.remove_from_spec(spec, name)
-    except ops.SpecEditError as exc:
+        edit.remove_from_spec(spec, name)
+    except edit.SpecEditError as exc:
         raise _edit_failed(exc) from None
     click.echo(f"{spec}: removed {name}; the nodes were not touched")
     click.echo(f"`hakvm vm remove {spec} {name}` still stops it and cleans the nodes up")
@@ -205,7 +206,7 @@ def remove_cmd(spec: Path, name: str, force: bool, delete_storage: bool, no_appl
         raise InvalidError(str(exc)) from None
     except ops.VmStateError as exc:
         raise StateError(str(exc)) from None
-    except ops.SpecEditError as exc:
+    except edit.SpecEditError as exc:
         raise _edit_failed(exc) from None
     except RemoteError as exc:
         raise click.ClickException(f"{exc}; re-run the same command to finish") from None
