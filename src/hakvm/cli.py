@@ -250,7 +250,7 @@ def apply(spec: Path, as_json: bool, stop_after: str | None) -> int:
 def demo(spec: Path) -> int:
     """Build the lab, deploy SPEC, pull the plug on a node and show the failover."""
     from hakvm.deploy.engine import ApplyError
-    from hakvm.ops.demo import run_demo
+    from hakvm.drill.demo import run_demo
     from hakvm.remote.connection import RemoteError
 
     ctx = load_context(spec)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hakvm.ops.faults import (
+from hakvm.drill.faults import (
     BMC_TABLE,
     CUT_TABLE,
     FaultError,

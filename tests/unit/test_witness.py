@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from hakvm.ops import witness as wit
+from hakvm.drill import witness as wit
 from hakvm.remote import connection
 from hakvm.remote.connection import NodeConnection, RemoteError, StreamResult
 from hakvm.spec.models import Node

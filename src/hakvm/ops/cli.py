@@ -278,8 +278,10 @@ def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
     Progress goes to stderr. Exit: 0 every invariant held, 1 one failed, 2 bad input,
     3 cannot run (real nodes without --yes-really or --witness-vm, cluster not healthy
     first)."""
+    from hakvm.drill.harness import DrillError
+    from hakvm.drill.run import run_drills
+    from hakvm.drill.scenarios import SCENARIOS
     from hakvm.lab.state import lab_dir_from_env
-    from hakvm.ops.drill import SCENARIOS, DrillError, run_drills
     from hakvm.ops.migrate import MoveError
     from hakvm.remote.connection import RemoteError
 

@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from hakvm.deploy.engine import apply
-from hakvm.ops.failover import Timeline, cluster_state, watch_failover
+from hakvm.drill.failover import cluster_state, watch_failover
+from hakvm.drill.timeline import Event, Running, Timeline
 from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.session import Session
 from hakvm.spec.models import ClusterSpec
@@ -54,7 +55,7 @@ async def _placement(conn: NodeConnection, vms: list[str]) -> dict[str, list[str
     state = await cluster_state(conn)
     if state is None:
         return {vm: [] for vm in vms}
-    return {vm: (state.resources[vm].active_on if vm in state.resources else []) for vm in vms}
+    return {vm: state.active_on(vm) for vm in vms}
 
 
 async def _failover(spec: ClusterSpec, spec_path: Path, console: Console) -> Timeline:
@@ -82,7 +83,8 @@ async def _failover(spec: ClusterSpec, spec_path: Path, console: Console) -> Tim
             await asyncio.sleep(3)
         else:
             raise RemoteError(f"{victim} did not rejoin within 600s")
-        timeline.mark(time.monotonic() - started + (timeline.marks[-1][0]), f"{victim} rejoined")
+        rejoined = time.monotonic() - started + timeline.marks[-1][0]
+        timeline.mark(rejoined, Event(f"{victim} rejoined"))
         await asyncio.sleep(15)  # a transition in which Pacemaker could move VMs back
         after = await _placement(survivor, vms)
         console.print(_placement_table(f"after {victim} returned (stickiness)", after))
@@ -129,9 +131,9 @@ def run_demo(spec: ClusterSpec, spec_path: Path) -> int:
     table.add_column("t (s)", justify="right")
     table.add_column("event")
     for t, what in timeline.marks:
-        table.add_row(f"{t:.1f}", what)
+        table.add_row(f"{t:.1f}", what.text)
     console.print(table)
-    running = [t for t, w in timeline.marks if " running on " in w]
+    running = [t for t, w in timeline.marks if isinstance(w, Running)]
     if running:
         console.print(
             f"recovery time (fault to every VM running on the survivor): {max(running):.1f}s"

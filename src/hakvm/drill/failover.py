@@ -9,26 +9,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
+from hakvm.drill.timeline import Fault, Fenced, Lost, Running, Timeline
 from hakvm.remote import pacemaker
 from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.pacemaker import ClusterState
-
-
-@dataclass
-class Timeline:
-    marks: list[tuple[float, str]] = field(default_factory=list)
-
-    def mark(self, t: float, what: str) -> None:
-        if not any(w == what for _, w in self.marks):
-            self.marks.append((round(t, 1), what))
-
-    def at(self, what: str) -> float | None:
-        return next((t for t, w in self.marks if w == what), None)
-
-    def as_dict(self) -> list[dict[str, object]]:
-        return [{"t": t, "event": w} for t, w in self.marks]
 
 
 async def cluster_state(conn: NodeConnection) -> ClusterState | None:
@@ -53,26 +38,26 @@ async def watch_failover(
     }
     started = time.monotonic()
     await inject()
-    timeline.mark(0.0, f"fault injected on {failed}")
+    timeline.mark(0.0, Fault(failed))
     while True:
         now = time.monotonic() - started
         state = await cluster_state(survivor)
         if state is not None:
             node = state.nodes.get(failed)
             if node is not None and (not node.online or node.unclean):
-                timeline.mark(now, f"{failed} lost (seen by {survivor.name})")
+                timeline.mark(now, Lost(failed, survivor.name))
             for event in state.fencing:
                 if (
                     event.target == failed
                     and event.status == "success"
                     and (event.target, event.completed) not in fenced_before
                 ):
-                    timeline.mark(now, f"{failed} fenced by {event.delegate or survivor.name}")
+                    timeline.mark(now, Fenced(failed, by=event.delegate or survivor.name))
             done = True
             for vm in vms:
                 res = state.resources.get(vm)
                 if res is not None and res.running_on == [survivor.name]:
-                    timeline.mark(now, f"{vm} running on {survivor.name}")
+                    timeline.mark(now, Running(vm, survivor.name))
                 else:
                     done = False
             if done:
@@ -80,6 +65,6 @@ async def watch_failover(
         if now > timeout:
             raise RemoteError(
                 f"failover of {', '.join(vms)} to {survivor.name} not complete after "
-                f"{timeout:.0f}s; timeline so far: {timeline.marks}"
+                f"{timeout:.0f}s; timeline so far: {timeline.as_dict()}"
             )
         await asyncio.sleep(2)  # each crm_mon costs CPU on the survivor
