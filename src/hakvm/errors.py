@@ -31,9 +31,11 @@ class MonitorCode(IntEnum):
 
 
 class HakvmError(Exception):
-    """One line for the user; the class decides the exit code."""
+    """One line for the user; the class decides the exit code. A `hint` (what to do now) is
+    said on a line of its own after it."""
 
     exit_code: ClassVar[int] = ExitCode.FAILED
+    hint: str = ""
 
 
 class FailedError(HakvmError):

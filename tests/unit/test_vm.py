@@ -61,7 +61,7 @@ def spec() -> ClusterSpec:
 def run(*args: str | pathlib.Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """`hakvm vm ...` through the real entry point (exit-code mapping included)."""
     from hakvm.cli import cli, main
-    from hakvm.ops.cli_vm import vm_group
+    from hakvm.cli.vm import vm_group
 
     if "vm" not in cli.commands:
         cli.add_command(vm_group)

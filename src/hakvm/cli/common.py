@@ -1,0 +1,42 @@
+"""What every command family shares: the SPEC argument, the one way to load a spec, and
+the one way to say something on stderr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hakvm.errors import InputError, UnknownError
+from hakvm.render.base import RenderContext, Secrets
+from hakvm.spec.models import ClusterSpec
+from hakvm.spec.validate import validate_file
+
+SPEC_ARG = click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+JSON_FLAG = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+
+
+def say(text: str) -> None:
+    """One line of progress or warning for the user, on stderr."""
+    click.echo(f"hakvm: {text}", err=True)
+
+
+def load_context(spec_path: Path, *, monitoring: bool = False) -> RenderContext:
+    """Validate SPEC and return a render context, or print every problem and raise: an
+    input error, or for `status`/`doctor` (`monitoring`) an unknown state, since
+    monitoring reads 2 as critical."""
+    report = validate_file(spec_path)
+    if not report.ok or report.spec is None or report.derived is None:
+        for line in report.lines():
+            click.echo(line, err=True)
+        message = f"{spec_path}: {len(report.errors)} error(s); nothing was done"
+        raise UnknownError(message) if monitoring else InputError(message)
+    return RenderContext(report.spec, report.derived, Secrets.redacted())
+
+
+def load_spec(spec_path: Path, *, monitoring: bool = False) -> ClusterSpec:
+    return load_context(spec_path, monitoring=monitoring).spec
+
+
+def health_style(health: str) -> str:
+    return {"healthy": "green", "degraded": "yellow", "critical": "bold red"}.get(health, "")
