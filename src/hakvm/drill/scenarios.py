@@ -72,7 +72,7 @@ async def _vms_on(cluster: Cluster, victim: str) -> list[str]:
     return moving
 
 
-async def _crash_and_recover(
+async def _crash_and_recover(  # noqa: PLR0912, PLR0915 - one poll loop and its verdicts: the story of a failover, read whole
     cluster: Cluster,
     result: DrillResult,
     *,
@@ -211,7 +211,7 @@ async def node_crash(cluster: Cluster, faults: Faults, bound: float, say: Say) -
     return result
 
 
-async def node_crash_during_resync(
+async def node_crash_during_resync(  # noqa: PLR0915 - set-up, fault, watch and verdicts of one scenario, in order
     cluster: Cluster, faults: Faults, bound: float, say: Say
 ) -> DrillResult:
     """The node holding the only good copy crashes while the peer is still resyncing from it.

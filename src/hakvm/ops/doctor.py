@@ -9,7 +9,6 @@ reads. Every check is a pure function of them, so unit tests replay recorded out
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +22,7 @@ from hakvm.deploy import phases as ph
 from hakvm.deploy.engine import Deployment
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH
 from hakvm.deploy.steps import Step
+from hakvm.errors import MonitorCode
 from hakvm.ops.status import pick_view
 from hakvm.remote.connection import RemoteError
 from hakvm.remote.drbd import DrbdResource
@@ -32,12 +32,10 @@ from hakvm.remote.probes import (
     LinkStatus,
     NodeAnswer,
     TimedAnswer,
-    ask,
-    bonds_of,
+    ask_all,
     drbd_of,
     parse_bonding,
     parse_cfgtool,
-    status_commands,
 )
 from hakvm.remote.session import Session
 from hakvm.render.cib import drbd_clone_id, fence_id, password_file_path
@@ -655,12 +653,14 @@ def diagnose(spec: ClusterSpec, inputs: Inputs) -> DoctorReport:
             continue
         checks_run += [i for i in check.ids if i not in checks_run]
     findings.sort(key=lambda f: f.severity != "critical")  # stable: check order within
-    critical = any(f.severity == "critical" for f in findings)
-    exit_code = 2 if critical else 1 if findings else 0
+    code = MonitorCode.HEALTHY
+    if findings:
+        critical = any(f.severity == "critical" for f in findings)
+        code = MonitorCode.CRITICAL if critical else MonitorCode.DEGRADED
     return DoctorReport(
         cluster=spec.cluster.name,
-        health=("healthy", "degraded", "critical")[exit_code],
-        exit_code=exit_code,
+        health=("healthy", "degraded", "critical")[code],
+        exit_code=code,
         findings=findings,
         checks_run=checks_run,
         skipped=skipped,
@@ -668,14 +668,6 @@ def diagnose(spec: ClusterSpec, inputs: Inputs) -> DoctorReport:
 
 
 # --- gathering -----------------------------------------------------------------------------------
-
-
-async def collect_timed(spec: ClusterSpec, spec_path: Path) -> dict[str, TimedAnswer]:
-    session = Session(spec, spec_path)
-    answers = await asyncio.gather(
-        *(ask(session.fresh(n.name), status_commands(bonds_of(n))) for n in spec.nodes)
-    )
-    return {a.answer.name: a for a in answers}
 
 
 async def deployment_view(spec: ClusterSpec, spec_path: Path) -> DeployView:
@@ -698,6 +690,6 @@ async def deployment_view(spec: ClusterSpec, spec_path: Path) -> DeployView:
 async def doctor(spec: ClusterSpec, spec_path: Path) -> DoctorReport:
     # The status batch first, alone: beside the facts gather it took ~20 s per node on the
     # lab instead of ~8 s, and the clock bound (half the round trip) grows with it.
-    answers = await collect_timed(spec, spec_path)
+    answers = await ask_all(Session(spec, spec_path))
     deployed = await deployment_view(spec, spec_path)
     return diagnose(spec, Inputs(answers, deployed, local_secret_modes(spec, spec_path)))

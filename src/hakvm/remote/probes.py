@@ -7,6 +7,7 @@ part of it. Every parser is a pure function of recorded output.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import tarfile
 import time
@@ -19,6 +20,7 @@ from hakvm.remote import drbd, pacemaker
 from hakvm.remote.connection import NodeConnection, Remote, RemoteError
 from hakvm.remote.drbd import DrbdResource
 from hakvm.remote.facts import batch_argv, parse_batch
+from hakvm.remote.session import Session
 
 BATCH_TIMEOUT_S = 120.0
 
@@ -85,6 +87,16 @@ async def query(node: Remote, commands: list[tuple[str, list[str]]]) -> NodeAnsw
         return NodeAnswer(node.name, parse_batch(result.stdout))
     except (ValueError, tarfile.TarError) as exc:  # a garbled batch (base64 or tar)
         raise RemoteError(f"{node.name}: unreadable answer: {exc}") from None
+
+
+async def ask_all(session: Session) -> dict[str, TimedAnswer]:
+    """Every node of the session asked the status probes at once, each on a connection of
+    its own (closed after)."""
+    nodes = session.spec.nodes
+    answers = await asyncio.gather(
+        *(ask(session.fresh(n.name), status_commands(bonds_of(n))) for n in nodes)
+    )
+    return {a.answer.name: a for a in answers}
 
 
 async def ask(conn: NodeConnection, commands: list[tuple[str, list[str]]]) -> TimedAnswer:
