@@ -124,7 +124,7 @@ def run_demo(spec: ClusterSpec, spec_path: Path) -> int:
 
 @click.command("demo")
 @click.argument(
-    "spec", type=click.Path(path_type=Path, dir_okay=False), default=Path("examples/lab.yaml")
+    "spec", type=click.Path(path_type=Path), default=Path("examples/lab.yaml")
 )
 def demo_cmd(spec: Path) -> int:
     """Build the lab, deploy SPEC, pull the plug on a node and show the failover."""

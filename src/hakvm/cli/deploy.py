@@ -14,6 +14,7 @@ from hakvm.deploy import engine
 from hakvm.deploy.phases import PHASES
 from hakvm.deploy.steps import Step
 from hakvm.errors import ExitCode, HakvmError
+from hakvm.remote.connection import UnreachableError
 from hakvm.remote.pacemaker import disruptive
 
 PARTLY_CHANGED = "the nodes may be partly changed; re-run apply to converge"
@@ -70,7 +71,7 @@ def _run_deploy(spec: Path, *, apply_: bool, as_json: bool, stop_after: str | No
         else:
             report = asyncio.run(engine.plan(ctx.spec, spec))
     except HakvmError as exc:
-        if apply_:
+        if apply_ and not isinstance(exc, UnreachableError):  # unreachable: nothing was done
             exc.hint = PARTLY_CHANGED
         raise
     if as_json:

@@ -10,7 +10,7 @@ import click
 
 from hakvm import __version__
 from hakvm.cli import demo, deploy, drill, monitor, moves, spec, vm
-from hakvm.errors import ExitCode, HakvmError
+from hakvm.errors import ExitCode, HakvmError, MonitorCode
 from hakvm.lab.cli import lab
 
 
@@ -31,7 +31,9 @@ def exit_code(error: BaseException) -> int:
     if isinstance(error, click.exceptions.Exit):
         return int(error.exit_code)
     if isinstance(error, click.UsageError):
-        return ExitCode.INPUT
+        # A monitoring system reads 2 as "critical": status and doctor say "unknown".
+        command = error.ctx.command if error.ctx else None
+        return MonitorCode.UNKNOWN if command in monitor.MONITORING else ExitCode.INPUT
     if isinstance(error, HakvmError):
         return int(error.exit_code)
     if isinstance(error, KeyboardInterrupt):

@@ -156,4 +156,4 @@ def doctor_cmd(spec: Path, as_json: bool) -> int:
 
 
 COMMANDS = [status_cmd, doctor_cmd]
-MONITORING = {status_cmd.name, doctor_cmd.name}  # exit with monitoring codes
+MONITORING = (status_cmd, doctor_cmd)  # exit with monitoring codes (`lab status` does not)

@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from hakvm.cli.common import SPEC_ARG, load_spec, say
+from hakvm.cli.common import SPEC_ARG, advised, load_spec, say
 from hakvm.deploy import engine
 from hakvm.deploy.steps import Step
 from hakvm.errors import ExitCode, FailedError
@@ -82,7 +82,9 @@ def _apply(spec_path: Path, cluster: ClusterSpec) -> int:
 
     try:
         report = asyncio.run(engine.apply(cluster, spec_path, progress))
-    except (engine.ApplyError, RemoteError) as exc:
+    except RemoteError as exc:
+        raise advised(exc, "the spec is updated: re-run hakvm apply") from None
+    except engine.ApplyError as exc:
         raise FailedError(f"{exc}; the spec is updated: re-run hakvm apply") from None
     return report.changes
 
@@ -177,7 +179,7 @@ def remove_cmd(spec: Path, name: str, force: bool, delete_storage: bool, no_appl
     except edit.SpecEditError as exc:
         raise _edit_failed(exc) from None
     except RemoteError as exc:
-        raise FailedError(f"{exc}; re-run the same command to finish") from None
+        raise advised(exc, "re-run the same command to finish") from None
     _print_removal(spec, result)
     return ExitCode.OK
 

@@ -69,8 +69,10 @@ class Finding(BaseModel):
 
 class DoctorReport(BaseModel):
     cluster: str
-    health: Literal["healthy", "degraded", "critical"]
-    exit_code: int = Field(description="0 nothing found, 1 only warnings, 2 any critical")
+    health: Literal["healthy", "degraded", "critical", "unknown"]
+    exit_code: int = Field(
+        description="0 nothing found, 1 only warnings, 2 any critical, 3 no node answered"
+    )
     findings: list[Finding] = Field(description="critical first")
     checks_run: list[str] = Field(description="finding ids verified (absent unless listed)")
     skipped: list[str] = Field(description="checks that could not run, and why")
@@ -657,9 +659,11 @@ def diagnose(spec: ClusterSpec, inputs: Inputs) -> DoctorReport:
     if findings:
         critical = any(f.severity == "critical" for f in findings)
         code = MonitorCode.CRITICAL if critical else MonitorCode.DEGRADED
+    if all(a.raw is None for a in inputs.node_answers().values()):
+        code = MonitorCode.UNKNOWN  # nothing answered: the checks that ran prove little
     return DoctorReport(
         cluster=spec.cluster.name,
-        health=("healthy", "degraded", "critical")[code],
+        health=("healthy", "degraded", "critical", "unknown")[code],
         exit_code=code,
         findings=findings,
         checks_run=checks_run,

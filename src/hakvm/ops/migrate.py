@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hakvm.errors import StateError
+from hakvm.errors import InputError, StateError
 from hakvm.remote import drbd, pacemaker, probes
 from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.pacemaker import ClusterState
@@ -43,6 +43,10 @@ Progress = Callable[[str], None]
 
 class MoveError(StateError):
     """A move cannot start (pre-flight) or did not finish; one line naming the check."""
+
+
+class UnknownNameError(InputError):
+    """A VM or node name that is not in the spec."""
 
 
 @dataclass
@@ -75,7 +79,7 @@ def _find_vm(spec: ClusterSpec, name: str) -> Vm:
         if vm.name == name:
             return vm
     known = ", ".join(v.name for v in spec.vms)
-    raise MoveError(f"vm: no VM named {name!r} in the spec (known: {known})")
+    raise UnknownNameError(f"vm: no VM named {name!r} in the spec (known: {known})")
 
 
 async def preflight(
@@ -274,7 +278,8 @@ def good_data_wait(spec: ClusterSpec) -> float:
 def _other(spec: ClusterSpec, node: str) -> str:
     names = [n.name for n in spec.nodes]
     if node not in names:
-        raise MoveError(f"node: no node named {node!r} in the spec (known: {', '.join(names)})")
+        known = ", ".join(names)
+        raise UnknownNameError(f"node: no node named {node!r} in the spec (known: {known})")
     return next(n for n in names if n != node)
 
 
@@ -282,6 +287,8 @@ async def migrate(
     spec: ClusterSpec, spec_path: Path, vm_name: str, to: str | None, progress: Progress = _noop
 ) -> MoveResult:
     vm = _find_vm(spec, vm_name)
+    if to is not None:
+        _other(spec, to)  # a bad name is bad input, before any node is asked
     async with Session(spec, spec_path) as session:
         conns = {c.name: c for c in await session.connect_all()}
         state = await pacemaker.cluster_state(next(iter(conns.values())))

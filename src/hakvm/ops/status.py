@@ -4,7 +4,8 @@ Each node answers one remote shell (the facts batch runner) with Pacemaker's own
 (`crm_mon --output-as=xml`), corosync's link view (`corosync-cfgtool -s`), DRBD's state and
 its bonds. `assess` turns those raw answers into a `StatusReport` (pure: unit tests replay
 recorded output). Health, for monitoring: 0 healthy, 1 degraded (still serving, redundancy
-lost), 2 critical (a VM down, split-brain risk, no fencing, no quorum).
+lost), 2 critical (a VM down, split-brain risk, no fencing, no quorum), 3 unknown (no node
+answered).
 """
 
 from __future__ import annotations
@@ -77,8 +78,10 @@ class FenceEventStatus(BaseModel):
 
 class StatusReport(BaseModel):
     cluster: str
-    health: Literal["healthy", "degraded", "critical"]
-    exit_code: int = Field(description="0 healthy, 1 degraded, 2 critical")
+    health: Literal["healthy", "degraded", "critical", "unknown"]
+    exit_code: int = Field(
+        description="0 healthy, 1 degraded, 2 critical, 3 unknown (no node answered)"
+    )
     problems: list[str] = Field(description="why the health is not 'healthy', worst first")
     seen_from: str | None = Field(description="node whose crm_mon the report uses")
     quorate: bool | None
@@ -316,8 +319,6 @@ def assess(spec: ClusterSpec, answers: Mapping[str, NodeAnswer]) -> StatusReport
             delegate=event.delegate,
             completed=event.completed,
         )
-    if not any(a.error is None for a in answers.values()):
-        found.critical.insert(0, "no node reachable over SSH")
     health = (
         MonitorCode.CRITICAL
         if found.critical
@@ -325,6 +326,10 @@ def assess(spec: ClusterSpec, answers: Mapping[str, NodeAnswer]) -> StatusReport
         if found.degraded
         else MonitorCode.HEALTHY
     )
+    if not any(a.error is None for a in answers.values()):
+        # Nothing answered: the state is unknown, not known to be bad.
+        found.critical.insert(0, "no node reachable over SSH")
+        health = MonitorCode.UNKNOWN
     return StatusReport(
         cluster=spec.cluster.name,
         health=health.name.lower(),

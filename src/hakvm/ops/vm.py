@@ -263,6 +263,7 @@ async def remove_vm(
 ) -> RemoveResult:
     """Tear `name` down on both nodes, then drop it from the spec file (last: a re-run
     after an interruption still finds it there)."""
+    _check_name(spec, name, delete_storage)  # bad input before any node is asked
     async with Session(spec, spec_path) as session:
         result = await teardown(
             await session.connect_all(), spec, name, force=force, delete_storage=delete_storage,

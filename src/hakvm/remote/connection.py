@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 
 import asyncssh
 
-from hakvm.errors import FailedError
+from hakvm.errors import ExitCode, FailedError
 from hakvm.spec.models import Node
 from hakvm.spec.paths import resolve
 
@@ -27,6 +27,13 @@ STDERR_KEEP = 4096  # characters of a stream's stderr kept for error messages
 
 class RemoteError(FailedError):
     """A node could not be reached, or a command on it failed; one line, names the node."""
+
+
+class UnreachableError(RemoteError):
+    """No connection to a node (refused, timed out, host key not trusted): nothing was done
+    on it, the cluster is not in a state where the command can run."""
+
+    exit_code = ExitCode.STATE
 
 
 @dataclass(frozen=True)
@@ -105,7 +112,7 @@ class NodeConnection:
         if known_hosts is None:
             known_hosts = Path("~/.ssh/known_hosts").expanduser()
         if not known_hosts.exists():
-            raise RemoteError(
+            raise UnreachableError(
                 f"{self.name}: known_hosts file {known_hosts} is missing; hakvm never trusts "
                 "a host key on first use: add the node's key there"
             )
@@ -123,14 +130,16 @@ class NodeConnection:
                 ),
                 timeout=self._connect_timeout,
             )
+        except asyncssh.KeyImportError as exc:
+            raise UnreachableError(f"{self.name}: cannot use the SSH key {key}: {exc}") from None
         except asyncssh.HostKeyNotVerifiable as exc:
-            raise RemoteError(
+            raise UnreachableError(
                 f"{self.name}: host key of {ssh.host}:{ssh.port} does not match {known_hosts} "
                 f"({exc.reason}); refusing to connect"
             ) from None
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-            raise RemoteError(
+            raise UnreachableError(
                 f"{self.name}: cannot connect to {ssh.user}@{ssh.host}:{ssh.port}: {reason}"
             ) from None
         return self

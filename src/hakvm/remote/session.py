@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 from hakvm.errors import InputError
-from hakvm.remote.connection import NodeConnection, RemoteError
+from hakvm.remote.connection import NodeConnection, RemoteError, UnreachableError
 from hakvm.spec.models import ClusterSpec, Node
 from hakvm.spec.paths import spec_dir
 
@@ -30,7 +30,10 @@ async def connect_all(nodes: Sequence[Node], directory: Path) -> list[NodeConnec
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         await asyncio.gather(*(c.close() for c in conns))
-        raise RemoteError("; ".join(str(e) for e in errors))
+        message = "; ".join(str(e) for e in errors)
+        if all(isinstance(e, UnreachableError) for e in errors):
+            raise UnreachableError(message)
+        raise RemoteError(message)
     return conns
 
 
