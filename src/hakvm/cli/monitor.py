@@ -80,6 +80,15 @@ def status_view(report: st.StatusReport) -> Group:
     return Group(*parts)
 
 
+def _show(report: st.StatusReport | dr.DoctorReport, shown: str | Group) -> int:
+    """Print the report (its JSON, or its view); its monitoring code is the exit code."""
+    if isinstance(shown, str):
+        click.echo(shown)
+    else:
+        Console(highlight=False).print(shown)
+    return report.exit_code
+
+
 @click.command("status")
 @SPEC_ARG
 @click.option("--json", "as_json", is_flag=True, help="machine-readable (see --schema)")
@@ -97,11 +106,7 @@ def status_cmd(spec: Path, as_json: bool, schema: bool, watch: float | None) -> 
     cluster = load_spec(spec, monitoring=True)
     if watch is None:
         report = asyncio.run(st.status(cluster, spec))
-        if as_json:
-            click.echo(report.model_dump_json(indent=2))
-        else:
-            Console(highlight=False).print(status_view(report))
-        return report.exit_code
+        return _show(report, report.model_dump_json(indent=2) if as_json else status_view(report))
     console = Console(highlight=False)
     report = asyncio.run(st.status(cluster, spec))
     try:
@@ -148,11 +153,7 @@ def doctor_cmd(spec: Path, as_json: bool) -> int:
     Exit: 0 nothing found, 1 warnings only, 2 any critical, 3 invalid spec."""
     cluster = load_spec(spec, monitoring=True)
     report = asyncio.run(dr.doctor(cluster, spec))
-    if as_json:
-        click.echo(report.model_dump_json(indent=2))
-    else:
-        Console(highlight=False).print(doctor_view(report))
-    return report.exit_code
+    return _show(report, report.model_dump_json(indent=2) if as_json else doctor_view(report))
 
 
 COMMANDS = [status_cmd, doctor_cmd]

@@ -7,16 +7,20 @@ text; the text of a mark is what `--json` and the tables show.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
 class Mark:
-    """One thing that happened; equal marks are the same event."""
+    """One thing that happened; equal marks are the same event. Its text is its template
+    filled with its fields."""
+
+    template: ClassVar[str] = ""
 
     @property
     def text(self) -> str:
-        raise NotImplementedError
+        return self.template.format(**{f.name: getattr(self, f.name) for f in fields(self)})
 
     def __str__(self) -> str:
         return self.text
@@ -26,11 +30,8 @@ class Mark:
 class Event(Mark):
     """A step of a drill told as it is (nothing looks it up)."""
 
+    template = "{what}"
     what: str
-
-    @property
-    def text(self) -> str:
-        return self.what
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,9 @@ class Fault(Mark):
 
 @dataclass(frozen=True)
 class Lost(Mark):
+    template = "{node} lost (seen by {seen_by})"
     node: str
     seen_by: str
-
-    @property
-    def text(self) -> str:
-        return f"{self.node} lost (seen by {self.seen_by})"
 
 
 @dataclass(frozen=True)
@@ -68,30 +66,22 @@ class Fenced(Mark):
 
 @dataclass(frozen=True)
 class LinksHealed(Mark):
-    @property
-    def text(self) -> str:
-        return "links healed"
+    template = "links healed"
 
 
 @dataclass(frozen=True)
 class DrbdPrimary(Mark):
+    template = "{vm} DRBD Primary on {node}"
     vm: str
     node: str
-
-    @property
-    def text(self) -> str:
-        return f"{self.vm} DRBD Primary on {self.node}"
 
 
 @dataclass(frozen=True)
 class DrbdState(Mark):
+    template = "{node} DRBD {connection} {disk}"
     node: str
     connection: str
     disk: str
-
-    @property
-    def text(self) -> str:
-        return f"{self.node} DRBD {self.connection} {self.disk}"
 
 
 @dataclass(frozen=True)
@@ -107,43 +97,31 @@ class Running(Mark):
 
 @dataclass(frozen=True)
 class Responsive(Mark):
+    template = "{vm} responsive on {node}"
     vm: str
     node: str
-
-    @property
-    def text(self) -> str:
-        return f"{self.vm} responsive on {self.node}"
 
 
 @dataclass(frozen=True)
 class MovedForSetUp(Mark):
+    template = "set-up: {vm} moved to {node} ({kind})"
     vm: str
     node: str
     kind: str
 
-    @property
-    def text(self) -> str:
-        return f"set-up: {self.vm} moved to {self.node} ({self.kind})"
-
 
 @dataclass(frozen=True)
 class LiveMigrated(Mark):
+    template = "{vm} live-migrated to {node} (downtime {downtime_ms} ms)"
     vm: str
     node: str
     downtime_ms: int | None
 
-    @property
-    def text(self) -> str:
-        return f"{self.vm} live-migrated to {self.node} (downtime {self.downtime_ms} ms)"
-
 
 @dataclass(frozen=True)
 class Degraded(Mark):
+    template = "status degraded: {problem}"
     problem: str
-
-    @property
-    def text(self) -> str:
-        return f"status degraded: {self.problem}"
 
 
 @dataclass
