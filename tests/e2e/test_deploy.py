@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
+from hakvm.remote.pacemaker import ClusterState, parse_crm_mon
 from tests.e2e.conftest import REPO, STATE_DIR, LabHandle, hakvm, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.deploy]

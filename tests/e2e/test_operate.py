@@ -89,7 +89,7 @@ def test_live_migration_reports_libvirt_downtime(lab: LabHandle, spec_file: Path
 
 def test_migrate_refuses_bad_requests(spec_file: Path) -> None:
     result = hakvm("migrate", str(spec_file), "no-such-vm")
-    assert result.returncode == 3 and "no VM named 'no-such-vm'" in result.stderr
+    assert result.returncode == 2 and "no VM named 'no-such-vm'" in result.stderr
     _, report = status(spec_file)
     here = placement(report)["vm-a"][0]
     result = hakvm("migrate", str(spec_file), "vm-a", "--to", here)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pathlib
 
-from hakvm.ops.status import NodeAnswer
 from hakvm.remote.facts import parse_batch
+from hakvm.remote.probes import NodeAnswer
 
 DATA = pathlib.Path(__file__).parent / "data"
 NODES = ("node01", "node02")

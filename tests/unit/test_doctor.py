@@ -14,13 +14,13 @@ import yaml
 from click.testing import CliRunner
 from rich.console import Console
 
+from hakvm.cli import monitor as cli_doctor
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH
 from hakvm.deploy.steps import Step
-from hakvm.ops import cli_doctor
+from hakvm.errors import UnknownError as SpecUnknownError
 from hakvm.ops import doctor as dr
-from hakvm.ops.cli import SpecUnknownError
-from hakvm.ops.status import NodeAnswer, status_commands
 from hakvm.remote.facts import FileFact, NodeFacts, batch_argv, facts_from_batch, parse_batch
+from hakvm.remote.probes import NodeAnswer, status_commands
 from hakvm.render.cib import password_file_path
 from hakvm.render.drbd import resource_path
 from hakvm.render.migration import KEY_PATH as MIGRATION_KEY_PATH

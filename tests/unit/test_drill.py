@@ -8,11 +8,12 @@ import pathlib
 
 import pytest
 
-from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
-from hakvm.ops.drill import Cluster, DrillError, DrillResult, busiest, faults_for, fence_successes
-from hakvm.ops.faults import LabFaults, NodeFaults
+from hakvm.drill.faults import LabFaults, NodeFaults, faults_for
+from hakvm.drill.harness import Cluster, DrillError, DrillResult, busiest, fence_successes
 from hakvm.remote.facts import parse_batch
+from hakvm.remote.pacemaker import ClusterState, parse_crm_mon
 from hakvm.spec.validate import validate_file
+from tests.unit.fakes import FakeNode
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DATA = pathlib.Path(__file__).parent / "data"
@@ -108,7 +109,7 @@ def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
     async def instant(_: float) -> None:
         return None
 
-    monkeypatch.setattr("hakvm.ops.drill.asyncio.sleep", instant)
+    monkeypatch.setattr("hakvm.drill.scenarios.asyncio.sleep", instant)
 
 
 def test_failed_actions_alone_are_recorded_and_cleaned_once(spec, no_sleep) -> None:  # type: ignore[no-untyped-def]
@@ -176,7 +177,7 @@ class PartitionRace(Cluster):
 
 
 def test_a_lost_fence_race_fails_the_partition_drill(spec, no_sleep, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from hakvm.ops import drill
+    from hakvm.drill import scenarios as drill
 
     race = PartitionRace(spec)
     witness_read_on: list[str] = []
@@ -225,13 +226,13 @@ class RollingLab(Cluster):
     async def conn(self, name: str):  # type: ignore[no-untyped-def]
         lab = self
 
-        class Conn:
-            async def run(self, argv: list[str], **_: object) -> None:
-                assert argv == ["systemctl", "reboot"]
-                lab.events.append(f"reboot {name}")
-                lab.rebooting, lab.polls = name, 0
+        def reboot(node: FakeNode, argv: tuple[str, ...], stdin: bytes | None) -> tuple[int, str]:
+            assert argv == ("systemctl", "reboot")
+            lab.events.append(f"reboot {name}")
+            lab.rebooting, lab.polls = name, 0
+            return 0, ""
 
-        return Conn()
+        return FakeNode(name, reboot)
 
     async def drop(self, name: str) -> None:
         return None
@@ -252,7 +253,8 @@ class RollingLab(Cluster):
 
 def _stub_rejoin(monkeypatch: pytest.MonkeyPatch) -> None:
     """What rolling maintenance does after each reboot (undrain, standby off, healthy) passes."""
-    from hakvm.ops import drill, migrate
+    from hakvm.drill import scenarios as drill
+    from hakvm.ops import migrate
 
     async def anything(*_: object) -> bool:
         return True
@@ -263,7 +265,8 @@ def _stub_rejoin(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_rolling_maintenance_moves_a_vm_live_off_every_node(spec, no_sleep, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from hakvm.ops import drill, migrate
+    from hakvm.drill import scenarios as drill
+    from hakvm.ops import migrate
 
     lab = RollingLab(spec)
 
@@ -293,7 +296,8 @@ def test_rolling_maintenance_moves_a_vm_live_off_every_node(spec, no_sleep, monk
 
 
 def test_a_drain_that_moved_nothing_proves_nothing(spec, no_sleep, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from hakvm.ops import drill, migrate
+    from hakvm.drill import scenarios as drill
+    from hakvm.ops import migrate
 
     lab = RollingLab(spec)
 

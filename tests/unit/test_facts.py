@@ -10,7 +10,6 @@ import tarfile
 
 import pytest
 
-from hakvm.ops.crm_mon import parse_crm_mon
 from hakvm.remote.facts import (
     NodeFacts,
     batch_argv,
@@ -19,6 +18,7 @@ from hakvm.remote.facts import (
     parse_files,
     parse_services,
 )
+from hakvm.remote.pacemaker import parse_crm_mon
 
 DATA = pathlib.Path(__file__).parent / "data"
 PATHS = ["/etc/hosts", "/etc/network/interfaces.d/hakvm", "/etc/hakvm/no-such-file"]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hakvm.ops.faults import (
+from hakvm.drill.faults import (
     BMC_TABLE,
     CUT_TABLE,
     FaultError,
@@ -24,30 +24,10 @@ from hakvm.ops.faults import (
     cut_ruleset,
     delete_table_script,
 )
-from hakvm.remote.connection import NodeConnection
 from hakvm.spec.models import ClusterSpec
+from tests.unit.fakes import FakeNodes
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Recorder:
-    """Connections that record the commands a fault would run (no node is touched)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, list[str], str]] = []
-
-    async def conn(self, name: str) -> NodeConnection:
-        recorder = self
-
-        class Conn:
-            async def run(self, argv: list[str], **kw: Any) -> None:
-                stdin = kw.get("stdin") or b""
-                recorder.calls.append((name, argv, stdin.decode()))
-
-        return Conn()  # type: ignore[return-value]
-
-    async def drop(self, name: str) -> None:
-        return None
 
 
 def _lab(**change: Any) -> dict[str, Any]:
@@ -58,8 +38,8 @@ def _lab(**change: Any) -> dict[str, Any]:
     return data
 
 
-def _faults(data: dict[str, Any] | None = None) -> tuple[NodeFaults, Recorder]:
-    recorder = Recorder()
+def _faults(data: dict[str, Any] | None = None) -> tuple[NodeFaults, FakeNodes]:
+    recorder = FakeNodes()  # records the commands a fault would run (no node is touched)
     spec = ClusterSpec.model_validate(data or _lab())
     return NodeFaults(spec, recorder), recorder
 
@@ -67,7 +47,7 @@ def _faults(data: dict[str, Any] | None = None) -> tuple[NodeFaults, Recorder]:
 def test_heartbeat_cut_drops_only_the_peer_on_the_dedicated_link() -> None:
     faults, rec = _faults()
     asyncio.run(faults.cut_heartbeat())
-    scripts = {node: stdin for node, argv, stdin in rec.calls if argv == ["nft", "-f", "-"]}
+    scripts = {node: stdin for node, argv, stdin in rec.sent if argv == ["nft", "-f", "-"]}
     # The dedicated link is 10.88.1.0/24 (replication runs on the bond's 10.88.0.0/24).
     assert "ip saddr { 10.88.1.2 } drop" in scripts["node01"]
     assert "ip daddr { 10.88.1.1 } drop" in scripts["node02"]
@@ -77,7 +57,7 @@ def test_heartbeat_cut_drops_only_the_peer_on_the_dedicated_link() -> None:
 def test_partition_drops_every_cluster_address_of_the_peer() -> None:
     faults, rec = _faults()
     asyncio.run(faults.partition())
-    scripts = {node: stdin for node, _, stdin in rec.calls}
+    scripts = {node: stdin for node, _, stdin in rec.sent}
     assert "ip saddr { 10.88.0.2, 10.88.1.2 } drop" in scripts["node01"]
     assert "ip daddr { 10.88.0.1, 10.88.1.1 } drop" in scripts["node02"]
 
@@ -86,17 +66,17 @@ def test_bond_member_really_goes_down_and_heal_brings_it_back() -> None:
     faults, rec = _faults()
     asyncio.run(faults.cut_bond_member())
     asyncio.run(faults.heal())
-    argvs = [(node, argv) for node, argv, _ in rec.calls]
+    argvs = [(node, argv) for node, argv, _ in rec.sent]
     assert argvs[0] == ("node01", ["ip", "link", "set", "dev", "eth1", "down"])
     assert ("node01", ["ip", "link", "set", "dev", "eth1", "up"]) in argvs
-    heal_scripts = [stdin for _, argv, stdin in rec.calls if argv == ["nft", "-f", "-"]]
+    heal_scripts = [stdin for _, argv, stdin in rec.sent if argv == ["nft", "-f", "-"]]
     assert heal_scripts == [delete_table_script(CUT_TABLE)] * 2
 
 
 def test_bmc_blocked_on_the_peer_that_fences() -> None:
     faults, rec = _faults()
     asyncio.run(faults.bmc_down("node02"))
-    ((node, _, script),) = rec.calls
+    ((node, _, script),) = rec.sent
     assert node == "node01"  # node01 runs the device that fences node02
     assert "ip daddr 10.0.2.2 udp dport 6231 drop" in script
 
@@ -117,7 +97,7 @@ def test_refuses_a_node_without_bmc() -> None:
     except ValueError:
         pytest.skip("the spec itself already refuses a node without a BMC")
     with pytest.raises(FaultError, match=r"nodes\.node02\.bmc"):
-        NodeFaults(spec, Recorder())
+        NodeFaults(spec, FakeNodes())
 
 
 @pytest.mark.realtool

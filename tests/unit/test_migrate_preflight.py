@@ -4,51 +4,44 @@ agent's promotion score, which the CIB's <vm>_needs_good_data rule reads)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 
 from hakvm.ops.migrate import MoveError, _wait_good_data
-from hakvm.remote.connection import NodeConnection, Result
+from tests.unit.fakes import FakeNode, Reply
 
 
-class AttrConn:
-    """Answers `crm_attribute --query` from a list of successive attribute snapshots."""
+def AttrConn(snapshots: list[dict[str, str]]) -> FakeNode:
+    """A node answering `crm_attribute --query` from successive attribute snapshots (two
+    queries per snapshot: the resync flag, then the promotion score)."""
 
-    def __init__(self, snapshots: list[dict[str, str]]) -> None:
-        self.snapshots = snapshots
-        self.queries = 0
-
-    async def run(self, argv: Sequence[str], **_: Any) -> Result:
-        argv = tuple(argv)
+    def answer(node: FakeNode, argv: tuple[str, ...], stdin: bytes | None) -> Reply:
         assert argv[0] == "crm_attribute" and "--query" in argv
-        attrs = self.snapshots[min(self.queries // 2, len(self.snapshots) - 1)]
-        self.queries += 1
+        attrs = snapshots[min((len(node.sent) - 1) // 2, len(snapshots) - 1)]
         name = argv[argv.index("--name") + 1]
         if name in attrs:
-            return Result(argv, 0, attrs[name] + "\n", "")
-        return Result(argv, 105, "", "Error performing operation: No such device or address")
+            return 0, attrs[name] + "\n"
+        return 105, "", "Error performing operation: No such device or address"
+
+    return FakeNode("node01", answer)
 
 
-def _wait(conn: AttrConn, timeout: float) -> None:
-    asyncio.run(
-        _wait_good_data(cast(NodeConnection, conn), "node01", "vm-b", timeout, interval=0)
-    )
+def _wait(conn: FakeNode, timeout: float) -> None:
+    asyncio.run(_wait_good_data(conn, "node01", "vm-b", timeout, interval=0))
 
 
 def test_whole_copy_passes_at_once() -> None:
     conn = AttrConn([{"master-vm-b_drbd": "10000"}])
     _wait(conn, 0)
-    assert conn.queries == 2
+    assert len(conn.sent) == 2
 
 
 def test_score_trailing_a_finished_resync_is_waited_for() -> None:
     low, good = {"master-vm-b_drbd": "10"}, {"master-vm-b_drbd": "10000"}
     conn = AttrConn([low, low, good])
     _wait(conn, 30)
-    assert conn.queries == 6
+    assert len(conn.sent) == 6
 
 
 def test_resync_flag_refuses() -> None:

@@ -13,7 +13,8 @@ import yaml
 from hakvm.deploy import phases as ph
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets
 from hakvm.deploy.steps import Call, Run, Step, Write
-from hakvm.remote.facts import DrbdResource, FileFact, LogicalVolume, NodeFacts
+from hakvm.remote.drbd import DrbdResource
+from hakvm.remote.facts import FileFact, LogicalVolume, NodeFacts
 from hakvm.render import migration
 from hakvm.render.base import CLUSTER, RenderContext, Secrets
 from hakvm.render.cib import password_file_path

@@ -13,8 +13,8 @@ import yaml
 from lxml import etree
 
 from hakvm.deploy import cib_merge
-from hakvm.deploy.predict import SIMULATE_ARGV, disruptive, transition_summary
 from hakvm.remote.facts import parse_batch
+from hakvm.remote.pacemaker import SIMULATE_ARGV, disruptive, transition_summary
 from hakvm.render import cib
 from hakvm.render.base import RenderContext, Secrets
 from hakvm.spec.derive import derive

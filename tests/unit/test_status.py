@@ -8,7 +8,8 @@ import pathlib
 
 import pytest
 
-from hakvm.ops.status import NodeAnswer, assess, parse_bonding, parse_cfgtool
+from hakvm.ops.status import assess
+from hakvm.remote.probes import NodeAnswer, parse_bonding, parse_cfgtool
 from tests.unit.recorded import answers, edit
 
 DATA = pathlib.Path(__file__).parent / "data"

@@ -10,7 +10,7 @@ import json
 import pathlib
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,14 +20,16 @@ from hakvm.deploy import cib_merge
 from hakvm.deploy.engine import PhaseReport, RunReport
 from hakvm.deploy.steps import Step
 from hakvm.ops import vm as ops
-from hakvm.ops.status import NodeAnswer, assess
-from hakvm.remote.connection import RemoteError, Result
+from hakvm.ops.status import assess
+from hakvm.remote.connection import RemoteError
 from hakvm.remote.facts import parse_batch
+from hakvm.remote.probes import NodeAnswer
 from hakvm.render.base import RenderContext, Secrets
 from hakvm.render.cib import cib_xml
 from hakvm.spec.derive import derive
 from hakvm.spec.models import ClusterSpec
 from hakvm.spec.validate import validate_file
+from tests.unit.fakes import FakeNode, Reply
 
 DATA = pathlib.Path(__file__).parent / "data"
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -59,7 +61,7 @@ def spec() -> ClusterSpec:
 def run(*args: str | pathlib.Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """`hakvm vm ...` through the real entry point (exit-code mapping included)."""
     from hakvm.cli import cli, main
-    from hakvm.ops.cli_vm import vm_group
+    from hakvm.cli.vm import vm_group
 
     if "vm" not in cli.commands:
         cli.add_command(vm_group)
@@ -69,106 +71,7 @@ def run(*args: str | pathlib.Path, capsys: pytest.CaptureFixture[str]) -> tuple[
     return code, out, err
 
 
-# --- the spec file ---------------------------------------------------------------------------
-
-VM_C = ops.new_entry("vm-c", "64MiB", "1GiB", preferred_node="node02", bridges=["br0"])
-VM_C_LINE = (
-    "  - {name: vm-c, vcpus: 1, memory: 64MiB, disk: {size: 1GiB}, preferred_node: node02, "
-    "networks: [{bridge: br0}]}\n"
-)
-
-
-def test_add_then_remove_round_trips_the_file_byte_for_byte(spec_path: pathlib.Path) -> None:
-    original = spec_path.read_text()
-    spec_path.chmod(0o640)
-    added = ops.add_to_spec(spec_path, VM_C)
-    text = spec_path.read_text()
-    assert [v.name for v in added.vms] == ["vm-a", "vm-b", "vm-c"]
-    # Exactly one line more, after the last VM, in the entries' own flow style.
-    assert text == original + VM_C_LINE
-    assert "# Tiny payload VMs: BIOS only" in text
-    assert spec_path.stat().st_mode & 0o777 == 0o640
-    assert sorted(p.name for p in spec_path.parent.iterdir()) == ["lab.yaml"]  # no temp file
-    ops.remove_from_spec(spec_path, "vm-c")
-    assert spec_path.read_text() == original
-
-
-BLOCK_SPEC_VMS = """\
-vms:
-  # web: the shop front
-  - name: web
-    memory: 32MiB   # tiny on purpose
-    disk:
-      size: 1GiB
-  # db: keep this comment
-  - name: db
-    memory: 32MiB
-    disk: {size: 1GiB}
-
-  - name: mail
-    memory: 32MiB
-    disk:
-      size: 1GiB
-# about the next key, not about mail
-allow_memory_overcommit: false
-"""
-
-
-def _block_spec(path: pathlib.Path) -> str:
-    head = LAB.read_text().split("\nvms:\n")[0]
-    path.write_text(head + "\n" + BLOCK_SPEC_VMS)
-    return path.read_text()
-
-
-@pytest.mark.parametrize("name", ["web", "db", "mail"])
-def test_remove_cuts_only_that_entrys_lines(spec_path: pathlib.Path, name: str) -> None:
-    original = _block_spec(spec_path)
-    lines = original.splitlines(keepends=True)
-    start = lines.index(f"  - name: {name}\n")
-    end = start + 1
-    while end < len(lines) and lines[end].startswith("    "):
-        end += 1
-    ops.remove_from_spec(spec_path, name)
-    # Every other line, comments and the blank line included, is still there as it was:
-    # a round-trip dumper loses "# db: keep this comment" (removing web) and the comment
-    # below the list (removing mail).
-    assert spec_path.read_text() == "".join(lines[:start] + lines[end:])
-
-
-def test_add_to_a_block_list_matches_its_indentation(spec_path: pathlib.Path) -> None:
-    original = _block_spec(spec_path)
-    entry = ops.new_entry("vm-c", "64MiB", "1GiB", bridges=["br0"], autostart=False)
-    report_spec = ops.add_to_spec(spec_path, entry)
-    added = (
-        "  - name: vm-c\n    vcpus: 1\n    memory: 64MiB\n    disk: {size: 1GiB}\n"
-        "    networks: [{bridge: br0}]\n    autostart: false\n"
-    )
-    assert spec_path.read_text() == original.replace(
-        "      size: 1GiB\n# about", f"      size: 1GiB\n{added}# about"
-    )
-    assert report_spec.vms[-1].autostart is False
-
-
-def test_an_edit_that_changes_anything_else_is_refused(
-    spec_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    before = spec_path.read_text()
-    real = ops.spec_without_vm
-
-    def too_much(text: str, name: str) -> str:
-        return real(real(text, name), "vm-b")  # a splice that also took a neighbour
-
-    monkeypatch.setattr(ops, "spec_without_vm", too_much)
-    with pytest.raises(ops.SpecEditError, match="cannot edit this file's layout safely"):
-        ops.remove_from_spec(spec_path, "vm-a")
-    assert spec_path.read_text() == before
-
-
-def test_removing_the_last_vm_leaves_an_empty_list(spec_path: pathlib.Path) -> None:
-    ops.remove_from_spec(spec_path, "vm-a")
-    spec = ops.remove_from_spec(spec_path, "vm-b")
-    assert spec.vms == []
-    assert spec_path.read_text().endswith("vms: []\n")
+# --- add, through the command ------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -421,8 +324,8 @@ class FakeCluster:
         self.log: list[tuple[str, tuple[str, ...]]] = []
         self.fail: dict[tuple[str, str], int] = {}  # (node, argv[0]) -> times to fail
 
-    def conns(self) -> list[FakeConn]:
-        return [FakeConn(n, self) for n in NODES]
+    def conns(self) -> list[FakeNode]:
+        return [FakeNode(n, self.answer) for n in NODES]
 
     def mutations(self) -> list[tuple[str, tuple[str, ...]]]:
         reads = {"crm_mon", "test", "lvs", "crm_verify", "crm_diff", "write"}
@@ -431,30 +334,16 @@ class FakeCluster:
             if argv[0] not in reads and argv[:2] != ("cibadmin", "-Q")
         ]  # fmt: skip
 
-
-class FakeConn:
-    def __init__(self, name: str, cluster: FakeCluster) -> None:
-        self.name = name
-        self.cluster = cluster
-        self.written: dict[str, bytes] = {}
-
-    async def run(self, argv: Sequence[str], *, check: bool = False, timeout: float = 0) -> Result:
-        argv = tuple(argv)
-        self.cluster.log.append((self.name, argv))
-        if self.cluster.fail.get((self.name, argv[0]), 0) > 0:
-            self.cluster.fail[(self.name, argv[0])] -= 1
-            rc, out = 1, ""  # failed: changed nothing
-        else:
-            rc, out = self._answer(argv)
-        if check and rc != 0:
-            raise RemoteError(f"{self.name}: {argv[0]} failed")
-        return Result(argv, rc, out, "")
-
-    def _answer(self, argv: tuple[str, ...]) -> tuple[int, str]:
-        files, lvs = self.cluster.files[self.name], self.cluster.lvs[self.name]
+    def answer(self, node: FakeNode, argv: tuple[str, ...], stdin: bytes | None) -> Reply:
+        """How the two nodes answer, and what each command changes."""
+        self.log.append((node.name, argv))
+        if self.fail.get((node.name, argv[0]), 0) > 0:
+            self.fail[(node.name, argv[0])] -= 1
+            return 1, ""  # failed: changed nothing
+        files, lvs = self.files[node.name], self.lvs[node.name]
         handlers: dict[str, Callable[[], tuple[int, str]]] = {
             "crm_mon": self._crm_mon,
-            "cibadmin": lambda: self._cibadmin(argv),
+            "cibadmin": lambda: self._cibadmin(node, argv),
             "crm_resource": lambda: self._set_role(argv),
             "crm_verify": lambda: (0, ""),
             "crm_diff": lambda: (1, "<diff/>"),
@@ -467,34 +356,26 @@ class FakeConn:
         return handlers[argv[0]]()
 
     def _crm_mon(self) -> tuple[int, str]:
-        c = self.cluster
-        if c.stopping and c.polls_to_stop == 0:
-            c.stopped |= c.stopping
-            c.stopping = set()
-        c.polls_to_stop -= bool(c.stopping)
-        return 0, crm_mon_xml(c.stopped)
+        if self.stopping and self.polls_to_stop == 0:
+            self.stopped |= self.stopping
+            self.stopping = set()
+        self.polls_to_stop -= bool(self.stopping)
+        return 0, crm_mon_xml(self.stopped)
 
-    def _cibadmin(self, argv: tuple[str, ...]) -> tuple[int, str]:
+    def _cibadmin(self, node: FakeNode, argv: tuple[str, ...]) -> tuple[int, str]:
         if argv[1] == "-Q":
-            return 0, self.cluster.cib
+            return 0, self.cib
         assert argv[1:] == ("--patch", "--xml-file", "/run/hakvm/cib.patch")
         # Deleting resources Pacemaker still runs would stop them as unordered orphans.
-        assert not self.cluster.stopping, "CIB patched before crm_mon showed the VM stopped"
-        self.cluster.cib = self.written["/run/hakvm/cib-desired.xml"].decode()
+        assert not self.stopping, "CIB patched before crm_mon showed the VM stopped"
+        self.cib = node.files["/run/hakvm/cib-desired.xml"].decode()
         return 0, ""
 
     def _set_role(self, argv: tuple[str, ...]) -> tuple[int, str]:
         assert argv[1] == "--resource" and argv[3:] == STOP
-        if self.cluster.obey_stop and argv[2] not in self.cluster.stopped:
-            self.cluster.stopping.add(argv[2])
+        if self.obey_stop and argv[2] not in self.stopped:
+            self.stopping.add(argv[2])
         return 0, ""
-
-    async def write_file(self, path: str, content: bytes, mode: int) -> None:
-        self.cluster.log.append((self.name, ("write", path)))
-        self.written[path] = content
-
-    async def close(self) -> None:
-        return None
 
 
 async def _no_sleep(_: float) -> None:
@@ -554,10 +435,10 @@ def test_remove_cli_refusal_is_one_line_exit_3_and_leaves_the_spec(
 ) -> None:
     cluster = FakeCluster(live_cib())
 
-    async def fake_connect_all(nodes: object, spec_dir: object) -> list[FakeConn]:
+    async def fake_connect_all(nodes: object, spec_dir: object) -> list[FakeNode]:
         return cluster.conns()
 
-    monkeypatch.setattr("hakvm.ops.vm.connect_all", fake_connect_all)
+    monkeypatch.setattr("hakvm.remote.session.connect_all", fake_connect_all)
     monkeypatch.setattr("hakvm.ops.vm.POLL_S", 0)
     before = spec_path.read_bytes()
     code, _, err = run("remove", spec_path, "vm-a", capsys=capsys)
@@ -605,10 +486,10 @@ def test_remove_cli_end_to_end_then_spec_entry_goes_last(
 ) -> None:
     cluster = FakeCluster(live_cib())
 
-    async def fake_connect_all(nodes: object, spec_dir: object) -> list[FakeConn]:
+    async def fake_connect_all(nodes: object, spec_dir: object) -> list[FakeNode]:
         return cluster.conns()
 
-    monkeypatch.setattr("hakvm.ops.vm.connect_all", fake_connect_all)
+    monkeypatch.setattr("hakvm.remote.session.connect_all", fake_connect_all)
     monkeypatch.setattr("hakvm.ops.vm.POLL_S", 0)
     code, out, _ = run("remove", spec_path, "vm-a", "--force", capsys=capsys)
     assert code == 0
@@ -663,25 +544,3 @@ def test_stop_wait_times_out_naming_what_still_runs(spec: ClusterSpec) -> None:
                 cluster.conns()[0], ["vm-a"], 30, _no_sleep, clock=lambda: float(next(ticks))
             )
         )
-
-
-@pytest.mark.parametrize(("dstate", "ok"), [("Unconfigured", True), ("UpToDate", False)])
-def test_drbd_down_accepts_only_a_resource_already_down(dstate: str, ok: bool) -> None:
-    class Conn:
-        name = "node01"
-
-        async def run(
-            self, argv: Sequence[str], *, check: bool = False, timeout: float = 0
-        ) -> Result:
-            if argv[1] == "down":
-                return Result(tuple(argv), 10, "", "State change failed: Device is held open")
-            return Result(tuple(argv), 0, dstate + "\n", "")
-
-        async def write_file(self, path: str, content: bytes, mode: int) -> None:
-            raise AssertionError
-
-    if ok:
-        asyncio.run(ops.drbd_down(Conn(), "vm-a"))
-    else:
-        with pytest.raises(RemoteError, match="held open"):
-            asyncio.run(ops.drbd_down(Conn(), "vm-a"))

@@ -18,10 +18,11 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from hakvm.ops import witness as wit
+from hakvm.drill import witness as wit
 from hakvm.remote import connection
 from hakvm.remote.connection import NodeConnection, RemoteError, StreamResult
 from hakvm.spec.models import Node
+from tests.unit.fakes import FakeNode
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -573,16 +574,10 @@ def test_run_witness_raises_when_the_writer_fails(disk: Path) -> None:
 
 
 def test_run_witness_keeps_the_acks_of_a_lost_node() -> None:
-    class Crashing:
-        name = "node01"
-
-        async def stream(self, argv, on_line, *, timeout, stop):  # type: ignore[no-untyped-def]
-            for seq in (1, 2, 3):
-                on_line(f"ack {seq}")
-            return StreamResult(tuple(argv), 3, None, "lost", reason="Connection lost")
-
+    acks = [f"ack {seq}" for seq in (1, 2, 3)]
+    crashing = FakeNode("node01", stream_lines=acks, stream_end="lost")  # then the node died
     stop = asyncio.Event()
-    acked = asyncio.run(wit.run_witness(Crashing(), "/dev/drbd1", 0, 4, 1, 10, stop, 5))  # type: ignore[arg-type]
+    acked = asyncio.run(wit.run_witness(crashing, "/dev/drbd1", 0, 4, 1, 10, stop, 5))  # type: ignore[arg-type]
     assert acked == [1, 2, 3]
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 from lxml import etree
 
+from hakvm.errors import FailedError
 from hakvm.render.cib import drbd_clone_id, drbd_id, fs_id, vm_id
 from hakvm.render.libvirt import domain_path, qcow2_dir
 
@@ -26,7 +27,7 @@ OWNED_SECTIONS = ("crm_config", "rsc_defaults", "op_defaults", "resources", "con
 SCHEMA_ORDER = ("crm_config", "rsc_defaults", "op_defaults", "nodes", "resources", "constraints")
 
 
-class CibMergeError(Exception):
+class CibMergeError(FailedError):
     pass
 
 

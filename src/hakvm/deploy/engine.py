@@ -18,11 +18,20 @@ from pathlib import Path
 
 from hakvm.deploy import cib_merge
 from hakvm.deploy import phases as ph
-from hakvm.deploy.predict import predict
-from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets, load_or_create
+from hakvm.deploy.secrets import (
+    AUTHKEY_PATH,
+    DRBD_MASTER_PATH,
+    BmcPassword,
+    ClusterSecrets,
+    load_or_create,
+    read_bmc_passwords,
+)
 from hakvm.deploy.steps import Call, Run, Step, Write
-from hakvm.remote.connection import NodeConnection, RemoteError, connect_all
+from hakvm.errors import FailedError
+from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.facts import FileFact, NodeFacts, gather_facts
+from hakvm.remote.pacemaker import simulate
+from hakvm.remote.session import Session
 from hakvm.render import migration
 from hakvm.render.base import RenderContext, Rendered, Secrets
 from hakvm.render.cib import password_file_path
@@ -34,7 +43,7 @@ from hakvm.spec.models import ClusterSpec
 _MINOR_RE = re.compile(rb"/dev/drbd(\d+)")
 
 
-class ApplyError(Exception):
+class ApplyError(FailedError):
     """A step failed; the message names node, phase and step."""
 
 
@@ -104,17 +113,17 @@ class Deployment:
 
     def __init__(self, spec: ClusterSpec, spec_path: Path) -> None:
         self.spec = spec
-        self.spec_dir = spec_path.resolve().parent
+        self.session = Session(spec, spec_path)
+        self.spec_dir = self.session.spec_dir
         self.conns: dict[str, NodeConnection] = {}
         self.secrets: ClusterSecrets | None = None
 
     async def __aenter__(self) -> Deployment:
-        conns = await connect_all(self.spec.nodes, self.spec_dir)
-        self.conns = {c.name: c for c in conns}
+        self.conns = {c.name: c for c in await self.session.connect_all()}
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await asyncio.gather(*(c.close() for c in self.conns.values()))
+        await self.session.close()
 
     async def gather(self) -> tuple[dict[str, NodeFacts], PlanEnvBuilder]:
         draft = render_all(RenderContext(self.spec, derive(self.spec), Secrets.redacted()))
@@ -130,7 +139,8 @@ class Deployment:
             self.secrets = load_or_create(self.spec.cluster.name, facts.values())
         derived = derive(self.spec, existing_minors(self.spec, facts))
         ctx = RenderContext(self.spec, derived, Secrets(drbd_master=self.secrets.drbd_master))
-        return facts, PlanEnvBuilder(ctx, render_all(ctx), self.secrets, self.spec_dir)
+        passwords = read_bmc_passwords(self.spec, self.spec_dir)
+        return facts, PlanEnvBuilder(ctx, render_all(ctx), self.secrets, self.spec_dir, passwords)
 
 
 @dataclass
@@ -139,9 +149,12 @@ class PlanEnvBuilder:
     rendered: Rendered
     secrets: ClusterSecrets
     spec_dir: Path
+    bmc_passwords: dict[str, BmcPassword]
 
     def env(self, facts: dict[str, NodeFacts]) -> ph.PlanEnv:
-        return ph.PlanEnv(self.ctx, self.rendered, facts, self.secrets, self.spec_dir)
+        return ph.PlanEnv(
+            self.ctx, self.rendered, facts, self.secrets, self.spec_dir, self.bmc_passwords
+        )
 
 
 async def plan(spec: ClusterSpec, spec_path: Path) -> RunReport:
@@ -168,7 +181,7 @@ async def _with_prediction(
     if found is None:
         return steps  # no cluster yet: nothing runs that could be disrupted
     node, live = found
-    actions = await predict(conns[node], cib_merge.desired_cib(live, ph.rendered_cib(env)))
+    actions = await simulate(conns[node], cib_merge.desired_cib(live, ph.rendered_cib(env)))
     predicted = ("(crm_simulate failed: no prediction)",) if actions is None else tuple(actions)
     return [dataclasses.replace(step, predicted=predicted) for step in steps]
 
@@ -180,9 +193,7 @@ def _compute(name: str, phase: ph.Phase, env: ph.PlanEnv) -> list[Step]:
         raise ApplyError(f"{name}: {exc}") from None
 
 
-async def _run_action(
-    conn: NodeConnection, conns: Mapping[str, NodeConnection], action: Run | Write | Call
-) -> None:
+async def _run_action(conn: NodeConnection, session: Session, action: Run | Write | Call) -> None:
     if isinstance(action, Run):
         await conn.run(
             list(action.argv),
@@ -194,18 +205,18 @@ async def _run_action(
     elif isinstance(action, Write):
         await conn.write_file(action.path, action.content, action.mode, action.owner, action.group)
     else:
-        await action.func(conns)
+        await action.func(session)
 
 
 async def _run_node_steps(
-    node: str, steps: Sequence[Step], conns: Mapping[str, NodeConnection], progress: Progress
+    node: str, steps: Sequence[Step], session: Session, progress: Progress
 ) -> None:
-    conn = conns[node]
+    conn = session.connected(node)
     for step in steps:
         progress(step.phase, node, step, "start")
         try:
             for action in step.actions:
-                await _run_action(conn, conns, action)
+                await _run_action(conn, session, action)
         except RemoteError as exc:
             progress(step.phase, node, step, "failed")
             raise ApplyError(f"{node}: {step.phase}: {step.title}: {exc}") from None
@@ -235,7 +246,7 @@ async def apply(
             for step in steps:
                 by_node.setdefault(step.node, []).append(step)
             results = await asyncio.gather(
-                *(_run_node_steps(n, s, dep.conns, progress) for n, s in by_node.items()),
+                *(_run_node_steps(n, s, dep.session, progress) for n, s in by_node.items()),
                 return_exceptions=True,
             )
             errors = [r for r in results if isinstance(r, BaseException)]

@@ -6,28 +6,34 @@ packages -> network -> hosts -> firewall -> storage -> replication -> corosync -
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import re
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from hakvm.deploy import cib_merge
-from hakvm.deploy.cib_push import patch_cib
-from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets
+from hakvm.deploy import actions, cib_merge
+from hakvm.deploy.actions import FRESH_TAG
+from hakvm.deploy.secrets import (
+    AUTHKEY_PATH,
+    DRBD_MASTER_PATH,
+    BmcPassword,
+    ClusterSecrets,
+    read_bmc_passwords,
+)
 from hakvm.deploy.steps import Call, CallFunc, Run, Step, Write, run
-from hakvm.remote.connection import NodeConnection, RemoteError
+from hakvm.errors import StateError
 from hakvm.remote.facts import NodeFacts
+from hakvm.remote.pacemaker import parse_crm_mon
 from hakvm.render import hosts as hosts_render
 from hakvm.render import migration
 from hakvm.render.base import CLUSTER, RenderContext, Rendered, RenderedFile
+from hakvm.render.blocks import merge_block
 from hakvm.render.cib import password_file_path
+from hakvm.render.libvirt import qcow2_dir, qcow2_path
 from hakvm.spec.models import DiskMode, Node, OsFamily, Vm
-from hakvm.spec.validate import backing_size, resolve
+from hakvm.spec.validate import backing_size
 
-FRESH_TAG = "hakvm_fresh"  # set on thin LVs hakvm created; cleared once DRBD skipped the sync
 MANAGED_MARK = "hakvm"
 
 DEBIAN_PACKAGES = (
@@ -44,7 +50,7 @@ RHEL_PACKAGES = (
 )  # fmt: skip
 
 
-class PlanError(Exception):
+class PlanError(StateError):
     """The nodes are in a state apply must not change by itself (one line, names the node)."""
 
 
@@ -55,6 +61,13 @@ class PlanEnv:
     facts: dict[str, NodeFacts]
     secrets: ClusterSecrets
     spec_dir: Path
+    # The BMC password files beside the spec: engine reads them when it gathers facts
+    # (deploy/secrets.py); an env built without them reads them there itself.
+    bmc_passwords: dict[str, BmcPassword] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.bmc_passwords:
+            self.bmc_passwords = read_bmc_passwords(self.ctx.spec, self.spec_dir)
 
     @property
     def nodes(self) -> list[Node]:
@@ -120,44 +133,22 @@ def packages(env: PlanEnv) -> list[Step]:
     steps = []
     for node in env.nodes:
         facts = env.facts[node.name]
-        if env.ctx.spec.cluster.os is OsFamily.DEBIAN12:
-            missing = sorted(set(DEBIAN_PACKAGES) - facts.packages)
-            if missing:
-                steps.append(
-                    Step(
-                        node.name,
-                        "packages",
-                        f"install {' '.join(missing)}",
-                        (
-                            run("apt-get", "update", "-q", timeout=900),
-                            run(
-                                "apt-get",
-                                "install",
-                                "-y",
-                                "-q",
-                                "--no-install-recommends",
-                                *missing,
-                                DEBIAN_FRONTEND="noninteractive",
-                                timeout=1800,
-                            ),
-                        ),
-                    )
-                )
-        else:
-            missing = sorted(set(RHEL_PACKAGES) - facts.packages)
-            if missing:
-                steps.append(
-                    Step(
-                        node.name,
-                        "packages",
-                        f"install {' '.join(missing)}",
-                        (
-                            # Pacemaker lives in the HighAvailability repo; DRBD 9 in ELRepo.
-                            run("dnf", "config-manager", "--set-enabled", "highavailability"),
-                            run("dnf", "install", "-y", *missing, timeout=1800),
-                        ),
-                    )
-                )
+        debian = env.ctx.spec.cluster.os is OsFamily.DEBIAN12
+        missing = sorted(set(DEBIAN_PACKAGES if debian else RHEL_PACKAGES) - facts.packages)
+        if missing and debian:
+            install = (
+                run("apt-get", "update", "-q", timeout=900),
+                run("apt-get", "install", "-y", "-q", "--no-install-recommends", *missing,
+                    DEBIAN_FRONTEND="noninteractive", timeout=1800),
+            )  # fmt: skip
+        elif missing:
+            install = (
+                # Pacemaker lives in the HighAvailability repo; DRBD 9 in ELRepo.
+                run("dnf", "config-manager", "--set-enabled", "highavailability"),
+                run("dnf", "install", "-y", *missing, timeout=1800),
+            )
+        if missing:
+            steps.append(Step(node.name, "packages", f"install {' '.join(missing)}", install))
         if facts.qemu_caps_cached is False:  # also after a fresh install: no cache yet
             steps.append(_warm_qemu_capabilities(node.name))
     return steps
@@ -209,58 +200,18 @@ def network(env: PlanEnv) -> list[Step]:
             continue
         activate = Call(
             f"activate {', '.join(_network_interfaces(node))} with automatic rollback",
-            _activate_network(node, env.ctx.spec.cluster.os, env.spec_dir),
+            _activate_network(node, env.ctx.spec.cluster.os),
         )
         steps.extend(writes)
         steps.append(Step(node.name, "network", "bring interfaces up", (activate,)))
     return steps
 
 
-ROLLBACK_SECONDS = 120
-
-
-def _activate_network(node: Node, os_family: OsFamily, spec_dir: Path) -> CallFunc:
-    async def activate(conns: Mapping[str, NodeConnection]) -> None:
-        conn = conns[node.name]
-        ifaces = _network_interfaces(node)
-        # A transient systemd timer restores the previous files and restarts networking
-        # unless we cancel it after proving that a fresh SSH session still gets in.
-        unit = "hakvm-net-rollback"
-        await conn.run(["systemctl", "stop", f"{unit}.timer", f"{unit}.service"])
-        await conn.run(["systemctl", "reset-failed", f"{unit}.timer", f"{unit}.service"])
-        await conn.run(
-            [
-                "systemd-run",
-                f"--unit={unit}",
-                f"--on-active={ROLLBACK_SECONDS}",
-                "/usr/local/lib/hakvm/net-rollback",
-            ],
-            check=True,
-        )
-        if os_family is OsFamily.DEBIAN12:
-            for name in reversed(ifaces):
-                await conn.run(["ifdown", "--force", name], timeout=120)
-            for name in ifaces:
-                await conn.run(["ifup", name], check=True, timeout=180)
-        else:
-            await conn.run(["nmcli", "connection", "reload"], check=True)
-            for name in ifaces:
-                await conn.run(["nmcli", "connection", "up", f"hakvm-{name}"], check=True)
-        probe = NodeConnection(node, spec_dir)
-        try:
-            await probe.connect()
-            await probe.run(["true"], check=True)
-        except RemoteError as exc:
-            raise RemoteError(
-                f"{node.name}: management path lost after the network change ({exc}); the "
-                f"previous configuration is restored within {ROLLBACK_SECONDS}s"
-            ) from None
-        finally:
-            await probe.close()
-        await conn.run(["systemctl", "stop", f"{unit}.timer"], check=True)
-        await conn.run(["/usr/local/lib/hakvm/net-commit"], check=True)
-
-    return activate
+def _activate_network(node: Node, os_family: OsFamily) -> CallFunc:
+    interfaces = _network_interfaces(node)
+    return lambda nodes: actions.activate_network(
+        nodes.connected(node.name), interfaces, os_family, lambda: nodes.probe(node.name)
+    )
 
 
 def hosts(env: PlanEnv) -> list[Step]:
@@ -339,99 +290,72 @@ def storage(env: PlanEnv) -> list[Step]:
         facts = env.facts[node.name]
         st = node.storage
         if st.volume_group not in facts.volume_groups:
-            if st.create_from is None:
-                raise PlanError(
-                    f"{node.name}: volume group {st.volume_group} does not exist; create it or "
-                    "name a device in storage.create_from"
-                )
-            device = st.create_from.device
-            if device not in facts.block_devices:
-                raise PlanError(f"{node.name}: storage.create_from device {device} not found")
-            dev = facts.block_devices[device]
-            if dev.get("mountpoint"):
-                raise PlanError(f"{node.name}: {device} is mounted at {dev['mountpoint']}")
-            # Only here, with the device named and destroy_existing_data confirmed by validate.
-            steps.append(
-                Step(
-                    node.name,
-                    "storage",
-                    f"wipe {device} and create volume group {st.volume_group}",
-                    (
-                        run("wipefs", "-a", device),
-                        run("pvcreate", "-q", "-y", "-ff", device),
-                        run("vgcreate", "-q", "-y", st.volume_group, device),
-                    ),
-                )
-            )
+            steps.append(_volume_group(node, facts))
         if st.thin_pool and (st.volume_group, st.thin_pool) not in facts.logical_volumes:
-            steps.append(
-                Step(
-                    node.name,
-                    "storage",
-                    f"create thin pool {st.volume_group}/{st.thin_pool}",
-                    (
-                        run(
-                            "lvcreate",
-                            "-q",
-                            "-y",
-                            "--type",
-                            "thin-pool",
-                            "-L",
-                            f"{st.size}b",
-                            "-n",
-                            st.thin_pool,
-                            st.volume_group,
-                        ),
-                    ),
-                )
-            )
+            pool = run("lvcreate", "-q", "-y", "--type", "thin-pool", "-L", f"{st.size}b",
+                       "-n", st.thin_pool, st.volume_group)  # fmt: skip
+            title = f"create thin pool {st.volume_group}/{st.thin_pool}"
+            steps.append(Step(node.name, "storage", title, (pool,)))
         for vm in env.ctx.spec.vms:
             if (st.volume_group, vm.name) not in facts.logical_volumes:
-                steps.append(
-                    Step(
-                        node.name,
-                        "storage",
-                        f"create volume {st.volume_group}/{vm.name}",
-                        (_lv_command(vm, node),),
-                    )
-                )
+                title = f"create volume {st.volume_group}/{vm.name}"
+                steps.append(Step(node.name, "storage", title, (_lv_command(vm, node),)))
         master = env.secrets.drbd_master.encode() + b"\n"
         writes = [*rendered_writes(env, node.name, "drbd"), (DRBD_MASTER_PATH, master, 0o600)]
         steps.extend(write_steps(env, node.name, "storage", writes))
-        managed = _pacemaker_managed(facts)
-        for vm in env.ctx.spec.vms:
-            res = facts.drbd.get(vm.name)
-            if vm.name in managed:
-                # Pacemaker's drbd agent brings the resource up and down from now on; a
-                # concurrent `drbdadm up` would race it (e.g. right after a node rebooted).
-                if any(s.title.endswith(f"/etc/drbd.d/{vm.name}.res") for s in steps):
-                    steps.append(
-                        Step(
-                            node.name,
-                            "storage",
-                            f"DRBD {vm.name}: adjust to the new configuration",
-                            (run("drbdadm", "adjust", vm.name),),
-                        )
-                    )
-                continue
-            if res is None or res.disk == "Diskless" or res.connection == "StandAlone":
-                steps.append(
-                    Step(
-                        node.name,
-                        "storage",
-                        f"DRBD {vm.name}: metadata and up",
-                        (Call(f"drbdadm create-md (if none) + up {vm.name}", _drbd_up(node, vm)),),
-                    )
-                )
-            elif any(s.title.endswith(f"/etc/drbd.d/{vm.name}.res") for s in steps):
-                steps.append(
-                    Step(
-                        node.name,
-                        "storage",
-                        f"DRBD {vm.name}: adjust to the new configuration",
-                        (run("drbdadm", "adjust", vm.name),),
-                    )
-                )
+        steps.extend(_drbd_resources(env, node, steps))
+    return steps
+
+
+def _volume_group(node: Node, facts: NodeFacts) -> Step:
+    st = node.storage
+    if st.create_from is None:
+        raise PlanError(
+            f"{node.name}: volume group {st.volume_group} does not exist; create it or "
+            "name a device in storage.create_from"
+        )
+    device = st.create_from.device
+    if device not in facts.block_devices:
+        raise PlanError(f"{node.name}: storage.create_from device {device} not found")
+    dev = facts.block_devices[device]
+    if dev.get("mountpoint"):
+        raise PlanError(f"{node.name}: {device} is mounted at {dev['mountpoint']}")
+    # Only here, with the device named and destroy_existing_data confirmed by validate.
+    return Step(
+        node.name,
+        "storage",
+        f"wipe {device} and create volume group {st.volume_group}",
+        (
+            run("wipefs", "-a", device),
+            run("pvcreate", "-q", "-y", "-ff", device),
+            run("vgcreate", "-q", "-y", st.volume_group, device),
+        ),
+    )
+
+
+def _drbd_resources(env: PlanEnv, node: Node, earlier: list[Step]) -> list[Step]:
+    """Each VM's DRBD resource up, or adjusted when `earlier` steps rewrote its file."""
+    facts = env.facts[node.name]
+    managed = _pacemaker_managed(facts)
+    steps = []
+    for vm in env.ctx.spec.vms:
+        res = facts.drbd.get(vm.name)
+        rewritten = any(s.title.endswith(f"/etc/drbd.d/{vm.name}.res") for s in earlier)
+        adjust = Step(
+            node.name,
+            "storage",
+            f"DRBD {vm.name}: adjust to the new configuration",
+            (run("drbdadm", "adjust", vm.name),),
+        )
+        if vm.name in managed:
+            # Pacemaker's drbd agent brings the resource up and down from now on; a
+            # concurrent `drbdadm up` would race it (e.g. right after a node rebooted).
+            steps += [adjust] if rewritten else []
+        elif res is None or res.disk == "Diskless" or res.connection == "StandAlone":
+            up = Call(f"drbdadm create-md (if none) + up {vm.name}", _drbd_up(node, vm))
+            steps.append(Step(node.name, "storage", f"DRBD {vm.name}: metadata and up", (up,)))
+        elif rewritten:
+            steps.append(adjust)
     return steps
 
 
@@ -446,28 +370,7 @@ def _pacemaker_managed(facts: NodeFacts) -> set[str]:
 
 
 def _drbd_up(node: Node, vm: Vm) -> CallFunc:
-    async def up(conns: Mapping[str, NodeConnection]) -> None:
-        conn = conns[node.name]
-        dstate = await conn.run(["drbdadm", "dstate", vm.name], timeout=60)
-        attached = dstate.ok and not dstate.stdout.startswith(("Diskless", "Unconfigured"))
-        if not attached:
-            # Metadata is created only where drbdmeta positively finds none; anything else
-            # (an interrupted apply left it, or an unexpected error) is never overwritten.
-            has_md = await conn.run(["drbdadm", "dump-md", vm.name], timeout=60)
-            if not has_md.ok:
-                text = has_md.stderr + has_md.stdout
-                if "No valid meta data found" not in text:
-                    last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
-                    raise RemoteError(f"{node.name}: drbdadm dump-md {vm.name}: {last}")
-                await conn.run(
-                    ["drbdadm", "create-md", "--force", vm.name],
-                    check=True,
-                    timeout=120,
-                    stdin=b"yes\n",
-                )
-        await conn.run(["drbdadm", "adjust", vm.name], check=True, timeout=120)
-
-    return up
+    return lambda nodes: actions.drbd_up(nodes.connected(node.name), vm.name)
 
 
 def replication(env: PlanEnv) -> list[Step]:
@@ -510,99 +413,32 @@ def _in_live_cib(env: PlanEnv, vm: Vm) -> bool:
     )
 
 
-async def _wait_connected(conns: Mapping[str, NodeConnection], name: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        states = [await c.run(["drbdadm", "cstate", name]) for c in conns.values()]
-        if all(s.stdout.strip() in ("Connected", "SyncSource", "SyncTarget") for s in states):
-            return
-        if time.monotonic() > deadline:
-            got = ", ".join(
-                f"{n}: {s.stdout.strip() or s.stderr.strip()}"
-                for n, s in zip(conns, states, strict=True)
-            )
-            raise RemoteError(f"DRBD {name} did not connect within {timeout:.0f}s ({got})")
-        await asyncio.sleep(2)
-
-
 def _first_primary(env: PlanEnv, vm: Vm) -> str:
     """The node a new VM's data starts from: the full-sync source, and where its qcow2 is made."""
     return vm.preferred_node or env.nodes[0].name
 
 
 def _initial_sync(env: PlanEnv, vm: Vm) -> CallFunc:
-    nodes = env.nodes
-
-    async def decide(conns: Mapping[str, NodeConnection]) -> None:
-        # adjust is idempotent: it reconnects a resource that dropped to StandAlone (e.g.
-        # its address vanished while the network was being reconfigured).
-        for node in nodes:
-            await conns[node.name].run(["drbdadm", "adjust", vm.name], check=True)
-        await _wait_connected(conns, vm.name, 120)
-        tags = []
-        for node in nodes:
-            st = node.storage
-            lv = await conns[node.name].run(
-                ["lvs", "--noheadings", "-o", "lv_tags", f"{st.volume_group}/{vm.name}"]
-            )
-            tags.append(FRESH_TAG in lv.stdout)
-        first = conns[nodes[0].name]
-        preferred = _first_primary(env, vm)
-        if all(tags):
-            # Both sides are freshly created thin LVs: they read as zeros, so they are
-            # identical and DRBD may skip the initial sync.
-            await first.run(
-                ["drbdadm", "--", "--clear-bitmap", "new-current-uuid", vm.name], check=True
-            )
-        else:
-            # Not provably identical: a full sync from the preferred node, in the background.
-            await conns[preferred].run(["drbdadm", "primary", "--force", vm.name], check=True)
-            await conns[preferred].run(["drbdadm", "secondary", vm.name], check=True)
-        for node in nodes:
-            await conns[node.name].run(
-                ["lvchange", "--deltag", FRESH_TAG, f"{node.storage.volume_group}/{vm.name}"]
-            )
-
-    return decide
+    names = [n.name for n in env.nodes]
+    volumes = [f"{n.storage.volume_group}/{vm.name}" for n in env.nodes]
+    source = _first_primary(env, vm)
+    return lambda nodes: actions.initial_sync(
+        [nodes.connected(n) for n in names], vm.name, volumes, nodes.connected(source)
+    )
 
 
 def _prepare_qcow2(env: PlanEnv, vm: Vm) -> CallFunc:
     """XFS on the DRBD device and the qcow2 image inside (the recipe's layout), made on the
     VM's preferred node; the Filesystem resource mounts it from then on."""
-    from hakvm.render.libvirt import qcow2_dir, qcow2_path
-
     # /dev/drbdN, not /dev/drbd/by-res/...: the by-res layout differs between DRBD 8.4's
     # udev rules (by-res/NAME) and 9's (by-res/NAME/0); the minor is hakvm's own.
     device = env.ctx.derived.vms[vm.name].device
-    node = _first_primary(env, vm)
-
-    async def prepare(conns: Mapping[str, NodeConnection]) -> None:
-        for name, conn in conns.items():
-            role = await conn.run(["drbdadm", "role", vm.name], check=True)
-            if role.stdout.strip().startswith("Primary"):
-                raise RemoteError(
-                    f"DRBD {vm.name} is Primary on {name}: hakvm formats and fills it only while "
-                    "nothing uses it (demote it, or add the VM's resources with hakvm apply)"
-                )
-        conn = conns[node]
-        await conn.run(["drbdadm", "primary", vm.name], check=True)
-        try:
-            probe = await conn.run(["blkid", "-o", "value", "-s", "TYPE", device])
-            if not probe.stdout.strip():
-                await conn.run(["mkfs.xfs", "-q", device], check=True, timeout=300)
-            await conn.run(["mkdir", "-p", qcow2_dir(vm.name)], check=True)
-            await conn.run(["mount", device, qcow2_dir(vm.name)], check=True)
-            try:
-                exists = await conn.run(["test", "-e", qcow2_path(vm.name)])
-                if not exists.ok:
-                    create = ["qemu-img", "create", "-q", "-f", "qcow2", qcow2_path(vm.name)]
-                    await conn.run([*create, f"{vm.disk.size}"], check=True)
-            finally:
-                await conn.run(["umount", qcow2_dir(vm.name)], check=True)
-        finally:
-            await conn.run(["drbdadm", "secondary", vm.name], check=True)
-
-    return prepare
+    names = [n.name for n in env.nodes]
+    on = _first_primary(env, vm)
+    return lambda nodes: actions.prepare_qcow2(
+        {n: nodes.connected(n) for n in names}, on, vm.name, device=device,
+        mount_dir=qcow2_dir(vm.name), image=qcow2_path(vm.name), size=vm.disk.size,
+    )  # fmt: skip
 
 
 def corosync(env: PlanEnv) -> list[Step]:
@@ -677,25 +513,7 @@ def pacemaker(env: PlanEnv) -> list[Step]:
 
 def _wait_cluster(env: PlanEnv) -> CallFunc:
     names = [n.name for n in env.nodes]
-
-    async def wait(conns: Mapping[str, NodeConnection]) -> None:
-        from hakvm.ops.crm_mon import parse_crm_mon
-
-        deadline = time.monotonic() + 240
-        conn = conns[names[0]]
-        while True:
-            res = await conn.run(["crm_mon", "--output-as=xml", "-1"], timeout=60)
-            if res.ok:
-                state = parse_crm_mon(res.stdout)
-                if state.dc and all(
-                    state.nodes.get(n, None) and state.nodes[n].online for n in names
-                ):
-                    return
-            if time.monotonic() > deadline:
-                raise RemoteError("the cluster did not form within 240s (both nodes online, a DC)")
-            await asyncio.sleep(3)
-
-    return wait
+    return lambda nodes: actions.wait_cluster(nodes.connected(names[0]), names)
 
 
 def libvirt(env: PlanEnv) -> list[Step]:
@@ -744,10 +562,8 @@ def _migration_trust(env: PlanEnv, node: str) -> list[tuple[str, bytes, int]]:
         if fact is not None:
             host_keys[name] = fact.content.decode("utf-8", "replace")
     public = env.secrets.migration_public_key
-    config = hosts_render.merge_hosts(
-        current(migration.SSH_CONFIG_PATH), migration.ssh_config_block(env.ctx)
-    )
-    authorized = hosts_render.merge_hosts(
+    config = merge_block(current(migration.SSH_CONFIG_PATH), migration.ssh_config_block(env.ctx))
+    authorized = merge_block(
         current(migration.AUTHORIZED_KEYS_PATH),
         migration.authorized_keys_block(env.ctx, node, public),
     )
@@ -766,14 +582,10 @@ def fencing(env: PlanEnv) -> list[Step]:
         for other in env.nodes:
             if other.name == node.name or other.bmc is None:
                 continue
-            secret = resolve(env.spec_dir, other.bmc.password_file)
-            try:
-                password = secret.read_bytes()
-            except OSError as exc:
-                raise PlanError(
-                    f"nodes.{other.name}.bmc.password_file: cannot read {secret}: {exc.strerror}"
-                ) from None
-            writes.append((password_file_path(other.name), password, 0o600))
+            password = env.bmc_passwords[other.name]
+            if password.content is None:
+                raise PlanError(password.problem)
+            writes.append((password_file_path(other.name), password.content, 0o600))
         steps.extend(write_steps(env, node.name, "fencing", writes))
     return steps
 
@@ -798,7 +610,7 @@ def cib(env: PlanEnv) -> list[Step]:
                 target,
                 "cib",
                 "push fencing, then resources (CIB patch)",
-                (Call("patch the CIB", _push_cib(rendered)),),
+                (Call("patch the CIB", _push_cib(target, rendered)),),
                 "(cluster not running yet)",
             )
         ]
@@ -817,40 +629,20 @@ def cib(env: PlanEnv) -> list[Step]:
             target,
             "cib",
             "push fencing, then resources (CIB patch)",
-            (Call("patch the CIB", _push_cib(rendered)),),
+            (Call("patch the CIB", _push_cib(target, rendered)),),
             diff,
         )
     ]
 
 
-def _push_cib(rendered: str) -> CallFunc:
-    async def push(conns: Mapping[str, NodeConnection]) -> None:
-        conn = next(iter(conns.values()))
-        fencing_ids = cib_merge.stonith_ids(rendered)
-        # Fencing first: resources must never run in a cluster that cannot fence.
-        for only in (fencing_ids, None):
-            for _attempt in range(5):
-                live = await conn.run(["cibadmin", "-Q"], check=True, timeout=60)
-                desired = cib_merge.desired_cib(live.stdout, rendered, only_ids=only)
-                if cib_merge.configuration_text(live.stdout) == cib_merge.configuration_text(
-                    desired
-                ):
-                    break
-                if await patch_cib(conn, live.stdout, desired):
-                    break
-                await asyncio.sleep(2)  # the CIB moved under us: re-read and re-diff
-            else:
-                raise RemoteError(f"{conn.name}: the CIB patch did not apply after 5 attempts")
-
-    return push
+def _push_cib(node: str, rendered: str) -> CallFunc:
+    return lambda nodes: actions.push_cib(nodes.connected(node), rendered)
 
 
 def vms(env: PlanEnv) -> list[Step]:
     wanted = [vm for vm in env.ctx.spec.vms if vm.autostart]
     if not wanted:
         return []
-    from hakvm.ops.crm_mon import parse_crm_mon
-
     live = None
     for facts in env.facts.values():
         if facts.crm_mon:
@@ -861,41 +653,20 @@ def vms(env: PlanEnv) -> list[Step]:
     ):
         return []
     timeout = 2 * env.ctx.spec.cluster.timing.vm_start_timeout_s + 120
+    wait = _wait_vms(env.nodes[0].name, wanted, timeout)
     return [
         Step(
             env.nodes[0].name,
             "vms",
             f"wait for {', '.join(v.name for v in wanted)} to run",
-            (Call("wait for the VMs to be started by Pacemaker", _wait_vms(wanted, timeout)),),
+            (Call("wait for the VMs to be started by Pacemaker", wait),),
         )
     ]
 
 
-def _wait_vms(wanted: list[Vm], timeout: float) -> CallFunc:
-    async def wait(conns: Mapping[str, NodeConnection]) -> None:
-        from hakvm.ops.crm_mon import parse_crm_mon
-
-        conn = next(iter(conns.values()))
-        deadline = time.monotonic() + timeout
-        while True:
-            res = await conn.run(["crm_mon", "--output-as=xml", "-1"], timeout=60)
-            if res.ok:
-                state = parse_crm_mon(res.stdout)
-                pending = [
-                    vm.name
-                    for vm in wanted
-                    if not ((r := state.resources.get(vm.name)) and r.running_on)
-                ]
-                failed = [f for f in state.failures if f.resource in {v.name for v in wanted}]
-                if not pending:
-                    return
-                if failed and time.monotonic() > deadline - timeout / 2:
-                    raise RemoteError(f"VM start failed: {failed[0].describe()}")
-            if time.monotonic() > deadline:
-                raise RemoteError(f"VMs not running after {timeout:.0f}s: {', '.join(pending)}")
-            await asyncio.sleep(3)
-
-    return wait
+def _wait_vms(node: str, wanted: list[Vm], timeout: float) -> CallFunc:
+    names = [vm.name for vm in wanted]
+    return lambda nodes: actions.wait_vms(nodes.connected(node), names, timeout)
 
 
 PHASES: tuple[tuple[str, Phase], ...] = (

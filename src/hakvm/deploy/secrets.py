@@ -19,6 +19,8 @@ import asyncssh
 
 from hakvm.remote.facts import NodeFacts
 from hakvm.render.migration import KEY_PATH as MIGRATION_KEY_PATH
+from hakvm.spec.models import ClusterSpec
+from hakvm.spec.paths import resolve
 
 AUTHKEY_PATH = "/etc/corosync/authkey"
 DRBD_MASTER_PATH = "/etc/hakvm/secrets/drbd-master"
@@ -87,3 +89,27 @@ def load_or_create(cluster_name: str, facts: Iterable[NodeFacts]) -> ClusterSecr
         values["drbd-master"].decode().strip(),
         values["migration_ed25519"],
     )
+
+
+@dataclass(frozen=True)
+class BmcPassword:
+    """A node's BMC password, read from the file its spec names (None: `problem` says why)."""
+
+    content: bytes | None
+    problem: str = ""
+
+
+def read_bmc_passwords(spec: ClusterSpec, spec_dir: Path) -> dict[str, BmcPassword]:
+    """node -> its BMC password; an unreadable file is recorded, for the fencing phase to
+    refuse (the phases before it still run)."""
+    out: dict[str, BmcPassword] = {}
+    for node in spec.nodes:
+        if node.bmc is None:
+            continue
+        path = resolve(spec_dir, node.bmc.password_file)
+        try:
+            out[node.name] = BmcPassword(path.read_bytes())
+        except OSError as exc:
+            problem = f"nodes.{node.name}.bmc.password_file: cannot read {path}: {exc.strerror}"
+            out[node.name] = BmcPassword(None, problem)
+    return out

@@ -5,10 +5,11 @@ pyinfra): "no step" means "no change". `plan` prints the steps; `apply` runs the
 from __future__ import annotations
 
 import shlex
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from hakvm.remote.connection import NodeConnection
+from hakvm.remote.connection import Remote
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,18 @@ class Write:
         return f"write {self.path} (mode {self.mode:04o}, {len(self.content)} bytes)"
 
 
+class Nodes(Protocol):
+    """What a Call gets when apply runs it: the apply's session (or the unit tests' fake
+    nodes). Cluster-level actions look at both nodes."""
+
+    def connected(self, name: str) -> Remote: ...
+
+    async def probe(self, name: str) -> None: ...
+
+
 # A Call needs live feedback (waiting for DRBD to connect, a rollback-guarded network
-# change, a CIB patch against the CIB as it is at that moment). It gets every node's
-# connection because cluster-level actions look at both.
-CallFunc = Callable[[Mapping[str, NodeConnection]], Awaitable[None]]
+# change, a CIB patch against the CIB as it is at that moment): deploy/actions.py.
+CallFunc = Callable[[Nodes], Awaitable[None]]
 
 
 @dataclass(frozen=True)

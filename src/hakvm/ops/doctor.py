@@ -9,10 +9,8 @@ reads. Every check is a pure function of them, so unit tests replay recorded out
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,24 +22,27 @@ from hakvm.deploy import phases as ph
 from hakvm.deploy.engine import Deployment
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH
 from hakvm.deploy.steps import Step
-from hakvm.ops.crm_mon import ClusterState
-from hakvm.ops.status import (
-    CONNECT_TIMEOUT_S,
+from hakvm.errors import MonitorCode
+from hakvm.ops.status import pick_view
+from hakvm.remote.connection import RemoteError
+from hakvm.remote.drbd import DrbdResource
+from hakvm.remote.facts import FileFact
+from hakvm.remote.pacemaker import ClusterState
+from hakvm.remote.probes import (
     LinkStatus,
     NodeAnswer,
-    _pick_view,  # the same crm_mon view `hakvm status` trusts
+    TimedAnswer,
+    ask_all,
     drbd_of,
     parse_bonding,
     parse_cfgtool,
-    status_commands,
 )
-from hakvm.remote.connection import NodeConnection, RemoteError
-from hakvm.remote.facts import DrbdResource, FileFact, batch_argv, parse_batch
+from hakvm.remote.session import Session
 from hakvm.render.cib import drbd_clone_id, fence_id, password_file_path
 from hakvm.render.drbd import resource_path
 from hakvm.render.migration import KEY_PATH as MIGRATION_KEY_PATH
 from hakvm.spec.models import ClusterSpec, Node, OsFamily
-from hakvm.spec.validate import resolve
+from hakvm.spec.paths import resolve
 
 # Pacemaker and corosync stay correct with skewed clocks, but failure-timeout expiry,
 # constraint lifetimes (crm_resource --move --lifetime) and every post-mortem (logs, fence
@@ -68,8 +69,10 @@ class Finding(BaseModel):
 
 class DoctorReport(BaseModel):
     cluster: str
-    health: Literal["healthy", "degraded", "critical"]
-    exit_code: int = Field(description="0 nothing found, 1 only warnings, 2 any critical")
+    health: Literal["healthy", "degraded", "critical", "unknown"]
+    exit_code: int = Field(
+        description="0 nothing found, 1 only warnings, 2 any critical, 3 no node answered"
+    )
     findings: list[Finding] = Field(description="critical first")
     checks_run: list[str] = Field(description="finding ids verified (absent unless listed)")
     skipped: list[str] = Field(description="checks that could not run, and why")
@@ -88,15 +91,6 @@ def _warning(check: str, node: str | None, message: str, fix: str) -> Finding:
 
 
 # --- inputs --------------------------------------------------------------------------------------
-
-
-@dataclass
-class TimedAnswer:
-    """A status batch answer and the local wall-clock time just before and after it ran."""
-
-    answer: NodeAnswer
-    sent: float = 0.0
-    received: float = 0.0
 
 
 @dataclass
@@ -622,7 +616,7 @@ def _drift(deployed: DeployView) -> list[Step]:
 
 
 def checks(spec: ClusterSpec, inputs: Inputs) -> list[Check]:
-    _, state = _pick_view(inputs.node_answers())
+    _, state = pick_view(inputs.node_answers())  # the crm_mon view `hakvm status` trusts
     deployed = inputs.deployed
     return [
         Check(("node-unreachable",), lambda: check_reachable(spec, inputs.node_answers())),
@@ -661,12 +655,16 @@ def diagnose(spec: ClusterSpec, inputs: Inputs) -> DoctorReport:
             continue
         checks_run += [i for i in check.ids if i not in checks_run]
     findings.sort(key=lambda f: f.severity != "critical")  # stable: check order within
-    critical = any(f.severity == "critical" for f in findings)
-    exit_code = 2 if critical else 1 if findings else 0
+    code = MonitorCode.HEALTHY
+    if findings:
+        critical = any(f.severity == "critical" for f in findings)
+        code = MonitorCode.CRITICAL if critical else MonitorCode.DEGRADED
+    if all(a.raw is None for a in inputs.node_answers().values()):
+        code = MonitorCode.UNKNOWN  # nothing answered: the checks that ran prove little
     return DoctorReport(
         cluster=spec.cluster.name,
-        health=("healthy", "degraded", "critical")[exit_code],
-        exit_code=exit_code,
+        health=("healthy", "degraded", "critical", "unknown")[code],
+        exit_code=code,
         findings=findings,
         checks_run=checks_run,
         skipped=skipped,
@@ -674,35 +672,6 @@ def diagnose(spec: ClusterSpec, inputs: Inputs) -> DoctorReport:
 
 
 # --- gathering -----------------------------------------------------------------------------------
-
-
-async def _ask_timed(conn: NodeConnection, bonds: list[str]) -> TimedAnswer:
-    """status's `_ask`, plus the local time around the batch (for the clock check)."""
-    sent = received = time.time()
-    try:
-        await conn.connect()
-        sent = time.time()
-        result = await conn.run(batch_argv(status_commands(bonds)), timeout=120, check=True)
-        received = time.time()
-        return TimedAnswer(NodeAnswer(conn.name, parse_batch(result.stdout)), sent, received)
-    except (RemoteError, ValueError) as exc:
-        return TimedAnswer(NodeAnswer(conn.name, error=str(exc)), sent, received)
-    finally:
-        await conn.close()
-
-
-async def collect_timed(spec: ClusterSpec, spec_path: Path) -> dict[str, TimedAnswer]:
-    spec_dir = spec_path.resolve().parent
-    answers = await asyncio.gather(
-        *(
-            _ask_timed(
-                NodeConnection(n, spec_dir, connect_timeout=CONNECT_TIMEOUT_S),
-                sorted(n.interfaces.bonds),
-            )
-            for n in spec.nodes
-        )
-    )
-    return {a.answer.name: a for a in answers}
 
 
 async def deployment_view(spec: ClusterSpec, spec_path: Path) -> DeployView:
@@ -725,6 +694,6 @@ async def deployment_view(spec: ClusterSpec, spec_path: Path) -> DeployView:
 async def doctor(spec: ClusterSpec, spec_path: Path) -> DoctorReport:
     # The status batch first, alone: beside the facts gather it took ~20 s per node on the
     # lab instead of ~8 s, and the clock bound (half the round trip) grows with it.
-    answers = await collect_timed(spec, spec_path)
+    answers = await ask_all(Session(spec, spec_path))
     deployed = await deployment_view(spec, spec_path)
     return diagnose(spec, Inputs(answers, deployed, local_secret_modes(spec, spec_path)))

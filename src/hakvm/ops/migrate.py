@@ -27,10 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
-from hakvm.ops.status import NodeAnswer, drbd_of
-from hakvm.remote.connection import NodeConnection, RemoteError, connect_all
-from hakvm.remote.facts import batch_argv, parse_batch
+from hakvm.errors import InputError, StateError
+from hakvm.remote import drbd, pacemaker, probes
+from hakvm.remote.connection import NodeConnection, RemoteError
+from hakvm.remote.pacemaker import ClusterState
+from hakvm.remote.session import Session
 from hakvm.render.cib import GOOD_DATA_SCORE, promotion_score_attribute
 from hakvm.render.drbd import resync_attribute
 from hakvm.render.migration import migration_name
@@ -40,8 +41,12 @@ MEMORY_MARGIN = 64 * 1024**2  # QEMU's own overhead above the guest's memory
 Progress = Callable[[str], None]
 
 
-class MoveError(Exception):
+class MoveError(StateError):
     """A move cannot start (pre-flight) or did not finish; one line naming the check."""
+
+
+class UnknownNameError(InputError):
+    """A VM or node name that is not in the spec."""
 
 
 @dataclass
@@ -69,17 +74,12 @@ def _noop(_: str) -> None:
     return None
 
 
-async def crm_state(conn: NodeConnection) -> ClusterState:
-    result = await conn.run(["crm_mon", "--output-as=xml", "-1"], timeout=90, check=True)
-    return parse_crm_mon(result.stdout)
-
-
 def _find_vm(spec: ClusterSpec, name: str) -> Vm:
     for vm in spec.vms:
         if vm.name == name:
             return vm
     known = ", ".join(v.name for v in spec.vms)
-    raise MoveError(f"vm: no VM named {name!r} in the spec (known: {known})")
+    raise UnknownNameError(f"vm: no VM named {name!r} in the spec (known: {known})")
 
 
 async def preflight(
@@ -105,22 +105,15 @@ async def preflight(
         raise MoveError(f"preflight: target {target} is not online in the cluster")
     if node.standby:
         raise MoveError(f"preflight: target {target} is in standby (hakvm undrain {target})")
-    commands = [
-        ("proc_drbd", ["cat", "/proc/drbd"]),
-        ("drbd_json", ["drbdsetup", "status", "--json"]),
-        ("drbd_names", ["drbdadm", "sh-resources"]),
-        ("drbd_minors", ["drbdadm", "sh-minor", "all"]),
-        ("meminfo", ["cat", "/proc/meminfo"]),
-    ]
-    answer = await conns[target].run(batch_argv(commands), timeout=120, check=True)
-    probe = NodeAnswer(target, parse_batch(answer.stdout))
-    drbd = drbd_of(probe).get(vm.name)
-    if drbd is None:
+    commands = [*drbd.state_commands(), ("meminfo", ["cat", "/proc/meminfo"])]
+    probe = await probes.query(conns[target], commands)
+    disk = probes.drbd_of(probe).get(vm.name)
+    if disk is None:
         raise MoveError(f"preflight: DRBD resource {vm.name} is not up on {target}")
-    if drbd.connection != "Connected" or drbd.disk != "UpToDate" or drbd.peer_disk != "UpToDate":
+    if disk.connection != "Connected" or disk.disk != "UpToDate" or disk.peer_disk != "UpToDate":
         raise MoveError(
-            f"preflight: DRBD {vm.name} on {target} is {drbd.connection} "
-            f"{drbd.disk}/{drbd.peer_disk}; a move needs Connected UpToDate/UpToDate"
+            f"preflight: DRBD {vm.name} on {target} is {disk.connection} "
+            f"{disk.disk}/{disk.peer_disk}; a move needs Connected UpToDate/UpToDate"
         )
     await _wait_good_data(conns[target], target, vm.name, score_wait)
     available = _mem_available(probe.text("meminfo"))
@@ -143,14 +136,6 @@ async def preflight(
     return source
 
 
-async def _node_attribute(conn: NodeConnection, node: str, name: str) -> str | None:
-    """A transient node attribute's value, None when unset."""
-    argv = ["crm_attribute", "--node", node, "--lifetime", "reboot", "--name", name]
-    result = await conn.run([*argv, "--query", "--quiet"], timeout=60)
-    value = result.stdout.strip()
-    return value if result.ok and value else None
-
-
 async def _wait_good_data(
     conn: NodeConnection, target: str, vm: str, timeout: float, interval: float = 5
 ) -> None:
@@ -159,8 +144,8 @@ async def _wait_good_data(
     so give it that long; the resync flag means a resync towards the target still runs."""
     deadline = time.monotonic() + timeout
     while True:
-        flag = await _node_attribute(conn, target, resync_attribute(vm))
-        score = await _node_attribute(conn, target, promotion_score_attribute(vm))
+        flag = await pacemaker.node_attribute(conn, target, resync_attribute(vm))
+        score = await pacemaker.node_attribute(conn, target, promotion_score_attribute(vm))
         good = flag is None and score is not None and _score(score) >= GOOD_DATA_SCORE
         if good:
             return
@@ -217,7 +202,7 @@ async def move(
     score_wait: float,
 ) -> MoveResult:
     any_conn = conns[target]
-    state = await crm_state(any_conn)
+    state = await pacemaker.cluster_state(any_conn)
     source = await preflight(
         conns, state, vm, target, extra_memory=extra_memory, score_wait=score_wait
     )
@@ -230,9 +215,7 @@ async def move(
         listener = asyncio.create_task(_job_completed(conns[source], vm.name, timeout))
         await asyncio.sleep(5)  # let virsh subscribe before the migration can start
     started = time.monotonic()
-    await any_conn.run(
-        ["crm_resource", "--resource", vm.name, "--move", "--node", target], check=True
-    )
+    await pacemaker.move(any_conn, vm.name, target)
     stopped_at: float | None = None
     outage: float | None = None
     try:
@@ -240,7 +223,7 @@ async def move(
             now = time.monotonic()
             if now - started > timeout:
                 raise MoveError(f"{vm.name}: not running on {target} after {timeout:.0f}s")
-            res = (await crm_state(any_conn)).resources.get(vm.name)
+            res = (await pacemaker.cluster_state(any_conn)).resources.get(vm.name)
             running = res.running_on if res else []
             # Between migrate_to and migrate_from crm_mon can list a live-migrating VM on
             # no node (seen on the lab): only libvirt's event below says which move it was.
@@ -255,15 +238,13 @@ async def move(
         # A live migration ends with a stop on the source after migrate_from: until that
         # transition is done crm_mon may show the VM on the target alone, then on both.
         # Let Pacemaker say when it has settled.
-        await any_conn.run(
-            ["crm_resource", "--wait", f"--timeout={int(timeout)}s"], timeout=timeout
-        )
-        settled = _running_on(await crm_state(any_conn), vm.name)
+        await pacemaker.wait_idle(any_conn, timeout)
+        settled = (await pacemaker.cluster_state(any_conn)).active_on(vm.name)
         if settled != [target]:
             raise MoveError(f"{vm.name}: after the move it runs on {settled or 'no node'}")
     finally:
         # Drop the temporary preference whatever happened: stickiness keeps the VM put.
-        await any_conn.run(["crm_resource", "--resource", vm.name, "--clear"])
+        await pacemaker.clear(any_conn, vm.name)
     seconds = time.monotonic() - started
     downtime = None
     if listener is not None:
@@ -287,11 +268,6 @@ async def move(
     return result
 
 
-def _running_on(state: ClusterState, vm_name: str) -> list[str]:
-    res = state.resources.get(vm_name)
-    return list(res.active_on) if res else []
-
-
 def good_data_wait(spec: ClusterSpec) -> float:
     """How long the promotion score may trail DRBD: the agent sets it in its monitor, so just
     after a resync it can read below 1000 for one Unpromoted interval (drbd_monitor_interval_s
@@ -302,7 +278,8 @@ def good_data_wait(spec: ClusterSpec) -> float:
 def _other(spec: ClusterSpec, node: str) -> str:
     names = [n.name for n in spec.nodes]
     if node not in names:
-        raise MoveError(f"node: no node named {node!r} in the spec (known: {', '.join(names)})")
+        known = ", ".join(names)
+        raise UnknownNameError(f"node: no node named {node!r} in the spec (known: {known})")
     return next(n for n in names if n != node)
 
 
@@ -310,18 +287,18 @@ async def migrate(
     spec: ClusterSpec, spec_path: Path, vm_name: str, to: str | None, progress: Progress = _noop
 ) -> MoveResult:
     vm = _find_vm(spec, vm_name)
-    conns = {c.name: c for c in await connect_all(spec.nodes, spec_path.resolve().parent)}
-    try:
-        state = await crm_state(next(iter(conns.values())))
-        running = _running_on(state, vm.name)
+    if to is not None:
+        _other(spec, to)  # a bad name is bad input, before any node is asked
+    async with Session(spec, spec_path) as session:
+        conns = {c.name: c for c in await session.connect_all()}
+        state = await pacemaker.cluster_state(next(iter(conns.values())))
+        running = state.active_on(vm.name)
         current = running[0] if running else None
         target = to or (_other(spec, current) if current else None)
         if target is None:
             raise MoveError(f"preflight: {vm.name} is not running; nothing to move")
         _other(spec, target)  # validates the name
         return await move(conns, vm, target, progress=progress, score_wait=good_data_wait(spec))
-    finally:
-        await asyncio.gather(*(c.close() for c in conns.values()))
 
 
 async def drain(
@@ -330,10 +307,10 @@ async def drain(
     """Move every VM off `node` (live where possible), then put it in standby."""
     target = _other(spec, node)
     result = DrainResult(node)
-    conns = {c.name: c for c in await connect_all(spec.nodes, spec_path.resolve().parent)}
-    try:
-        state = await crm_state(conns[target])
-        on_node = [vm for vm in spec.vms if node in _running_on(state, vm.name)]
+    async with Session(spec, spec_path) as session:
+        conns = {c.name: c for c in await session.connect_all()}
+        state = await pacemaker.cluster_state(conns[target])
+        on_node = [vm for vm in spec.vms if node in state.active_on(vm.name)]
         score_wait = good_data_wait(spec)
         # The target must hold all of them at once: check the sum up front.
         for index, vm in enumerate(on_node):
@@ -349,23 +326,15 @@ async def drain(
                 )
             )
         progress(f"{node}: standby on")
-        await conns[target].run(
-            ["crm_attribute", "--node", node, "--name", "standby", "--update", "on"], check=True
-        )
+        await pacemaker.set_standby(conns[target], node, on=True)
         result.standby = True
         return result
-    finally:
-        await asyncio.gather(*(c.close() for c in conns.values()))
 
 
 async def undrain(spec: ClusterSpec, spec_path: Path, node: str) -> None:
     """Take `node` out of standby; VMs stay where they are (stickiness)."""
     _other(spec, node)
-    conns = {c.name: c for c in await connect_all(spec.nodes, spec_path.resolve().parent)}
-    try:
+    async with Session(spec, spec_path) as session:
+        conns = {c.name: c for c in await session.connect_all()}
         conn = conns[_other(spec, node)]
-        await conn.run(
-            ["crm_attribute", "--node", node, "--name", "standby", "--update", "off"], check=True
-        )
-    finally:
-        await asyncio.gather(*(c.close() for c in conns.values()))
+        await pacemaker.set_standby(conn, node, on=False)

@@ -4,55 +4,39 @@ Each node answers one remote shell (the facts batch runner) with Pacemaker's own
 (`crm_mon --output-as=xml`), corosync's link view (`corosync-cfgtool -s`), DRBD's state and
 its bonds. `assess` turns those raw answers into a `StatusReport` (pure: unit tests replay
 recorded output). Health, for monitoring: 0 healthy, 1 degraded (still serving, redundancy
-lost), 2 critical (a VM down, split-brain risk, no fencing, no quorum).
+lost), 2 critical (a VM down, split-brain risk, no fencing, no quorum), 3 unknown (no node
+answered).
 """
 
 from __future__ import annotations
 
-import asyncio
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import IntEnum
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from hakvm.ops.crm_mon import ClusterState, parse_crm_mon
-from hakvm.remote.connection import NodeConnection, RemoteError
-from hakvm.remote.facts import (
-    DrbdResource,
-    batch_argv,
-    parse_batch,
-    parse_drbdsetup_json,
-    parse_proc_drbd,
+from hakvm.errors import MonitorCode
+from hakvm.remote.drbd import DrbdResource
+from hakvm.remote.pacemaker import ClusterState, parse_crm_mon
+from hakvm.remote.probes import (
+    BondStatus,
+    LinkStatus,
+    NodeAnswer,
+    ask_all,
+    bonds_of,
+    drbd_of,
+    parse_bonding,
+    parse_cfgtool,
 )
+from hakvm.remote.session import Session
 from hakvm.render.drbd import resync_attribute
-from hakvm.spec.models import ClusterSpec
+from hakvm.spec.models import ClusterSpec, Node, Vm
 
-CONNECT_TIMEOUT_S = 20  # an SSH handshake on a loaded emulated node can take 10 s
-
-
-class Health(IntEnum):
-    HEALTHY = 0
-    DEGRADED = 1
-    CRITICAL = 2
-
+VmState = Literal["running", "stopped", "failed", "multiple", "unknown"]
 
 # --- the report (its JSON Schema is `hakvm status --schema`) -----------------------------------
-
-
-class LinkStatus(BaseModel):
-    link: int = Field(description="knet link number (corosync ringN_addr)")
-    address: str = Field(description="this node's address on the link")
-    peer_connected: bool = Field(description="the other node is reachable over this link")
-
-
-class BondStatus(BaseModel):
-    name: str
-    members_up: list[str]
-    members_down: list[str]
 
 
 class NodeStatus(BaseModel):
@@ -78,7 +62,7 @@ class DrbdStatus(BaseModel):
 
 class VmStatus(BaseModel):
     name: str
-    state: Literal["running", "stopped", "failed", "multiple", "unknown"]
+    state: VmState
     running_on: list[str]
     preferred_node: str | None
     drbd: list[DrbdStatus] = []
@@ -94,8 +78,10 @@ class FenceEventStatus(BaseModel):
 
 class StatusReport(BaseModel):
     cluster: str
-    health: Literal["healthy", "degraded", "critical"]
-    exit_code: int = Field(description="0 healthy, 1 degraded, 2 critical")
+    health: Literal["healthy", "degraded", "critical", "unknown"]
+    exit_code: int = Field(
+        description="0 healthy, 1 degraded, 2 critical, 3 unknown (no node answered)"
+    )
     problems: list[str] = Field(description="why the health is not 'healthy', worst first")
     seen_from: str | None = Field(description="node whose crm_mon the report uses")
     quorate: bool | None
@@ -106,129 +92,16 @@ class StatusReport(BaseModel):
     last_fencing: FenceEventStatus | None
 
 
-# --- raw answers -------------------------------------------------------------------------------
-
-
-@dataclass
-class NodeAnswer:
-    """What one node said (or why it said nothing)."""
-
-    name: str
-    raw: dict[str, tuple[int, bytes]] | None = None
-    error: str | None = None
-
-    def text(self, key: str) -> str:
-        if self.raw is None:
-            return ""
-        rc, out = self.raw.get(key, (1, b""))
-        return out.decode("utf-8", "replace") if rc == 0 else ""
-
-
-def status_commands(bonds: list[str]) -> list[tuple[str, list[str]]]:
-    commands = [
-        # First, so it is read as close as possible to the moment the batch starts (doctor
-        # bounds each node's clock offset by the batch's round trip).
-        ("clock", ["date", "+%s.%N"]),
-        ("crm_mon", ["crm_mon", "--output-as=xml", "-1"]),
-        ("cfgtool", ["corosync-cfgtool", "-s"]),
-        ("proc_drbd", ["cat", "/proc/drbd"]),
-        ("drbd_json", ["drbdsetup", "status", "--json"]),
-        ("drbd_names", ["drbdadm", "sh-resources"]),
-        ("drbd_minors", ["drbdadm", "sh-minor", "all"]),
-    ]
-    commands += [(f"bond_{b}", ["cat", f"/proc/net/bonding/{b}"]) for b in bonds]
-    return commands
-
-
-async def _ask(conn: NodeConnection, bonds: list[str]) -> NodeAnswer:
-    try:
-        await conn.connect()
-        result = await conn.run(batch_argv(status_commands(bonds)), timeout=120, check=True)
-        return NodeAnswer(conn.name, parse_batch(result.stdout))
-    except (RemoteError, ValueError) as exc:
-        return NodeAnswer(conn.name, error=str(exc))
-    finally:
-        await conn.close()
-
-
 async def collect(spec: ClusterSpec, spec_path: Path) -> dict[str, NodeAnswer]:
     """Ask both nodes at once; an unreachable node is an answer too."""
-    spec_dir = spec_path.resolve().parent
-    answers = await asyncio.gather(
-        *(
-            _ask(NodeConnection(n, spec_dir, connect_timeout=CONNECT_TIMEOUT_S), _bonds(n))
-            for n in spec.nodes
-        )
-    )
-    return {a.name: a for a in answers}
-
-
-def _bonds(node: object) -> list[str]:
-    interfaces = getattr(node, "interfaces", None)
-    return sorted(getattr(interfaces, "bonds", {}) or {})
-
-
-# --- parsers (pure) ----------------------------------------------------------------------------
-
-_LINK_RE = re.compile(r"^LINK ID (\d+)")
-_ADDR_RE = re.compile(r"^\s*addr\s*=\s*(\S+)")
-_PEER_RE = re.compile(r"^\s*nodeid:\s*(\d+):\s*(\S+)")
-
-
-def parse_cfgtool(text: str, local_nodeid: int | None = None) -> list[LinkStatus]:
-    """`corosync-cfgtool -s` (corosync 3, knet): per link, this node's address and whether
-    each other node is connected over it."""
-    links: list[LinkStatus] = []
-    link: int | None = None
-    address = ""
-    peers: dict[int, str] = {}
-
-    def flush() -> None:
-        if link is not None:
-            others = {n: s for n, s in peers.items() if s != "localhost" and n != local_nodeid}
-            connected = bool(others) and all(s == "connected" for s in others.values())
-            links.append(LinkStatus(link=link, address=address, peer_connected=connected))
-
-    for line in text.splitlines():
-        if m := _LINK_RE.match(line):
-            flush()
-            link, address, peers = int(m[1]), "", {}
-        elif (m := _ADDR_RE.match(line)) and link is not None:
-            address = m[1]
-        elif (m := _PEER_RE.match(line)) and link is not None:
-            peers[int(m[1])] = m[2]
-    flush()
-    return links
-
-
-def parse_bonding(name: str, text: str) -> BondStatus:
-    """/proc/net/bonding/NAME: which members report MII up."""
-    up: list[str] = []
-    down: list[str] = []
-    member: str | None = None
-    for line in text.splitlines():
-        if line.startswith("Slave Interface:"):
-            member = line.split(":", 1)[1].strip()
-        elif line.startswith("MII Status:") and member is not None:
-            (up if line.split(":", 1)[1].strip() == "up" else down).append(member)
-            member = None
-    return BondStatus(name=name, members_up=up, members_down=down)
-
-
-def drbd_of(answer: NodeAnswer) -> dict[str, DrbdResource]:
-    names = answer.text("drbd_names").split()
-    minors = [int(m) for m in answer.text("drbd_minors").split() if m.isdigit()]
-    by_minor = dict(zip(minors, names, strict=False))
-    found = parse_proc_drbd(answer.text("proc_drbd"), by_minor)
-    if not found and answer.text("drbd_json").strip().startswith("["):
-        found = parse_drbdsetup_json(answer.text("drbd_json"))
-    return found
+    timed = await ask_all(Session(spec, spec_path))
+    return {name: t.answer for name, t in timed.items()}
 
 
 # --- assessment (pure) -------------------------------------------------------------------------
 
 
-def _pick_view(answers: Mapping[str, NodeAnswer]) -> tuple[str | None, ClusterState | None]:
+def pick_view(answers: Mapping[str, NodeAnswer]) -> tuple[str | None, ClusterState | None]:
     """The crm_mon to trust: a quorate partition's, else any that parsed."""
     views: list[tuple[str, ClusterState]] = []
     for name, answer in answers.items():
@@ -259,139 +132,183 @@ def _node_state(name: str, state: ClusterState | None) -> str:
     return "online"
 
 
-def assess(spec: ClusterSpec, answers: Mapping[str, NodeAnswer]) -> StatusReport:
-    critical: list[str] = []
-    degraded: list[str] = []
-    seen_from, state = _pick_view(answers)
-    nodeids = {n.name: i for i, n in enumerate(spec.nodes, start=1)}
-    quorate_views: list[str] = []
+@dataclass
+class _Problems:
+    """Why the cluster is not healthy, worst first when reported."""
 
-    nodes: list[NodeStatus] = []
-    for node in spec.nodes:
-        answer = answers.get(node.name, NodeAnswer(node.name, error="not asked"))
-        own: ClusterState | None = None
-        if answer.text("crm_mon").strip():
-            try:
-                own = parse_crm_mon(answer.text("crm_mon"))
-            except ValueError:
-                own = None
-        if own is not None and own.quorate and own.dc:
-            quorate_views.append(f"{node.name} (DC {own.dc})")
-        links = parse_cfgtool(answer.text("cfgtool"), nodeids[node.name])
-        bonds = [
-            parse_bonding(b, answer.text(f"bond_{b}"))
-            for b in _bonds(node)
-            if answer.text(f"bond_{b}")
-        ]
-        status = NodeStatus(
-            name=node.name,
-            reachable=answer.error is None,
-            state=_node_state(node.name, state),
-            is_dc=bool(state and state.dc == node.name),
-            quorate=own.quorate if own else None,
-            links=links,
-            bonds=bonds,
-            error=answer.error,
-        )
-        nodes.append(status)
-        if answer.error is not None:
-            degraded.append(f"{node.name} unreachable over SSH: {answer.error}")
-        if status.state in ("offline", "unclean"):
-            degraded.append(f"{node.name} is {status.state} in the cluster")
-        elif status.state in ("standby", "maintenance"):
-            degraded.append(f"{node.name} is in {status.state}: it takes no VMs")
-        if status.state == "online":
-            for link in links:
-                if not link.peer_connected:
-                    degraded.append(f"{node.name}: knet link {link.link} ({link.address}) down")
-            for bond in bonds:
-                if bond.members_down:
-                    down = ", ".join(bond.members_down)
-                    degraded.append(f"{node.name}: {bond.name} member(s) down: {down}")
+    critical: list[str] = field(default_factory=list)
+    degraded: list[str] = field(default_factory=list)
 
+
+def _own_view(answer: NodeAnswer) -> ClusterState | None:
+    """The crm_mon a node gave about its own partition (None: none, or unreadable)."""
+    if not answer.text("crm_mon").strip():
+        return None
+    try:
+        return parse_crm_mon(answer.text("crm_mon"))
+    except ValueError:
+        return None
+
+
+def _node_status(
+    node: Node, nodeid: int, answer: NodeAnswer, state: ClusterState | None, found: _Problems
+) -> NodeStatus:
+    own = _own_view(answer)
+    links = parse_cfgtool(answer.text("cfgtool"), nodeid)
+    bonds = [
+        parse_bonding(b, answer.text(f"bond_{b}"))
+        for b in bonds_of(node)
+        if answer.text(f"bond_{b}")
+    ]
+    status = NodeStatus(
+        name=node.name,
+        reachable=answer.error is None,
+        state=_node_state(node.name, state),
+        is_dc=bool(state and state.dc == node.name),
+        quorate=own.quorate if own else None,
+        links=links,
+        bonds=bonds,
+        error=answer.error,
+    )
+    if answer.error is not None:
+        found.degraded.append(f"{node.name} unreachable over SSH: {answer.error}")
+    if status.state in ("offline", "unclean"):
+        found.degraded.append(f"{node.name} is {status.state} in the cluster")
+    elif status.state in ("standby", "maintenance"):
+        found.degraded.append(f"{node.name} is in {status.state}: it takes no VMs")
+    if status.state == "online":
+        for link in links:
+            if not link.peer_connected:
+                found.degraded.append(f"{node.name}: knet link {link.link} ({link.address}) down")
+        for bond in bonds:
+            if bond.members_down:
+                down = ", ".join(bond.members_down)
+                found.degraded.append(f"{node.name}: {bond.name} member(s) down: {down}")
+    return status
+
+
+def _cluster_wide(
+    spec: ClusterSpec,
+    answers: Mapping[str, NodeAnswer],
+    seen_from: str | None,
+    state: ClusterState | None,
+    found: _Problems,
+) -> None:
+    quorate_views = [
+        f"{node.name} (DC {own.dc})"
+        for node in spec.nodes
+        if (answer := answers.get(node.name)) is not None
+        and (own := _own_view(answer)) is not None
+        and own.quorate
+        and own.dc
+    ]
     if len(quorate_views) > 1 and len({v.split("DC ")[1] for v in quorate_views}) > 1:
-        critical.append(
+        found.critical.append(
             "split partition: two nodes each claim a quorate DC: " + ", ".join(quorate_views)
         )
     if state is None:
-        critical.append("no node answered with Pacemaker's state (crm_mon)")
-    else:
-        if not state.quorate:
-            critical.append(f"the partition seen from {seen_from} has no quorum")
-        if not state.stonith_enabled:
-            critical.append("fencing is disabled (stonith-enabled=false): split-brain risk")
-        if state.maintenance_mode:
-            degraded.append("cluster-wide maintenance mode: Pacemaker is not managing VMs")
+        found.critical.append("no node answered with Pacemaker's state (crm_mon)")
+        return
+    if not state.quorate:
+        found.critical.append(f"the partition seen from {seen_from} has no quorum")
+    if not state.stonith_enabled:
+        found.critical.append("fencing is disabled (stonith-enabled=false): split-brain risk")
+    if state.maintenance_mode:
+        found.degraded.append("cluster-wide maintenance mode: Pacemaker is not managing VMs")
 
-    drbd_by_node = {name: drbd_of(a) for name, a in answers.items() if a.raw is not None}
-    vms: list[VmStatus] = []
-    for vm in spec.vms:
-        res = state.resources.get(vm.name) if state else None
-        running = list(res.active_on) if res else []
-        if state is None:
-            vm_state = "unknown"
-        elif len(running) > 1:
-            vm_state = "multiple"
-            critical.append(f"{vm.name} is active on {', '.join(running)} at once")
-        elif res is not None and res.failed:
-            vm_state = "failed"
-            critical.append(f"{vm.name} failed")
-        elif running:
-            vm_state = "running"
-        else:
-            vm_state = "stopped"
-            if vm.autostart:
-                critical.append(f"{vm.name} is not running")
-        drbd: list[DrbdStatus] = []
-        for node_name, resources in sorted(drbd_by_node.items()):
-            r = resources.get(vm.name)
-            if r is None:
-                degraded.append(f"{vm.name}: no DRBD resource up on {node_name}")
-                continue
-            drbd.append(
-                DrbdStatus(
-                    node=node_name,
-                    connection=r.connection,
-                    role=r.role,
-                    disk=r.disk,
-                    peer_disk=r.peer_disk,
-                    sync_percent=r.sync_percent,
-                    sync_eta_s=r.sync_eta_s,
-                )
-            )
-            if r.connection == "StandAlone":
-                critical.append(
-                    f"{vm.name}: DRBD StandAlone on {node_name} (split-brain or refused peer): "
-                    "replication stopped"
-                )
-            elif r.disk != "UpToDate" and r.role == "Primary":
-                critical.append(f"{vm.name}: Primary on {node_name} with disk {r.disk}")
-            elif r.connection != "Connected" or r.disk != "UpToDate" or r.peer_disk != "UpToDate":
-                what = f"{r.connection} {r.disk}/{r.peer_disk}"
-                if r.sync_percent is not None:
-                    what += f", {r.sync_percent:.1f}% synced"
-                degraded.append(f"{vm.name}: DRBD on {node_name} is {what}")
-            flag = resync_attribute(vm.name)
-            if state and flag in state.attributes.get(node_name, {}) and r.disk == "UpToDate":
-                # Left by a resync that ended some other way than finishing (DRBD clears it
-                # then): the CIB keeps the VM off this node until it goes.
-                degraded.append(
-                    f"{vm.name} cannot fail over to {node_name}: stale {flag} there with DRBD "
-                    f"UpToDate (attrd_updater --node {node_name} --name {flag} --delete)"
-                )
-        vms.append(
-            VmStatus(
-                name=vm.name,
-                state=vm_state,
-                running_on=running,
-                preferred_node=vm.preferred_node,
-                drbd=drbd,
-            )
+
+def _vm_state(vm: Vm, state: ClusterState | None, found: _Problems) -> VmState:
+    res = state.resources.get(vm.name) if state else None
+    running = list(res.active_on) if res else []
+    if state is None:
+        return "unknown"
+    if len(running) > 1:
+        found.critical.append(f"{vm.name} is active on {', '.join(running)} at once")
+        return "multiple"
+    if res is not None and res.failed:
+        found.critical.append(f"{vm.name} failed")
+        return "failed"
+    if running:
+        return "running"
+    if vm.autostart:
+        found.critical.append(f"{vm.name} is not running")
+    return "stopped"
+
+
+def _drbd_status(
+    vm: Vm, node: str, r: DrbdResource, state: ClusterState | None, found: _Problems
+) -> DrbdStatus:
+    if r.connection == "StandAlone":
+        found.critical.append(
+            f"{vm.name}: DRBD StandAlone on {node} (split-brain or refused peer): "
+            "replication stopped"
         )
+    elif r.disk != "UpToDate" and r.role == "Primary":
+        found.critical.append(f"{vm.name}: Primary on {node} with disk {r.disk}")
+    elif r.connection != "Connected" or r.disk != "UpToDate" or r.peer_disk != "UpToDate":
+        what = f"{r.connection} {r.disk}/{r.peer_disk}"
+        if r.sync_percent is not None:
+            what += f", {r.sync_percent:.1f}% synced"
+        found.degraded.append(f"{vm.name}: DRBD on {node} is {what}")
+    flag = resync_attribute(vm.name)
+    if state and flag in state.attributes.get(node, {}) and r.disk == "UpToDate":
+        # Left by a resync that ended some other way than finishing (DRBD clears it then):
+        # the CIB keeps the VM off this node until it goes.
+        found.degraded.append(
+            f"{vm.name} cannot fail over to {node}: stale {flag} there with DRBD "
+            f"UpToDate (attrd_updater --node {node} --name {flag} --delete)"
+        )
+    return DrbdStatus(
+        node=node,
+        connection=r.connection,
+        role=r.role,
+        disk=r.disk,
+        peer_disk=r.peer_disk,
+        sync_percent=r.sync_percent,
+        sync_eta_s=r.sync_eta_s,
+    )
 
+
+def _vm_status(
+    vm: Vm,
+    state: ClusterState | None,
+    drbd_by_node: Mapping[str, dict[str, DrbdResource]],
+    found: _Problems,
+) -> VmStatus:
+    res = state.resources.get(vm.name) if state else None
+    vm_state = _vm_state(vm, state, found)
+    drbd: list[DrbdStatus] = []
+    for node_name, resources in sorted(drbd_by_node.items()):
+        r = resources.get(vm.name)
+        if r is None:
+            found.degraded.append(f"{vm.name}: no DRBD resource up on {node_name}")
+            continue
+        drbd.append(_drbd_status(vm, node_name, r, state, found))
+    return VmStatus(
+        name=vm.name,
+        state=vm_state,
+        running_on=list(res.active_on) if res else [],
+        preferred_node=vm.preferred_node,
+        drbd=drbd,
+    )
+
+
+def assess(spec: ClusterSpec, answers: Mapping[str, NodeAnswer]) -> StatusReport:
+    found = _Problems()
+    seen_from, state = pick_view(answers)
+    nodes = [
+        _node_status(
+            node, nodeid, answers.get(node.name, NodeAnswer(node.name, error="not asked")),
+            state, found,
+        )
+        for nodeid, node in enumerate(spec.nodes, start=1)
+    ]  # fmt: skip
+    _cluster_wide(spec, answers, seen_from, state, found)
+    drbd_by_node = {name: drbd_of(a) for name, a in answers.items() if a.raw is not None}
+    vms = [_vm_status(vm, state, drbd_by_node, found) for vm in spec.vms]
     failed_actions = [f.describe() for f in state.failures] if state else []
     if failed_actions:
-        degraded.append(f"{len(failed_actions)} failed action(s): {failed_actions[0]}")
+        found.degraded.append(f"{len(failed_actions)} failed action(s): {failed_actions[0]}")
     last = None
     if state and state.fencing:
         event = max(state.fencing, key=lambda e: e.completed)
@@ -402,15 +319,22 @@ def assess(spec: ClusterSpec, answers: Mapping[str, NodeAnswer]) -> StatusReport
             delegate=event.delegate,
             completed=event.completed,
         )
-    reachable = [a for a in answers.values() if a.error is None]
-    if not reachable:
-        critical.insert(0, "no node reachable over SSH")
-    health = Health.CRITICAL if critical else Health.DEGRADED if degraded else Health.HEALTHY
+    health = (
+        MonitorCode.CRITICAL
+        if found.critical
+        else MonitorCode.DEGRADED
+        if found.degraded
+        else MonitorCode.HEALTHY
+    )
+    if not any(a.error is None for a in answers.values()):
+        # Nothing answered: the state is unknown, not known to be bad.
+        found.critical.insert(0, "no node reachable over SSH")
+        health = MonitorCode.UNKNOWN
     return StatusReport(
         cluster=spec.cluster.name,
         health=health.name.lower(),
         exit_code=int(health),
-        problems=_dedupe(critical + degraded),
+        problems=_dedupe(found.critical + found.degraded),
         seen_from=seen_from,
         quorate=state.quorate if state else None,
         stonith_enabled=state.stonith_enabled if state else None,

@@ -11,12 +11,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Protocol
 
 import asyncssh
 
+from hakvm.errors import ExitCode, FailedError
 from hakvm.spec.models import Node
-from hakvm.spec.validate import resolve
+from hakvm.spec.paths import resolve
 
 DEFAULT_TIMEOUT = 600.0
 MAX_SESSIONS = 6
@@ -24,8 +25,15 @@ STOP_GRACE_S = 5.0  # a stopped stream's process gets this long to exit after SI
 STDERR_KEEP = 4096  # characters of a stream's stderr kept for error messages
 
 
-class RemoteError(Exception):
+class RemoteError(FailedError):
     """A node could not be reached, or a command on it failed; one line, names the node."""
+
+
+class UnreachableError(RemoteError):
+    """No connection to a node (refused, timed out, host key not trusted): nothing was done
+    on it, the cluster is not in a state where the command can run."""
+
+    exit_code = ExitCode.STATE
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,27 @@ class StreamResult:
         return self.ended == "lost"
 
 
+class Remote(Protocol):
+    """What the node adapter's functions need of a node: a NodeConnection, or the shared
+    fake node of the unit tests."""
+
+    name: str
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: str | bytes | None = ...,
+        check: bool = ...,
+        timeout: float = ...,
+        env: Mapping[str, str] | None = ...,
+    ) -> Result: ...
+
+    async def write_file(
+        self, path: str, content: bytes, mode: int, owner: str = ..., group: str = ...
+    ) -> None: ...
+
+
 def quote_argv(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
     """One remote command line from an argv list: every element quoted, no shell syntax."""
     prefix = ["env", *(f"{k}={v}" for k, v in sorted((env or {}).items()))] if env else []
@@ -83,7 +112,7 @@ class NodeConnection:
         if known_hosts is None:
             known_hosts = Path("~/.ssh/known_hosts").expanduser()
         if not known_hosts.exists():
-            raise RemoteError(
+            raise UnreachableError(
                 f"{self.name}: known_hosts file {known_hosts} is missing; hakvm never trusts "
                 "a host key on first use: add the node's key there"
             )
@@ -101,14 +130,16 @@ class NodeConnection:
                 ),
                 timeout=self._connect_timeout,
             )
+        except asyncssh.KeyImportError as exc:
+            raise UnreachableError(f"{self.name}: cannot use the SSH key {key}: {exc}") from None
         except asyncssh.HostKeyNotVerifiable as exc:
-            raise RemoteError(
+            raise UnreachableError(
                 f"{self.name}: host key of {ssh.host}:{ssh.port} does not match {known_hosts} "
                 f"({exc.reason}); refusing to connect"
             ) from None
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-            raise RemoteError(
+            raise UnreachableError(
                 f"{self.name}: cannot connect to {ssh.user}@{ssh.host}:{ssh.port}: {reason}"
             ) from None
         return self
@@ -290,14 +321,3 @@ async def _drain(
         errors.cancel()
         await asyncio.gather(errors, return_exceptions=True)
     await proc.wait_closed()
-
-
-async def connect_all(nodes: Sequence[Node], spec_dir: Path) -> list[NodeConnection]:
-    """Connect to both nodes in parallel; on failure close whatever opened and raise."""
-    conns = [NodeConnection(node, spec_dir) for node in nodes]
-    results = await asyncio.gather(*(c.connect() for c in conns), return_exceptions=True)
-    errors = [r for r in results if isinstance(r, BaseException)]
-    if errors:
-        await asyncio.gather(*(c.close() for c in conns))
-        raise RemoteError("; ".join(str(e) for e in errors))
-    return conns

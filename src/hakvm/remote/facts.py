@@ -6,17 +6,17 @@ Parsers are separate from the commands so unit tests can replay recorded real ou
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import json
-import re
 import shlex
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hakvm.remote import drbd, pacemaker
 from hakvm.remote.connection import NodeConnection
+from hakvm.remote.drbd import DrbdResource, parse_drbdsetup_json, parse_proc_drbd
 
 
 @dataclass(frozen=True)
@@ -37,19 +37,6 @@ class LogicalVolume:
     @property
     def is_thin_pool(self) -> bool:
         return self.attr.startswith("t")
-
-
-@dataclass(frozen=True)
-class DrbdResource:
-    name: str
-    minor: int | None
-    connection: str  # Connected, StandAlone, WFConnection, SyncSource, ...
-    role: str  # Primary / Secondary / Unknown
-    peer_role: str
-    disk: str  # UpToDate, Inconsistent, Diskless, ...
-    peer_disk: str
-    sync_percent: float | None = None
-    sync_eta_s: int | None = None  # DRBD's own estimate ("finish:"), while resyncing
 
 
 @dataclass
@@ -153,58 +140,6 @@ def parse_lvm(
     return vgs, lvs
 
 
-_PROC_DRBD_RE = re.compile(
-    r"^\s*(?P<minor>\d+): cs:(?P<cs>\S+) ro:(?P<ro>\S+)/(?P<pro>\S+) ds:(?P<ds>\S+)/(?P<pds>\S+)"
-)
-_SYNC_RE = re.compile(r"sync'ed:\s*(?P<pct>[\d.]+)%")
-_FINISH_RE = re.compile(r"finish:\s*(?P<h>\d+):(?P<m>\d+):(?P<s>\d+)")
-
-
-def parse_proc_drbd(text: str, minors: dict[int, str]) -> dict[str, DrbdResource]:
-    """DRBD 8.4's /proc/drbd; `minors` maps minor -> resource name (from our config)."""
-    out: dict[str, DrbdResource] = {}
-    current: str | None = None
-    for line in text.splitlines():
-        match = _PROC_DRBD_RE.match(line)
-        if match:
-            minor = int(match["minor"])
-            current = minors.get(minor, f"minor-{minor}")
-            out[current] = DrbdResource(
-                current, minor, match["cs"], match["ro"], match["pro"], match["ds"], match["pds"]
-            )
-            continue
-        sync = _SYNC_RE.search(line)
-        if sync and current is not None:
-            out[current] = dataclasses.replace(out[current], sync_percent=float(sync["pct"]))
-        finish = _FINISH_RE.search(line)
-        if finish and current is not None:
-            eta = int(finish["h"]) * 3600 + int(finish["m"]) * 60 + int(finish["s"])
-            out[current] = dataclasses.replace(out[current], sync_eta_s=eta)
-    return out
-
-
-def parse_drbdsetup_json(text: str) -> dict[str, DrbdResource]:
-    """DRBD 9's `drbdsetup status --json` (two-node: first connection and peer device)."""
-    out: dict[str, DrbdResource] = {}
-    for res in json.loads(text or "[]"):
-        devices = res.get("devices", [])
-        conns = res.get("connections", [])
-        conn = conns[0] if conns else {}
-        peer_devices = conn.get("peer_devices", [])
-        peer = peer_devices[0] if peer_devices else {}
-        out[res["name"]] = DrbdResource(
-            res["name"],
-            devices[0].get("minor") if devices else None,
-            conn.get("connection-state", "StandAlone"),
-            res.get("role", "Unknown"),
-            conn.get("peer-role", "Unknown"),
-            devices[0].get("disk-state", "Diskless") if devices else "Diskless",
-            peer.get("peer-disk-state", "DUnknown"),
-            peer.get("percent-in-sync"),
-        )
-    return out
-
-
 def parse_services(text: str) -> tuple[dict[str, bool], dict[str, bool]]:
     """`systemctl show -p Id,ActiveState,UnitFileState UNIT...`: one block per unit.
 
@@ -294,14 +229,11 @@ def fact_commands(paths: Iterable[str]) -> list[tuple[str, list[str]]]:
         ("vgs", ["vgs", "--reportformat", "json", "--units", "b", "-o", "vg_name,vg_size"]),
         ("lvs", ["lvs", "--reportformat", "json", "--units", "b", "-o", lvs_fields]),
         ("lsblk", ["lsblk", "-J", "-b", "-p", "-o", "NAME,SIZE,TYPE,FSTYPE,MOUNTPOINT"]),
-        ("proc_drbd", ["cat", "/proc/drbd"]),
-        ("drbd_json", ["drbdsetup", "status", "--json"]),
+        *drbd.raw_state_commands(),
         ("services", SERVICES_COMMAND),
         ("virsh", ["virsh", "-c", "qemu:///system", "list", "--all"]),
         ("qemu_caps", ["find", QEMU_CAPS_DIR, "-name", "*.xml"]),
-        # Only where Pacemaker runs: the CIB tools would wait for a daemon that is not there.
-        ("cib", ["sh", "-c", "systemctl -q is-active pacemaker && cibadmin -Q --local"]),
-        ("crm_mon", ["sh", "-c", "systemctl -q is-active pacemaker && crm_mon --output-as=xml -1"]),
+        *pacemaker.batch_commands(),
     ]
 
 

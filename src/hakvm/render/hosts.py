@@ -13,10 +13,10 @@ the peer's name to a cluster address, whatever DNS says.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from hakvm.render.base import RenderContext, Rendered, RenderedFile, templates
+from hakvm.render.blocks import BEGIN, END, BlockMergeError, lines, merge_block, spans
 from hakvm.render.drbd import replication_link
 from hakvm.render.migration import migration_name
 
@@ -24,12 +24,7 @@ HOSTS_PATH = "/etc/hosts"
 # Not a file any resolver reads: a copy of the block apply merged into /etc/hosts, kept on
 # the node so `plan` and an admin can see what hakvm owns.
 FRAGMENT_PATH = "/etc/hakvm/hosts.block"
-BEGIN = "# BEGIN hakvm managed block"
-END = "# END hakvm managed block"
-
-
-class HostsMergeError(ValueError):
-    """The existing /etc/hosts has unbalanced hakvm markers: a human must look at it."""
+HostsMergeError = BlockMergeError  # unbalanced markers in the node's /etc/hosts
 
 
 @dataclass(frozen=True)
@@ -79,77 +74,10 @@ def hosts_block(ctx: RenderContext) -> str:
 
 # --- merging into an existing /etc/hosts -----------------------------------------------------
 
-_LINE = re.compile(r"[^\n]*\n|[^\n]+\Z")
-
-
-def _lines(text: str) -> list[str]:
-    """Lines with their terminators, split on '\\n' only (what the resolver does)."""
-    return _LINE.findall(text)
-
-
-def _marker(line: str) -> str | None:
-    stripped = line.strip()
-    return stripped if stripped in (BEGIN, END) else None
-
-
-def _spans(lines: list[str]) -> list[tuple[int, int]]:
-    """(begin, end) line indexes of every managed block; raise on unbalanced markers."""
-    spans = []
-    start: int | None = None
-    for i, line in enumerate(lines):
-        kind = _marker(line)
-        if kind == BEGIN:
-            if start is not None:
-                raise HostsMergeError(
-                    f"line {i + 1}: a second '{BEGIN}' before the '{END}' of the block opened "
-                    f"on line {start + 1}; fix /etc/hosts by hand"
-                )
-            start = i
-        elif kind == END:
-            if start is None:
-                raise HostsMergeError(
-                    f"line {i + 1}: '{END}' without a '{BEGIN}' before it; fix /etc/hosts by hand"
-                )
-            spans.append((start, i))
-            start = None
-    if start is not None:
-        raise HostsMergeError(
-            f"line {start + 1}: '{BEGIN}' is never closed by '{END}'; fix /etc/hosts by hand "
-            f"(merging would otherwise eat the rest of the file)"
-        )
-    return spans
-
 
 def merge_hosts(existing: str, block: str) -> str:
-    """`existing` with its managed block replaced in place by `block`, or `block` appended.
-
-    Every line outside the block is kept byte for byte (only a missing final newline is added
-    before an appended block). A second, stray managed block is removed. Idempotent:
-    `merge_hosts(merge_hosts(x, b), b) == merge_hosts(x, b)`.
-    """
-    block_lines = _lines(block)
-    if (
-        not block.endswith("\n")
-        or len(block_lines) < 2
-        or _marker(block_lines[0]) != BEGIN
-        or _marker(block_lines[-1]) != END
-        or any(_marker(line) for line in block_lines[1:-1])
-    ):
-        raise ValueError("block must be one managed block: BEGIN line ... END line, newline-ended")
-    lines = _lines(existing)
-    spans = _spans(lines)
-    if not spans:
-        prefix = existing if not existing or existing.endswith("\n") else existing + "\n"
-        return prefix + block
-    out: list[str] = []
-    pos = 0
-    for number, (start, end) in enumerate(spans):
-        out.extend(lines[pos:start])
-        if number == 0:
-            out.append(block)
-        pos = end + 1
-    out.extend(lines[pos:])
-    return "".join(out)
+    """`existing` /etc/hosts with its managed block replaced by `block` (render.blocks)."""
+    return merge_block(existing, block)
 
 
 def hosts_conflicts(existing: str, block: str) -> list[str]:
@@ -160,18 +88,18 @@ def hosts_conflicts(existing: str, block: str) -> list[str]:
     block. Apply/doctor report them; hakvm never edits them.
     """
     wanted: dict[str, str] = {}
-    for line in _lines(block):
+    for line in lines(block):
         fields = line.split("#", 1)[0].split()
         for name in fields[1:]:
             wanted[name.lower()] = fields[0]
-    lines = _lines(existing)
+    existing_lines = lines(existing)
     try:
-        spans = _spans(lines)
-    except HostsMergeError:
-        spans = []
-    inside = {i for start, end in spans for i in range(start, end + 1)}
+        found = spans(existing_lines)
+    except BlockMergeError:
+        found = []
+    inside = {i for start, end in found for i in range(start, end + 1)}
     out = []
-    for i, line in enumerate(lines):
+    for i, line in enumerate(existing_lines):
         if i in inside:
             continue
         fields = line.split("#", 1)[0].split()

@@ -85,7 +85,7 @@ def _disk(devices: etree._Element, vm: Vm, derived: VmDerived) -> None:
     _sub(disk, "target", dev="vda", bus="virtio")
 
 
-def domain_xml(ctx: RenderContext, vm: Vm) -> str:
+def domain_xml(ctx: RenderContext, vm: Vm) -> str:  # noqa: PLR0915 - one statement per element, in the domain XML's order
     spec = ctx.spec
     derived = ctx.derived.vms[vm.name]
     hardware = spec.cluster.hypervisor is Hypervisor.KVM

@@ -20,6 +20,7 @@ ssh_config) are inputs here, so these stay pure functions.
 from __future__ import annotations
 
 from hakvm.render.base import RenderContext
+from hakvm.render.blocks import BEGIN, END
 from hakvm.render.drbd import replication_link
 
 SUFFIX = "-migration"
@@ -40,15 +41,7 @@ def migration_addresses(ctx: RenderContext) -> dict[str, str]:
     return {name: str(address) for name, address in link.addresses.items()}
 
 
-def _markers() -> tuple[str, str]:
-    # The same managed-block markers as /etc/hosts (hosts imports this module, hence late).
-    from hakvm.render.hosts import BEGIN, END
-
-    return BEGIN, END
-
-
 def ssh_config_block(ctx: RenderContext) -> str:
-    BEGIN, END = _markers()
     names = " ".join(migration_name(n.name) for n in ctx.spec.nodes)
     return (
         f"{BEGIN}\n"
@@ -77,7 +70,6 @@ def known_hosts(ctx: RenderContext, host_keys: dict[str, str]) -> str:
 
 def authorized_keys_block(ctx: RenderContext, node: str, public_key: str) -> str:
     """The block on `node`: the migration key, accepted only from its peer's address."""
-    BEGIN, END = _markers()
     addresses = migration_addresses(ctx)
     peers = [addresses[n.name] for n in ctx.spec.nodes if n.name != node and n.name in addresses]
     key = " ".join(public_key.split()[:2])

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from hakvm.spec.derive import Derived, derive, node_addresses
 from hakvm.spec.loader import LoadedSpec, PathKey, SpecLoadError, load_spec_file
 from hakvm.spec.models import ClusterSpec, DiskMode
+from hakvm.spec.paths import resolve
 from hakvm.spec.units import format_size
 
 
@@ -136,7 +137,7 @@ def _clean_loc(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     )
 
 
-def _explain(error: Any) -> str:
+def _explain(error: Any) -> str:  # noqa: PLR0912 - a table: one message per pydantic error kind
     kind = error["type"]
     ctx = error.get("ctx") or {}
     value = error.get("input")
@@ -265,7 +266,7 @@ class _Checks:
                     f"{vm.preferred_node!r} is not a node; use one of {', '.join(names)}",
                 )
 
-    def interfaces(self) -> None:
+    def interfaces(self) -> None:  # noqa: PLR0912 - every bond and bridge rule, in the order a reader checks them
         for i, node in enumerate(self.spec.nodes):
             ifaces = node.interfaces
             owner: dict[str, str] = {}
@@ -471,11 +472,6 @@ class _Checks:
                 f"{what} file {file} is readable by group/others (mode "
                 f"{stat.S_IMODE(mode):04o}); run chmod 600",
             )
-
-
-def resolve(base: Path, file: Path) -> Path:
-    file = file.expanduser()
-    return file if file.is_absolute() else base / file
 
 
 def backing_size(disk_size: int, mode: DiskMode) -> int:

@@ -28,7 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from hakvm.remote.connection import NodeConnection, RemoteError
+from hakvm.drill.harness import DrillError
+from hakvm.errors import StateError
+from hakvm.lab.state import Lab, LabStateError
+from hakvm.remote.connection import Remote, RemoteError
 from hakvm.render.base import RenderContext, Secrets
 from hakvm.render.drbd import replication_link
 from hakvm.spec.derive import LinkAddress, derive
@@ -38,7 +41,7 @@ CUT_TABLE = "hakvm_drill"
 BMC_TABLE = "hakvm_drill_bmc"
 
 
-class FaultError(Exception):
+class FaultError(StateError):
     """These faults cannot be injected here (not a lab, management path at risk): exit 3."""
 
 
@@ -55,7 +58,7 @@ class Faults(Protocol):
 
 
 class Connections(Protocol):
-    async def conn(self, name: str) -> NodeConnection: ...
+    async def conn(self, name: str) -> Remote: ...
     async def drop(self, name: str) -> None: ...
 
 
@@ -103,8 +106,6 @@ class LabFaults:
 
 def lab_of(spec: ClusterSpec, lab_dir: Path) -> LabFaults | str:
     """The lab in `lab_dir` if the spec's nodes are its nodes, else why not."""
-    from hakvm.lab.state import Lab, LabStateError
-
     try:
         config = Lab(lab_dir).load()
     except LabStateError as exc:
@@ -267,3 +268,25 @@ class NodeFaults:
     async def bmc_up(self, node: str) -> None:
         self._bmc_target(node)
         await self._each({self._peer(node): delete_table_script(BMC_TABLE)})
+
+
+def faults_for(
+    spec: ClusterSpec, cluster: Connections, lab_dir: Path, *, inject: str, yes_really: bool
+) -> Faults:
+    """The lab's commands when the spec is that lab (unless inject="nodes"), else faults
+    injected from inside the nodes, which a real cluster gets only with --yes-really."""
+    lab = lab_of(spec, lab_dir)
+    if isinstance(lab, LabFaults) and inject in ("auto", "lab"):
+        return lab
+    if inject == "lab":
+        raise DrillError(f"drill: --inject lab: {lab}")
+    if not yes_really:
+        why = "--inject nodes" if isinstance(lab, LabFaults) else f"not the lab ({lab})"
+        raise DrillError(
+            f"drill: {why}: faults would be injected on the nodes themselves (power-off by "
+            "sysrq, nftables cuts, a BMC blocked): add --yes-really"
+        )
+    try:
+        return NodeFaults(spec, cluster)
+    except FaultError as exc:
+        raise DrillError(f"drill: {exc}") from None

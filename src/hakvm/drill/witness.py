@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import struct
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from hakvm.drill.harness import Cluster, DrillError, DrillResult, Say
 from hakvm.remote.connection import NodeConnection, RemoteError
 
+WITNESS_SLOTS = 4096  # 16 MiB of 4 KiB records
+WITNESS_RATE = 20  # records per second: plenty of numbers, little load on a slow node
 BLOCK = 4096
 MAGIC = b"HAKVMWIT"
 MIN_OFFSET = 1024 * 1024  # partition tables and boot code live in the first MiB
@@ -39,6 +43,8 @@ _CRC = struct.Struct("<I")
 WITNESS_SCRIPT = r"""
 import mmap, os, struct, sys, time, zlib
 
+WITNESS_SLOTS = 4096  # 16 MiB of 4 KiB records
+WITNESS_RATE = 20  # records per second: plenty of numbers, little load on a slow node
 BLOCK = 4096
 MAGIC = b"HAKVMWIT"
 HEAD = struct.Struct("<8sQQ")  # magic, run_id, seq; then u32 crc32 of these 24 bytes
@@ -313,3 +319,70 @@ async def read_witness(
         detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
         raise RemoteError(f"{conn.name}: witness read of {device} failed: {detail}")
     return parse_found(result.stdout)
+
+
+# --- the witness in a drill ---------------------------------------------------------------
+
+@dataclass
+class Witness:
+    node: str
+    vm: str
+    device: str
+    offset: int
+    run_id: int
+    stop: asyncio.Event
+    task: asyncio.Task[list[int]]
+
+
+async def start_witness(cluster: Cluster, node: str, vm: str, say: Say) -> Witness:
+    conn = await cluster.conn(node)
+    minor = (await conn.run(["drbdadm", "sh-minor", vm], check=True)).stdout.strip()
+    device = f"/dev/drbd{minor}"
+    size = int((await conn.run(["blockdev", "--getsize64", device], check=True)).stdout)
+    offset = region(size, WITNESS_SLOTS)
+    run_id = secrets.randbits(63)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_witness(conn, device, offset, WITNESS_SLOTS, run_id, WITNESS_RATE, stop, 3600)
+    )
+    say(f"witness writing to {device} ({vm}) on {node}")
+    return Witness(node, vm, device, offset, run_id, stop, task)
+
+
+async def finish_witness(cluster: Cluster, w: Witness, reader: str, result: DrillResult) -> None:
+    """Stop the writer (if it still runs), read the region on `reader`, check every ack."""
+    w.stop.set()
+    try:
+        acked = await asyncio.wait_for(w.task, timeout=120)
+    except (TimeoutError, RemoteError) as exc:
+        result.check("acknowledged writes", False, f"witness lost: {exc}")
+        return
+    conn = await cluster.conn(reader)
+    found = await read_witness(conn, w.device, w.offset, WITNESS_SLOTS, w.run_id)
+    verdict = verify(acked, found, WITNESS_SLOTS)
+    result.witness = {
+        "writer": w.node,
+        "reader": reader,
+        "device": w.device,
+        "acked": len(acked),
+        "last_acked": max(acked) if acked else None,
+        "lost": list(verdict.lost),
+    }
+    detail = (
+        f"{len(acked)} acknowledged on {w.node}, all read back on {reader}"
+        if verdict.ok
+        else f"{len(verdict.lost)} acknowledged record(s) missing on {reader}: "
+        f"{list(verdict.lost)[:10]}"
+    )
+    result.check("acknowledged writes", verdict.ok and len(acked) > 0, detail)
+
+
+async def wait_acks(w: Witness, seconds: float = 15) -> None:
+    """Let the witness get going before the fault; a witness that already ended failed."""
+    await asyncio.sleep(seconds)
+    if w.task.done():
+        try:
+            acked = w.task.result()
+        except RemoteError as exc:  # WitnessError: the writer failed by itself
+            raise DrillError(f"drill: the witness on {w.node} failed: {exc}") from None
+        raise DrillError(f"drill: the witness on {w.node} stopped early ({len(acked)} acks)")

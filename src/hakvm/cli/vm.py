@@ -1,4 +1,4 @@
-"""`hakvm vm list | add | remove`: thin; the logic is in `hakvm.ops.vm`.
+"""`hakvm vm list | add | remove`: one VM at a time.
 
 Exit codes: 0 done, 1 a step on a node failed (re-run: every step is idempotent), 2 bad input
 (the spec file is then unchanged), 3 the cluster is not in a state for it (a running VM
@@ -16,28 +16,21 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from hakvm.cli.common import SPEC_ARG, advised, load_spec, say
+from hakvm.deploy import engine
+from hakvm.deploy.steps import Step
+from hakvm.errors import ExitCode, FailedError
+from hakvm.ops import status
 from hakvm.ops import vm as ops
-from hakvm.ops.cli import SPEC_ARG, StateError, _load
+from hakvm.remote.connection import RemoteError
+from hakvm.spec import edit
 from hakvm.spec.models import ClusterSpec
 from hakvm.spec.units import format_size
-
-EXIT_INVALID = 2
-
-
-class InvalidError(click.ClickException):
-    exit_code = EXIT_INVALID
-
-
-def _say(text: str) -> None:
-    click.echo(f"hakvm: {text}", err=True)
 
 
 @click.group("vm")
 def vm_group() -> None:
     """List, add or remove VMs; each command changes only the VM it names."""
-
-
-# --- list --------------------------------------------------------------------------------------
 
 
 def _drbd_cell(row: ops.VmRow) -> str:
@@ -61,10 +54,8 @@ def _table(rows: Sequence[ops.VmRow]) -> Table:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable")
 def list_cmd(spec: Path, as_json: bool) -> int:
     """Every VM of SPEC: its size, disk, preferred node and live state (exit 0; 3 bad spec)."""
-    from hakvm.ops.status import status
-
-    cluster = _load(spec)
-    report = asyncio.run(status(cluster, spec))
+    cluster = load_spec(spec, monitoring=True)
+    report = asyncio.run(status.status(cluster, spec))
     rows = ops.vm_rows(cluster, report)
     if as_json:
         vms = [r.as_dict() for r in rows]
@@ -72,32 +63,29 @@ def list_cmd(spec: Path, as_json: bool) -> int:
     else:
         Console(highlight=False).print(_table(rows))
         if report.seen_from is None:
-            _say("no node answered with Pacemaker's state: VM states are unknown")
-    return 0
+            say("no node answered with Pacemaker's state: VM states are unknown")
+    return ExitCode.OK
 
 
-# --- add ---------------------------------------------------------------------------------------
-
-
-def _edit_failed(exc: ops.SpecEditError) -> InvalidError:
+def _edit_failed(exc: edit.SpecEditError) -> edit.SpecEditError:
+    """The validator's lines first; the error itself is the last line."""
     for line in exc.lines:
         click.echo(line, err=True)
-    return InvalidError(str(exc))
+    return exc
 
 
 def _apply(spec_path: Path, cluster: ClusterSpec) -> int:
-    from hakvm.deploy import engine
-    from hakvm.remote.connection import RemoteError
-
-    def progress(phase: str, node: str, step: object, event: str) -> None:
+    def progress(phase: str, node: str, step: Step | None, event: str) -> None:
         if step is not None and event != "start":
             mark = "ok" if event == "done" else "FAILED"
-            _say(f"{phase}: {node}: {getattr(step, 'title', '')} ... {mark}")
+            say(f"{phase}: {node}: {step.title} ... {mark}")
 
     try:
         report = asyncio.run(engine.apply(cluster, spec_path, progress))
-    except (engine.ApplyError, RemoteError) as exc:
-        raise click.ClickException(f"{exc}; the spec is updated: re-run hakvm apply") from None
+    except RemoteError as exc:
+        raise advised(exc, "the spec is updated: re-run hakvm apply") from None
+    except engine.ApplyError as exc:
+        raise FailedError(f"{exc}; the spec is updated: re-run hakvm apply") from None
     return report.changes
 
 
@@ -130,34 +118,21 @@ def add_cmd(
     no_apply: bool,
 ) -> int:
     """Add VM NAME to SPEC (whole spec validated first), then apply to create it."""
-    entry = ops.new_entry(
+    entry = edit.new_entry(
         name, memory, disk, vcpus=vcpus, preferred_node=preferred_node, bridges=bridges,
         mode=mode, autostart=not no_autostart, force_stop=force_stop,
     )  # fmt: skip
     try:
-        cluster = ops.add_to_spec(spec, entry)
-    except ops.SpecEditError as exc:
+        cluster = edit.add_to_spec(spec, entry)
+    except edit.SpecEditError as exc:
         raise _edit_failed(exc) from None
     click.echo(f"{spec}: added {name}")
     if no_apply:
         click.echo(f"not applied: `hakvm apply {spec}` creates {name} on the nodes")
-        return 0
+        return ExitCode.OK
     changes = _apply(spec, cluster)
     click.echo(f"{name}: {changes} step(s) changed")
-    return 0
-
-
-# --- remove ------------------------------------------------------------------------------------
-
-
-def _spec_only(spec: Path, name: str) -> int:
-    try:
-        ops.remove_from_spec(spec, name)
-    except ops.SpecEditError as exc:
-        raise _edit_failed(exc) from None
-    click.echo(f"{spec}: removed {name}; the nodes were not touched")
-    click.echo(f"`hakvm vm remove {spec} {name}` still stops it and cleans the nodes up")
-    return 0
+    return ExitCode.OK
 
 
 def _print_removal(spec: Path, result: ops.RemoveResult) -> None:
@@ -187,27 +162,26 @@ def remove_cmd(spec: Path, name: str, force: bool, delete_storage: bool, no_appl
 
     Its logical volumes are kept unless --delete-storage. Safe to re-run after an
     interruption; exit 3 if it is running and --force is not given."""
-    from hakvm.cli import load_context
-    from hakvm.remote.connection import RemoteError
-
     if no_apply and delete_storage:
         raise click.UsageError("--delete-storage needs the nodes: drop --no-apply")
-    cluster = load_context(spec).spec
-    if no_apply:
-        return _spec_only(spec, name)
+    cluster = load_spec(spec)
     try:
+        if no_apply:
+            edit.remove_from_spec(spec, name)
+            click.echo(f"{spec}: removed {name}; the nodes were not touched")
+            click.echo(f"`hakvm vm remove {spec} {name}` still stops it and cleans the nodes up")
+            return ExitCode.OK
         result = asyncio.run(
             ops.remove_vm(
-                cluster, spec, name, force=force, delete_storage=delete_storage, progress=_say
+                cluster, spec, name, force=force, delete_storage=delete_storage, progress=say
             )
         )
-    except ops.VmInputError as exc:
-        raise InvalidError(str(exc)) from None
-    except ops.VmStateError as exc:
-        raise StateError(str(exc)) from None
-    except ops.SpecEditError as exc:
+    except edit.SpecEditError as exc:
         raise _edit_failed(exc) from None
     except RemoteError as exc:
-        raise click.ClickException(f"{exc}; re-run the same command to finish") from None
+        raise advised(exc, "re-run the same command to finish") from None
     _print_removal(spec, result)
-    return 0
+    return ExitCode.OK
+
+
+COMMANDS = [vm_group]

@@ -1,0 +1,53 @@
+"""What every command family shares: the SPEC argument, the one way to load a spec, and
+the one way to say something on stderr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hakvm.errors import InputError, UnknownError
+from hakvm.remote.connection import RemoteError
+from hakvm.render.base import RenderContext, Secrets
+from hakvm.spec.models import ClusterSpec
+from hakvm.spec.validate import validate_file
+
+# The loader, not click, says what is wrong with the file: for status and doctor that is
+# "unknown" (3), not click's usage error (2, "critical" to a monitoring system).
+SPEC_ARG = click.argument("spec", type=click.Path(path_type=Path))
+JSON_FLAG = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+
+
+def say(text: str) -> None:
+    """One line of progress or warning for the user, on stderr."""
+    click.echo(f"hakvm: {text}", err=True)
+
+
+def load_context(spec_path: Path, *, monitoring: bool = False) -> RenderContext:
+    """Validate SPEC and return a render context, or print every problem and raise: an
+    input error, or for `status`/`doctor` (`monitoring`) an unknown state, since
+    monitoring reads 2 as critical."""
+    kind = UnknownError if monitoring else InputError
+    report = validate_file(spec_path)
+    if report.spec is None and len(report.errors) == 1 and not report.errors[0].path:
+        raise kind(report.lines()[0])  # the file itself is unusable: one line says why
+    if not report.ok or report.spec is None or report.derived is None:
+        for line in report.lines():
+            click.echo(line, err=True)
+        raise kind(f"{spec_path}: {len(report.errors)} error(s); nothing was done")
+    return RenderContext(report.spec, report.derived, Secrets.redacted())
+
+
+def load_spec(spec_path: Path, *, monitoring: bool = False) -> ClusterSpec:
+    return load_context(spec_path, monitoring=monitoring).spec
+
+
+def advised(exc: RemoteError, advice: str) -> RemoteError:
+    """The same kind of error (so the same exit code), with what to do now."""
+    return type(exc)(f"{exc}; {advice}")
+
+
+def health_style(health: str) -> str:
+    styles = {"healthy": "green", "degraded": "yellow", "critical": "bold red"}
+    return styles.get(health, "bold magenta")  # unknown; never empty: "[]" is not markup

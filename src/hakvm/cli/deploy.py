@@ -1,0 +1,106 @@
+"""`plan` and `apply`: the same phases, shown or run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from hakvm.cli.common import SPEC_ARG, load_context
+from hakvm.deploy import engine
+from hakvm.deploy.phases import PHASES
+from hakvm.deploy.steps import Step
+from hakvm.errors import ExitCode, HakvmError
+from hakvm.remote.connection import UnreachableError
+from hakvm.remote.pacemaker import disruptive
+
+PARTLY_CHANGED = "the nodes may be partly changed; re-run apply to converge"
+
+
+def _print_prediction(console: Console, predicted: tuple[str, ...]) -> None:
+    if not predicted:
+        return
+    console.print("      Pacemaker predicts (crm_simulate):")
+    hurts = set(disruptive(predicted))
+    for action in predicted:
+        style = "bold red" if action in hurts else ""
+        console.print(f"        {action}", style=style, markup=False)
+
+
+def _print_run(report: engine.RunReport, *, planned: bool) -> None:
+    console = Console(highlight=False)
+    for phase in report.phases:
+        if not phase.steps:
+            continue
+        took = "" if planned else f" ({phase.seconds:.1f}s)"
+        console.print(f"[bold]{phase.name}[/bold]{took}")
+        for step in phase.steps:
+            console.print(f"  {step.node}: {step.title}")
+            if planned:
+                for action in step.actions:
+                    console.print(f"      $ {action.describe()}", markup=False)
+                if step.diff:
+                    console.print(step.diff.rstrip(), markup=False)
+                _print_prediction(console, step.predicted)
+    verb = "would change" if planned else "changed"
+    if report.changes == 0:
+        console.print(f"no changes: the cluster matches the spec ({report.seconds:.1f}s)")
+    else:
+        console.print(f"{report.changes} step(s) {verb} ({report.seconds:.1f}s)")
+
+
+def _run_deploy(spec: Path, *, apply_: bool, as_json: bool, stop_after: str | None) -> int:
+    ctx = load_context(spec)
+    console = Console(stderr=True, highlight=False)
+
+    def progress(phase: str, node: str, step: Step | None, event: str) -> None:
+        if as_json:
+            return
+        if step is None:
+            console.print(f"[bold]{phase}[/bold]: {event}")
+        elif event != "start":
+            mark = "ok" if event == "done" else "FAILED"
+            console.print(f"  {node}: {step.title} ... {mark}", markup=False)
+
+    try:
+        if apply_:
+            report = asyncio.run(engine.apply(ctx.spec, spec, progress, stop_after=stop_after))
+        else:
+            report = asyncio.run(engine.plan(ctx.spec, spec))
+    except HakvmError as exc:
+        if apply_ and not isinstance(exc, UnreachableError):  # unreachable: nothing was done
+            exc.hint = PARTLY_CHANGED
+        raise
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_run(report, planned=not apply_)
+    return ExitCode.OK
+
+
+@click.command()
+@SPEC_ARG
+@click.option("--json", "as_json", is_flag=True, help="machine-readable steps and diffs")
+def plan(spec: Path, as_json: bool) -> int:
+    """Show, per node, the ordered changes apply would make (changes nothing)."""
+    return _run_deploy(spec, apply_=False, as_json=as_json, stop_after=None)
+
+
+@click.command()
+@SPEC_ARG
+@click.option("--json", "as_json", is_flag=True, help="machine-readable report")
+@click.option("--stop-after", metavar="PHASE", help="stop after this phase (testing, staging)")
+def apply(spec: Path, as_json: bool, stop_after: str | None) -> int:
+    """Converge both nodes to the spec, phase by phase; safe to re-run at any time."""
+    if stop_after is not None and stop_after not in [name for name, _ in PHASES]:
+        raise click.BadParameter(
+            f"unknown phase; use one of {', '.join(n for n, _ in PHASES)}",
+            param_hint="--stop-after",
+        )
+    return _run_deploy(spec, apply_=True, as_json=as_json, stop_after=stop_after)
+
+
+COMMANDS = [plan, apply]

@@ -1,0 +1,107 @@
+"""`hakvm drill`: inject faults, check what must hold, show the timeline and invariants."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+
+from hakvm.cli.common import SPEC_ARG, load_spec, say
+from hakvm.drill.harness import DrillResult
+from hakvm.drill.run import run_drills
+from hakvm.drill.scenarios import SCENARIOS
+from hakvm.errors import ExitCode, StateError
+from hakvm.lab.state import lab_dir_from_env
+from hakvm.ops.migrate import MoveError
+from hakvm.remote.connection import RemoteError
+
+
+def drill_view(results: list[DrillResult]) -> Group:
+    parts: list[RenderableType] = []
+    for r in results:
+        verdict = "[green]PASSED[/green]" if r.passed else "[bold red]FAILED[/bold red]"
+        rec = f"{r.recovery_s}s" if r.recovery_s is not None else "-"
+        parts.append(f"[bold]{r.scenario}[/bold]: {verdict}  recovery {rec}")
+        timeline = Table(show_header=True, title_justify="left")
+        timeline.add_column("t (s)", justify="right")
+        timeline.add_column("event")
+        for t, mark in r.timeline.marks:
+            timeline.add_row(f"{t}", mark.text)
+        parts.append(timeline)
+        checks = Table(show_header=True)
+        for col in ("invariant", "ok", "detail"):
+            checks.add_column(col)
+        for inv in r.invariants:
+            checks.add_row(inv.name, "yes" if inv.ok else "[red]NO[/red]", inv.detail)
+        parts.append(checks)
+    return Group(*parts)
+
+
+@click.command("drill")
+@SPEC_ARG
+@click.option("--scenario", "scenarios", multiple=True, metavar="NAME", help="repeatable")
+@click.option("--all", "run_all", is_flag=True, help="every scenario, one after the other")
+@click.option("--bound", type=float, default=600.0, show_default=True,
+              help="seconds within which VMs must be responsive again")  # fmt: skip
+@click.option("--lab-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="the lab the spec's nodes are ($HAKVM_LAB_DIR, .hakvm/lab)")  # fmt: skip
+@click.option(
+    "--inject",
+    type=click.Choice(["auto", "lab", "nodes"]),
+    default="auto",
+    show_default=True,
+    help="lab: the lab's commands; nodes: from inside the nodes (sysrq power-off, nftables "
+    "cuts), what real nodes get; auto: lab when the spec is the lab",
+)
+@click.option(
+    "--yes-really", is_flag=True, help="allow faults injected on the nodes themselves (real nodes)"
+)
+@click.option(
+    "--witness-vm", metavar="VM", help="real nodes: the VM whose disk's last 16 MiB is overwritten"
+)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable results")
+def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
+    spec: Path,
+    scenarios: tuple[str, ...],
+    run_all: bool,
+    bound: float,
+    lab_dir: Path | None,
+    inject: str,
+    yes_really: bool,
+    witness_vm: str | None,
+    as_json: bool,
+) -> int:
+    """Inject faults and check recovery, fencing, acknowledged writes, split-brain.
+
+    Progress goes to stderr. Exit: 0 every invariant held, 1 one failed, 2 bad input,
+    3 cannot run (real nodes without --yes-really or --witness-vm, cluster not healthy
+    first)."""
+    names = list(SCENARIOS) if run_all else list(scenarios)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if not names or unknown:
+        raise click.UsageError(
+            f"--scenario: {', '.join(unknown) or 'none given'}; "
+            f"choose from {', '.join(SCENARIOS)} or --all"
+        )
+    cluster = load_spec(spec)
+    try:
+        results = asyncio.run(
+            run_drills(
+                cluster, spec, names, lab_dir=lab_dir or lab_dir_from_env(), bound=bound,
+                say=say, inject=inject, yes_really=yes_really, witness_vm=witness_vm,
+            )
+        )  # fmt: skip
+    except (RemoteError, MoveError) as exc:  # a node did not answer, a move was refused
+        raise StateError(f"drill: {exc}; check hakvm status before another drill") from None
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        Console(highlight=False).print(drill_view(results))
+    return ExitCode.OK if all(r.passed for r in results) else ExitCode.FAILED
+
+
+COMMANDS = [drill_cmd]

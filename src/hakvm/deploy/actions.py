@@ -1,0 +1,245 @@
+"""What apply's `Call` steps do on the nodes: the actions that need live feedback (DRBD
+connecting, a network change guarded by a rollback timer, a CIB patch against the CIB as
+it is at that moment, waiting for Pacemaker).
+
+The planner (phases.py) decides *whether* and *with what*: every argument here is explicit
+and comes from the plan. Each action checks before it acts, so an apply interrupted
+anywhere converges when run again. Unit tests drive each one against the shared fake node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from hakvm.deploy import cib_merge
+from hakvm.remote import drbd, pacemaker
+from hakvm.remote.connection import Remote, RemoteError
+from hakvm.remote.pacemaker import PacemakerError
+from hakvm.spec.models import OsFamily
+
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+
+FRESH_TAG = "hakvm_fresh"  # set on thin LVs hakvm created; cleared once DRBD skipped the sync
+ROLLBACK_SECONDS = 120
+ROLLBACK_UNIT = "hakvm-net-rollback"
+POLL_S = 3.0  # crm_mon costs seconds of CPU on a slow node: poll gently
+
+
+# --- network --------------------------------------------------------------------------------
+
+
+async def activate_network(
+    node: Remote,
+    interfaces: Sequence[str],
+    os_family: OsFamily,
+    probe: Callable[[], Awaitable[None]],
+) -> None:
+    """(Re)start `interfaces` (in dependency order) with the files already written.
+
+    A transient systemd timer restores the previous files and restarts networking unless it
+    is cancelled, which happens only after `probe` proved that a fresh SSH session still
+    gets in: a change that cuts the management path undoes itself."""
+    unit = ROLLBACK_UNIT
+    await node.run(["systemctl", "stop", f"{unit}.timer", f"{unit}.service"])
+    await node.run(["systemctl", "reset-failed", f"{unit}.timer", f"{unit}.service"])
+    await node.run(
+        ["systemd-run", f"--unit={unit}", f"--on-active={ROLLBACK_SECONDS}",
+         "/usr/local/lib/hakvm/net-rollback"],
+        check=True,
+    )  # fmt: skip
+    if os_family is OsFamily.DEBIAN12:
+        for name in reversed(interfaces):
+            await node.run(["ifdown", "--force", name], timeout=120)
+        for name in interfaces:
+            await node.run(["ifup", name], check=True, timeout=180)
+    else:
+        await node.run(["nmcli", "connection", "reload"], check=True)
+        for name in interfaces:
+            await node.run(["nmcli", "connection", "up", f"hakvm-{name}"], check=True)
+    try:
+        await probe()
+    except RemoteError as exc:
+        raise RemoteError(
+            f"{node.name}: management path lost after the network change ({exc}); the "
+            f"previous configuration is restored within {ROLLBACK_SECONDS}s"
+        ) from None
+    await node.run(["systemctl", "stop", f"{unit}.timer"], check=True)
+    await node.run(["/usr/local/lib/hakvm/net-commit"], check=True)
+
+
+# --- DRBD -----------------------------------------------------------------------------------
+
+
+async def drbd_up(node: Remote, resource: str) -> None:
+    """Bring `resource` up on `node`. Metadata is created only where drbdmeta positively
+    finds none: anything else (metadata an interrupted apply left, an unexpected error) is
+    never overwritten."""
+    if not await drbd.attached(node, resource) and not await drbd.has_metadata(node, resource):
+        await node.run(
+            ["drbdadm", "create-md", "--force", resource], check=True, timeout=120,
+            stdin=b"yes\n",
+        )  # fmt: skip
+    await node.run(["drbdadm", "adjust", resource], check=True, timeout=120)
+
+
+async def wait_connected(
+    nodes: Sequence[Remote],
+    resource: str,
+    timeout: float,
+    sleep: Sleep = asyncio.sleep,
+    clock: Clock = time.monotonic,
+) -> None:
+    deadline = clock() + timeout
+    while True:
+        states = [await n.run(["drbdadm", "cstate", resource]) for n in nodes]
+        if all(s.stdout.strip() in ("Connected", "SyncSource", "SyncTarget") for s in states):
+            return
+        if clock() > deadline:
+            got = ", ".join(
+                f"{n.name}: {s.stdout.strip() or s.stderr.strip()}"
+                for n, s in zip(nodes, states, strict=True)
+            )
+            raise RemoteError(f"DRBD {resource} did not connect within {timeout:.0f}s ({got})")
+        await sleep(2)
+
+
+async def initial_sync(
+    nodes: Sequence[Remote],
+    resource: str,
+    volumes: Sequence[str],
+    source: Remote,
+    sleep: Sleep = asyncio.sleep,
+) -> None:
+    """Decide a new resource's initial sync, on the first node. `volumes[i]` is the backing
+    LV (vg/lv) on `nodes[i]`; `source` is where a full sync starts from."""
+    # adjust is idempotent: it reconnects a resource that dropped to StandAlone (e.g. its
+    # address vanished while the network was being reconfigured).
+    for node in nodes:
+        await node.run(["drbdadm", "adjust", resource], check=True)
+    await wait_connected(nodes, resource, 120, sleep)
+    fresh = []
+    for node, volume in zip(nodes, volumes, strict=True):
+        lv = await node.run(["lvs", "--noheadings", "-o", "lv_tags", volume])
+        fresh.append(FRESH_TAG in lv.stdout)
+    if all(fresh):
+        # Both sides are freshly created thin LVs: they read as zeros, so they are identical
+        # and DRBD may skip the initial sync.
+        await nodes[0].run(
+            ["drbdadm", "--", "--clear-bitmap", "new-current-uuid", resource], check=True
+        )
+    else:
+        # Not provably identical: a full sync from the source, in the background.
+        await source.run(["drbdadm", "primary", "--force", resource], check=True)
+        await source.run(["drbdadm", "secondary", resource], check=True)
+    for node, volume in zip(nodes, volumes, strict=True):
+        await node.run(["lvchange", "--deltag", FRESH_TAG, volume])
+
+
+async def prepare_qcow2(
+    nodes: Mapping[str, Remote],
+    on: str,
+    resource: str,
+    *,
+    device: str,
+    mount_dir: str,
+    image: str,
+    size: int,
+) -> None:
+    """XFS on the DRBD `device` and the qcow2 `image` inside it (the recipe's layout), made
+    on node `on` while nothing else uses the device; each part only if missing."""
+    for name, node in nodes.items():
+        role = await node.run(["drbdadm", "role", resource], check=True)
+        if role.stdout.strip().startswith("Primary"):
+            raise RemoteError(
+                f"DRBD {resource} is Primary on {name}: hakvm formats and fills it only while "
+                "nothing uses it (demote it, or add the VM's resources with hakvm apply)"
+            )
+    node = nodes[on]
+    await node.run(["drbdadm", "primary", resource], check=True)
+    try:
+        probe = await node.run(["blkid", "-o", "value", "-s", "TYPE", device])
+        if not probe.stdout.strip():
+            await node.run(["mkfs.xfs", "-q", device], check=True, timeout=300)
+        await node.run(["mkdir", "-p", mount_dir], check=True)
+        await node.run(["mount", device, mount_dir], check=True)
+        try:
+            exists = await node.run(["test", "-e", image])
+            if not exists.ok:
+                create = ["qemu-img", "create", "-q", "-f", "qcow2", image]
+                await node.run([*create, f"{size}"], check=True)
+        finally:
+            await node.run(["umount", mount_dir], check=True)
+    finally:
+        await node.run(["drbdadm", "secondary", resource], check=True)
+
+
+# --- Pacemaker --------------------------------------------------------------------------------
+
+
+async def wait_cluster(
+    node: Remote,
+    names: Sequence[str],
+    timeout: float = 240,
+    sleep: Sleep = asyncio.sleep,
+    clock: Clock = time.monotonic,
+) -> None:
+    """Until `node` sees every node of `names` online and a DC elected."""
+    deadline = clock() + timeout
+    while True:
+        try:
+            state = await pacemaker.cluster_state(node)
+        except PacemakerError:
+            state = None  # not up yet: ask again
+        if state is not None and state.dc and all(
+            n in state.nodes and state.nodes[n].online for n in names
+        ):
+            return
+        if clock() > deadline:
+            raise RemoteError(
+                f"the cluster did not form within {timeout:.0f}s (both nodes online, a DC)"
+            )
+        await sleep(POLL_S)
+
+
+async def push_cib(node: Remote, rendered: str, sleep: Sleep = asyncio.sleep) -> None:
+    """Merge the rendered CIB into the live one and patch it in: fencing first (resources
+    must never run in a cluster that cannot fence), then everything."""
+    for only in (cib_merge.stonith_ids(rendered), None):
+
+        def wanted(live: str, only: set[str] | None = only) -> str | None:
+            desired = cib_merge.desired_cib(live, rendered, only_ids=only)
+            same = cib_merge.configuration_text(live) == cib_merge.configuration_text(desired)
+            return None if same else desired
+
+        await pacemaker.change_cib(node, wanted, what="the CIB patch", sleep=sleep)
+
+
+async def wait_vms(
+    node: Remote,
+    vms: Sequence[str],
+    timeout: float,
+    sleep: Sleep = asyncio.sleep,
+    clock: Clock = time.monotonic,
+) -> None:
+    """Until Pacemaker runs every VM of `vms`; a failed start is reported once half the
+    time has passed (Pacemaker may still recover it elsewhere before that)."""
+    deadline = clock() + timeout
+    pending = list(vms)
+    while True:
+        try:
+            state = await pacemaker.cluster_state(node)
+        except PacemakerError:
+            state = None  # busy or restarting: ask again
+        if state is not None:
+            pending = [vm for vm in vms if not ((r := state.resources.get(vm)) and r.running_on)]
+            failed = [f for f in state.failures if f.resource in set(vms)]
+            if not pending:
+                return
+            if failed and clock() > deadline - timeout / 2:
+                raise RemoteError(f"VM start failed: {failed[0].describe()}")
+        if clock() > deadline:
+            raise RemoteError(f"VMs not running after {timeout:.0f}s: {', '.join(pending)}")
+        await sleep(POLL_S)

@@ -1,0 +1,52 @@
+"""`hakvm drill`: run the scenarios asked for, one after the other, each from a cluster
+that is healthy and idle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hakvm.drill.faults import LabFaults, faults_for, lab_of
+from hakvm.drill.harness import Cluster, DrillError, DrillResult, Say
+from hakvm.drill.scenarios import DRILLS
+from hakvm.spec.models import ClusterSpec
+
+
+async def run_drills(
+    spec: ClusterSpec,
+    spec_path: Path,
+    scenarios: list[str],
+    *,
+    lab_dir: Path,
+    bound: float,
+    say: Say,
+    inject: str = "auto",
+    yes_really: bool = False,
+    witness_vm: str | None = None,
+) -> list[DrillResult]:
+    cluster = Cluster(spec, spec_path, witness_vm)
+    faults = faults_for(spec, cluster, lab_dir, inject=inject, yes_really=yes_really)
+    if faults.kind == "nodes" and witness_vm is None and not isinstance(
+        lab_of(spec, lab_dir), LabFaults
+    ):
+        raise DrillError(
+            "drill: on real nodes name the VM whose disk the witness may overwrite (its last "
+            "16 MiB): --witness-vm NAME"
+        )
+    if witness_vm is not None and witness_vm not in {vm.name for vm in spec.vms}:
+        raise DrillError(f"drill: --witness-vm {witness_vm}: no such VM in the spec")
+    results = []
+    try:
+        for name in scenarios:
+            # Healthy and idle: a VM still moving after the previous drill would be read
+            # as this drill's doing (or hide it).
+            say("waiting for the cluster to be healthy and idle before the drill")
+            if await cluster.wait_settled(900, say) < 0:
+                raise DrillError(
+                    f"drill {name}: cluster not healthy and idle: "
+                    f"{'; '.join(cluster.problems[:3])}"
+                )
+            say(f"drill {name}")
+            results.append(await DRILLS[name](cluster, faults, bound, say))
+    finally:
+        await cluster.close()
+    return results

@@ -1,0 +1,153 @@
+"""DRBD as the nodes report it: the one list of state commands, their parsers, and the
+drbdadm questions whose answers need reading (is there metadata? is it down already?).
+
+Parsers are pure functions of recorded output, so unit tests replay what real nodes said.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hakvm.remote.connection import Remote, RemoteError
+
+
+@dataclass(frozen=True)
+class DrbdResource:
+    name: str
+    minor: int | None
+    connection: str  # Connected, StandAlone, WFConnection, SyncSource, ...
+    role: str  # Primary / Secondary / Unknown
+    peer_role: str
+    disk: str  # UpToDate, Inconsistent, Diskless, ...
+    peer_disk: str
+    sync_percent: float | None = None
+    sync_eta_s: int | None = None  # DRBD's own estimate ("finish:"), while resyncing
+
+
+# --- state: the commands (one list, for status, doctor and migrate) and their parsers ---------
+
+
+def raw_state_commands() -> list[tuple[str, list[str]]]:
+    """DRBD 8.4's /proc/drbd and 9's JSON status (facts name the resources themselves)."""
+    return [("proc_drbd", ["cat", "/proc/drbd"]), ("drbd_json", ["drbdsetup", "status", "--json"])]
+
+
+def state_commands() -> list[tuple[str, list[str]]]:
+    """A batch's DRBD entries: the raw state, with the names and minors /proc/drbd lacks."""
+    return [
+        *raw_state_commands(),
+        ("drbd_names", ["drbdadm", "sh-resources"]),
+        ("drbd_minors", ["drbdadm", "sh-minor", "all"]),
+    ]
+
+
+def state_from(text: Callable[[str], str]) -> dict[str, DrbdResource]:
+    """Every resource from a batch answer of `state_commands` (`text(key)`: that entry's
+    output, '' when it failed)."""
+    names = text("drbd_names").split()
+    minors = [int(m) for m in text("drbd_minors").split() if m.isdigit()]
+    by_minor = dict(zip(minors, names, strict=False))
+    found = parse_proc_drbd(text("proc_drbd"), by_minor)
+    if not found and text("drbd_json").strip().startswith("["):
+        found = parse_drbdsetup_json(text("drbd_json"))
+    return found
+
+
+_PROC_DRBD_RE = re.compile(
+    r"^\s*(?P<minor>\d+): cs:(?P<cs>\S+) ro:(?P<ro>\S+)/(?P<pro>\S+) ds:(?P<ds>\S+)/(?P<pds>\S+)"
+)
+_SYNC_RE = re.compile(r"sync'ed:\s*(?P<pct>[\d.]+)%")
+_FINISH_RE = re.compile(r"finish:\s*(?P<h>\d+):(?P<m>\d+):(?P<s>\d+)")
+
+
+def parse_proc_drbd(text: str, minors: dict[int, str]) -> dict[str, DrbdResource]:
+    """DRBD 8.4's /proc/drbd; `minors` maps minor -> resource name (from our config)."""
+    out: dict[str, DrbdResource] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        match = _PROC_DRBD_RE.match(line)
+        if match:
+            minor = int(match["minor"])
+            current = minors.get(minor, f"minor-{minor}")
+            out[current] = DrbdResource(
+                current, minor, match["cs"], match["ro"], match["pro"], match["ds"], match["pds"]
+            )
+            continue
+        sync = _SYNC_RE.search(line)
+        if sync and current is not None:
+            out[current] = dataclasses.replace(out[current], sync_percent=float(sync["pct"]))
+        finish = _FINISH_RE.search(line)
+        if finish and current is not None:
+            eta = int(finish["h"]) * 3600 + int(finish["m"]) * 60 + int(finish["s"])
+            out[current] = dataclasses.replace(out[current], sync_eta_s=eta)
+    return out
+
+
+def parse_drbdsetup_json(text: str) -> dict[str, DrbdResource]:
+    """DRBD 9's `drbdsetup status --json` (two-node: first connection and peer device)."""
+    out: dict[str, DrbdResource] = {}
+    for res in json.loads(text or "[]"):
+        devices = res.get("devices", [])
+        conns = res.get("connections", [])
+        conn = conns[0] if conns else {}
+        peer_devices = conn.get("peer_devices", [])
+        peer = peer_devices[0] if peer_devices else {}
+        out[res["name"]] = DrbdResource(
+            res["name"],
+            devices[0].get("minor") if devices else None,
+            conn.get("connection-state", "StandAlone"),
+            res.get("role", "Unknown"),
+            conn.get("peer-role", "Unknown"),
+            devices[0].get("disk-state", "Diskless") if devices else "Diskless",
+            peer.get("peer-disk-state", "DUnknown"),
+            peer.get("percent-in-sync"),
+        )
+    return out
+
+
+async def resource(node: Remote, name: str) -> DrbdResource | None:
+    """One resource as `node` sees it (None: not up there); RemoteError if unreachable."""
+    minor = await node.run(["drbdadm", "sh-minor", name], timeout=60)
+    proc = await node.run(["cat", "/proc/drbd"], timeout=60)
+    if not (minor.ok and proc.ok and minor.stdout.strip().isdigit()):
+        return None
+    return parse_proc_drbd(proc.stdout, {int(minor.stdout): name}).get(name)
+
+
+# --- drbdadm questions -------------------------------------------------------------------------
+
+
+async def attached(node: Remote, name: str) -> bool:
+    """The resource is up with its backing disk (not Diskless, not unconfigured)."""
+    dstate = await node.run(["drbdadm", "dstate", name], timeout=60)
+    return dstate.ok and not dstate.stdout.startswith(("Diskless", "Unconfigured"))
+
+
+async def has_metadata(node: Remote, name: str) -> bool:
+    """Whether the backing disk holds DRBD metadata. False only where drbdmeta positively
+    finds none; any other failure raises, so metadata is never overwritten by mistake."""
+    dump = await node.run(["drbdadm", "dump-md", name], timeout=60)
+    if dump.ok:
+        return True
+    text = dump.stderr + dump.stdout
+    if "No valid meta data found" in text:
+        return False
+    last = text.strip().splitlines()[-1] if text.strip() else "unknown error"
+    raise RemoteError(f"{node.name}: drbdadm dump-md {name}: {last}")
+
+
+async def down(node: Remote, name: str) -> None:
+    """`drbdadm down`, accepting a resource that is down already (a re-run)."""
+    result = await node.run(["drbdadm", "down", name], timeout=120)
+    if result.ok:
+        return
+    probe = await node.run(["drbdadm", "dstate", name], timeout=60)
+    said = probe.stdout + probe.stderr
+    if "Unconfigured" in said or "No such resource" in said:
+        return
+    detail = result.stderr.strip() or result.stdout.strip() or f"exit {result.returncode}"
+    raise RemoteError(f"{node.name}: drbdadm down {name} failed: {detail.splitlines()[-1]}")

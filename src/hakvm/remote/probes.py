@@ -1,0 +1,166 @@
+"""The status probes: one batch of read-only commands per node (Pacemaker's state, corosync's
+links, DRBD, the bonds, the clock), the answers as they came, and their parsers.
+
+`hakvm status` and `hakvm doctor` ask with the same list; `migrate` asks a target the DRBD
+part of it. Every parser is a pure function of recorded output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tarfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from hakvm.remote import drbd, pacemaker
+from hakvm.remote.connection import NodeConnection, Remote, RemoteError
+from hakvm.remote.drbd import DrbdResource
+from hakvm.remote.facts import batch_argv, parse_batch
+from hakvm.remote.session import Session
+
+BATCH_TIMEOUT_S = 120.0
+
+
+class LinkStatus(BaseModel):
+    link: int = Field(description="knet link number (corosync ringN_addr)")
+    address: str = Field(description="this node's address on the link")
+    peer_connected: bool = Field(description="the other node is reachable over this link")
+
+
+class BondStatus(BaseModel):
+    name: str
+    members_up: list[str]
+    members_down: list[str]
+
+
+@dataclass
+class NodeAnswer:
+    """What one node said (or why it said nothing)."""
+
+    name: str
+    raw: dict[str, tuple[int, bytes]] | None = None
+    error: str | None = None
+
+    def text(self, key: str) -> str:
+        if self.raw is None:
+            return ""
+        rc, out = self.raw.get(key, (1, b""))
+        return out.decode("utf-8", "replace") if rc == 0 else ""
+
+
+@dataclass
+class TimedAnswer:
+    """An answer and the local wall-clock time just before and after its batch ran."""
+
+    answer: NodeAnswer
+    sent: float = 0.0
+    received: float = 0.0
+
+
+def status_commands(bonds: list[str]) -> list[tuple[str, list[str]]]:
+    commands = [
+        # First, so it is read as close as possible to the moment the batch starts (doctor
+        # bounds each node's clock offset by the batch's round trip).
+        ("clock", ["date", "+%s.%N"]),
+        pacemaker.status_command(),
+        ("cfgtool", ["corosync-cfgtool", "-s"]),
+        *drbd.state_commands(),
+    ]
+    commands += [(f"bond_{b}", ["cat", f"/proc/net/bonding/{b}"]) for b in bonds]
+    return commands
+
+
+def bonds_of(node: Any) -> list[str]:
+    """The bonds a spec node declares (probed as /proc/net/bonding/NAME)."""
+    interfaces = getattr(node, "interfaces", None)
+    return sorted(getattr(interfaces, "bonds", {}) or {})
+
+
+async def query(node: Remote, commands: list[tuple[str, list[str]]]) -> NodeAnswer:
+    """Run `commands` as one batch on a connected node; RemoteError if it fails."""
+    result = await node.run(batch_argv(commands), timeout=BATCH_TIMEOUT_S, check=True)
+    try:
+        return NodeAnswer(node.name, parse_batch(result.stdout))
+    except (ValueError, tarfile.TarError) as exc:  # a garbled batch (base64 or tar)
+        raise RemoteError(f"{node.name}: unreadable answer: {exc}") from None
+
+
+async def ask_all(session: Session) -> dict[str, TimedAnswer]:
+    """Every node of the session asked the status probes at once, each on a connection of
+    its own (closed after)."""
+    nodes = session.spec.nodes
+    answers = await asyncio.gather(
+        *(ask(session.fresh(n.name), status_commands(bonds_of(n))) for n in nodes)
+    )
+    return {a.answer.name: a for a in answers}
+
+
+async def ask(conn: NodeConnection, commands: list[tuple[str, list[str]]]) -> TimedAnswer:
+    """Connect, run the batch, close: an unreachable node is an answer too (with its error),
+    timed for doctor's clock check."""
+    sent = received = time.time()
+    try:
+        await conn.connect()
+        sent = time.time()
+        answer = await query(conn, commands)
+        received = time.time()
+        return TimedAnswer(answer, sent, received)
+    except RemoteError as exc:
+        return TimedAnswer(NodeAnswer(conn.name, error=str(exc)), sent, received)
+    finally:
+        await conn.close()
+
+
+# --- parsers (pure) ----------------------------------------------------------------------------
+
+_LINK_RE = re.compile(r"^LINK ID (\d+)")
+_ADDR_RE = re.compile(r"^\s*addr\s*=\s*(\S+)")
+_PEER_RE = re.compile(r"^\s*nodeid:\s*(\d+):\s*(\S+)")
+
+
+def parse_cfgtool(text: str, local_nodeid: int | None = None) -> list[LinkStatus]:
+    """`corosync-cfgtool -s` (corosync 3, knet): per link, this node's address and whether
+    each other node is connected over it."""
+    links: list[LinkStatus] = []
+    link: int | None = None
+    address = ""
+    peers: dict[int, str] = {}
+
+    def flush() -> None:
+        if link is not None:
+            others = {n: s for n, s in peers.items() if s != "localhost" and n != local_nodeid}
+            connected = bool(others) and all(s == "connected" for s in others.values())
+            links.append(LinkStatus(link=link, address=address, peer_connected=connected))
+
+    for line in text.splitlines():
+        if m := _LINK_RE.match(line):
+            flush()
+            link, address, peers = int(m[1]), "", {}
+        elif (m := _ADDR_RE.match(line)) and link is not None:
+            address = m[1]
+        elif (m := _PEER_RE.match(line)) and link is not None:
+            peers[int(m[1])] = m[2]
+    flush()
+    return links
+
+
+def parse_bonding(name: str, text: str) -> BondStatus:
+    """/proc/net/bonding/NAME: which members report MII up."""
+    up: list[str] = []
+    down: list[str] = []
+    member: str | None = None
+    for line in text.splitlines():
+        if line.startswith("Slave Interface:"):
+            member = line.split(":", 1)[1].strip()
+        elif line.startswith("MII Status:") and member is not None:
+            (up if line.split(":", 1)[1].strip() == "up" else down).append(member)
+            member = None
+    return BondStatus(name=name, members_up=up, members_down=down)
+
+
+def drbd_of(answer: NodeAnswer) -> dict[str, DrbdResource]:
+    return drbd.state_from(answer.text)
