@@ -218,3 +218,26 @@ def test_config_ports_include_the_repository() -> None:
     assert "package repository port" in ports
     with pytest.raises(LabStateError):
         preflight.check_memory(LabConfig(memory_mib=1 << 30))
+
+
+def test_demo_as_a_normal_user_says_it_needs_root(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It used to say "the lab is already up" (it took `lab up`'s exit 3 for that)."""
+    from hakvm.drill import demo
+
+    def run_in_process(*args: str, quiet: bool = False) -> int:
+        try:
+            return main(list(args))
+        except SystemExit as exc:
+            return int(exc.code or 0)
+
+    monkeypatch.setenv("HAKVM_LAB_DIR", str(tmp_path / "lab"))
+    monkeypatch.setattr(demo, "run_hakvm", run_in_process)
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    code = main(["demo", str(repo / "examples" / "lab.yaml")])
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert "needs root" in err and "already up" not in out
+    assert "Traceback" not in err
