@@ -140,6 +140,20 @@ def test_corosync_accepts_three_links_and_consensus() -> None:
 
 
 @pytest.mark.realtool
+@pytest.mark.parametrize("consensus", [1500, 2999, 60])
+def test_corosync_accepts_consensus_below_the_token(consensus: int) -> None:
+    """corosync.conf(5): "For two node clusters, a consensus larger than the join timeout
+    but less than token is safe"; corosync 3 refuses only a consensus below the join timeout
+    (50 ms), which the next test shows."""
+    require("corosync", "unshare")
+    data = example_data("lab")
+    data["cluster"]["timing"].update({"token_ms": 3000, "consensus_ms": consensus})
+    text = _text(data)
+    assert f"consensus: {consensus}" in _directives(text)
+    check_corosync_conf(text, "node01")
+
+
+@pytest.mark.realtool
 @pytest.mark.parametrize(
     ("old", "new"),
     [
@@ -148,6 +162,7 @@ def test_corosync_accepts_three_links_and_consensus() -> None:
         ("link_mode: passive", "link_mode: sideways"),
         ("crypto_hash: sha256", "crypto_hash: none"),  # encryption without a hash
         ("nodeid: 2", "nodeid: 1"),  # two nodes, one id
+        ("token: 3000", "token: 3000\n    consensus: 40"),  # below the join timeout (50 ms)
     ],
 )
 def test_checker_rejects_broken_config(old: str, new: str) -> None:

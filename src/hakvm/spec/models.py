@@ -24,6 +24,8 @@ MAC_RE = r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
 Name = Annotated[str, Field(pattern=NAME_RE, description="lower-case letters, digits, '-'")]
 IfName = Annotated[str, Field(pattern=IFNAME_RE, description="a Linux interface name")]
 Port = Annotated[int, Field(ge=1, le=65535)]
+# corosync's totem.join default (ms); hakvm never sets join, so this is the cluster's value.
+COROSYNC_JOIN_MS = 50
 
 
 class Model(BaseModel):
@@ -50,7 +52,12 @@ class FenceRaceProtection(StrEnum):
 class Timing(Model):
     token_ms: int = Field(3000, ge=1000, le=60000, description="corosync totem token timeout (ms)")
     consensus_ms: int | None = Field(
-        None, ge=1200, le=72000, description="corosync consensus timeout; default 1.2 x token"
+        None,
+        ge=1,
+        le=72000,
+        description="corosync consensus timeout; default 1.2 x token. Two nodes: any value "
+        f"above the join timeout ({COROSYNC_JOIN_MS} ms) is safe, below the token included "
+        "(corosync.conf(5))",
     )
     fence_delay_s: int = Field(
         10,
@@ -98,14 +105,20 @@ class Timing(Model):
     )
     migrate_timeout_s: int = Field(300, ge=10, le=7200)
 
-    @model_validator(mode="after")
-    def _consensus_above_token(self) -> Timing:
-        if self.consensus_ms is not None and self.consensus_ms < int(self.token_ms * 1.2):
+    @field_validator("consensus_ms")
+    @classmethod
+    def _consensus_above_join(cls, value: int | None) -> int | None:
+        # corosync.conf(5), consensus: "For two node clusters, a consensus larger than the
+        # join timeout but less than token is safe." (Its "minimum value for consensus must
+        # be 1.2 * token" describes the default: corosync 3 only refuses a consensus below
+        # the join timeout, exec/totemconfig.c totem_volatile_config_validate, 3.1.7.)
+        if value is not None and value <= COROSYNC_JOIN_MS:
             raise ValueError(
-                f"consensus_ms {self.consensus_ms} is below 1.2 x token_ms "
-                f"({int(self.token_ms * 1.2)}); corosync refuses it: raise it or leave it unset"
+                f"{value} is not above corosync's join timeout ({COROSYNC_JOIN_MS} ms); "
+                "corosync.conf(5) calls any consensus above it safe for two nodes, below "
+                "the token included: raise it or leave it unset (1.2 x token)"
             )
-        return self
+        return value
 
 
 class Fencing(Model):
