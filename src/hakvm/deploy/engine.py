@@ -26,11 +26,13 @@ from hakvm.deploy.secrets import (
     load_or_create,
     read_bmc_passwords,
 )
-from hakvm.deploy.steps import Call, Run, Step, Write
+from hakvm.deploy.steps import Call, PlanError, Run, Step, Write
 from hakvm.errors import FailedError
+from hakvm.remote import qnetd
 from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.facts import FileFact, NodeFacts, gather_facts
 from hakvm.remote.pacemaker import simulate
+from hakvm.remote.quorum import pem_body
 from hakvm.remote.session import Session
 from hakvm.render import migration
 from hakvm.render.base import RenderContext, Rendered, Secrets
@@ -52,6 +54,7 @@ class PhaseReport:
     name: str
     steps: list[Step] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what it found in place (no change)
 
 
 @dataclass
@@ -72,6 +75,7 @@ class RunReport:
                     "phase": p.name,
                     "seconds": round(p.seconds, 2),
                     "steps": [s.as_dict() for s in p.steps],
+                    "notes": p.notes,
                 }
                 for p in self.phases
             ],
@@ -128,19 +132,33 @@ class Deployment:
     async def gather(self) -> tuple[dict[str, NodeFacts], PlanEnvBuilder]:
         draft = render_all(RenderContext(self.spec, derive(self.spec), Secrets.redacted()))
         minors_guess = {d.minor: name for name, d in derive(self.spec).vms.items()}
+        qdevice = self.spec.quorum_device is not None
         results = await asyncio.gather(
             *(
-                gather_facts(conn, _managed_paths(self.spec, draft, name), minors_guess)
+                gather_facts(conn, _managed_paths(self.spec, draft, name), minors_guess, qdevice)
                 for name, conn in self.conns.items()
             )
         )
         facts = {f.name: f for f in results}
+        qnetd_ca = await self.qnetd_ca() if qdevice else None
         if self.secrets is None:
             self.secrets = load_or_create(self.spec.cluster.name, facts.values())
         derived = derive(self.spec, existing_minors(self.spec, facts))
         ctx = RenderContext(self.spec, derived, Secrets(drbd_master=self.secrets.drbd_master))
         passwords = read_bmc_passwords(self.spec, self.spec_dir)
-        return facts, PlanEnvBuilder(ctx, render_all(ctx), self.secrets, self.spec_dir, passwords)
+        builder = PlanEnvBuilder(ctx, render_all(ctx), self.secrets, self.spec_dir, passwords)
+        builder.qnetd_ca = qnetd_ca
+        return facts, builder
+
+    async def qnetd_ca(self) -> str | None:
+        """The qnetd host's CA (base64; "" when it has none yet); None when it could not be
+        read: the nodes' certificates are then only compared with each other."""
+        try:
+            host, ca = await self.session.qnetd()
+            text = await qnetd.read_ca(host, ca)
+        except RemoteError:
+            return None
+        return pem_body(text) if text else ""
 
 
 @dataclass
@@ -150,11 +168,13 @@ class PlanEnvBuilder:
     secrets: ClusterSecrets
     spec_dir: Path
     bmc_passwords: dict[str, BmcPassword]
+    qnetd_ca: str | None = None
 
     def env(self, facts: dict[str, NodeFacts]) -> ph.PlanEnv:
         return ph.PlanEnv(
-            self.ctx, self.rendered, facts, self.secrets, self.spec_dir, self.bmc_passwords
-        )
+            self.ctx, self.rendered, facts, self.secrets, self.spec_dir, self.bmc_passwords,
+            qnetd_ca=self.qnetd_ca,
+        )  # fmt: skip
 
 
 async def plan(spec: ClusterSpec, spec_path: Path) -> RunReport:
@@ -165,10 +185,12 @@ async def plan(spec: ClusterSpec, spec_path: Path) -> RunReport:
         env = builder.env(facts)
         for name, phase in ph.PHASES:
             t0 = time.monotonic()
+            noted = len(env.notes)
             steps = _compute(name, phase, env)
             if name == "cib" and steps:
                 steps = await _with_prediction(steps, env, dep.conns)
-            report.phases.append(PhaseReport(name, steps, time.monotonic() - t0))
+            seconds = time.monotonic() - t0
+            report.phases.append(PhaseReport(name, steps, seconds, env.notes[noted:]))
     report.seconds = time.monotonic() - started
     return report
 
@@ -189,7 +211,7 @@ async def _with_prediction(
 def _compute(name: str, phase: ph.Phase, env: ph.PlanEnv) -> list[Step]:
     try:
         return phase(env)
-    except ph.PlanError as exc:
+    except PlanError as exc:
         raise ApplyError(f"{name}: {exc}") from None
 
 
@@ -240,7 +262,8 @@ async def apply(
             if dirty:
                 facts, builder = await dep.gather()
                 dirty = False
-            steps = _compute(name, phase, builder.env(facts))
+            env = builder.env(facts)
+            steps = _compute(name, phase, env)
             progress(name, "", None, f"{len(steps)} step(s)")
             by_node: dict[str, list[Step]] = {}
             for step in steps:
@@ -250,7 +273,7 @@ async def apply(
                 return_exceptions=True,
             )
             errors = [r for r in results if isinstance(r, BaseException)]
-            report.phases.append(PhaseReport(name, steps, time.monotonic() - t0))
+            report.phases.append(PhaseReport(name, steps, time.monotonic() - t0, env.notes))
             if steps:
                 progress(name, "", None, f"done in {time.monotonic() - t0:.1f}s")
             if errors:

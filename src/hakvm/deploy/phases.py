@@ -1,7 +1,8 @@
 """Apply's phases, in order. Each phase reads fresh facts and yields steps for differences.
 
-packages -> network -> hosts -> firewall -> storage -> replication -> corosync -> pacemaker
--> libvirt -> fencing -> cib -> vms. A phase that yields nothing changes nothing.
+packages -> network -> hosts -> firewall -> storage -> replication -> qdevice -> corosync ->
+quorum -> pacemaker -> libvirt -> fencing -> cib -> vms (qdevice and quorum: deploy/quorum.py).
+A phase that yields nothing changes nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hakvm.deploy import actions, cib_merge
+from hakvm.deploy import actions, cib_merge, quorum
 from hakvm.deploy.actions import FRESH_TAG
 from hakvm.deploy.secrets import (
     AUTHKEY_PATH,
@@ -21,8 +22,7 @@ from hakvm.deploy.secrets import (
     ClusterSecrets,
     read_bmc_passwords,
 )
-from hakvm.deploy.steps import Call, CallFunc, Run, Step, Write, run
-from hakvm.errors import StateError
+from hakvm.deploy.steps import Call, CallFunc, PlanError, Run, Step, Write, run
 from hakvm.remote.facts import NodeFacts
 from hakvm.remote.pacemaker import parse_crm_mon
 from hakvm.render import hosts as hosts_render
@@ -50,10 +50,6 @@ RHEL_PACKAGES = (
 )  # fmt: skip
 
 
-class PlanError(StateError):
-    """The nodes are in a state apply must not change by itself (one line, names the node)."""
-
-
 @dataclass
 class PlanEnv:
     ctx: RenderContext  # with the real secrets
@@ -64,6 +60,9 @@ class PlanEnv:
     # The BMC password files beside the spec: engine reads them when it gathers facts
     # (deploy/secrets.py); an env built without them reads them there itself.
     bmc_passwords: dict[str, BmcPassword] = field(default_factory=dict)
+    qnetd_ca: str | None = None  # the qnetd host's CA (base64; "": none yet; None: not read)
+    notes: list[str] = field(default_factory=list)  # what plan says beside its steps
+    restarts_corosync: set[str] = field(default_factory=set)  # by the corosync phase
 
     def __post_init__(self) -> None:
         if not self.bmc_passwords:
@@ -134,7 +133,8 @@ def packages(env: PlanEnv) -> list[Step]:
     for node in env.nodes:
         facts = env.facts[node.name]
         debian = env.ctx.spec.cluster.os is OsFamily.DEBIAN12
-        missing = sorted(set(DEBIAN_PACKAGES if debian else RHEL_PACKAGES) - facts.packages)
+        wanted = {*(DEBIAN_PACKAGES if debian else RHEL_PACKAGES), *quorum.packages(env)}
+        missing = sorted(wanted - facts.packages)
         if missing and debian:
             install = (
                 run("apt-get", "update", "-q", timeout=900),
@@ -472,6 +472,9 @@ def corosync(env: PlanEnv) -> list[Step]:
             ]
         if writes or not active:
             steps.extend(writes)
+            if active and not first_bootstrap and quorum.reload_only(writes, conf):
+                continue  # two_node <-> quorum device: the quorum phase reloads both nodes
+            env.restarts_corosync.add(node.name)
             restart = "restart" if (first_bootstrap or not active) else "reload-or-restart"
             actions += [
                 run("systemctl", "enable", "corosync"),
@@ -676,7 +679,9 @@ PHASES: tuple[tuple[str, Phase], ...] = (
     ("firewall", firewall),
     ("storage", storage),
     ("replication", replication),
+    ("qdevice", quorum.qdevice),
     ("corosync", corosync),
+    ("quorum", quorum.quorum),
     ("pacemaker", pacemaker),
     ("libvirt", libvirt),
     ("fencing", fencing),

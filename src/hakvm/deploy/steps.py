@@ -9,7 +9,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from hakvm.errors import StateError
 from hakvm.remote.connection import Remote
+from hakvm.remote.qnetd import QnetdCa
+
+
+class PlanError(StateError):
+    """The nodes are in a state apply must not change by itself (one line, names the node)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class Nodes(Protocol):
     def connected(self, name: str) -> Remote: ...
 
     async def probe(self, name: str) -> None: ...
+
+    async def qnetd(self) -> tuple[Remote, QnetdCa]: ...
 
 
 # A Call needs live feedback (waiting for DRBD to connect, a rollback-guarded network

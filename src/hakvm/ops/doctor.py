@@ -21,8 +21,10 @@ from pydantic import BaseModel, Field
 from hakvm.deploy import phases as ph
 from hakvm.deploy.engine import Deployment
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH
-from hakvm.deploy.steps import Step
+from hakvm.deploy.steps import PlanError, Step
 from hakvm.errors import MonitorCode
+from hakvm.ops.findings import Finding, Skipped, critical, warning
+from hakvm.ops.quorum_checks import CONFIG_ID, VOTE_ID, check_qdevice_config, check_qdevice_vote
 from hakvm.ops.status import pick_view
 from hakvm.remote.connection import RemoteError
 from hakvm.remote.drbd import DrbdResource
@@ -52,20 +54,10 @@ SKEW_THRESHOLD_S = 2.0
 
 # Phases whose steps mean "a managed file or service differs from the spec". The others
 # (packages, storage, replication, pacemaker, vms) create things rather than correct drift.
-DRIFT_PHASES = ("network", "hosts", "firewall", "corosync", "libvirt", "fencing", "cib")
+DRIFT_PHASES = ("network", "hosts", "firewall", "qdevice", "corosync", "quorum", "libvirt",
+                "fencing", "cib")  # fmt: skip
 SAFE_NO_QUORUM = ("stop", "freeze", "demote")
 DRIFT_FIX = "hakvm plan SPEC to review, hakvm apply SPEC to restore"
-
-Severity = Literal["critical", "warning"]
-
-
-class Finding(BaseModel):
-    check: str = Field(description="short id, e.g. fencing-disabled")
-    severity: Severity
-    node: str | None = Field(description="the node it is on; null: cluster-wide or local")
-    message: str = Field(description="what is wrong (one line)")
-    fix: str = Field(description="the command or spec change that fixes it (one line)")
-
 
 class DoctorReport(BaseModel):
     cluster: str
@@ -78,16 +70,7 @@ class DoctorReport(BaseModel):
     skipped: list[str] = Field(description="checks that could not run, and why")
 
 
-class Skipped(Exception):
-    """A check's inputs are missing: it is reported as not run, never as passed."""
-
-
-def _critical(check: str, node: str | None, message: str, fix: str) -> Finding:
-    return Finding(check=check, severity="critical", node=node, message=message, fix=fix)
-
-
-def _warning(check: str, node: str | None, message: str, fix: str) -> Finding:
-    return Finding(check=check, severity="warning", node=node, message=message, fix=fix)
+_critical, _warning = critical, warning  # (ops/findings.py) as every check below names them
 
 
 # --- inputs --------------------------------------------------------------------------------------
@@ -637,6 +620,8 @@ def checks(spec: ClusterSpec, inputs: Inputs) -> list[Check]:
         ),
         Check(("clock-skew",), lambda: check_clock(spec, inputs.answers)),
         Check(("bond-degraded",), lambda: check_bonds(spec, inputs.reachable())),
+        Check((VOTE_ID,), lambda: check_qdevice_vote(spec, inputs.reachable())),
+        Check((CONFIG_ID,), lambda: check_qdevice_config(_facts(deployed))),
         Check(("local-secret-readable",), lambda: check_local_secrets(inputs.local_modes)),
         Check(("secret-readable",), lambda: check_node_secrets(spec, _facts(deployed))),
         Check(("drift",), lambda: check_drift(_drift(deployed))),
@@ -686,7 +671,7 @@ async def deployment_view(spec: ClusterSpec, spec_path: Path) -> DeployView:
     env = builder.env(facts)
     try:
         view.drift = [s for name, phase in ph.PHASES if name in DRIFT_PHASES for s in phase(env)]
-    except ph.PlanError as exc:
+    except PlanError as exc:
         view.drift_error = str(exc)
     return view
 

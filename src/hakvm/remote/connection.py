@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 import asyncssh
 
 from hakvm.errors import ExitCode, FailedError
-from hakvm.spec.models import Node
+from hakvm.spec.models import SshTarget
 from hakvm.spec.paths import resolve
 
 DEFAULT_TIMEOUT = 600.0
@@ -87,6 +87,16 @@ class Remote(Protocol):
     ) -> None: ...
 
 
+class Endpoint(Protocol):
+    """What a connection is made to: a node, or the quorum device's qnetd host."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def ssh(self) -> SshTarget: ...
+
+
 def quote_argv(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
     """One remote command line from an argv list: every element quoted, no shell syntax."""
     prefix = ["env", *(f"{k}={v}" for k, v in sorted((env or {}).items()))] if env else []
@@ -96,7 +106,7 @@ def quote_argv(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str
 class NodeConnection:
     """One node's SSH connection. `run` never raises on a non-zero exit unless `check`."""
 
-    def __init__(self, node: Node, spec_dir: Path, connect_timeout: float = 20.0) -> None:
+    def __init__(self, node: Endpoint, spec_dir: Path, connect_timeout: float = 20.0) -> None:
         self.node = node
         self.name = node.name
         self._spec_dir = spec_dir

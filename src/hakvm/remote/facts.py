@@ -14,9 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hakvm.remote import drbd, pacemaker
+from hakvm.remote import drbd, pacemaker, quorum
 from hakvm.remote.connection import NodeConnection
 from hakvm.remote.drbd import DrbdResource, parse_drbdsetup_json, parse_proc_drbd
+from hakvm.remote.quorum import NodeCerts
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ class NodeFacts:
     domains: dict[str, str] = field(default_factory=dict)  # name -> state
     # libvirt has probed the QEMU binary (its capability cache); None: not asked
     qemu_caps_cached: bool | None = None
+    # corosync's running quorum configuration (`corosync-cmapctl -b quorum.`); None: not running
+    cmap_quorum: str | None = None
+    # the qdevice NSS database (read only for a spec with a quorum device)
+    qdevice_certs: NodeCerts | None = None
 
     @property
     def os_id(self) -> str:
@@ -173,7 +178,7 @@ def parse_virsh_list(text: str) -> dict[str, str]:
 # --- gathering ----------------------------------------------------------------------------------
 
 QEMU_CAPS_DIR = "/var/cache/libvirt/qemu/capabilities"
-SERVICES = ["corosync", "pacemaker", "libvirtd", "hakvm-firewall"]
+SERVICES = ["corosync", "pacemaker", "libvirtd", "hakvm-firewall", "corosync-qdevice"]
 SERVICES_COMMAND = ["systemctl", "show", "-p", "Id,ActiveState,UnitFileState", "--", *SERVICES,
                     "libvirtd.socket"]  # fmt: skip
 
@@ -219,7 +224,7 @@ def parse_batch(text: str) -> dict[str, tuple[int, bytes]]:
     return out
 
 
-def fact_commands(paths: Iterable[str]) -> list[tuple[str, list[str]]]:
+def fact_commands(paths: Iterable[str], qdevice: bool = False) -> list[tuple[str, list[str]]]:
     lvs_fields = "lv_name,vg_name,lv_size,lv_attr,pool_lv,lv_tags"
     return [
         ("os_release", ["cat", "/etc/os-release"]),
@@ -234,16 +239,19 @@ def fact_commands(paths: Iterable[str]) -> list[tuple[str, list[str]]]:
         ("virsh", ["virsh", "-c", "qemu:///system", "list", "--all"]),
         ("qemu_caps", ["find", QEMU_CAPS_DIR, "-name", "*.xml"]),
         *pacemaker.batch_commands(),
+        ("cmap_quorum", quorum.CMAP_QUORUM),
+        *(quorum.cert_commands() if qdevice else []),
     ]
 
 
 async def gather_facts(
-    conn: NodeConnection, paths: Iterable[str], minors: dict[int, str]
+    conn: NodeConnection, paths: Iterable[str], minors: dict[int, str], qdevice: bool = False
 ) -> NodeFacts:
     """Everything plan needs from one node, in one remote shell session."""
     facts = NodeFacts(conn.name)
     paths = sorted(set(paths))
-    result = await conn.run(batch_argv(fact_commands(paths)), timeout=300, check=True)
+    commands = fact_commands(paths, qdevice)
+    result = await conn.run(batch_argv(commands), timeout=300, check=True)
     return facts_from_batch(facts, parse_batch(result.stdout), paths, minors)
 
 
@@ -280,4 +288,7 @@ def facts_from_batch(
         facts.qemu_caps_cached = bool(text("qemu_caps").strip())
     facts.cib = text("cib") or None
     facts.crm_mon = text("crm_mon") or None
+    facts.cmap_quorum = text("cmap_quorum") or None
+    if "qdevice_ca" in batch:
+        facts.qdevice_certs = quorum.node_certs(batch)
     return facts

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from hakvm.remote import drbd, pacemaker
+from hakvm.remote import drbd, pacemaker, quorum
 from hakvm.remote.connection import NodeConnection, Remote, RemoteError
 from hakvm.remote.drbd import DrbdResource
 from hakvm.remote.facts import batch_argv, parse_batch
@@ -51,6 +51,12 @@ class NodeAnswer:
         rc, out = self.raw.get(key, (1, b""))
         return out.decode("utf-8", "replace") if rc == 0 else ""
 
+    def output(self, key: str) -> str:
+        """What the command printed, whatever its exit code (corosync-quorumtool exits 2
+        when not quorate, and says so)."""
+        _, out = (self.raw or {}).get(key, (1, b""))
+        return out.decode("utf-8", "replace")
+
 
 @dataclass
 class TimedAnswer:
@@ -61,7 +67,7 @@ class TimedAnswer:
     received: float = 0.0
 
 
-def status_commands(bonds: list[str]) -> list[tuple[str, list[str]]]:
+def status_commands(bonds: list[str], qdevice: bool = False) -> list[tuple[str, list[str]]]:
     commands = [
         # First, so it is read as close as possible to the moment the batch starts (doctor
         # bounds each node's clock offset by the batch's round trip).
@@ -71,7 +77,7 @@ def status_commands(bonds: list[str]) -> list[tuple[str, list[str]]]:
         *drbd.state_commands(),
     ]
     commands += [(f"bond_{b}", ["cat", f"/proc/net/bonding/{b}"]) for b in bonds]
-    return commands
+    return commands + (quorum.status_commands() if qdevice else [])
 
 
 def bonds_of(node: Any) -> list[str]:
@@ -93,8 +99,9 @@ async def ask_all(session: Session) -> dict[str, TimedAnswer]:
     """Every node of the session asked the status probes at once, each on a connection of
     its own (closed after)."""
     nodes = session.spec.nodes
+    qdevice = session.spec.quorum_device is not None
     answers = await asyncio.gather(
-        *(ask(session.fresh(n.name), status_commands(bonds_of(n))) for n in nodes)
+        *(ask(session.fresh(n.name), status_commands(bonds_of(n), qdevice)) for n in nodes)
     )
     return {a.answer.name: a for a in answers}
 
