@@ -5,9 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages, by what needs them (README "What the two commands install").
 # The demo: the lab (QEMU as an unprivileged user, debootstrap image, debugfs identity,
-# the BMC daemons on Debian's python3 with pyghmi, the local package repository index).
+# the BMC daemons on Debian's python3 with pyghmi, the local package repository index, the
+# quorum device's qnetd and the NSS tools its CA is made with: install-debs masks the
+# corosync-qnetd service the package enables, the lab runs its own as the lab user).
 DEMO_PACKAGES := python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs util-linux \
-	openssh-client dpkg-dev debian-archive-keyring iproute2 python3-pyghmi ipmitool
+	openssh-client dpkg-dev debian-archive-keyring iproute2 python3-pyghmi ipmitool \
+	corosync-qnetd libnss3-tools
 # The tests, for their binaries only (corosync -t, crm_verify, crm_simulate, drbdadm dump,
 # virt-xml-validate, ifquery, nft -c, firewall-offline, pcs and crm offline):
 # tools/install-debs keeps every daemon they bring stopped, disabled and masked.

@@ -151,7 +151,7 @@ def classify(argv: Sequence[str], run_dir: pathlib.Path) -> tuple[str, str] | No
         return None
     if REPOD_MODULE in argv and str(run_dir / "repo") in argv:
         return "repod", "repo"
-    if os.path.basename(argv[0]) == QNETD_BINARY and any(
+    if os.path.basename(argv[0]) == os.path.basename(QNETD_BINARY) and any(
         arg.startswith(f"nss_db_dir={run_dir}/qnetd/") for arg in argv
     ):
         return "qnetd", "qnetd"

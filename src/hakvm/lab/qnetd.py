@@ -107,12 +107,17 @@ def wanted(lab: Lab) -> str:
         return "stopped"
 
 
+def prepared(lab: Lab) -> bool:
+    """Whether `lab up` made the qnetd database (a lab from before qnetd has none)."""
+    return (nss_db(lab) / "cert9.db").is_file()
+
+
 def start(lab: Lab, user: procs.LabUser) -> int:
     """Start qnetd (detached) unless it runs; its pid once it listens."""
     running = pid(lab)
     if running is not None:
         return running
-    if not (nss_db(lab) / "cert9.db").is_file():
+    if not prepared(lab):
         raise QnetdError(f"qnetd: no database in {nss_db(lab)} (run `hakvm lab up`)")
     port = lab.load().qnetd_port
     set_wanted(lab, "running")
