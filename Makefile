@@ -44,7 +44,8 @@ lint: venv
 
 # Lint, unit, real-tool checks, then one session lab for the end-to-end tests of every command:
 # lab, deploy (killed apply and re-run, no-op), the node-crash, fence-failure and
-# heartbeat-partition drills, status, doctor, migrate, drain, vm add/remove (the lab is
+# heartbeat-partition drills, the switch to a quorum device and its partition, qnetd-down and
+# isolated-node drills, status, doctor, migrate, drain, vm add/remove (the lab is
 # TCG-emulated: that is most of the time). Tests marked `extended` (link loss injected inside
 # the nodes, lab power cycles) run in make test-e2e: CI stops a run at 90 min.
 test: deps venv lint

@@ -13,7 +13,7 @@ from rich.table import Table
 from hakvm.cli.common import SPEC_ARG, load_spec, say
 from hakvm.drill.harness import DrillResult
 from hakvm.drill.run import run_drills
-from hakvm.drill.scenarios import SCENARIOS
+from hakvm.drill.scenarios import SCENARIOS, scenarios_for
 from hakvm.errors import ExitCode, StateError
 from hakvm.lab.state import lab_dir_from_env
 from hakvm.ops.migrate import MoveError
@@ -80,14 +80,14 @@ def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
     Progress goes to stderr. Exit: 0 every invariant held, 1 one failed, 2 bad input,
     3 cannot run (real nodes without --yes-really or --witness-vm, cluster not healthy
     first)."""
-    names = list(SCENARIOS) if run_all else list(scenarios)
-    unknown = [n for n in names if n not in SCENARIOS]
-    if not names or unknown:
+    unknown = [n for n in scenarios if n not in SCENARIOS]
+    if not (run_all or scenarios) or unknown:
         raise click.UsageError(
             f"--scenario: {', '.join(unknown) or 'none given'}; "
             f"choose from {', '.join(SCENARIOS)} or --all"
         )
     cluster = load_spec(spec)
+    names = scenarios_for(cluster) if run_all else list(scenarios)
     try:
         results = asyncio.run(
             run_drills(

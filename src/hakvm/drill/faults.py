@@ -10,6 +10,13 @@ Both offer the same faults, named by what they do to the cluster:
   heal()              undo every cut and partition
   bmc_down(node)      node's BMC unreachable from its peer (fencing it fails)
   bmc_up(node)        reachable again
+  qnetd_down()        the quorum device's qnetd gone (the lab stops it; real nodes drop
+                      their traffic to it, which is the same to the cluster)
+  qnetd_up()          back
+  isolate(node)       node cut off from its peer and from qnetd (partition, plus an
+                      nftables rule on node dropping its traffic to qnetd: in the lab too)
+
+heal() undoes every cut, partition and qnetd fault this injector made.
 
 On real nodes cuts are nftables rules in a table of their own (`inet hakvm_drill`), never
 a link taken down that the management path might need; only the bond member is really
@@ -21,10 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -39,6 +47,7 @@ from hakvm.spec.models import ClusterSpec, Node
 
 CUT_TABLE = "hakvm_drill"
 BMC_TABLE = "hakvm_drill_bmc"
+QNETD_TABLE = "hakvm_drill_qnetd"
 
 
 class FaultError(StateError):
@@ -55,6 +64,9 @@ class Faults(Protocol):
     async def heal(self) -> None: ...
     async def bmc_down(self, node: str) -> None: ...
     async def bmc_up(self, node: str) -> None: ...
+    async def qnetd_down(self) -> None: ...
+    async def qnetd_up(self) -> None: ...
+    async def isolate(self, node: str) -> None: ...
 
 
 class Connections(Protocol):
@@ -69,6 +81,12 @@ class Connections(Protocol):
 class LabFaults:
     lab_dir: Path
     kind: str = "lab"
+    # For isolate(): the node's own nftables rule against qnetd (the lab cannot cut one
+    # guest's user-mode NIC from the host's loopback alone).
+    spec: ClusterSpec | None = None
+    cluster: Connections | None = None
+    qnetd_stopped: bool = False
+    isolated: list[str] = field(default_factory=list)
 
     def _lab(self, *args: str) -> None:
         result = subprocess.run(
@@ -96,12 +114,32 @@ class LabFaults:
 
     async def heal(self) -> None:
         await self.run("heal")
+        if self.qnetd_stopped:
+            await self.qnetd_up()
+        if self.isolated and self.spec is not None and self.cluster is not None:
+            await unblock_qnetd(self.cluster, self.isolated)
+        self.isolated = []
 
     async def bmc_down(self, node: str) -> None:
         await self.run("bmc-stop", node)
 
     async def bmc_up(self, node: str) -> None:
         await self.run("bmc-start", node)
+
+    async def qnetd_down(self) -> None:
+        self.qnetd_stopped = True
+        await self.run("qnetd-stop")
+
+    async def qnetd_up(self) -> None:
+        await self.run("qnetd-start")
+        self.qnetd_stopped = False
+
+    async def isolate(self, node: str) -> None:
+        if self.spec is None or self.cluster is None:
+            raise FaultError("isolate: this lab injector has no spec and no node connections")
+        self.isolated.append(node)
+        await block_qnetd(self.spec, self.cluster, node)
+        await self.partition()
 
 
 def lab_of(spec: ClusterSpec, lab_dir: Path) -> LabFaults | str:
@@ -152,6 +190,45 @@ def bmc_ruleset(address: ipaddress.IPv4Address, port: int) -> str:
 
 def delete_table_script(name: str) -> str:
     return f"table inet {name}\ndelete table inet {name}\n"
+
+
+def qnetd_ruleset(spec: ClusterSpec) -> str:
+    """Drop a node's traffic to and from the quorum device's qnetd (its TCP port)."""
+    qd = spec.quorum_device
+    if qd is None:
+        raise FaultError("the spec has no quorum_device: there is no qnetd to cut off")
+    try:
+        address = ipaddress.ip_address(qd.host)
+    except ValueError:
+        raise FaultError(
+            f"quorum_device.host {qd.host!r}: the drill blocks qnetd by IP address; give it as one"
+        ) from None
+    family = "ip" if address.version == 4 else "ip6"
+    match = f"{family} daddr {address} tcp dport {qd.port}"
+    return _table(QNETD_TABLE, f"{family} saddr {address} tcp sport {qd.port}", match)
+
+
+async def block_qnetd(spec: ClusterSpec, cluster: Connections, node: str) -> None:
+    conn = await cluster.conn(node)
+    await conn.run(["nft", "-f", "-"], stdin=qnetd_ruleset(spec).encode(), check=True, timeout=60)
+
+
+UNBLOCK_S = 10.0  # a node fenced meanwhile reboots without the rule: do not wait for it
+
+
+async def unblock_qnetd(cluster: Connections, nodes: list[str]) -> None:
+    """Remove the qnetd rule where it is (a node fenced since has rebooted without it)."""
+    script = delete_table_script(QNETD_TABLE).encode()
+
+    async def unblock(node: str) -> None:
+        conn = await cluster.conn(node)
+        await conn.run(["nft", "-f", "-"], stdin=script, timeout=UNBLOCK_S)
+
+    for node in nodes:
+        try:
+            await asyncio.wait_for(unblock(node), UNBLOCK_S)
+        except (RemoteError, TimeoutError):
+            await cluster.drop(node)
 
 
 @dataclass
@@ -238,9 +315,21 @@ class NodeFaults:
         conn = await self.cluster.conn(node)
         await conn.run(["ip", "link", "set", "dev", member, "down"], check=True, timeout=60)
 
+    async def qnetd_down(self) -> None:
+        await self._each({n.name: qnetd_ruleset(self.spec) for n in self.spec.nodes})
+
+    async def qnetd_up(self) -> None:
+        await unblock_qnetd(self.cluster, [n.name for n in self.spec.nodes])
+
+    async def isolate(self, node: str) -> None:
+        await self._each({node: qnetd_ruleset(self.spec)})
+        await self.partition()
+
     async def heal(self) -> None:
         scripts = {n.name: delete_table_script(CUT_TABLE) for n in self.spec.nodes}
         await self._each(scripts, tolerate_down=True)
+        if self.spec.quorum_device is not None:
+            await self.qnetd_up()
         found = self._bond_member()
         if found is not None:
             node, member = found
@@ -277,7 +366,7 @@ def faults_for(
     injected from inside the nodes, which a real cluster gets only with --yes-really."""
     lab = lab_of(spec, lab_dir)
     if isinstance(lab, LabFaults) and inject in ("auto", "lab"):
-        return lab
+        return dataclasses.replace(lab, spec=spec, cluster=cluster)
     if inject == "lab":
         raise DrillError(f"drill: --inject lab: {lab}")
     if not yes_really:

@@ -29,6 +29,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from hakvm.drill import qdevice as qd
 from hakvm.drill.faults import Faults
 from hakvm.drill.harness import Cluster, DrillError, DrillResult, Say, fence_successes
 from hakvm.drill.timeline import (
@@ -49,7 +50,7 @@ from hakvm.drill.witness import finish_witness, start_witness, wait_acks
 from hakvm.ops import migrate as moves
 from hakvm.remote import pacemaker
 from hakvm.remote.drbd import DrbdResource
-from hakvm.spec.models import DiskMode
+from hakvm.spec.models import ClusterSpec, DiskMode
 
 QUIET_WATCH_S = 90  # how long a fault that must change nothing is watched
 # How often a drill reads the survivor's state while it recovers. Each crm_mon costs ~0.7 s
@@ -341,9 +342,15 @@ async def heartbeat_partition(
     cluster: Cluster, faults: Faults, bound: float, say: Say
 ) -> DrillResult:
     """Every link between the nodes cut: fence-race protection must leave exactly one."""
-    result = DrillResult("heartbeat-partition")
     keep = cluster.spec.cluster.fencing.preferred_survivor if cluster.spec.cluster.fencing else None
     victim = cluster.other(keep) if keep else cluster.spec.nodes[1].name
+    result = DrillResult("heartbeat-partition")
+    return await _partition(cluster, faults, bound, say, result, victim=victim)
+
+
+async def _partition(
+    cluster: Cluster, faults: Faults, bound: float, say: Say, result: DrillResult, *, victim: str
+) -> DrillResult:
     survivor = cluster.other(victim)
     await _place_a_vm_on(cluster, victim, result, say, why="which the fence race takes down")
     fenced_before = {
@@ -431,9 +438,11 @@ async def _quiet_fault(
     await cut()
     result.timeline.mark(0.0, Event(f"cut {what}"))
     degraded_seen = False
+    inquorate: list[str] = []
     try:
         while time.monotonic() - t0 < QUIET_WATCH_S:
             ok, problems = await cluster.healthy()
+            inquorate += [n for n in cluster.inquorate if n not in inquorate]
             if not ok and not degraded_seen:
                 degraded_seen = True
                 result.timeline.mark(time.monotonic() - t0, Degraded(problems[0]))
@@ -452,6 +461,7 @@ async def _quiet_fault(
         "nothing restarted", after_pids == before_pids, f"QEMU pids {before_pids} -> {after_pids}"
     )
     result.check("nobody fenced", not fenced, f"fenced: {fenced or 'none'}")
+    result.check("quorum kept", not inquorate, f"without quorum: {inquorate or 'none'}")
     result.check(
         "status saw the fault",
         degraded_seen,
@@ -584,6 +594,12 @@ async def rolling_maintenance(
     return result
 
 
+# The quorum device's drills (drill/qdevice.py) are built on the shared bodies above.
+QDEVICE_DRILLS = qd.drills(
+    qd.Bodies(recover=_crash_and_recover, partition=_partition, quiet=_quiet_fault,
+              place=_place_a_vm_on)
+)  # fmt: skip
+
 # The one list of drills, in the order `--all` runs them.
 DRILLS: dict[str, Drill] = {
     "node-crash": node_crash,
@@ -594,5 +610,11 @@ DRILLS: dict[str, Drill] = {
     "vm-crash": vm_crash,
     "fence-failure": fence_failure,
     "rolling-maintenance": rolling_maintenance,
+    **QDEVICE_DRILLS,  # run by `--all` only for a spec with a quorum device
 }
 SCENARIOS = tuple(DRILLS)  # the order of `--all`
+
+
+def scenarios_for(spec: ClusterSpec) -> list[str]:
+    """`--all`: every drill; the quorum device's only for a spec that has one."""
+    return [n for n in SCENARIOS if spec.quorum_device is not None or n not in QDEVICE_DRILLS]
