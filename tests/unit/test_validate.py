@@ -231,50 +231,6 @@ CASES: list[tuple[str, Callable[[Spec], None], str, str]] = [
     ("bool-as-int", _set("vms.0.vcpus", "two"), "vms[0].vcpus", "'two' is not a whole number"),
 ]
 
-LINE_RE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<field>[^:]+): (?P<msg>.+)$")
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.mark.parametrize(("case", "mutate", "field", "text"), CASES, ids=[c[0] for c in CASES])
-def test_malformed_spec_names_field(
-    case: str,
-    mutate: Callable[[Spec], None],
-    field: str,
-    text: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    spec = base_spec()
-    mutate(spec)
-    _assert_error_line(spec, case, field, text, tmp_path, capsys)
-
-
-def _assert_error_line(
-    spec: Spec,
-    case: str,
-    field: str,
-    text: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    path = tmp_path / f"{case}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    code, out, _ = run_cli(["validate", str(path)], capsys)
-    assert code == 2, out
-    errors = [m for m in map(LINE_RE.match, out.splitlines()) if m and "warning:" not in m[0]]
-    matching = [m for m in errors if m["field"] == field and text in m["msg"]]
-    assert matching, f"no error line for {field!r} containing {text!r} in:\n{out}"
-    # The line number points into the file, at (or inside) the field's key.
-    lines = path.read_text().splitlines()
-    number = int(matching[0]["line"])
-    assert 1 <= number <= len(lines)
-    assert "Traceback" not in out
-
 
 def qdevice_spec() -> Spec:
     return yaml.safe_load((EXAMPLES / "lab-qdevice.yaml").read_text())  # type: ignore[no-any-return]
@@ -338,20 +294,45 @@ QDEVICE_CASES: list[tuple[str, Callable[[Spec], None], str, str]] = [
 ]  # fmt: skip
 
 
+LINE_RE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<field>[^:]+): (?P<msg>.+)$")
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# Each case on examples/lab.yaml; the quorum device's on examples/lab-qdevice.yaml.
+ALL_CASES = [(*c, base_spec) for c in CASES] + [(*c, qdevice_spec) for c in QDEVICE_CASES]
+
+
 @pytest.mark.parametrize(
-    ("case", "mutate", "field", "text"), QDEVICE_CASES, ids=[c[0] for c in QDEVICE_CASES]
+    ("case", "mutate", "field", "text", "base"), ALL_CASES, ids=[c[0] for c in ALL_CASES]
 )
-def test_malformed_quorum_device_names_field(
+def test_malformed_spec_names_field(
     case: str,
     mutate: Callable[[Spec], None],
     field: str,
     text: str,
+    base: Callable[[], Spec],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    spec = qdevice_spec()
+    spec = base()
     mutate(spec)
-    _assert_error_line(spec, case, field, text, tmp_path, capsys)
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    code, out, _ = run_cli(["validate", str(path)], capsys)
+    assert code == 2, out
+    errors = [m for m in map(LINE_RE.match, out.splitlines()) if m and "warning:" not in m[0]]
+    matching = [m for m in errors if m["field"] == field and text in m["msg"]]
+    assert matching, f"no error line for {field!r} containing {text!r} in:\n{out}"
+    # The line number points into the file, at (or inside) the field's key.
+    lines = path.read_text().splitlines()
+    number = int(matching[0]["line"])
+    assert 1 <= number <= len(lines)
+    assert "Traceback" not in out
 
 
 def test_lab_qdevice_example_is_the_lab_plus_a_quorum_device() -> None:

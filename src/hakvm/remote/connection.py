@@ -204,9 +204,7 @@ class NodeConnection:
             err.decode("utf-8", "replace"),
         )
         if check and not result.ok:
-            detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            last = detail[-1] if detail else f"exit {result.returncode}"
-            raise RemoteError(f"{self.name}: {shlex.join(argv)} failed: {last}")
+            raise command_failed(self.name, shlex.join(argv), result)
         return result
 
     async def stream(
@@ -260,6 +258,13 @@ class NodeConnection:
             stdin=content,
             check=True,
         )
+
+
+def command_failed(where: str, command: str, result: Result) -> RemoteError:
+    """One line: where, the command, and the last line it printed (or its exit code)."""
+    detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
+    last = detail[-1] if detail else f"exit {result.returncode}"
+    return RemoteError(f"{where}: {command} failed: {last}")
 
 
 def _reason(exc: BaseException) -> str:

@@ -23,7 +23,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from hakvm.remote.connection import Remote, RemoteError, Result
+from hakvm.remote.connection import Remote, RemoteError, Result, command_failed
 from hakvm.remote.quorum import CA_NICKNAME, NODE_DB, NODE_DIR, pem_body
 
 QNETD_DB = "/etc/corosync/qnetd/nssdb"  # corosync-qnetd-certutil's fixed database
@@ -206,9 +206,7 @@ class LocalUser:
             err.decode("utf-8", "replace"),
         )  # fmt: skip
         if check and not result.ok:
-            detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            last = detail[-1] if detail else f"exit {result.returncode}"
-            raise RemoteError(f"{self.name}: {shlex.join(argv[:2])} failed: {last}")
+            raise command_failed(self.name, shlex.join(argv[:2]), result)
         return result
 
     async def write_file(
