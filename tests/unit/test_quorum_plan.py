@@ -319,3 +319,28 @@ def test_every_call_of_the_quorum_phases_is_described(tmp_path: Path) -> None:
     calls = [a for s in _all_steps(env) for a in s.actions if isinstance(a, Call)]
     assert len(calls) == 2 and all("corosync-cfgtool -R" in c.describe() or "PKCS#12"
                                    in c.describe() for c in calls)  # fmt: skip
+
+
+def test_the_switch_waits_for_the_peer_to_finish_its_reload_and_fails_if_it_never_does() -> None:
+    nodes = _cluster("quorumtool-voting-node01.txt", "cmap-quorum-qdevice.txt")
+    late = nodes["node02"]
+    late.rules = [r for r in late.rules if r[0] != ("corosync-cmapctl",)]
+    late.on("corosync-cmapctl", out=_read("cmap-quorum-two-node.txt"))
+    late.on("corosync-cmapctl", out=_read("cmap-quorum-qdevice.txt"))
+    conns = [nodes["node01"], nodes["node02"]]
+    asyncio.run(actions.switch_to_qdevice(conns, "10.0.2.2", 5403, sleep=_instant))
+    assert [s for s in _sent(nodes) if "cmapctl" in s] == [
+        "node01: corosync-cmapctl -b quorum.",
+        "node02: corosync-cmapctl -b quorum.",
+        "node02: corosync-cmapctl -b quorum.",
+    ]
+    never = _cluster("quorumtool-voting-node01.txt", "cmap-quorum-two-node.txt")
+    ticks = iter(range(0, 10_000, 5))
+    with pytest.raises(actions.RemoteError, match="node01: corosync did not take the quorum"):
+        asyncio.run(
+            actions.switch_to_qdevice(
+                [never["node01"], never["node02"]], "10.0.2.2", 5403, sleep=_instant,
+                clock=lambda: next(ticks),
+            )
+        )  # fmt: skip
+    assert not [s for s in _sent(never) if "systemctl" in s]  # qdevice never started

@@ -282,12 +282,23 @@ async def setup_qdevice_certificates(nodes: Nodes, names: Sequence[str], cluster
         await conn.run(["systemctl", "try-restart", QDEVICE], check=True)
 
 
-async def _runtime_device(conns: Sequence[Remote], device: bool) -> None:
+RELOAD_S = 15.0  # corosync-cfgtool -R returns once the local node reloaded; the peer follows
+
+
+async def _runtime_device(
+    conns: Sequence[Remote], device: bool, sleep: Sleep, clock: Clock = time.monotonic
+) -> None:
+    """Until every node's running corosync has (or has not) the device, as reloaded."""
+    deadline = clock() + RELOAD_S
     for conn in conns:
-        found = runtime_quorum((await conn.run(CMAP_QUORUM)).stdout)
-        if found is None or found.device != device or found.two_node == device:
-            want = "the quorum device" if device else "two_node"
-            raise RemoteError(f"{conn.name}: corosync did not take {want} on reload")
+        while True:
+            found = runtime_quorum((await conn.run(CMAP_QUORUM)).stdout)
+            if found is not None and found.device == device and found.two_node != device:
+                break
+            if clock() > deadline:
+                want = "the quorum device" if device else "two_node"
+                raise RemoteError(f"{conn.name}: corosync did not take {want} on reload")
+            await sleep(1)
 
 
 async def switch_to_qdevice(
@@ -320,7 +331,7 @@ async def switch_to_qdevice(
                 "switched; make it reachable from the nodes, then re-run apply"
             )
     await first.run(["corosync-cfgtool", "-R"], check=True)
-    await _runtime_device(conns, device=True)
+    await _runtime_device(conns, True, sleep, clock)
     for conn in conns:
         await conn.run(["systemctl", "enable", QDEVICE], check=True)
         await conn.run(["systemctl", "restart", QDEVICE], check=True)
@@ -365,6 +376,6 @@ async def switch_to_two_node(
     if rendered_cib is not None:
         await push_cib(conns[0], rendered_cib, sleep, fencing_only=True)
     await conns[0].run(["corosync-cfgtool", "-R"], check=True)
-    await _runtime_device(conns, device=False)
+    await _runtime_device(conns, False, sleep)
     for conn in conns:
         await conn.run(["systemctl", "disable", "--now", QDEVICE], check=True)
