@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 import asyncssh
 
 from hakvm.errors import ExitCode, FailedError
+from hakvm.redact import redact
 from hakvm.spec.models import Node
 from hakvm.spec.paths import resolve
 
@@ -191,7 +192,9 @@ class NodeConnection:
             tuple(argv),
             proc.exit_status if proc.exit_status is not None else 255,
             out.decode("utf-8", "replace"),
-            err.decode("utf-8", "replace"),
+            # stderr is only ever shown (errors, reports): a tool repeating a secret there
+            # (drbdadm's failed drbdsetup command line) is redacted as it arrives.
+            redact(err.decode("utf-8", "replace")),
         )
         if check and not result.ok:
             detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
@@ -298,7 +301,7 @@ async def _follow(
         ended, reason = "lost", _reason(exc)
     elif not reader.cancelled() and proc.returncode is None:
         ended, reason = "lost", "channel closed without an exit status"
-    tail = "".join(stderr)[-STDERR_KEEP:]
+    tail = redact("".join(stderr)[-STDERR_KEEP:])
     return StreamResult(argv, lines, proc.returncode, ended, tail, reason)
 
 

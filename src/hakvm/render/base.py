@@ -9,13 +9,16 @@ from functools import cache
 
 import jinja2
 
+from hakvm.redact import PLACEHOLDER
 from hakvm.spec.derive import Derived
 from hakvm.spec.models import ClusterSpec
 
 # The pseudo-node holding cluster-wide artefacts (the CIB, the pcs/crmsh exports): they are
 # not files on a node but state pushed to Pacemaker.
 CLUSTER = "cluster"
-REDACTED = "REDACTED-generated-at-apply"
+# Where a secret goes in a file rendered without secrets; never written to a node
+# (hakvm.redact.contains_placeholder is checked where files are written).
+REDACTED = f"{PLACEHOLDER}generated-at-apply"
 
 
 @dataclass(frozen=True)
