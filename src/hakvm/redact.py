@@ -19,7 +19,9 @@ import base64
 import re
 
 REDACTED = "<redacted>"
-PLACEHOLDER = "REDACTED-"  # every placeholder starts so: REDACTED-generated-at-apply, ...
+PLACEHOLDER = "REDACTED-"  # every placeholder starts so
+GENERATED = f"{PLACEHOLDER}generated-at-apply"  # a secret that apply will generate
+NOT_READ = f"{PLACEHOLDER}not-read"  # one derived from a node's secret that plan did not read
 MIN_KNOWN = 8  # shorter registered values are not searched for (they would hide words)
 
 _KNOWN: set[str] = set()
@@ -83,3 +85,17 @@ def redact(text: str) -> str:
 def contains_placeholder(data: bytes) -> bool:
     """Whether `data` holds a render placeholder where a secret belongs."""
     return PLACEHOLDER.encode() in data
+
+
+_STAND_IN = f"{PLACEHOLDER}sha256:".encode()
+
+
+def stand_in(sha256: str) -> bytes:
+    """What `plan` holds in place of a secret it did not read: a node's copy, known by its
+    hash, or (no hash) one that apply generates. A placeholder: never written."""
+    return _STAND_IN + sha256.encode() if sha256 else GENERATED.encode()
+
+
+def stand_in_digest(data: bytes) -> str | None:
+    """The hash a `stand_in` carries (None: `data` is not one)."""
+    return data[len(_STAND_IN) :].decode() if data.startswith(_STAND_IN) else None

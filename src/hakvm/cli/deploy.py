@@ -32,6 +32,10 @@ def _print_prediction(console: Console, predicted: tuple[str, ...]) -> None:
 
 def _print_run(report: engine.RunReport, *, planned: bool) -> None:
     console = Console(highlight=False)
+    if planned and report.secrets:
+        console.print("[bold]secrets[/bold] (compared by hash on the nodes, never read)")
+        for line in report.secrets:
+            console.print(f"  {line}", markup=False)
     for phase in report.phases:
         if not phase.steps:
             continue

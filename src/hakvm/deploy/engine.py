@@ -9,6 +9,7 @@ before it acts, so an interrupted apply converges when re-run.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import re
 import time
@@ -23,8 +24,10 @@ from hakvm.deploy.secrets import (
     DRBD_MASTER_PATH,
     BmcPassword,
     ClusterSecrets,
-    load_or_create,
+    masked_paths,
     read_bmc_passwords,
+    resolve_secrets,
+    secret_paths,
 )
 from hakvm.deploy.steps import Call, Run, Step, Write
 from hakvm.errors import FailedError
@@ -58,6 +61,7 @@ class PhaseReport:
 class RunReport:
     phases: list[PhaseReport] = field(default_factory=list)
     seconds: float = 0.0
+    secrets: list[str] = field(default_factory=list)  # plan: each secret's copies, no bytes
 
     @property
     def changes(self) -> int:
@@ -67,6 +71,7 @@ class RunReport:
         return {
             "changes": self.changes,
             "seconds": round(self.seconds, 2),
+            **({"secrets": self.secrets} if self.secrets else {}),
             "phases": [
                 {
                     "phase": p.name,
@@ -109,14 +114,19 @@ def existing_minors(spec: ClusterSpec, facts: Mapping[str, NodeFacts]) -> dict[s
 
 
 class Deployment:
-    """One spec against its two nodes: connections, facts, rendering with real secrets."""
+    """One spec against its two nodes: connections, facts, rendering with the secrets.
 
-    def __init__(self, spec: ClusterSpec, spec_path: Path) -> None:
+    Secret files on the nodes are compared by hash (deploy/secrets.py); only with
+    `adopt_secrets` (apply) is a node's copy read, a missing one generated and the local
+    state directory written."""
+
+    def __init__(self, spec: ClusterSpec, spec_path: Path, *, adopt_secrets: bool = False) -> None:
         self.spec = spec
         self.session = Session(spec, spec_path)
         self.spec_dir = self.session.spec_dir
         self.conns: dict[str, NodeConnection] = {}
         self.secrets: ClusterSecrets | None = None
+        self.adopt_secrets = adopt_secrets
 
     async def __aenter__(self) -> Deployment:
         self.conns = {c.name: c for c in await self.session.connect_all()}
@@ -128,19 +138,33 @@ class Deployment:
     async def gather(self) -> tuple[dict[str, NodeFacts], PlanEnvBuilder]:
         draft = render_all(RenderContext(self.spec, derive(self.spec), Secrets.redacted()))
         minors_guess = {d.minor: name for name, d in derive(self.spec).vms.items()}
+        hashed, masked = secret_paths(self.spec), masked_paths(self.spec)
         results = await asyncio.gather(
             *(
-                gather_facts(conn, _managed_paths(self.spec, draft, name), minors_guess)
+                gather_facts(
+                    conn,
+                    set(_managed_paths(self.spec, draft, name)) - {*hashed, *masked},
+                    minors_guess,
+                    hashed,
+                    masked,
+                )
                 for name, conn in self.conns.items()
             )
         )
         facts = {f.name: f for f in results}
         if self.secrets is None:
-            self.secrets = load_or_create(self.spec.cluster.name, facts.values())
+            read = self._read_secret if self.adopt_secrets else None
+            self.secrets = await resolve_secrets(self.spec.cluster.name, facts, read)
         derived = derive(self.spec, existing_minors(self.spec, facts))
-        ctx = RenderContext(self.spec, derived, Secrets(drbd_master=self.secrets.drbd_master))
+        ctx = RenderContext(self.spec, derived, self.secrets.for_render)
         passwords = read_bmc_passwords(self.spec, self.spec_dir)
         return facts, PlanEnvBuilder(ctx, render_all(ctx), self.secrets, self.spec_dir, passwords)
+
+
+    async def _read_secret(self, node: str, path: str) -> bytes:
+        """A node's copy of a secret, for apply to adopt (base64: any byte survives)."""
+        result = await self.conns[node].run(["base64", "-w0", "--", path], check=True)
+        return base64.b64decode(result.stdout)
 
 
 @dataclass
@@ -162,6 +186,7 @@ async def plan(spec: ClusterSpec, spec_path: Path) -> RunReport:
     report = RunReport()
     async with Deployment(spec, spec_path) as dep:
         facts, builder = await dep.gather()
+        report.secrets = [state.line() for state in builder.secrets.states]
         env = builder.env(facts)
         for name, phase in ph.PHASES:
             t0 = time.monotonic()
@@ -232,7 +257,7 @@ async def apply(
     """Run every phase; both nodes in parallel within a phase."""
     started = time.monotonic()
     report = RunReport()
-    async with Deployment(spec, spec_path) as dep:
+    async with Deployment(spec, spec_path, adopt_secrets=True) as dep:
         facts, builder = await dep.gather()
         dirty = False
         for name, phase in ph.PHASES:

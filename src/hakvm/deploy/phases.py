@@ -106,7 +106,9 @@ def write_steps(
     steps = []
     for path, content, mode in files:
         current = env.facts[node].files.get(path)
-        if current is not None and current.content == content and current.mode == mode:
+        # A secret file given to another owner is rewritten, as one whose mode drifted.
+        owned = current is not None and current.owner in ("", "root:root")
+        if current is not None and current.same_as(content) and current.mode == mode and owned:
             continue
         title = f"{'create' if current is None else 'update'} {path}"
         old = current.content if current is not None else None
@@ -300,7 +302,7 @@ def storage(env: PlanEnv) -> list[Step]:
             if (st.volume_group, vm.name) not in facts.logical_volumes:
                 title = f"create volume {st.volume_group}/{vm.name}"
                 steps.append(Step(node.name, "storage", title, (_lv_command(vm, node),)))
-        master = env.secrets.drbd_master.encode() + b"\n"
+        master = env.secrets.drbd_master_file
         writes = [*rendered_writes(env, node.name, "drbd"), (DRBD_MASTER_PATH, master, 0o600)]
         steps.extend(write_steps(env, node.name, "storage", writes))
         steps.extend(_drbd_resources(env, node, steps))

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from hakvm.deploy import phases as ph
 from hakvm.deploy.engine import Deployment
-from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH
+from hakvm.deploy.secrets import masked_paths, secret_paths
 from hakvm.deploy.steps import Step
 from hakvm.errors import MonitorCode
 from hakvm.ops.status import pick_view
@@ -38,9 +38,8 @@ from hakvm.remote.probes import (
     parse_cfgtool,
 )
 from hakvm.remote.session import Session
-from hakvm.render.cib import drbd_clone_id, fence_id, password_file_path
+from hakvm.render.cib import drbd_clone_id, fence_id
 from hakvm.render.drbd import resource_path
-from hakvm.render.migration import KEY_PATH as MIGRATION_KEY_PATH
 from hakvm.spec.models import ClusterSpec, Node, OsFamily
 from hakvm.spec.paths import resolve
 
@@ -493,10 +492,7 @@ def _bond_findings(node: str, name: str, members: Sequence[str], text: str) -> l
 def node_secret_paths(spec: ClusterSpec) -> list[str]:
     """Files on the nodes holding a secret: authkey, DRBD master secret and resource files
     (their shared secret), the migration SSH key (root on the peer), the fence passwords."""
-    paths = {AUTHKEY_PATH, DRBD_MASTER_PATH, MIGRATION_KEY_PATH}
-    paths |= {password_file_path(n.name) for n in spec.nodes}
-    paths |= {resource_path(vm.name) for vm in spec.vms}
-    return sorted(paths)
+    return sorted({*secret_paths(spec), *masked_paths(spec)})
 
 
 def _exposed(mode: int | None) -> bool:

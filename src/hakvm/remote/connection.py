@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 import asyncssh
 
 from hakvm.errors import ExitCode, FailedError
-from hakvm.redact import redact
+from hakvm.redact import PLACEHOLDER, contains_placeholder, redact
 from hakvm.spec.models import Node
 from hakvm.spec.paths import resolve
 
@@ -241,18 +241,31 @@ class NodeConnection:
     async def write_file(
         self, path: str, content: bytes, mode: int, owner: str = "root", group: str = "root"
     ) -> None:
-        """Atomically replace `path` (temp file + rename); mode set before data lands, so a
-        secret is never briefly world-readable."""
-        script = (
-            'set -e; umask 077; d=$(dirname "$1"); mkdir -p "$d"; '
-            't=$(mktemp "$1.hakvm.XXXXXX"); cat > "$t"; chmod "$2" "$t"; '
-            'chown "$3" "$t"; mv -f "$t" "$1"'
-        )
+        """Atomically replace `path` (WRITE_SCRIPT: temp file, fsync, rename, fsync of the
+        directory); mode set before data lands, so a secret is never briefly world-readable.
+
+        Every file hakvm puts on a node comes through here: content holding a render
+        placeholder where a secret belongs is refused before anything is sent."""
+        if contains_placeholder(content):
+            raise RemoteError(
+                f"{self.name}: refusing to write {path}: it holds a placeholder "
+                f"({PLACEHOLDER}...) where a secret belongs; nothing was written"
+            )
         await self.run(
-            ["sh", "-c", script, "sh", path, f"{mode:04o}", f"{owner}:{group}"],
+            ["sh", "-c", WRITE_SCRIPT, "sh", path, f"{mode:04o}", f"{owner}:{group}"],
             stdin=content,
             check=True,
         )
+
+
+# $1 path, $2 mode, $3 owner:group, stdin the content. The data and the rename are each on
+# disk before the next step (a crash leaves the old file or the new one, never an empty
+# one); a temp file left by a failure is removed.
+WRITE_SCRIPT = (
+    'set -e; umask 077; d=$(dirname "$1"); mkdir -p "$d"; '
+    't=$(mktemp "$1.hakvm.XXXXXX"); trap \'rm -f "$t"\' EXIT; cat > "$t"; chmod "$2" "$t"; '
+    'chown "$3" "$t"; sync "$t"; mv -f "$t" "$1"; sync "$d"'
+)
 
 
 def _reason(exc: BaseException) -> str:

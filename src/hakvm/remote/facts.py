@@ -6,6 +6,8 @@ Parsers are separate from the commands so unit tests can replay recorded real ou
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
 import io
 import json
 import shlex
@@ -14,15 +16,57 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hakvm.redact import GENERATED, contains_placeholder, stand_in_digest
 from hakvm.remote import drbd, pacemaker
 from hakvm.remote.connection import NodeConnection
 from hakvm.remote.drbd import DrbdResource, parse_drbdsetup_json, parse_proc_drbd
 
+SECRET_LINE = b"shared-secret"  # a DRBD resource file's secret is on the lines holding it
+
 
 @dataclass(frozen=True)
 class FileFact:
+    """A managed file on a node. A secret file is never read back (SECRET_FILES_SCRIPT):
+    the node reports its mode, `size` and `sha256`, a DRBD resource file also its text
+    without the shared-secret lines (`content`), an SSH private key its public half."""
+
     content: bytes
     mode: int
+    sha256: str = ""  # set: a secret file, known by its hash
+    size: int | None = None
+    public_key: str = ""
+    hex_only: bool = False  # nothing but lowercase hex digits and newlines
+    owner: str = ""  # "user:group" of a secret file ("": not asked)
+
+    @property
+    def length(self) -> int:
+        return len(self.content) if self.size is None else self.size
+
+    def same_as(self, content: bytes) -> bool:
+        """Whether the node's file holds `content`: by hash for a secret file; `content`
+        standing in for a secret plan has not read (hakvm.redact.stand_in) by the hash it
+        carries; text rendered with a placeholder for a secret derived from one by the rest
+        of it; anything holding a secret that apply will generate differs."""
+        if not self.sha256:
+            return self.content == content
+        digest = stand_in_digest(content)
+        if digest is not None:
+            return digest == self.sha256
+        if GENERATED.encode() in content:
+            return False
+        if contains_placeholder(content):
+            return without_secret_lines(content) == self.content
+        return hashlib.sha256(content).hexdigest() == self.sha256
+
+
+def without_secret_lines(data: bytes) -> bytes:
+    """`data` without its shared-secret lines, as `grep -v` gives it on the node."""
+    if not data:
+        return b""
+    lines = data.split(b"\n")
+    if data.endswith(b"\n"):
+        lines.pop()
+    return b"".join(line + b"\n" for line in lines if SECRET_LINE not in line)
 
 
 @dataclass(frozen=True)
@@ -98,6 +142,24 @@ def parse_files(archive: bytes, paths: Iterable[str]) -> dict[str, FileFact | No
             data = tar.extractfile(member)
             path = "/" + member.name.lstrip("/")
             out[path] = FileFact(data.read() if data else b"", member.mode & 0o7777)
+    return out
+
+
+def parse_secret_files(text: str) -> dict[str, FileFact]:
+    """SECRET_FILES_SCRIPT's output: four lines per file that exists."""
+    out: dict[str, FileFact] = {}
+    lines = text.split("\n")
+    for i in range(0, len(lines) - 3, 4):
+        path, numbers, masked, public = lines[i : i + 4]
+        try:
+            mode, size, owner, sha256, other = numbers.split()
+            content = base64.b64decode(masked, validate=True)
+            public = public.strip()
+            out[path] = FileFact(
+                content, int(mode, 8), sha256, int(size), public, other == "0", owner
+            )
+        except (ValueError, binascii.Error):
+            continue  # a garbled entry: the file reads as absent, so apply rewrites it
     return out
 
 
@@ -219,12 +281,37 @@ def parse_batch(text: str) -> dict[str, tuple[int, bytes]]:
     return out
 
 
-def fact_commands(paths: Iterable[str]) -> list[tuple[str, list[str]]]:
+# Per secret file that exists ("h:PATH"; "m:PATH" for a DRBD resource file), four lines,
+# never the secret: its path; mode (octal), size, owner:group, SHA-256 and whether anything
+# but lowercase hex digits and newlines is in it (0: no); for "m:" its text without the
+# shared-secret lines (base64); for an OpenSSH private key its public half (ssh-keygen
+# reads a pipe: a file whose mode drifted would be refused).
+SECRET_FILES_SCRIPT = (
+    'for a; do f=${a#?:}; [ -f "$f" ] || continue; m=""; k=""; '
+    'case $a in m:*) m=$(grep -v shared-secret -- "$f" | base64 -w0);; esac; '
+    'if head -n1 -- "$f" | grep -qx -- "-----BEGIN OPENSSH PRIVATE KEY-----"; then '
+    'k=$(cat -- "$f" | ssh-keygen -y -P "" -f /dev/stdin 2>/dev/null | head -n1); fi; '
+    'printf "%s\\n%s %s %s\\n%s\\n%s\\n" "$f" "$(stat -c "%a %s %U:%G" -- "$f")" '
+    '"$(sha256sum < "$f" | cut -d" " -f1)" "$(tr -d "0-9a-f\\n" < "$f" | head -c1 | wc -c)" '
+    '"$m" "$k"; done'
+)
+
+
+def secret_files_command(secret_paths: Iterable[str], masked_paths: Iterable[str]) -> list[str]:
+    args = [f"h:{p}" for p in sorted(set(secret_paths))]
+    args += [f"m:{p}" for p in sorted(set(masked_paths))]
+    return ["sh", "-c", SECRET_FILES_SCRIPT, "sh", *args]
+
+
+def fact_commands(
+    paths: Iterable[str], secret_paths: Iterable[str] = (), masked_paths: Iterable[str] = ()
+) -> list[tuple[str, list[str]]]:
     lvs_fields = "lv_name,vg_name,lv_size,lv_attr,pool_lv,lv_tags"
     return [
         ("os_release", ["cat", "/etc/os-release"]),
         ("dpkg", ["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\\n"]),
         ("files", files_command(sorted(set(paths)))),
+        ("secret_files", secret_files_command(secret_paths, masked_paths)),
         ("ip_addr", ["ip", "-j", "addr", "show"]),
         ("vgs", ["vgs", "--reportformat", "json", "--units", "b", "-o", "vg_name,vg_size"]),
         ("lvs", ["lvs", "--reportformat", "json", "--units", "b", "-o", lvs_fields]),
@@ -238,13 +325,20 @@ def fact_commands(paths: Iterable[str]) -> list[tuple[str, list[str]]]:
 
 
 async def gather_facts(
-    conn: NodeConnection, paths: Iterable[str], minors: dict[int, str]
+    conn: NodeConnection,
+    paths: Iterable[str],
+    minors: dict[int, str],
+    secret_paths: Iterable[str] = (),
+    masked_paths: Iterable[str] = (),
 ) -> NodeFacts:
-    """Everything plan needs from one node, in one remote shell session."""
+    """Everything plan needs from one node, in one remote shell session. `paths` are read
+    whole; `secret_paths` and `masked_paths` (DRBD resource files) by hash only."""
     facts = NodeFacts(conn.name)
     paths = sorted(set(paths))
-    result = await conn.run(batch_argv(fact_commands(paths)), timeout=300, check=True)
-    return facts_from_batch(facts, parse_batch(result.stdout), paths, minors)
+    secret = sorted({*secret_paths, *masked_paths})
+    commands = fact_commands(paths, secret_paths, masked_paths)
+    result = await conn.run(batch_argv(commands), timeout=300, check=True)
+    return facts_from_batch(facts, parse_batch(result.stdout), paths, minors, secret)
 
 
 def facts_from_batch(
@@ -252,6 +346,7 @@ def facts_from_batch(
     batch: dict[str, tuple[int, bytes]],
     paths: Iterable[str],
     minors: dict[int, str],
+    secret_paths: Iterable[str] = (),
 ) -> NodeFacts:
     """Fill ``facts`` from parsed batch output (pure: unit tests replay recorded output)."""
 
@@ -265,6 +360,8 @@ def facts_from_batch(
     facts.os_release = parse_os_release(os_release)
     facts.packages = parse_dpkg_packages(dpkg)
     facts.files = parse_files(batch.get("files", (1, b""))[1], paths)
+    secret_files = parse_secret_files(batch.get("secret_files", (1, b""))[1].decode())
+    facts.files.update({path: secret_files.get(path) for path in secret_paths})
     facts.addresses, facts.links_up = parse_ip_addr(ip_addr)
     facts.volume_groups, facts.logical_volumes = parse_lvm(vgs, lvs)
     for dev in json.loads(lsblk or '{"blockdevices": []}').get("blockdevices", []):

@@ -9,7 +9,7 @@ from functools import cache
 
 import jinja2
 
-from hakvm.redact import PLACEHOLDER
+from hakvm.redact import GENERATED
 from hakvm.spec.derive import Derived
 from hakvm.spec.models import ClusterSpec
 
@@ -18,7 +18,7 @@ from hakvm.spec.models import ClusterSpec
 CLUSTER = "cluster"
 # Where a secret goes in a file rendered without secrets; never written to a node
 # (hakvm.redact.contains_placeholder is checked where files are written).
-REDACTED = f"{PLACEHOLDER}generated-at-apply"
+REDACTED = GENERATED
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,11 @@ class Secrets:
     """
 
     drbd_master: str
+    placeholder: str = REDACTED  # what stands in for a secret when rendered without them
 
     @classmethod
-    def redacted(cls) -> Secrets:
-        return cls(drbd_master="")
+    def redacted(cls, placeholder: str = REDACTED) -> Secrets:
+        return cls(drbd_master="", placeholder=placeholder)
 
     @property
     def is_redacted(self) -> bool:
@@ -57,7 +58,7 @@ class Secrets:
     def drbd_secret(self, resource: str) -> str:
         """A per-resource DRBD shared secret derived from the master (HMAC-SHA256)."""
         if self.is_redacted:
-            return REDACTED
+            return self.placeholder
         digest = hmac.new(self.drbd_master.encode(), resource.encode(), hashlib.sha256)
         return digest.hexdigest()[:48]
 
