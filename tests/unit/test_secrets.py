@@ -3,7 +3,7 @@ unusable secret in the state directory is one line (exit 3), a placeholder or ma
 secret on a node is never adopted, no placeholder is ever written to a node, local copies
 are replaced atomically and node files fsynced before their rename; plan and doctor read no
 secret from the nodes (hashes computed there) and write none locally; apply reads a node's
-copy only to adopt it."""
+copy only to adopt it; an unusable SSH key file is bad input in one line (exit 2)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import os
 import secrets
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -410,3 +411,41 @@ def test_a_secret_file_given_away_is_repaired(
     (step,) = [s for p in report.phases for s in p.steps if path in s.title]
     (write,) = step.actions
     assert step.node == "node01" and getattr(write, "mode", None) in (0o400, 0o600)
+
+
+# --- SSH key files ------------------------------------------------------------------------------
+
+
+def _bad_key(tmp_path: Path) -> dict[str, Callable[[Path], None]]:
+    def passphrase(path: Path) -> None:
+        path.write_bytes(KEY.export_private_key("pkcs8-pem", passphrase="pw"))
+
+    return {
+        "garbage": lambda p: p.write_bytes(b"garbage\n"),
+        "empty": lambda p: p.write_bytes(b""),
+        "passphrase": passphrase,
+        "missing": lambda p: None,
+    }
+
+
+@pytest.mark.parametrize("what", ["garbage", "empty", "passphrase", "missing"])
+def test_an_unusable_key_file_is_bad_input_in_one_line(
+    what: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before any connection (the spec points at a closed port: nothing is reached)."""
+    import yaml
+
+    from hakvm.cli import main
+
+    spec_path = _spec_file(tmp_path, "lab")
+    data = yaml.safe_load(spec_path.read_text())
+    for node in data["nodes"]:
+        node["ssh"].update(key_file=str(tmp_path / "id"), known_hosts=str(tmp_path / "kh"))
+    spec_path.write_text(yaml.safe_dump(data))
+    (tmp_path / "kh").write_text("")
+    _bad_key(tmp_path)[what](tmp_path / "id")
+    capsys.readouterr()
+    code = main(["plan", str(spec_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (code, len(err)) == (2, 1), err
+    assert "nodes.node01.ssh.key_file" in err[0] and "Traceback" not in err[0]

@@ -37,6 +37,12 @@ class UnreachableError(RemoteError):
     exit_code = ExitCode.STATE
 
 
+class KeyFileError(UnreachableError):
+    """The spec's SSH key file is missing or unusable: bad input, nothing was tried."""
+
+    exit_code = ExitCode.INPUT
+
+
 @dataclass(frozen=True)
 class Result:
     argv: tuple[str, ...]
@@ -117,22 +123,23 @@ class NodeConnection:
                 f"{self.name}: known_hosts file {known_hosts} is missing; hakvm never trusts "
                 "a host key on first use: add the node's key there"
             )
+        client_key = self._client_key(key)
         try:
             self._conn = await asyncio.wait_for(
                 asyncssh.connect(
                     ssh.host,
                     port=ssh.port,
                     username=ssh.user,
-                    client_keys=[str(key)],
+                    client_keys=[client_key],
                     known_hosts=str(known_hosts),
+                    # Never an ssh-agent: the spec names the one key used (unattended runs
+                    # have no agent, and an agent would offer every key it holds).
                     agent_path=None,
                     keepalive_interval=15,
                     keepalive_count_max=4,
                 ),
                 timeout=self._connect_timeout,
             )
-        except asyncssh.KeyImportError as exc:
-            raise UnreachableError(f"{self.name}: cannot use the SSH key {key}: {exc}") from None
         except asyncssh.HostKeyNotVerifiable as exc:
             raise UnreachableError(
                 f"{self.name}: host key of {ssh.host}:{ssh.port} does not match {known_hosts} "
@@ -144,6 +151,21 @@ class NodeConnection:
                 f"{self.name}: cannot connect to {ssh.user}@{ssh.host}:{ssh.port}: {reason}"
             ) from None
         return self
+
+    def _client_key(self, key: Path) -> asyncssh.SSHKey:
+        """The spec's key file, loaded before any connection: KeyFileError (bad input, one
+        line naming the field) if it is missing, garbage or passphrase-protected."""
+        field = f"nodes.{self.name}.ssh.key_file"
+        try:
+            return asyncssh.read_private_key(str(key))
+        except OSError as exc:
+            raise KeyFileError(f"{field}: cannot read {key}: {exc.strerror}") from None
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            why = "passphrase-protected" if "assphrase" in str(exc) else f"{exc}".lower()
+            raise KeyFileError(
+                f"{field}: {key} is not a usable private key ({why}); hakvm needs an OpenSSH "
+                "private key without a passphrase (it never uses an ssh-agent)"
+            ) from None
 
     async def __aenter__(self) -> NodeConnection:
         return await self.connect()

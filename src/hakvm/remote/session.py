@@ -31,6 +31,9 @@ async def connect_all(nodes: Sequence[Node], directory: Path) -> list[NodeConnec
     if errors:
         await asyncio.gather(*(c.close() for c in conns))
         message = "; ".join(str(e) for e in errors)
+        kind = type(errors[0])
+        if all(type(e) is kind for e in errors) and issubclass(kind, RemoteError):
+            raise kind(message)  # one kind, one exit code (an unusable key file: 2)
         if all(isinstance(e, UnreachableError) for e in errors):
             raise UnreachableError(message)
         raise RemoteError(message)

@@ -155,7 +155,10 @@ class SshTarget(Model):
     host: str = Field(min_length=1, description="address or name hakvm connects to")
     port: Port = 22
     user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]*$")
-    key_file: Path = Field(description="private key (passphrase-less or via ssh-agent)")
+    key_file: Path = Field(
+        description="private key file without a passphrase, mode 0600 (the one key hakvm "
+        "offers: it never uses an ssh-agent)"
+    )
     known_hosts: Path | None = Field(
         None, description="known_hosts file holding the node's host key (never auto-accepted)"
     )
