@@ -285,7 +285,7 @@ def test_migration_trust_keeps_foreign_keys_and_pins_peer(tmp_path: Path) -> Non
     authorized = files[migration.AUTHORIZED_KEYS_PATH]
     assert authorized.startswith(admin_key)
     # node01 accepts the migration key only from node02's replication (bond) address.
-    assert 'restrict,from="10.88.0.2" ssh-ed25519 ' in authorized
+    assert 'restrict,from="10.88.0.2",command="' in authorized
     known = files[migration.KNOWN_HOSTS_PATH].splitlines()
     assert known[1].startswith("node02-migration,10.88.0.2 ssh-ed25519 ")
     assert "StrictHostKeyChecking yes" in files[migration.SSH_CONFIG_PATH]

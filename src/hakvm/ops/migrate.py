@@ -34,7 +34,7 @@ from hakvm.remote.pacemaker import ClusterState
 from hakvm.remote.session import Session
 from hakvm.render.cib import GOOD_DATA_SCORE, promotion_score_attribute
 from hakvm.render.drbd import resync_attribute
-from hakvm.render.migration import migration_name
+from hakvm.render.migration import libvirt_uri, migration_name
 from hakvm.spec.models import ClusterSpec, DiskMode, Vm
 
 MEMORY_MARGIN = 64 * 1024**2  # QEMU's own overhead above the guest's memory
@@ -124,8 +124,9 @@ async def preflight(
             f"{vm.name} needs {needed // 2**20} MiB"
         )
     if vm.disk.mode is DiskMode.BLOCK:
+        # The path the migration takes: libvirt's ssh tunnel, all the migration key opens.
         probe_ssh = await conns[source].run(
-            ["ssh", "-o", "ConnectTimeout=20", migration_name(target), "true"], timeout=180
+            ["virsh", "-c", libvirt_uri(target), "uri"], timeout=180
         )
         if not probe_ssh.ok:
             last = (probe_ssh.stderr.strip().splitlines() or ["no output"])[-1]
