@@ -134,7 +134,9 @@ def doctor_view(report: dr.DoctorReport) -> Group:
         for col in ("finding", "node", "problem", "fix"):
             table.add_column(col, overflow="fold")
         for f in report.findings:
-            severity = "[bold red]CRITICAL[/]" if f.severity == "critical" else "[yellow]warning[/]"
+            severity = {"critical": "[bold red]CRITICAL[/]", "warning": "[yellow]warning[/]"}.get(
+                f.severity, "[cyan]advice[/]"
+            )
             table.add_row(f"{severity}\n{f.check}", f.node or "-", f.message, f.fix)
         parts.append(table)
     parts.append(f"checked: {', '.join(report.checks_run) or 'nothing'}")

@@ -302,6 +302,21 @@ async def resolve_secrets(
     )
 
 
+def local_secret_modes(spec: ClusterSpec, spec_path: Path) -> dict[str, int | None]:
+    """Modes of the spec's SSH keys and BMC password files (relative to the spec); None:
+    missing (validate and apply report it, it cannot leak)."""
+    base = spec_path.resolve().parent
+    files = {resolve(base, n.ssh.key_file) for n in spec.nodes}
+    files |= {resolve(base, n.bmc.password_file) for n in spec.nodes if n.bmc}
+    modes: dict[str, int | None] = {}
+    for file in sorted(files):
+        try:
+            modes[str(file)] = os.stat(file).st_mode & 0o7777
+        except OSError:
+            modes[str(file)] = None
+    return modes
+
+
 # --- BMC passwords ------------------------------------------------------------------------------
 
 

@@ -10,7 +10,6 @@ reads. Every check is a pure function of them, so unit tests replay recorded out
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from hakvm.deploy import phases as ph
 from hakvm.deploy.engine import Deployment
-from hakvm.deploy.secrets import masked_paths, secret_paths
+from hakvm.deploy.secrets import SecretFileError, local_secret_modes, masked_paths, secret_paths
 from hakvm.deploy.steps import Step
 from hakvm.errors import MonitorCode
 from hakvm.ops.status import pick_view
@@ -41,7 +40,6 @@ from hakvm.remote.session import Session
 from hakvm.render.cib import drbd_clone_id, fence_id
 from hakvm.render.drbd import resource_path
 from hakvm.spec.models import ClusterSpec, Node, OsFamily
-from hakvm.spec.paths import resolve
 
 # Pacemaker and corosync stay correct with skewed clocks, but failure-timeout expiry,
 # constraint lifetimes (crm_resource --move --lifetime) and every post-mortem (logs, fence
@@ -55,7 +53,8 @@ DRIFT_PHASES = ("network", "hosts", "firewall", "corosync", "libvirt", "fencing"
 SAFE_NO_QUORUM = ("stop", "freeze", "demote")
 DRIFT_FIX = "hakvm plan SPEC to review, hakvm apply SPEC to restore"
 
-Severity = Literal["critical", "warning"]
+# advice: hardening that leaves the health as it is (a monitoring system is not paged for it)
+Severity = Literal["critical", "warning", "advice"]
 
 
 class Finding(BaseModel):
@@ -70,9 +69,10 @@ class DoctorReport(BaseModel):
     cluster: str
     health: Literal["healthy", "degraded", "critical", "unknown"]
     exit_code: int = Field(
-        description="0 nothing found, 1 only warnings, 2 any critical, 3 no node answered"
+        description="0 nothing found (or advice only), 1 warnings, 2 any critical, 3 no node "
+        "answered"
     )
-    findings: list[Finding] = Field(description="critical first")
+    findings: list[Finding] = Field(description="critical first, advice last")
     checks_run: list[str] = Field(description="finding ids verified (absent unless listed)")
     skipped: list[str] = Field(description="checks that could not run, and why")
 
@@ -100,6 +100,7 @@ class DeployView:
     drift: list[Step] = field(default_factory=list)
     error: str | None = None  # no facts at all: secrets and drift unchecked
     drift_error: str | None = None  # facts, but plan refused: drift unchecked
+    proc_hidden: dict[str, bool | None] = field(default_factory=dict)  # /proc hidepid?
 
 
 @dataclass
@@ -489,12 +490,6 @@ def _bond_findings(node: str, name: str, members: Sequence[str], text: str) -> l
 # --- secrets -------------------------------------------------------------------------------------
 
 
-def node_secret_paths(spec: ClusterSpec) -> list[str]:
-    """Files on the nodes holding a secret: authkey, DRBD master secret and resource files
-    (their shared secret), the migration SSH key (root on the peer), the fence passwords."""
-    return sorted({*secret_paths(spec), *masked_paths(spec)})
-
-
 def _exposed(mode: int | None) -> bool:
     return mode is not None and mode & 0o077 != 0
 
@@ -504,7 +499,9 @@ def check_node_secrets(
 ) -> list[Finding]:
     found: list[Finding] = []
     for node, node_files in sorted(files.items()):
-        for path in node_secret_paths(spec):
+        # authkey, DRBD master secret and resources (their shared secret), the migration
+        # SSH key (root on the peer), the fence passwords
+        for path in sorted({*secret_paths(spec), *masked_paths(spec)}):
             fact = node_files.get(path)
             if fact is not None and _exposed(fact.mode):
                 found.append(
@@ -531,19 +528,23 @@ def check_local_secrets(modes: Mapping[str, int | None]) -> list[Finding]:
     ]
 
 
-def local_secret_modes(spec: ClusterSpec, spec_path: Path) -> dict[str, int | None]:
-    """Modes of the spec's SSH keys and BMC password files (relative to the spec)."""
-    base = spec_path.resolve().parent
-    files = {resolve(base, n.ssh.key_file) for n in spec.nodes}
-    files |= {resolve(base, n.bmc.password_file) for n in spec.nodes if n.bmc}
-    return {str(f): _mode(f) for f in sorted(files)}
-
-
-def _mode(path: Path) -> int | None:
-    try:
-        return os.stat(path).st_mode & 0o7777
-    except OSError:
-        return None  # missing: validate and apply report it, it cannot leak
+def check_hidepid(spec: ClusterSpec, deployed: DeployView) -> list[Finding]:
+    """fence_ipmilan passes the BMC password to `ipmitool -P` at every fence monitor: with
+    /proc mounted without hidepid any local process can read it (docs/known-limits.md)."""
+    _facts(deployed)
+    if not (hidden := {n: h for n, h in deployed.proc_hidden.items() if h is not None}):
+        raise Skipped("no node said how /proc is mounted")
+    exposed = [n for n, h in sorted(hidden.items()) if not h and any(x.bmc for x in spec.nodes)]
+    return [
+        Finding(
+            check="proc-hidepid", severity="advice", node=node,
+            message=f"/proc on {node} is mounted without hidepid: any local process (QEMU "
+            "runs as libvirt-qemu) can read the BMC password fence_ipmilan gives ipmitool -P",
+            fix=f"on {node}: mount -o remount,hidepid=2 /proc; in /etc/fstab: "
+            "proc /proc proc defaults,hidepid=2 0 0",
+        )
+        for node in exposed
+    ]
 
 
 # --- drift ---------------------------------------------------------------------------------------
@@ -635,6 +636,7 @@ def checks(spec: ClusterSpec, inputs: Inputs) -> list[Check]:
         Check(("bond-degraded",), lambda: check_bonds(spec, inputs.reachable())),
         Check(("local-secret-readable",), lambda: check_local_secrets(inputs.local_modes)),
         Check(("secret-readable",), lambda: check_node_secrets(spec, _facts(deployed))),
+        Check(("proc-hidepid",), lambda: check_hidepid(spec, deployed)),
         Check(("drift",), lambda: check_drift(_drift(deployed))),
     ]
 
@@ -650,10 +652,10 @@ def diagnose(spec: ClusterSpec, inputs: Inputs) -> DoctorReport:
             skipped.append(f"{', '.join(check.ids)}: {why}")
             continue
         checks_run += [i for i in check.ids if i not in checks_run]
-    findings.sort(key=lambda f: f.severity != "critical")  # stable: check order within
+    findings.sort(key=lambda f: ("critical", "warning", "advice").index(f.severity))  # stable
     code = MonitorCode.HEALTHY
-    if findings:
-        critical = any(f.severity == "critical" for f in findings)
+    if graded := [f for f in findings if f.severity != "advice"]:
+        critical = any(f.severity == "critical" for f in graded)
         code = MonitorCode.CRITICAL if critical else MonitorCode.DEGRADED
     if all(a.raw is None for a in inputs.node_answers().values()):
         code = MonitorCode.UNKNOWN  # nothing answered: the checks that ran prove little
@@ -676,9 +678,10 @@ async def deployment_view(spec: ClusterSpec, spec_path: Path) -> DeployView:
     try:
         async with Deployment(spec, spec_path) as dep:
             facts, builder = await dep.gather()
-    except (RemoteError, ValueError) as exc:
+    except (RemoteError, SecretFileError, ValueError) as exc:
         return DeployView(error=str(exc))
     view = DeployView(files={name: f.files for name, f in facts.items()})
+    view.proc_hidden = {name: f.proc_hides_processes for name, f in facts.items()}
     env = builder.env(facts)
     try:
         view.drift = [s for name, phase in ph.PHASES if name in DRIFT_PHASES for s in phase(env)]

@@ -102,6 +102,8 @@ class NodeFacts:
     domains: dict[str, str] = field(default_factory=dict)  # name -> state
     # libvirt has probed the QEMU binary (its capability cache); None: not asked
     qemu_caps_cached: bool | None = None
+    # /proc hides other users' processes (hidepid); None: not known
+    proc_hides_processes: bool | None = None
 
     @property
     def os_id(self) -> str:
@@ -161,6 +163,15 @@ def parse_secret_files(text: str) -> dict[str, FileFact]:
         except (ValueError, binascii.Error):
             continue  # a garbled entry: the file reads as absent, so apply rewrites it
     return out
+
+
+def parse_hidepid(options: str) -> bool | None:
+    """`findmnt -n -o OPTIONS /proc`: whether other users' processes are hidden (hidepid 1,
+    2, 4 or their names noaccess, invisible, ptraceable); None: no answer."""
+    if not options.strip():
+        return None
+    values = [o.partition("=")[2] for o in options.strip().split(",") if o.startswith("hidepid=")]
+    return bool(values) and values[-1] not in ("0", "off")
 
 
 def parse_ip_addr(text: str) -> tuple[dict[str, list[str]], dict[str, bool]]:
@@ -321,6 +332,7 @@ def fact_commands(
         ("virsh", ["virsh", "-c", "qemu:///system", "list", "--all"]),
         ("qemu_caps", ["find", QEMU_CAPS_DIR, "-name", "*.xml"]),
         *pacemaker.batch_commands(),
+        ("proc_mount", ["findmnt", "-n", "-o", "OPTIONS", "/proc"]),
     ]
 
 
@@ -375,6 +387,7 @@ def facts_from_batch(
     facts.domains = parse_virsh_list(virsh)
     if "qemu_caps" in batch:  # recorded facts from before this fact existed lack it
         facts.qemu_caps_cached = bool(text("qemu_caps").strip())
+    facts.proc_hides_processes = parse_hidepid(text("proc_mount"))
     facts.cib = text("cib") or None
     facts.crm_mon = text("crm_mon") or None
     return facts

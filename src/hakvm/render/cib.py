@@ -224,7 +224,9 @@ def _fence_device(ctx: RenderContext, node: Node) -> Primitive | None:
         ("username", bmc.user),
         ("lanplus", "1" if bmc.lanplus else "0"),
         # The agent runs this script to read the password: it is never in the CIB (which
-        # every cluster tool prints) nor in any process's argv.
+        # every cluster tool prints). fence_ipmilan (fence-agents 4.12) still hands it to
+        # `ipmitool -P` at every monitor and fence, so it is in that process's argv for
+        # its life: what protects it is in docs/known-limits.md (doctor: proc-hidepid).
         ("password_script", password_script_path(node.name)),
         ("pcmk_host_list", node.name),
         ("pcmk_host_check", "static-list"),
@@ -592,7 +594,7 @@ def password_script(node: str) -> str:
         "#!/bin/sh\n"
         "# Managed by hakvm: changes are overwritten.\n"
         f"# fence_ipmilan's password_script for {node}'s BMC: the password stays in a 0600 file\n"
-        "# (copied by apply), never in the CIB or on a command line.\n"
+        "# (copied by apply), never in the CIB; fence_ipmilan passes it on to ipmitool -P.\n"
         f"exec cat {password_file_path(node)}\n"
     )
 
