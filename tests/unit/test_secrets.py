@@ -337,7 +337,7 @@ def test_plan_reads_no_secret_from_the_nodes_and_writes_none_here(
         for sent in node.sent:
             assert not set(sent.argv) & {*secret_paths(spec), *masked_paths(spec)}, sent.argv
     assert report.secrets == [
-        f"{what} (adopted from node01): node01 present, matches; node02 present, matches"
+        f"{what} (node01's copy): node01 present, matches; node02 present, matches"
         for what in ("corosync authkey", "DRBD master secret", "migration SSH key")
     ]
     view = asyncio.run(dr.deployment_view(spec, spec_path))  # doctor: the same

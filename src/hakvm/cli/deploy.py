@@ -35,7 +35,7 @@ def _print_run(report: engine.RunReport, *, planned: bool) -> None:
     if planned and report.secrets:
         console.print("[bold]secrets[/bold] (compared by hash on the nodes, never read)")
         for line in report.secrets:
-            console.print(f"  {line}", markup=False)
+            console.print(f"  {line}", markup=False, soft_wrap=True)
     for phase in report.phases:
         if not phase.steps:
             continue

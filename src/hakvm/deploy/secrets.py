@@ -63,7 +63,7 @@ class SecretState:
 
     def line(self) -> str:
         origin = {"state dir": "the state dir's copy", "new": "generated at apply"}
-        where = origin.get(self.source, f"adopted from {self.source}")
+        where = origin.get(self.source, f"{self.source}'s copy")
         return f"{self.what} ({where}): " + "; ".join(f"{n} {s}" for n, s in self.nodes)
 
 
