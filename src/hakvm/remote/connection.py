@@ -123,14 +123,14 @@ class NodeConnection:
                 f"{self.name}: known_hosts file {known_hosts} is missing; hakvm never trusts "
                 "a host key on first use: add the node's key there"
             )
-        client_key = self._client_key(key)
+        self._check_key(key)
         try:
             self._conn = await asyncio.wait_for(
                 asyncssh.connect(
                     ssh.host,
                     port=ssh.port,
                     username=ssh.user,
-                    client_keys=[client_key],
+                    client_keys=[str(key)],  # a path: a -cert.pub beside it is used too
                     known_hosts=str(known_hosts),
                     # Never an ssh-agent: the spec names the one key used (unattended runs
                     # have no agent, and an agent would offer every key it holds).
@@ -140,6 +140,8 @@ class NodeConnection:
                 ),
                 timeout=self._connect_timeout,
             )
+        except asyncssh.KeyImportError as exc:  # the certificate beside the key, say
+            raise KeyFileError(f"{self.name}: cannot use the SSH key {key}: {exc}") from None
         except asyncssh.HostKeyNotVerifiable as exc:
             raise UnreachableError(
                 f"{self.name}: host key of {ssh.host}:{ssh.port} does not match {known_hosts} "
@@ -152,12 +154,12 @@ class NodeConnection:
             ) from None
         return self
 
-    def _client_key(self, key: Path) -> asyncssh.SSHKey:
-        """The spec's key file, loaded before any connection: KeyFileError (bad input, one
+    def _check_key(self, key: Path) -> None:
+        """The spec's key file, read before any connection: KeyFileError (bad input, one
         line naming the field) if it is missing, garbage or passphrase-protected."""
         field = f"nodes.{self.name}.ssh.key_file"
         try:
-            return asyncssh.read_private_key(str(key))
+            asyncssh.read_private_key(str(key))
         except OSError as exc:
             raise KeyFileError(f"{field}: cannot read {key}: {exc.strerror}") from None
         except (asyncssh.KeyImportError, ValueError) as exc:
