@@ -75,7 +75,12 @@ def test_ports_check_refuses_a_listener_but_not_lingering_connections() -> None:
     from hakvm.lab.state import LabConfig, LabStateError
 
     port = _free_tcp_port()
-    config = LabConfig(ssh_port=port, bmc_port=_free_tcp_port(), link_port=_free_tcp_port())
+    config = LabConfig(
+        ssh_port=port,
+        bmc_port=_free_tcp_port(),
+        link_port=_free_tcp_port(),
+        repo_port=_free_tcp_port(),  # not 42180: a running lab holds that one
+    )
     with socket.socket() as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", port))
