@@ -17,6 +17,16 @@ from hakvm.spec.validate import validate_file
 # "unknown" (3), not click's usage error (2, "critical" to a monitoring system).
 SPEC_ARG = click.argument("spec", type=click.Path(path_type=Path))
 JSON_FLAG = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+# Every command that changes the nodes holds both nodes' locks (hakvm.remote.lock) for the run.
+WAIT_OPTION = click.option(
+    "--wait",
+    "wait",
+    type=click.FloatRange(0, 86400),
+    default=0.0,
+    metavar="SECONDS",
+    help="if another hakvm run holds a node, wait up to SECONDS for it (default: exit 3 at "
+    "once, naming it)",
+)
 
 
 def say(text: str) -> None:

@@ -10,7 +10,7 @@ import click
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 
-from hakvm.cli.common import SPEC_ARG, load_spec, say
+from hakvm.cli.common import SPEC_ARG, WAIT_OPTION, load_spec, say
 from hakvm.drill.harness import DrillResult
 from hakvm.drill.run import run_drills
 from hakvm.drill.scenarios import SCENARIOS
@@ -18,6 +18,7 @@ from hakvm.errors import ExitCode, StateError
 from hakvm.lab.state import lab_dir_from_env
 from hakvm.ops.migrate import MoveError
 from hakvm.remote.connection import RemoteError
+from hakvm.remote.lock import node_locks
 
 
 def drill_view(results: list[DrillResult]) -> Group:
@@ -64,6 +65,7 @@ def drill_view(results: list[DrillResult]) -> Group:
     "--witness-vm", metavar="VM", help="real nodes: the VM whose disk's last 16 MiB is overwritten"
 )
 @click.option("--json", "as_json", is_flag=True, help="machine-readable results")
+@WAIT_OPTION
 def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
     spec: Path,
     scenarios: tuple[str, ...],
@@ -74,6 +76,7 @@ def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
     yes_really: bool,
     witness_vm: str | None,
     as_json: bool,
+    wait: float,
 ) -> int:
     """Inject faults and check recovery, fencing, acknowledged writes, split-brain.
 
@@ -93,6 +96,7 @@ def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
             run_drills(
                 cluster, spec, names, lab_dir=lab_dir or lab_dir_from_env(), bound=bound,
                 say=say, inject=inject, yes_really=yes_really, witness_vm=witness_vm,
+                lock=node_locks(cluster, spec, wait=wait),
             )
         )  # fmt: skip
     except (RemoteError, MoveError) as exc:  # a node did not answer, a move was refused

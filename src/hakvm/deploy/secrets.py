@@ -17,6 +17,7 @@ from pathlib import Path
 
 import asyncssh
 
+from hakvm.locks import local_lock
 from hakvm.remote.facts import NodeFacts
 from hakvm.render.migration import KEY_PATH as MIGRATION_KEY_PATH
 from hakvm.spec.models import ClusterSpec
@@ -74,16 +75,20 @@ def load_or_create(cluster_name: str, facts: Iterable[NodeFacts]) -> ClusterSecr
         ("drbd-master", DRBD_MASTER_PATH, lambda: secrets.token_hex(32).encode()),
         ("migration_ed25519", MIGRATION_KEY_PATH, _new_migration_key),
     ]
-    for name, remote_path, make in makers:
-        local = directory / name
-        value = _from_nodes(facts, remote_path)
-        if value is None and local.exists():
-            value = local.read_bytes()
-        if value is None:
-            value = make()
-        if not local.exists() or local.read_bytes() != value:
-            _write_private(local, value)
-        values[name] = value
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # From "is there a secret" to "written": two first applies at once would otherwise
+    # each generate their own, and the nodes would get two different keys.
+    with local_lock(directory / ".lock", f"the state directory {directory}"):
+        for name, remote_path, make in makers:
+            local = directory / name
+            value = _from_nodes(facts, remote_path)
+            if value is None and local.exists():
+                value = local.read_bytes()
+            if value is None:
+                value = make()
+            if not local.exists() or local.read_bytes() != value:
+                _write_private(local, value)
+            values[name] = value
     return ClusterSecrets(
         values["corosync.authkey"],
         values["drbd-master"].decode().strip(),
