@@ -377,6 +377,7 @@ WRITERS = [
     ["undrain", "{spec}", "node02"],
     ["drill", "{spec}", "--scenario", "node-crash", "--inject", "nodes", "--yes-really",
      "--witness-vm", "vm-a", "--lab-dir", "{tmp}"],
+    ["drill", "{spec}", "--heal", "--lab-dir", "{tmp}"],
 ]  # fmt: skip
 READERS = [["plan", "{spec}"], ["status", "{spec}"], ["doctor", "{spec}"], ["vm", "list", "{spec}"]]
 

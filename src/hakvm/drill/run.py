@@ -7,7 +7,7 @@ import contextlib
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-from hakvm.drill.faults import LabFaults, faults_for, lab_of
+from hakvm.drill.faults import LabFaults, faults_for, heal_faults, lab_of
 from hakvm.drill.harness import Cluster, DrillError, DrillResult, Say
 from hakvm.drill.scenarios import DRILLS
 from hakvm.spec.models import ClusterSpec
@@ -51,7 +51,12 @@ async def run_drills(
                         f"{'; '.join(cluster.problems[:3])}"
                     )
                 say(f"drill {name}")
-                results.append(await DRILLS[name](cluster, faults, bound, say))
+                try:
+                    results.append(await DRILLS[name](cluster, faults, bound, say))
+                finally:
+                    # However the drill ended (an invariant failed, a node stopped answering,
+                    # Ctrl-C): no cut, partition or blocked BMC stays behind.
+                    await heal_faults(faults, say)
         finally:
             await cluster.close()
     return results
