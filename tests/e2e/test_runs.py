@@ -1,6 +1,6 @@
 """No two hakvm runs at once, on the deployed lab (issue 16 item 6): a second writer is
-refused naming the first, `--wait` gets the lock once the first is done, and a writer that
-is killed releases the nodes with its connection. Each writer is `apply --stop-after
+refused naming the first (`--wait 0`), `--wait` gets the lock once the first is done, and a
+writer that is killed releases the nodes with its connection. Each writer is `apply --stop-after
 packages` on the deployed cluster (no change, seconds on the lab)."""
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def test_a_second_writer_is_refused_naming_the_first_then_waits_for_it(
         if not _holds_both(deployed, first):
             first.communicate(timeout=600)
             continue
-        second = hakvm(*WRITER, str(spec_file), timeout=300)
+        second = hakvm(*WRITER, str(spec_file), "--wait", "0", timeout=300)
         waiter = _start(spec_file, "--wait", "600")
         _, first_err = first.communicate(timeout=600)
         if first.returncode == 0 and second.returncode != 3:

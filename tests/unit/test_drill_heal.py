@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
-import shutil
+from collections.abc import Callable
+from contextlib import nullcontext
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,7 +25,7 @@ from hakvm.remote.facts import parse_batch
 from hakvm.remote.pacemaker import ClusterState, parse_crm_mon
 from hakvm.spec.models import ClusterSpec
 from hakvm.spec.validate import validate_file
-from tests.unit.fakes import FakeNode, FakeNodes
+from tests.unit.fakes import Answer, FakeNode, FakeNodes
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 LAB = REPO / "examples" / "lab.yaml"
@@ -313,45 +314,42 @@ def _clean(node: FakeNode, argv: tuple[str, ...], stdin: bytes | None) -> tuple[
     return (1, "") if argv[0] == "pgrep" else (0, "")
 
 
-READS = {("nft", "list", "tables"), ("pgrep",), ("ip", "-o"), ("drbdadm", "-d")}
+READS = [("nft", "list", "tables"), ("pgrep",), ("ip", "-o"), ("drbdadm", "-d")]
 
 
 def _changes(nodes: FakeNodes) -> list[tuple[str, tuple[str, ...], str]]:
-    return [
-        (s.node, tuple(s.argv), s.stdin) for s in nodes.sent
-        if tuple(s.argv)[:3] not in READS and tuple(s.argv)[:2] not in READS
-        and tuple(s.argv)[:1] not in READS
-    ]  # fmt: skip
+    """What was sent to change a node (every command but the ones that only look)."""
+    sent = [(s.node, tuple(s.argv), s.stdin) for s in nodes.sent]
+    return [(n, a, i) for n, a, i in sent if not any(a[: len(r)] == r for r in READS)]
 
 
-def _heal_cli(
-    nodes: FakeNodes,
-    spec_path: pathlib.Path,
-    tmp_path: pathlib.Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> tuple[int, str]:
-    import contextlib
+HealCli = Callable[[Answer], tuple[FakeNodes, int, str]]
 
+
+@pytest.fixture
+def heal_cli(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> HealCli:
+    """`hakvm drill --heal` (not the lab) against fake nodes answering with `answer`."""
     from hakvm.cli import main
 
-    async def fake_connect_all(found: object, spec_dir: object) -> list[FakeNode]:
-        return [nodes["node01"], nodes["node02"]]
+    def heal(answer: Answer) -> tuple[FakeNodes, int, str]:
+        nodes = FakeNodes(answer=answer)
 
-    monkeypatch.setattr("hakvm.remote.session.connect_all", fake_connect_all)
-    monkeypatch.setattr("hakvm.cli.drill.node_locks", lambda *_, **__: contextlib.nullcontext())
-    capsys.readouterr()
-    code = main(["drill", str(spec_path), "--heal", "--lab-dir", str(tmp_path)])
-    return code, capsys.readouterr().out
+        async def fake_connect_all(found: object, spec_dir: object) -> list[FakeNode]:
+            return [nodes["node01"], nodes["node02"]]
+
+        monkeypatch.setattr("hakvm.remote.session.connect_all", fake_connect_all)
+        monkeypatch.setattr("hakvm.cli.drill.node_locks", lambda *_, **__: nullcontext())
+        capsys.readouterr()
+        code = main(["drill", str(LAB), "--heal", "--lab-dir", str(tmp_path)])
+        return nodes, code, capsys.readouterr().out
+
+    return heal
 
 
-def test_drill_heal_removes_every_trace_it_finds(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    spec_path = tmp_path / "lab.yaml"
-    shutil.copy(LAB, spec_path)
-    nodes = FakeNodes(answer=_traces)
-    code, out = _heal_cli(nodes, spec_path, tmp_path, monkeypatch, capsys)
+def test_drill_heal_removes_every_trace_it_finds(heal_cli: HealCli) -> None:
+    nodes, code, out = heal_cli(_traces)
     assert code == 0
     assert out.splitlines() == [
         f"node01: removed nftables table inet {CUT_TABLE}",
@@ -370,13 +368,8 @@ def test_drill_heal_removes_every_trace_it_finds(
     ]
 
 
-def test_drill_heal_on_a_clean_cluster_changes_nothing(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    spec_path = tmp_path / "lab.yaml"
-    shutil.copy(LAB, spec_path)
-    nodes = FakeNodes(answer=_clean)
-    code, out = _heal_cli(nodes, spec_path, tmp_path, monkeypatch, capsys)
+def test_drill_heal_on_a_clean_cluster_changes_nothing(heal_cli: HealCli) -> None:
+    nodes, code, out = heal_cli(_clean)
     assert (code, out) == (0, "no trace of a drill on the nodes\n")
     assert _changes(nodes) == []
     assert len(nodes.sent) > 0  # it did look

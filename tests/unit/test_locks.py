@@ -11,14 +11,12 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import asyncssh
 import pytest
 import yaml
 
@@ -32,6 +30,7 @@ from hakvm.remote import pacemaker
 from hakvm.remote.connection import StreamResult
 from hakvm.spec import edit
 from hakvm.spec.models import OsFamily
+from tests.unit import test_exit_codes
 from tests.unit.fakes import FakeNode, FakeNodes
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -382,6 +381,9 @@ WRITERS = [
 READERS = [["plan", "{spec}"], ["status", "{spec}"], ["doctor", "{spec}"], ["vm", "list", "{spec}"]]
 
 
+unreachable = test_exit_codes.unreachable  # the fixture: the lab spec where nothing listens
+
+
 @pytest.fixture
 def held_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every node lock is held by another run (before any connection is made)."""
@@ -392,62 +394,33 @@ def held_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(node_lock.NodeLocks, "__aenter__", busy)
 
 
-@pytest.fixture
-def unreachable(tmp_path: pathlib.Path) -> pathlib.Path:
-    """The lab spec pointed at ports where nothing listens (never at a running lab)."""
-    with socket.socket() as one, socket.socket() as two:
-        one.bind(("127.0.0.1", 0))
-        two.bind(("127.0.0.1", 0))
-        ports = [one.getsockname()[1], two.getsockname()[1]]
-    data = yaml.safe_load(LAB.read_text())
-    for node, port in zip(data["nodes"], ports, strict=True):
-        node["ssh"].update(port=port, key_file=str(tmp_path / "id_ed25519"),
-                           known_hosts=str(tmp_path / "known_hosts"))  # fmt: skip
-        node["bmc"]["password_file"] = str(tmp_path / "bmc.pw")
-    key = asyncssh.generate_private_key("ssh-ed25519").export_private_key("openssh")
-    for name, content in (("id_ed25519", key), ("known_hosts", b""), ("bmc.pw", b"x\n")):
-        (tmp_path / name).write_bytes(content)
-        (tmp_path / name).chmod(0o600)
-    path = tmp_path / "unreachable.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def _cli(
-    argv: list[str], spec: pathlib.Path, tmp: pathlib.Path, capsys: pytest.CaptureFixture[str]
-) -> tuple[int, str]:
+@pytest.mark.parametrize(
+    ("argv", "writes"),
+    [(a, True) for a in WRITERS] + [(a, False) for a in READERS],
+    ids=lambda a: " ".join(a[:3]) if isinstance(a, list) else ("writer" if a else "reader"),
+)
+def test_writers_take_the_node_lock_first_and_readers_never(
+    argv: list[str],
+    writes: bool,
+    held_elsewhere: None,
+    unreachable: pathlib.Path,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from hakvm.cli import main
 
     capsys.readouterr()
-    code = main([a.replace("{spec}", str(spec)).replace("{tmp}", str(tmp)) for a in argv])
-    return code, capsys.readouterr().err
-
-
-@pytest.mark.parametrize("argv", WRITERS, ids=lambda a: " ".join(a[:3]))
-def test_every_writer_takes_the_node_lock_first(
-    argv: list[str],
-    held_elsewhere: None,
-    unreachable: pathlib.Path,
-    tmp_path: pathlib.Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    code, err = _cli(argv, unreachable, tmp_path, capsys)
-    assert code == ExitCode.STATE, err
-    assert err.splitlines()[-1] == "hakvm: node01: another hakvm run holds this node: LOCK-HOLDER"
-    assert "vm-c" not in unreachable.read_text()  # vm add: refused before the spec changed
-
-
-@pytest.mark.parametrize("argv", READERS, ids=lambda a: " ".join(a[:2]))
-def test_read_only_commands_never_lock(
-    argv: list[str],
-    held_elsewhere: None,
-    unreachable: pathlib.Path,
-    tmp_path: pathlib.Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    code, err = _cli(argv, unreachable, tmp_path, capsys)
-    # The nodes do not answer (vm list then shows unknown states, exit 0): that is all.
-    assert code in (0, 3) and "LOCK-HOLDER" not in err, err
+    code = main([a.replace("{spec}", str(unreachable)).replace("{tmp}", str(tmp_path))
+                 for a in argv])  # fmt: skip
+    err = capsys.readouterr().err
+    if writes:
+        assert code == ExitCode.STATE, err
+        last = err.splitlines()[-1]
+        assert last == "hakvm: node01: another hakvm run holds this node: LOCK-HOLDER"
+        assert "vm-c" not in unreachable.read_text()  # vm add: refused before the spec changed
+    else:
+        # The nodes do not answer (vm list then shows unknown states, exit 0): that is all.
+        assert code in (0, 3) and "LOCK-HOLDER" not in err, err
 
 
 # --- per-run scratch directory and rollback unit -----------------------------------------------

@@ -9,6 +9,7 @@ import click
 
 from hakvm.errors import InputError, UnknownError
 from hakvm.remote.connection import RemoteError
+from hakvm.remote.lock import DEFAULT_WAIT_S
 from hakvm.render.base import RenderContext, Secrets
 from hakvm.spec.models import ClusterSpec
 from hakvm.spec.validate import validate_file
@@ -22,10 +23,10 @@ WAIT_OPTION = click.option(
     "--wait",
     "wait",
     type=click.FloatRange(0, 86400),
-    default=0.0,
+    default=DEFAULT_WAIT_S,
+    show_default=True,
     metavar="SECONDS",
-    help="if another hakvm run holds a node, wait up to SECONDS for it (default: exit 3 at "
-    "once, naming it)",
+    help="if another hakvm run holds a node, wait up to SECONDS for it, then exit 3 naming it",
 )
 
 

@@ -28,7 +28,6 @@ from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
 from hakvm.locks import BusyError, holder_line
@@ -37,6 +36,10 @@ from hakvm.remote.session import Session
 from hakvm.spec.models import ClusterSpec
 
 LOCK_DIR = "/run/hakvm"  # root's own (0700): no other user can plant or hold the lock file
+# How long a second writer waits by default: long enough for a run that just ended, or was
+# killed, to let go (its connection closing on a loaded node), short enough to say at once
+# that another run is at work.
+DEFAULT_WAIT_S = 10.0
 HOLD_MAX_S = 30 * 24 * 3600.0  # a lock is held as long as the run: `drill --all` takes hours
 ANSWER_MARGIN_S = 120.0  # beyond the wait, for the node to answer at all
 
@@ -115,7 +118,7 @@ async def _take(conn: Holder, directory: str, wait: float, holder: str) -> _Held
         raise
     if said.startswith("busy"):
         who = said.removeprefix("busy").strip() or "(it has not said who it is yet)"
-        waited = f"waited {wait:g}s; " if wait else ""
+        waited = f"waited {round(wait, 1):g}s; " if wait else ""
         raise BusyError(
             f"{conn.name}: another hakvm run holds this node: {who}; {waited}wait for it to "
             "finish, or give --wait SECONDS"
@@ -165,12 +168,7 @@ class NodeLocks:
             raise
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.release()
 
     async def release(self) -> None:
@@ -179,7 +177,9 @@ class NodeLocks:
             await _release(one)
 
 
-def node_locks(spec: ClusterSpec, spec_path: Path, *, wait: float = 0.0) -> NodeLocks:
+def node_locks(
+    spec: ClusterSpec, spec_path: Path, *, wait: float = DEFAULT_WAIT_S
+) -> NodeLocks:
     """Both nodes' locks, each over an SSH connection of its own (the run's own connections
     may be dropped and remade, a drill's are)."""
     session = Session(spec, spec_path)
