@@ -87,3 +87,33 @@ def test_drill_with_faults_injected_from_inside_the_nodes(lab: LabHandle, spec_f
     assert drill["passed"], json.dumps(drill, indent=1)
     for node in ("node01", "node02"):  # healed: the drill's table is gone
         assert "hakvm_drill" not in lab.check(node, ["nft", "list", "tables"])
+
+
+def test_drill_heal_removes_what_an_interrupted_drill_left(
+    deployed: LabHandle, spec_file: Path
+) -> None:
+    """`hakvm drill --heal` after a drill that left its nftables table (injected here, with a
+    rule for a TEST-NET address only, so that the cluster does not notice) and a stopped
+    BMC: exit 0, both gone; a second heal finds nothing. Seconds of lab time."""
+    table = (
+        "table inet hakvm_drill {\n  chain input {\n"
+        "    type filter hook input priority -200; policy accept;\n"
+        "    ip saddr 192.0.2.1 drop\n  }\n}\n"
+    )
+    injected = deployed.run("node01", ["nft", "-f", "-"], input=table)
+    assert injected.returncode == 0, injected.stderr
+    assert "table inet hakvm_drill" in deployed.check("node01", ["nft", "list", "tables"])
+    stopped = deployed.hakvm("bmc-stop", "node02")
+    assert stopped.returncode == 0, stopped.stderr
+    args = ("drill", str(spec_file), "--heal", "--lab-dir", str(deployed.state_dir))
+    healed = hakvm(*args, timeout=300)
+    assert healed.returncode == 0, healed.stdout + healed.stderr
+    assert "node01: removed nftables table inet hakvm_drill" in healed.stdout.splitlines()
+    assert "lab: node02's BMC started" in healed.stdout.splitlines()
+    for node in ("node01", "node02"):
+        assert "hakvm_drill" not in deployed.check(node, ["nft", "list", "tables"])
+    assert deployed.status()["nodes"]["node02"]["bmc"] == "running"
+    again = hakvm(*args, timeout=300)
+    assert (again.returncode, again.stdout) == (0, "no trace of a drill on the nodes\n"), (
+        again.stdout + again.stderr
+    )

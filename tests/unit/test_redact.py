@@ -6,6 +6,7 @@ and a node's stderr are made, so neither the terminal, a --json report nor a log
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import shutil
 from pathlib import Path
@@ -104,6 +105,11 @@ def _nodes_fail_with(monkeypatch: pytest.MonkeyPatch, stderr: str) -> None:
         return self
 
     monkeypatch.setattr(NodeConnection, "connect", connect)
+    # The node lock is tested in test_locks.py; here every command must reach the failing node.
+    for module in ("deploy", "moves", "vm", "demo"):
+        monkeypatch.setattr(
+            f"hakvm.cli.{module}.node_locks", lambda *a, **k: contextlib.nullcontext()
+        )
 
 
 def test_a_nodes_stderr_is_redacted_as_it_arrives(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,6 +6,7 @@ recorded one)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import pathlib
 import shutil
@@ -21,6 +22,7 @@ from hakvm.deploy.engine import PhaseReport, RunReport
 from hakvm.deploy.steps import Step
 from hakvm.ops import vm as ops
 from hakvm.ops.status import assess
+from hakvm.remote import pacemaker
 from hakvm.remote.connection import RemoteError
 from hakvm.remote.facts import parse_batch
 from hakvm.remote.probes import NodeAnswer
@@ -106,6 +108,11 @@ def test_add_refuses_bad_input_and_leaves_the_file(
     assert spec_path.read_bytes() == before
 
 
+def no_node_lock(*_: object, **__: object) -> contextlib.nullcontext[None]:
+    """The node lock, for a command whose nodes are fakes (tests/unit/test_locks.py tests it)."""
+    return contextlib.nullcontext()
+
+
 async def _must_not_run(*_: object, **__: object) -> RunReport:
     raise AssertionError("must not be called")
 
@@ -121,6 +128,7 @@ def test_add_writes_then_applies_and_counts_changes(
         return RunReport([PhaseReport("storage", steps)])
 
     monkeypatch.setattr("hakvm.deploy.engine.apply", fake_apply)
+    monkeypatch.setattr("hakvm.cli.vm.node_locks", no_node_lock)
     code, out, _ = run(
         "add", spec_path, "vm-c", "--memory", "64MiB", "--disk", "1GiB", capsys=capsys
     )
@@ -365,10 +373,10 @@ class FakeCluster:
     def _cibadmin(self, node: FakeNode, argv: tuple[str, ...]) -> tuple[int, str]:
         if argv[1] == "-Q":
             return 0, self.cib
-        assert argv[1:] == ("--patch", "--xml-file", "/run/hakvm/cib.patch")
+        assert argv[1:] == ("--patch", "--xml-file", pacemaker.PATCH)
         # Deleting resources Pacemaker still runs would stop them as unordered orphans.
         assert not self.stopping, "CIB patched before crm_mon showed the VM stopped"
-        self.cib = node.files["/run/hakvm/cib-desired.xml"].decode()
+        self.cib = node.files[pacemaker.DESIRED].decode()
         return 0, ""
 
     def _set_role(self, argv: tuple[str, ...]) -> tuple[int, str]:
@@ -387,7 +395,7 @@ def teardown(cluster: FakeCluster, spec: ClusterSpec, **kw: Any) -> ops.RemoveRe
 
 
 STOP = ("--meta", "--set-parameter", "target-role", "--parameter-value", "Stopped")
-PATCH = ("cibadmin", "--patch", "--xml-file", "/run/hakvm/cib.patch")
+PATCH = ("cibadmin", "--patch", "--xml-file", pacemaker.PATCH)
 
 
 def expected_mutations(delete_storage: bool) -> list[tuple[str, tuple[str, ...]]]:
@@ -395,6 +403,7 @@ def expected_mutations(delete_storage: bool) -> list[tuple[str, tuple[str, ...]]
         ("node01", ("crm_resource", "--resource", "vm-a", *STOP)),
         ("node01", ("crm_resource", "--resource", "vm-a_drbd_clone", *STOP)),
         ("node01", PATCH),
+        ("node01", ("rm", "-rf", "--", pacemaker.SCRATCH)),  # this run's scratch directory
     ]
     for node in NODES:
         out += [(node, ("drbdadm", "down", "vm-a")), (node, ("rm", "-f", *VM_A_FILES))]
@@ -439,6 +448,7 @@ def test_remove_cli_refusal_is_one_line_exit_3_and_leaves_the_spec(
         return cluster.conns()
 
     monkeypatch.setattr("hakvm.remote.session.connect_all", fake_connect_all)
+    monkeypatch.setattr("hakvm.cli.vm.node_locks", no_node_lock)
     monkeypatch.setattr("hakvm.ops.vm.POLL_S", 0)
     before = spec_path.read_bytes()
     code, _, err = run("remove", spec_path, "vm-a", capsys=capsys)
@@ -490,6 +500,7 @@ def test_remove_cli_end_to_end_then_spec_entry_goes_last(
         return cluster.conns()
 
     monkeypatch.setattr("hakvm.remote.session.connect_all", fake_connect_all)
+    monkeypatch.setattr("hakvm.cli.vm.node_locks", no_node_lock)
     monkeypatch.setattr("hakvm.ops.vm.POLL_S", 0)
     code, out, _ = run("remove", spec_path, "vm-a", "--force", capsys=capsys)
     assert code == 0

@@ -9,6 +9,7 @@ import click
 
 from hakvm.errors import InputError, UnknownError
 from hakvm.remote.connection import RemoteError
+from hakvm.remote.lock import DEFAULT_WAIT_S
 from hakvm.render.base import RenderContext, Secrets
 from hakvm.spec.models import ClusterSpec
 from hakvm.spec.validate import validate_file
@@ -17,6 +18,16 @@ from hakvm.spec.validate import validate_file
 # "unknown" (3), not click's usage error (2, "critical" to a monitoring system).
 SPEC_ARG = click.argument("spec", type=click.Path(path_type=Path))
 JSON_FLAG = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+# Every command that changes the nodes holds both nodes' locks (hakvm.remote.lock) for the run.
+WAIT_OPTION = click.option(
+    "--wait",
+    "wait",
+    type=click.FloatRange(0, 86400),
+    default=DEFAULT_WAIT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="if another hakvm run holds a node, wait up to SECONDS for it, then exit 3 naming it",
+)
 
 
 def say(text: str) -> None:

@@ -9,13 +9,15 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from hakvm.cli.common import SPEC_ARG, load_context
+from hakvm.cli.common import SPEC_ARG, WAIT_OPTION, load_context
 from hakvm.deploy import engine
 from hakvm.deploy.phases import PHASES
 from hakvm.deploy.steps import Step
 from hakvm.errors import ExitCode, HakvmError
 from hakvm.remote.connection import UnreachableError
+from hakvm.remote.lock import node_locks
 from hakvm.remote.pacemaker import disruptive
+from hakvm.spec.models import ClusterSpec
 
 PARTLY_CHANGED = "the nodes may be partly changed; re-run apply to converge"
 
@@ -56,7 +58,25 @@ def _print_run(report: engine.RunReport, *, planned: bool) -> None:
         console.print(f"{report.changes} step(s) {verb} ({report.seconds:.1f}s)")
 
 
-def _run_deploy(spec: Path, *, apply_: bool, as_json: bool, stop_after: str | None) -> int:
+async def _locked_apply(
+    cluster: ClusterSpec,
+    spec: Path,
+    progress: engine.Progress,
+    stop_after: str | None,
+    wait: float,
+) -> engine.RunReport:
+    async with node_locks(cluster, spec, wait=wait):  # no change before: no hint if refused
+        try:
+            return await engine.apply(cluster, spec, progress, stop_after=stop_after)
+        except HakvmError as exc:
+            if not isinstance(exc, UnreachableError):  # unreachable: nothing was done
+                exc.hint = PARTLY_CHANGED
+            raise
+
+
+def _run_deploy(
+    spec: Path, *, apply_: bool, as_json: bool, stop_after: str | None, wait: float = 0.0
+) -> int:
     ctx = load_context(spec)
     console = Console(stderr=True, highlight=False)
 
@@ -69,15 +89,10 @@ def _run_deploy(spec: Path, *, apply_: bool, as_json: bool, stop_after: str | No
             mark = "ok" if event == "done" else "FAILED"
             console.print(f"  {node}: {step.title} ... {mark}", markup=False)
 
-    try:
-        if apply_:
-            report = asyncio.run(engine.apply(ctx.spec, spec, progress, stop_after=stop_after))
-        else:
-            report = asyncio.run(engine.plan(ctx.spec, spec))
-    except HakvmError as exc:
-        if apply_ and not isinstance(exc, UnreachableError):  # unreachable: nothing was done
-            exc.hint = PARTLY_CHANGED
-        raise
+    if apply_:
+        report = asyncio.run(_locked_apply(ctx.spec, spec, progress, stop_after, wait))
+    else:
+        report = asyncio.run(engine.plan(ctx.spec, spec))  # read-only: never locks
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -97,14 +112,15 @@ def plan(spec: Path, as_json: bool) -> int:
 @SPEC_ARG
 @click.option("--json", "as_json", is_flag=True, help="machine-readable report")
 @click.option("--stop-after", metavar="PHASE", help="stop after this phase (testing, staging)")
-def apply(spec: Path, as_json: bool, stop_after: str | None) -> int:
+@WAIT_OPTION
+def apply(spec: Path, as_json: bool, stop_after: str | None, wait: float) -> int:
     """Converge both nodes to the spec, phase by phase; safe to re-run at any time."""
     if stop_after is not None and stop_after not in [name for name, _ in PHASES]:
         raise click.BadParameter(
             f"unknown phase; use one of {', '.join(n for n, _ in PHASES)}",
             param_hint="--stop-after",
         )
-    return _run_deploy(spec, apply_=True, as_json=as_json, stop_after=stop_after)
+    return _run_deploy(spec, apply_=True, as_json=as_json, stop_after=stop_after, wait=wait)
 
 
 COMMANDS = [plan, apply]

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from hakvm.deploy import cib_merge
+from hakvm.locks import RUN_ID
 from hakvm.remote import drbd, pacemaker
 from hakvm.remote.connection import Remote, RemoteError
 from hakvm.remote.pacemaker import PacemakerError
@@ -24,7 +25,7 @@ Clock = Callable[[], float]
 
 FRESH_TAG = "hakvm_fresh"  # set on thin LVs hakvm created; cleared once DRBD skipped the sync
 ROLLBACK_SECONDS = 120
-ROLLBACK_UNIT = "hakvm-net-rollback"
+ROLLBACK_UNIT = f"hakvm-net-rollback-{RUN_ID}"
 POLL_S = 3.0  # crm_mon costs seconds of CPU on a slow node: poll gently
 
 
@@ -42,11 +43,9 @@ async def activate_network(
     A transient systemd timer restores the previous files and restarts networking unless it
     is cancelled, which happens only after `probe` proved that a fresh SSH session still
     gets in: a change that cuts the management path undoes itself."""
-    unit = ROLLBACK_UNIT
-    await node.run(["systemctl", "stop", f"{unit}.timer", f"{unit}.service"])
-    await node.run(["systemctl", "reset-failed", f"{unit}.timer", f"{unit}.service"])
+    unit = ROLLBACK_UNIT  # this run's own: cancelling it never cancels another run's
     await node.run(
-        ["systemd-run", f"--unit={unit}", f"--on-active={ROLLBACK_SECONDS}",
+        ["systemd-run", f"--unit={unit}", f"--on-active={ROLLBACK_SECONDS}", "--collect",
          "/usr/local/lib/hakvm/net-rollback"],
         check=True,
     )  # fmt: skip

@@ -30,6 +30,7 @@ from pathlib import Path
 import asyncssh
 
 from hakvm.errors import StateError
+from hakvm.locks import local_lock
 from hakvm.redact import NOT_READ, contains_placeholder, remember_secret, stand_in, stand_in_digest
 from hakvm.remote.facts import FileFact, NodeFacts
 from hakvm.render.base import Secrets
@@ -279,15 +280,25 @@ async def resolve_secrets(
     values: dict[str, bytes] = {}
     sources: dict[str, str] = {}
     states: list[SecretState] = []
-    for kind in KINDS:
-        local = read_local(directory / kind.name, kind)
-        copies = [(n, f) for n, nf in facts.items() if (f := nf.files.get(kind.path))]
-        value, sources[kind.name] = await _choose(kind, local, copies, read)
-        if read is not None and value != local:
-            write_private(directory / kind.name, value)
-        values[kind.name] = value
-        nodes = [(n, _compare(kind, value, nf.files.get(kind.path))) for n, nf in facts.items()]
-        states.append(SecretState(kind.what, sources[kind.name], tuple(nodes)))
+    # apply: from "is there a secret" to "written" under the state directory's lock: two
+    # first applies at once would otherwise each generate their own, and the nodes would
+    # get two different keys. plan and doctor write nothing and take no lock.
+    guard: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if read is not None:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        guard = local_lock(directory / ".lock", f"the state directory {directory}")
+    with guard:
+        for kind in KINDS:
+            local = read_local(directory / kind.name, kind)
+            copies = [(n, f) for n, nf in facts.items() if (f := nf.files.get(kind.path))]
+            value, sources[kind.name] = await _choose(kind, local, copies, read)
+            if read is not None and value != local:
+                write_private(directory / kind.name, value)
+            values[kind.name] = value
+            nodes = [
+                (n, _compare(kind, value, nf.files.get(kind.path))) for n, nf in facts.items()
+            ]
+            states.append(SecretState(kind.what, sources[kind.name], tuple(nodes)))
     master = values["drbd-master"]
     key = values["migration_ed25519"]
     source = sources["migration_ed25519"]

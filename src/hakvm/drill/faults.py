@@ -10,6 +10,8 @@ Both offer the same faults, named by what they do to the cluster:
   heal()              undo every cut and partition
   bmc_down(node)      node's BMC unreachable from its peer (fencing it fails)
   bmc_up(node)        reachable again
+  clear()             every fault of the kind undone on every node, whatever was injected;
+                      says what it found (a drill's `finally`, and `hakvm drill --heal`)
 
 On real nodes cuts are nftables rules in a table of their own (`inet hakvm_drill`), never
 a link taken down that the management path might need; only the bond member is really
@@ -22,13 +24,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
+import re
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from hakvm.drill.harness import DrillError
+from hakvm.drill.harness import DrillError, Say
 from hakvm.errors import StateError
 from hakvm.lab.state import Lab, LabStateError
 from hakvm.remote.connection import Remote, RemoteError
@@ -45,6 +49,14 @@ class FaultError(StateError):
     """These faults cannot be injected here (not a lab, management path at risk): exit 3."""
 
 
+@dataclass
+class Healed:
+    """What a clear() found and undid, and the nodes it could not check (and why)."""
+
+    undone: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+
+
 class Faults(Protocol):
     kind: str  # "lab" or "nodes"
 
@@ -55,6 +67,7 @@ class Faults(Protocol):
     async def heal(self) -> None: ...
     async def bmc_down(self, node: str) -> None: ...
     async def bmc_up(self, node: str) -> None: ...
+    async def clear(self) -> Healed: ...
 
 
 class Connections(Protocol):
@@ -70,16 +83,17 @@ class LabFaults:
     lab_dir: Path
     kind: str = "lab"
 
-    def _lab(self, *args: str) -> None:
+    def _lab(self, *args: str) -> str:
         result = subprocess.run(
             [sys.executable, "-m", "hakvm.cli", "lab", "--lab-dir", str(self.lab_dir), *args],
             capture_output=True, text=True, check=False, timeout=300,
         )  # fmt: skip
         if result.returncode != 0:
             raise RemoteError(f"hakvm lab {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout
 
-    async def run(self, *args: str) -> None:
-        await asyncio.to_thread(self._lab, *args)
+    async def run(self, *args: str) -> str:
+        return await asyncio.to_thread(self._lab, *args)
 
     async def crash(self, node: str) -> None:
         await self.run("kill", node)
@@ -102,6 +116,18 @@ class LabFaults:
 
     async def bmc_up(self, node: str) -> None:
         await self.run("bmc-start", node)
+
+    async def clear(self) -> Healed:
+        """`lab heal` and `lab bmc-start` for every node; what `lab status` saw cut or stopped."""
+        state = json.loads(await self.run("status", "--json"))
+        healed = Healed()
+        await self.run("heal")
+        healed.undone += [f"lab: link {k} healed" for k, v in state["links"].items() if v != "up"]
+        for node, info in state["nodes"].items():
+            await self.run("bmc-start", node)
+            if info["bmc"] != "running":
+                healed.undone.append(f"lab: {node}'s BMC started")
+        return healed
 
 
 def lab_of(spec: ClusterSpec, lab_dir: Path) -> LabFaults | str:
@@ -152,6 +178,53 @@ def bmc_ruleset(address: ipaddress.IPv4Address, port: int) -> str:
 
 def delete_table_script(name: str) -> str:
     return f"table inet {name}\ndelete table inet {name}\n"
+
+
+def bond_member(spec: ClusterSpec) -> tuple[str, str] | None:
+    """(node, interface): the bond member bond-member-loss takes down, if the spec has one."""
+    for node in spec.nodes:
+        for bond in node.interfaces.bonds.values():
+            if len(bond.members) >= 2:
+                return node.name, bond.members[0]
+    return None
+
+
+def _admin_up(ip_link: str) -> bool:
+    """Whether `ip -o link show` says the interface is administratively up."""
+    flags = re.search(r"<([^>]*)>", ip_link)
+    return flags is not None and "UP" in flags.group(1).split(",")
+
+
+async def clear_node(conn: Remote, member: str | None) -> list[str]:
+    """Undo on one node whatever in-node fault is there (the drill tables, a bond member
+    taken down); only what is found is touched. What was undone, one line each."""
+    undone = []
+    listed = await conn.run(["nft", "list", "tables"], timeout=60)
+    tables = set(listed.stdout.split("\n")) if listed.ok else set()
+    for name in (CUT_TABLE, BMC_TABLE):
+        if f"table inet {name}" in tables:
+            await conn.run(["nft", "-f", "-"], stdin=delete_table_script(name), check=True)
+            undone.append(f"{conn.name}: removed nftables table inet {name}")
+    if member is not None:
+        link = await conn.run(["ip", "-o", "link", "show", "dev", member], timeout=60)
+        if link.ok and not _admin_up(link.stdout):
+            await conn.run(["ip", "link", "set", "dev", member, "up"], check=True, timeout=60)
+            undone.append(f"{conn.name}: bond member {member} set up again")
+    return undone
+
+
+async def heal_faults(faults: Faults, say: Say) -> None:
+    """A drill's `finally`: every fault of its kind undone, each said; a failure is said,
+    never raised (the drill's own outcome, or its interruption, is what the caller reports)."""
+    try:
+        healed = await faults.clear()
+    except (RemoteError, OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+        say(f"could not check for drill faults left behind ({exc}): run hakvm drill --heal SPEC")
+        return
+    for line in healed.undone:
+        say(f"healed: {line}")
+    for line in healed.unchecked:
+        say(f"not checked: {line}: run hakvm drill --heal SPEC once it answers")
 
 
 @dataclass
@@ -224,11 +297,7 @@ class NodeFaults:
         await self._cut(list(self.links))
 
     def _bond_member(self) -> tuple[str, str] | None:
-        for node in self.spec.nodes:
-            for bond in node.interfaces.bonds.values():
-                if len(bond.members) >= 2:
-                    return node.name, bond.members[0]
-        return None
+        return bond_member(self.spec)
 
     async def cut_bond_member(self) -> None:
         found = self._bond_member()
@@ -268,6 +337,20 @@ class NodeFaults:
     async def bmc_up(self, node: str) -> None:
         self._bmc_target(node)
         await self._each({self._peer(node): delete_table_script(BMC_TABLE)})
+
+    async def clear(self) -> Healed:
+        """clear_node on every node; a node that does not answer is reported, not fatal (a
+        node that fencing rebooted lost the tables with its memory)."""
+        found = self._bond_member()
+        healed = Healed()
+        for node in self.spec.nodes:
+            member = found[1] if found is not None and found[0] == node.name else None
+            try:
+                healed.undone += await clear_node(await self.cluster.conn(node.name), member)
+            except RemoteError as exc:
+                await self.cluster.drop(node.name)
+                healed.unchecked.append(f"{node.name}: {exc}")
+        return healed
 
 
 def faults_for(

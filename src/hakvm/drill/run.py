@@ -3,9 +3,11 @@ that is healthy and idle."""
 
 from __future__ import annotations
 
+import contextlib
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-from hakvm.drill.faults import LabFaults, faults_for, lab_of
+from hakvm.drill.faults import LabFaults, faults_for, heal_faults, lab_of
 from hakvm.drill.harness import Cluster, DrillError, DrillResult, Say
 from hakvm.drill.scenarios import DRILLS
 from hakvm.spec.models import ClusterSpec
@@ -22,7 +24,9 @@ async def run_drills(
     inject: str = "auto",
     yes_really: bool = False,
     witness_vm: str | None = None,
+    lock: AbstractAsyncContextManager[object] | None = None,
 ) -> list[DrillResult]:
+    """`lock` (the node lock) is held from the first node contact to the end."""
     cluster = Cluster(spec, spec_path, witness_vm)
     faults = faults_for(spec, cluster, lab_dir, inject=inject, yes_really=yes_really)
     if faults.kind == "nodes" and witness_vm is None and not isinstance(
@@ -34,19 +38,25 @@ async def run_drills(
         )
     if witness_vm is not None and witness_vm not in {vm.name for vm in spec.vms}:
         raise DrillError(f"drill: --witness-vm {witness_vm}: no such VM in the spec")
-    results = []
-    try:
-        for name in scenarios:
-            # Healthy and idle: a VM still moving after the previous drill would be read
-            # as this drill's doing (or hide it).
-            say("waiting for the cluster to be healthy and idle before the drill")
-            if await cluster.wait_settled(900, say) < 0:
-                raise DrillError(
-                    f"drill {name}: cluster not healthy and idle: "
-                    f"{'; '.join(cluster.problems[:3])}"
-                )
-            say(f"drill {name}")
-            results.append(await DRILLS[name](cluster, faults, bound, say))
-    finally:
-        await cluster.close()
+    results: list[DrillResult] = []
+    async with lock or contextlib.nullcontext():
+        try:
+            for name in scenarios:
+                # Healthy and idle: a VM still moving after the previous drill would be read
+                # as this drill's doing (or hide it).
+                say("waiting for the cluster to be healthy and idle before the drill")
+                if await cluster.wait_settled(900, say) < 0:
+                    raise DrillError(
+                        f"drill {name}: cluster not healthy and idle: "
+                        f"{'; '.join(cluster.problems[:3])}"
+                    )
+                say(f"drill {name}")
+                try:
+                    results.append(await DRILLS[name](cluster, faults, bound, say))
+                finally:
+                    # However the drill ended (an invariant failed, a node stopped answering,
+                    # Ctrl-C): no cut, partition or blocked BMC stays behind.
+                    await heal_faults(faults, say)
+        finally:
+            await cluster.close()
     return results

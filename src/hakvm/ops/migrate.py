@@ -21,9 +21,11 @@ migration hand-over, where libvirt stops the source before the destination resum
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from hakvm.spec.models import ClusterSpec, DiskMode, Vm
 
 MEMORY_MARGIN = 64 * 1024**2  # QEMU's own overhead above the guest's memory
 Progress = Callable[[str], None]
+Lock = AbstractAsyncContextManager[object]  # the node lock (hakvm.remote.lock)
 
 
 class MoveError(StateError):
@@ -285,12 +288,20 @@ def _other(spec: ClusterSpec, node: str) -> str:
 
 
 async def migrate(
-    spec: ClusterSpec, spec_path: Path, vm_name: str, to: str | None, progress: Progress = _noop
+    spec: ClusterSpec,
+    spec_path: Path,
+    vm_name: str,
+    to: str | None,
+    progress: Progress = _noop,
+    *,
+    lock: Lock | None = None,
 ) -> MoveResult:
+    """`lock`: held from the first node contact to the end (the command line's node lock;
+    a drill, which already holds it, gives none)."""
     vm = _find_vm(spec, vm_name)
     if to is not None:
         _other(spec, to)  # a bad name is bad input, before any node is asked
-    async with Session(spec, spec_path) as session:
+    async with lock or contextlib.nullcontext(), Session(spec, spec_path) as session:
         conns = {c.name: c for c in await session.connect_all()}
         state = await pacemaker.cluster_state(next(iter(conns.values())))
         running = state.active_on(vm.name)
@@ -303,12 +314,17 @@ async def migrate(
 
 
 async def drain(
-    spec: ClusterSpec, spec_path: Path, node: str, progress: Progress = _noop
+    spec: ClusterSpec,
+    spec_path: Path,
+    node: str,
+    progress: Progress = _noop,
+    *,
+    lock: Lock | None = None,
 ) -> DrainResult:
     """Move every VM off `node` (live where possible), then put it in standby."""
     target = _other(spec, node)
     result = DrainResult(node)
-    async with Session(spec, spec_path) as session:
+    async with lock or contextlib.nullcontext(), Session(spec, spec_path) as session:
         conns = {c.name: c for c in await session.connect_all()}
         state = await pacemaker.cluster_state(conns[target])
         on_node = [vm for vm in spec.vms if node in state.active_on(vm.name)]
@@ -332,10 +348,12 @@ async def drain(
         return result
 
 
-async def undrain(spec: ClusterSpec, spec_path: Path, node: str) -> None:
+async def undrain(
+    spec: ClusterSpec, spec_path: Path, node: str, *, lock: Lock | None = None
+) -> None:
     """Take `node` out of standby; VMs stay where they are (stickiness)."""
     _other(spec, node)
-    async with Session(spec, spec_path) as session:
+    async with lock or contextlib.nullcontext(), Session(spec, spec_path) as session:
         conns = {c.name: c for c in await session.connect_all()}
         conn = conns[_other(spec, node)]
         await pacemaker.set_standby(conn, node, on=False)

@@ -11,8 +11,10 @@ and a name no longer in the spec is still cleaned up while hakvm's traces of it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -260,16 +262,19 @@ async def remove_vm(
     force: bool = False,
     delete_storage: bool = False,
     progress: Progress = _noop,
+    lock: AbstractAsyncContextManager[object] | None = None,
 ) -> RemoveResult:
     """Tear `name` down on both nodes, then drop it from the spec file (last: a re-run
-    after an interruption still finds it there)."""
+    after an interruption still finds it there). `lock` (the node lock) is held from the
+    first node contact to the end."""
     _check_name(spec, name, delete_storage)  # bad input before any node is asked
-    async with Session(spec, spec_path) as session:
-        result = await teardown(
-            await session.connect_all(), spec, name, force=force, delete_storage=delete_storage,
-            progress=progress,
-        )  # fmt: skip
-    if name in {v.name for v in spec.vms}:
-        remove_from_spec(spec_path, name)
-        result.spec_updated = True
+    async with lock or contextlib.nullcontext():
+        async with Session(spec, spec_path) as session:
+            result = await teardown(
+                await session.connect_all(), spec, name, force=force,
+                delete_storage=delete_storage, progress=progress,
+            )  # fmt: skip
+        if name in {v.name for v in spec.vms}:
+            remove_from_spec(spec_path, name)
+            result.spec_updated = True
     return result

@@ -151,3 +151,32 @@ async def down(node: Remote, name: str) -> None:
         return
     detail = result.stderr.strip() or result.stdout.strip() or f"exit {result.returncode}"
     raise RemoteError(f"{node.name}: drbdadm down {name} failed: {detail.splitlines()[-1]}")
+
+
+# --- runtime options: what `drbdadm adjust` would change ---------------------------------------
+
+# What a drill may change at runtime (the resync rate of node-crash-during-resync): an adjust
+# that would only reset these restores the configured settings and nothing else.
+OPTION_COMMANDS = frozenset({"disk-options", "net-options", "resource-options"})
+
+
+def parse_adjust_dry_run(text: str) -> list[str]:
+    """The drbdsetup subcommands `drbdadm -d adjust` printed, in order (`drbdmeta` and
+    anything else that is not a drbdsetup call count as "other")."""
+    out = []
+    for line in text.splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        tool = words[0].rsplit("/", 1)[-1]
+        out.append(words[1] if tool.startswith("drbdsetup") and len(words) > 1 else "other")
+    return out
+
+
+async def pending_adjust(node: Remote, name: str) -> list[str] | None:
+    """What `drbdadm adjust NAME` would run on `node` (subcommand names only: the dry run
+    prints net options, the shared secret among them); None if drbdadm refuses (no such
+    resource there)."""
+    result = await node.run(["drbdadm", "-d", "adjust", name], timeout=60)
+    return parse_adjust_dry_run(result.stdout) if result.ok else None
+

@@ -13,12 +13,14 @@ again" from "the connection is gone".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from lxml import etree
 
+from hakvm.locks import RUN_ID
 from hakvm.remote.connection import Remote, RemoteError, Result
 
 READ_S = 90.0
@@ -26,10 +28,12 @@ CHANGE_S = 180.0
 
 CRM_MON_ARGV = ("crm_mon", "--output-as=xml", "-1")
 SIMULATE_ARGV = ("crm_simulate", "--simulate", "--xml-pipe")
-# Where a CIB patch is staged on the node (tmpfs, root only).
-LIVE = "/run/hakvm/cib-live.xml"
-DESIRED = "/run/hakvm/cib-desired.xml"
-PATCH = "/run/hakvm/cib.patch"
+# Where a CIB patch is staged on the node (tmpfs, root only): a directory of this run's own
+# (two runs never patch with each other's files), removed once the patch is done.
+SCRATCH = f"/run/hakvm/{RUN_ID}"
+LIVE = f"{SCRATCH}/cib-live.xml"
+DESIRED = f"{SCRATCH}/cib-desired.xml"
+PATCH = f"{SCRATCH}/cib.patch"
 
 
 class PacemakerError(RemoteError):
@@ -292,19 +296,23 @@ async def patch_cib(node: Remote, live: str, desired: str) -> bool:
     """Move the CIB from `live` to `desired`: a `crm_diff` patch, checked by `crm_verify`, in
     one `cibadmin --patch`. Computed against the CIB as read, so a concurrent change makes it
     fail instead of being overwritten: False then (re-read and try again)."""
-    await node.write_file(LIVE, live.encode(), 0o600)
-    await node.write_file(DESIRED, desired.encode(), 0o600)
-    await node.run(["crm_verify", "--xml-file", DESIRED], check=True, timeout=CHANGE_S)
-    diff = await node.run(
-        ["crm_diff", "--original", LIVE, "--new", DESIRED, "--no-version"], timeout=READ_S
-    )
-    if diff.returncode not in (0, 1):
-        raise PacemakerError(f"{node.name}: crm_diff failed: {diff.stderr.strip()}")
-    if diff.returncode == 0:
-        return True  # nothing to change
-    await node.write_file(PATCH, diff.stdout.encode(), 0o600)
-    patched = await node.run(["cibadmin", "--patch", "--xml-file", PATCH], timeout=CHANGE_S)
-    return patched.ok
+    try:
+        await node.write_file(LIVE, live.encode(), 0o600)
+        await node.write_file(DESIRED, desired.encode(), 0o600)
+        await node.run(["crm_verify", "--xml-file", DESIRED], check=True, timeout=CHANGE_S)
+        diff = await node.run(
+            ["crm_diff", "--original", LIVE, "--new", DESIRED, "--no-version"], timeout=READ_S
+        )
+        if diff.returncode not in (0, 1):
+            raise PacemakerError(f"{node.name}: crm_diff failed: {diff.stderr.strip()}")
+        if diff.returncode == 0:
+            return True  # nothing to change
+        await node.write_file(PATCH, diff.stdout.encode(), 0o600)
+        patched = await node.run(["cibadmin", "--patch", "--xml-file", PATCH], timeout=CHANGE_S)
+        return patched.ok
+    finally:
+        with contextlib.suppress(RemoteError):
+            await node.run(["rm", "-rf", "--", SCRATCH], timeout=READ_S)
 
 
 Sleep = Callable[[float], Awaitable[None]]
