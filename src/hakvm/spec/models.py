@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -20,6 +21,13 @@ from hakvm.spec.units import Size
 NAME_RE = r"^[a-z][a-z0-9-]{0,62}$"
 IFNAME_RE = r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$"  # Linux IFNAMSIZ is 16 including the NUL
 MAC_RE = r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
+# What IPMI allows a user name (16 bytes), less what a shell, a crmsh line or an ipmitool
+# argument could read as something else: no space, quote, '$', backslash or leading '-'.
+BMC_USER_RE = r"^[A-Za-z0-9_.@+][A-Za-z0-9_.@+-]{0,15}$"
+_HOST_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_HOST_LABEL}(\.{_HOST_LABEL})*\.?$")
+# Control (Cc), format (Cf: zero-width, bidi overrides) and line/paragraph separators.
+_UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp")
 
 Name = Annotated[str, Field(pattern=NAME_RE, description="lower-case letters, digits, '-'")]
 IfName = Annotated[str, Field(pattern=IFNAME_RE, description="a Linux interface name")]
@@ -30,6 +38,20 @@ class Model(BaseModel):
     """Base: unknown keys are errors (typos must not be silently ignored), values immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _printable(cls, value: object) -> object:
+        """Every text field, paths included: a newline or an escape in a value ends up in
+        generated files and scripts (an `EOF` line ends the crmsh export's here-document)."""
+        if isinstance(value, str):
+            bad = next((c for c in value if unicodedata.category(c) in _UNPRINTABLE), None)
+            if bad is not None:
+                raise ValueError(
+                    f"holds the control character U+{ord(bad):04X}; spec values are plain "
+                    "printable text: remove it"
+                )
+        return value
 
 
 class OsFamily(StrEnum):
@@ -194,12 +216,36 @@ class Interfaces(Model):
     bridges: dict[IfName, Bridge] = {}
 
 
+def is_host_address(value: str) -> bool:
+    """An IPv4 or IPv6 literal, or a DNS host name (RFC 1123 labels)."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return HOSTNAME_RE.match(value) is not None and not value.replace(".", "").isdigit()
+    return True
+
+
 class Bmc(Model):
-    address: str = Field(min_length=1, description="BMC address as reached from the peer")
+    address: str = Field(
+        description="BMC address as reached from the peer: an IPv4/IPv6 address or a DNS name"
+    )
     port: Port = 623
-    user: str = Field(min_length=1)
+    user: str = Field(
+        pattern=BMC_USER_RE,
+        description="IPMI user (at most 16 characters: letters, digits, _ . @ + -)",
+    )
     password_file: Path = Field(description="file holding the BMC password (mode 0600)")
     lanplus: bool = True
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not is_host_address(value):
+            raise ValueError(
+                f"{value!r} is not an IP address or a DNS host name; write it like "
+                "10.0.30.11 or bmc-node01.example.net"
+            )
+        return value
 
 
 class StorageDevice(Model):
