@@ -127,9 +127,7 @@ def test_a_hard_link_is_replaced_not_written_through(tmp_path: Path, outside: Pa
     before = _snapshot(outside)
     assert _render(out) == 0
     assert (outside / "victim").read_text() == "precious\n"
-    assert {k: v[0] for k, v in _snapshot(outside).items()} == {
-        k: v[0] for k, v in before.items()
-    }
+    assert {k: v[0] for k, v in _snapshot(outside).items()} == {k: v[0] for k, v in before.items()}
     assert target.read_text().startswith("# BEGIN hakvm")
 
 

@@ -20,6 +20,7 @@ from hakvm.spec.units import Size
 
 NAME_RE = r"^[a-z][a-z0-9-]{0,62}$"
 IFNAME_RE = r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$"  # Linux IFNAMSIZ is 16 including the NUL
+VLAN_RE = r"^[A-Za-z][A-Za-z0-9_-]{0,9}\.[0-9]{1,4}$"  # <parent>.<VLAN id>, as ifupdown names it
 MAC_RE = r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
 # What IPMI allows a user name (16 bytes), less what a shell, a crmsh line or an ipmitool
 # argument could read as something else: no space, quote, '$', backslash or leading '-'.
@@ -31,6 +32,7 @@ _UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp")
 
 Name = Annotated[str, Field(pattern=NAME_RE, description="lower-case letters, digits, '-'")]
 IfName = Annotated[str, Field(pattern=IFNAME_RE, description="a Linux interface name")]
+VlanName = Annotated[str, Field(pattern=VLAN_RE, description="<parent>.<VLAN id>, e.g. bond0.20")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -210,10 +212,27 @@ class Bridge(Model):
     addresses: list[ipaddress.IPv4Interface] = []
 
 
+class Vlan(Model):
+    """An 802.1Q VLAN on a bond or NIC of the spec, named <parent>.<id> (no bridge on it):
+    the way to give replication a network of its own on the bond the VMs' bridge uses."""
+
+    mtu: int = Field(1500, ge=576, le=9216, description="at most the parent's MTU")
+    addresses: list[ipaddress.IPv4Interface] = []
+
+
+def vlan_parent(name: str) -> tuple[str, int]:
+    """bond0.20 -> ("bond0", 20)."""
+    parent, _, vid = name.rpartition(".")
+    return parent, int(vid)
+
+
 class Interfaces(Model):
     bonds: dict[IfName, Bond] = {}
     ethernets: dict[IfName, Ethernet] = {}
     bridges: dict[IfName, Bridge] = {}
+    vlans: dict[VlanName, Vlan] = Field(
+        {}, description="802.1Q VLANs on a bond or NIC above, e.g. bond0.20 for replication"
+    )
 
 
 def is_host_address(value: str) -> bool:
@@ -281,24 +300,33 @@ class Node(Model):
     )
 
 
+def _strict_network(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            ipaddress.IPv4Network(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a network address: write it like 10.0.20.0/24 (host bits zero)"
+            ) from exc
+    return value
+
+
 class HeartbeatLink(Model):
     network: ipaddress.IPv4Network = Field(
         description="subnet both nodes have an address in; corosync uses those addresses"
     )
     priority: int = Field(1, ge=0, le=255, description="knet link priority (higher first)")
 
-    @field_validator("network", mode="before")
-    @classmethod
-    def _strict_network(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                ipaddress.IPv4Network(value)
-            except ValueError as exc:
-                raise ValueError(
-                    f"{value!r} is not a network address: write it like 10.0.20.0/24 "
-                    f"(host bits zero)"
-                ) from exc
-        return value
+    _network = field_validator("network", mode="before")(_strict_network)
+
+
+class Replication(Model):
+    network: ipaddress.IPv4Network = Field(
+        description="subnet both nodes have an address in, on no interface a VM attaches to "
+        "(e.g. a VLAN on the bond): DRBD replication and live migration use it"
+    )
+
+    _network = field_validator("network", mode="before")(_strict_network)
 
 
 class DiskMode(StrEnum):
@@ -317,6 +345,12 @@ class VmNetwork(Model):
         None, pattern=MAC_RE, description="leave unset: a stable MAC is derived from the name"
     )
     model: Literal["virtio", "e1000"] = "virtio"
+    clean_traffic: bool = Field(
+        True,
+        description="libvirt's clean-traffic filter: the guest sends only from its own MAC "
+        "and the first IPv4 address it uses (learned), IPv4 and ARP only. Off only for a "
+        "guest that must route, bridge or use several addresses or IPv6 on this network",
+    )
 
 
 class Boot(Model):
@@ -363,6 +397,11 @@ class ClusterSpec(Model):
         min_length=1,
         max_length=8,
         description="corosync knet links: two recommended (bond network + back-to-back link)",
+    )
+    replication: Replication | None = Field(
+        None,
+        description="the network of DRBD replication and live migration; default: a "
+        "heartbeat network on a bond (shared with whatever else is on it)",
     )
     vms: list[Vm] = []
     allow_memory_overcommit: bool = Field(
