@@ -40,6 +40,14 @@ def outside(tmp_path: Path) -> Path:
     return victim
 
 
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    """An existing output directory beside `outside`."""
+    path = tmp_path / "out"
+    path.mkdir()
+    return path
+
+
 def _render(out: Path) -> int:
     return int(main(["render", SPEC, "-o", str(out)]))
 
@@ -82,10 +90,8 @@ def test_a_symlinked_file_inside_is_refused(
 
 
 def test_a_marker_that_is_a_symlink_is_refused(
-    tmp_path: Path, outside: Path, capsys: pytest.CaptureFixture[str]
+    out: Path, outside: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
     (out / MARKER).symlink_to(outside / "victim")
     _refused(out, outside, capsys, ".hakvm-rendered is a symlink")
 
@@ -100,19 +106,15 @@ def test_a_marker_that_is_a_symlink_is_refused(
     ],
 )
 def test_a_planted_marker_deletes_nothing(
-    tmp_path: Path, outside: Path, capsys: pytest.CaptureFixture[str], listing: str
+    out: Path, outside: Path, capsys: pytest.CaptureFixture[str], listing: str
 ) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
     (out / MARKER).write_text(listing.format(outside=outside))
     _refused(out, outside, capsys, "was not written by hakvm")
 
 
 def test_a_marker_entry_through_a_symlink_deletes_nothing(
-    tmp_path: Path, outside: Path, capsys: pytest.CaptureFixture[str]
+    out: Path, outside: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
     (out / "old").symlink_to(outside)
     (out / MARKER).write_text(MARKER_HEADER + "old/victim\n")
     _refused(out, outside, capsys, "old is a symlink")
