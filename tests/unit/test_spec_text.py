@@ -42,6 +42,14 @@ def test_each_field_with_a_control_character_gets_its_own_line(tmp_path: Path) -
         assert "\n" not in line and "\r" not in line
 
 
+def test_an_escaped_control_character_names_its_field(tmp_path: Path) -> None:
+    text = (EXAMPLES / "lab.yaml").read_text().replace("user: hakvm,", 'user: "hak\\avm",', 1)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    (line,) = [p.format("spec.yaml") for p in validate_file(spec).errors]
+    assert ": nodes[0].bmc.user: a control character (U+0007)" in line, line
+
+
 @pytest.mark.parametrize("user", ["fence", "ADMIN", "hakvm", "op.er-1@x", "a" * 16, "_x+y"])
 def test_bmc_users_ipmi_allows_are_accepted(tmp_path: Path, user: str) -> None:
     data = yaml.safe_load((EXAMPLES / "lab.yaml").read_text())
