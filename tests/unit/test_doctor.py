@@ -40,7 +40,8 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 FACT_PATHS = ["/etc/hosts", "/etc/network/interfaces.d/hakvm", "/etc/hakvm/no-such-file"]
 EVERY_ID = [
     "node-unreachable", *dr.FENCING_IDS, "no-quorum-policy-ignore", "no-quorum-policy-risky",
-    "heartbeat-single-link", "heartbeat-down", "heartbeat-link-down", "vm-no-replication",
+    "heartbeat-single-link", dr.GUEST_NET, "heartbeat-down", "heartbeat-link-down",
+    "vm-no-replication",
     "drbd-split-brain", "drbd-not-uptodate", "clock-skew", "bond-degraded",
     "local-secret-readable", "secret-readable", "proc-hidepid", "drift",
 ]  # fmt: skip

@@ -44,11 +44,11 @@ def test_the_peer_accepts_the_key_only_from_its_peer_and_only_for_the_tunnel() -
     line = _line("node01")
     key = " ".join(PUBLIC.split()[:2])
     assert line == (
-        f'restrict,from="10.88.0.2",command="{migration.FORCED_COMMAND}" {key} '
+        f'restrict,from="10.88.2.2",command="{migration.FORCED_COMMAND}" {key} '
         "hakvm-migration@lab"
     )
     assert '"' not in migration.FORCED_COMMAND  # it sits in command="..." unescaped
-    assert 'from="10.88.0.1"' in _line("node02")
+    assert 'from="10.88.2.1"' in _line("node02")  # the replication VLAN (bond0.20)
 
 
 def _run_forced(asked: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -81,7 +81,8 @@ def converged_facts(env: ph.PlanEnv) -> dict[str, NodeFacts]:
         for other in env.ctx.spec.nodes:
             if other.name != node.name:
                 facts.files[password_file_path(other.name)] = FileFact(b"secret\n", 0o600)
-        for group in (node.interfaces.bonds, node.interfaces.ethernets, node.interfaces.bridges):
+        ifs = node.interfaces
+        for group in (ifs.bonds, ifs.ethernets, ifs.vlans, ifs.bridges):
             for name, cfg in group.items():
                 facts.links_up[name] = True
                 facts.addresses[name] = [str(a) for a in cfg.addresses]
@@ -284,8 +285,8 @@ def test_migration_trust_keeps_foreign_keys_and_pins_peer(tmp_path: Path) -> Non
     files = {path: content.decode() for path, content, _ in ph._migration_trust(env, "node01")}
     authorized = files[migration.AUTHORIZED_KEYS_PATH]
     assert authorized.startswith(admin_key)
-    # node01 accepts the migration key only from node02's replication (bond) address.
-    assert 'restrict,from="10.88.0.2",command="' in authorized
+    # node01 accepts the migration key only from node02's replication (bond0.20) address.
+    assert 'restrict,from="10.88.2.2",command="' in authorized
     known = files[migration.KNOWN_HOSTS_PATH].splitlines()
-    assert known[1].startswith("node02-migration,10.88.0.2 ssh-ed25519 ")
+    assert known[1].startswith("node02-migration,10.88.2.2 ssh-ed25519 ")
     assert "StrictHostKeyChecking yes" in files[migration.SSH_CONFIG_PATH]

@@ -178,9 +178,9 @@ def _warm_qemu_capabilities(node: str) -> Step:
 
 def _network_interfaces(node: Node) -> list[str]:
     """Interfaces to (re)start, in dependency order: bonds (which enslave their members),
-    then ethernets, then bridges (whose ports must exist first)."""
+    then ethernets, VLANs (on a bond or NIC), then bridges (whose ports must exist first)."""
     ifaces = node.interfaces
-    return [*ifaces.bonds, *ifaces.ethernets, *ifaces.bridges]
+    return [*ifaces.bonds, *ifaces.ethernets, *ifaces.vlans, *ifaces.bridges]
 
 
 def network(env: PlanEnv) -> list[Step]:
@@ -188,9 +188,10 @@ def network(env: PlanEnv) -> list[Step]:
     for node in env.nodes:
         writes = write_steps(env, node.name, "network", rendered_writes(env, node.name, "network"))
         facts = env.facts[node.name]
+        ifs = node.interfaces
         expected = {
             name: [str(a) for a in cfg.addresses]
-            for group in (node.interfaces.bonds, node.interfaces.ethernets, node.interfaces.bridges)
+            for group in (ifs.bonds, ifs.ethernets, ifs.vlans, ifs.bridges)
             for name, cfg in group.items()
         }
         down = [

@@ -38,7 +38,7 @@ from hakvm.lab.state import Lab, LabStateError
 from hakvm.remote.connection import Remote, RemoteError
 from hakvm.render.base import RenderContext, Secrets
 from hakvm.render.drbd import replication_link
-from hakvm.spec.derive import LinkAddress, derive
+from hakvm.spec.derive import LinkAddress, NetworkAddresses, derive
 from hakvm.spec.models import ClusterSpec, Node
 
 CUT_TABLE = "hakvm_drill"
@@ -282,7 +282,7 @@ class NodeFaults:
             await conn.run(["sh", "-c", "echo o > /proc/sysrq-trigger"], timeout=10)
         await self.cluster.drop(node)
 
-    async def _cut(self, links: list[LinkAddress]) -> None:
+    async def _cut(self, links: list[NetworkAddresses]) -> None:
         scripts = {}
         for node in self.spec.nodes:
             peer = self._peer(node.name)
@@ -294,7 +294,8 @@ class NodeFaults:
         await self._cut([self.heartbeat_link()])
 
     async def partition(self) -> None:
-        await self._cut(list(self.links))
+        own = [] if isinstance(self.replication, LinkAddress) else [self.replication]
+        await self._cut([*self.links, *own])  # and the replication network of its own
 
     def _bond_member(self) -> tuple[str, str] | None:
         return bond_member(self.spec)

@@ -39,7 +39,9 @@ from hakvm.remote.probes import (
 from hakvm.remote.session import Session
 from hakvm.render.cib import drbd_clone_id, fence_id
 from hakvm.render.drbd import resource_path
+from hakvm.spec.derive import derive, interface_of
 from hakvm.spec.models import ClusterSpec, Node, OsFamily
+from hakvm.spec.validate import replication_exposure
 
 # Pacemaker and corosync stay correct with skewed clocks, but failure-timeout expiry,
 # constraint lifetimes (crm_resource --move --lifetime) and every post-mortem (logs, fence
@@ -240,15 +242,6 @@ def check_heartbeat_spec(spec: ClusterSpec) -> list[Finding]:
     ]
 
 
-def _interface_with(node: Node, address: str) -> str | None:
-    groups = (node.interfaces.bonds, node.interfaces.ethernets, node.interfaces.bridges)
-    for group in groups:
-        for name, cfg in group.items():
-            if any(str(a.ip) == address for a in cfg.addresses):
-                return name
-    return None
-
-
 def check_heartbeat_links(spec: ClusterSpec, answers: Mapping[str, NodeAnswer]) -> list[Finding]:
     found: list[Finding] = []
     for nodeid, node in enumerate(spec.nodes, start=1):
@@ -268,6 +261,11 @@ def check_heartbeat_links(spec: ClusterSpec, answers: Mapping[str, NodeAnswer]) 
             continue
         found += _link_findings(spec, node, parse_cfgtool(text, nodeid))
     return found
+
+
+def check_guest_network(spec: ClusterSpec) -> list[Finding]:
+    found = replication_exposure(spec, derive(spec))  # also a `validate` warning
+    return [_warning(GUEST_NET, None, what, fix) for _, what, fix in found]
 
 
 def _link_findings(spec: ClusterSpec, node: Node, links: list[LinkStatus]) -> list[Finding]:
@@ -296,7 +294,7 @@ def _link_findings(spec: ClusterSpec, node: Node, links: list[LinkStatus]) -> li
     for lk in links:
         if lk.peer_connected:
             continue
-        iface = _interface_with(node, lk.address) or "the interface"
+        iface = interface_of(node, lk.address) or "the interface"
         found.append(
             _warning(
                 "heartbeat-link-down",
@@ -589,6 +587,7 @@ class Check:
     run: Callable[[], list[Finding]]
 
 
+GUEST_NET = "replication-on-guest-network"
 FENCING_IDS = ("fencing-disabled", "fence-device-missing", "fence-device-stopped",
                "fence-device-failed")  # fmt: skip
 
@@ -623,6 +622,7 @@ def checks(spec: ClusterSpec, inputs: Inputs) -> list[Check]:
             lambda: check_no_quorum_policy(spec, _needs(state)),
         ),
         Check(("heartbeat-single-link",), lambda: check_heartbeat_spec(spec)),
+        Check((GUEST_NET,), lambda: check_guest_network(spec)),
         Check(
             ("heartbeat-down", "heartbeat-link-down"),
             lambda: check_heartbeat_links(spec, inputs.reachable()),

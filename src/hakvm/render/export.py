@@ -51,8 +51,16 @@ def _header(ctx: RenderContext, tool: str) -> list[str]:
 # --- pcs ------------------------------------------------------------------------------------
 
 
+def _printable(value: str) -> str:
+    """Spec validation refuses control characters; a value that has one anyway (a line
+    break ends crmsh's here-document) is never written into a script."""
+    if not value.isprintable():
+        raise ValueError(f"refusing to export the unprintable value {value!r}")
+    return value
+
+
 def _kv(pairs: Pairs) -> str:
-    return " ".join(shlex.quote(f"{k}={v}") for k, v in pairs)
+    return " ".join(shlex.quote(f"{k}={_printable(v)}") for k, v in pairs)
 
 
 def _pcs_ops(ops: tuple[Op, ...]) -> str:
@@ -158,7 +166,9 @@ def pcs_script(ctx: RenderContext) -> str:
 
 
 def _crm_value(value: str) -> str:
-    return value if _SAFE.match(value) else '"' + value.replace('"', '\\"') + '"'
+    """crmsh splits each configure line with shlex (POSIX): a shell-quoted word is read back
+    as exactly `value`, whatever quotes, backslashes, spaces or `$` it holds."""
+    return value if _SAFE.match(value) else shlex.quote(_printable(value))
 
 
 def _crm_kv(pairs: Pairs) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,10 +20,19 @@ from hakvm.spec.units import Size
 
 NAME_RE = r"^[a-z][a-z0-9-]{0,62}$"
 IFNAME_RE = r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$"  # Linux IFNAMSIZ is 16 including the NUL
+VLAN_RE = r"^[A-Za-z][A-Za-z0-9_-]{0,9}\.[0-9]{1,4}$"  # <parent>.<VLAN id>, as ifupdown names it
 MAC_RE = r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
+# What IPMI allows a user name (16 bytes), less what a shell, a crmsh line or an ipmitool
+# argument could read as something else: no space, quote, '$', backslash or leading '-'.
+BMC_USER_RE = r"^[A-Za-z0-9_.@+][A-Za-z0-9_.@+-]{0,15}$"
+_HOST_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_HOST_LABEL}(\.{_HOST_LABEL})*\.?$")
+# Control (Cc), format (Cf: zero-width, bidi overrides) and line/paragraph separators.
+_UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp")
 
 Name = Annotated[str, Field(pattern=NAME_RE, description="lower-case letters, digits, '-'")]
 IfName = Annotated[str, Field(pattern=IFNAME_RE, description="a Linux interface name")]
+VlanName = Annotated[str, Field(pattern=VLAN_RE, description="<parent>.<VLAN id>, e.g. bond0.20")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -30,6 +40,20 @@ class Model(BaseModel):
     """Base: unknown keys are errors (typos must not be silently ignored), values immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _printable(cls, value: object) -> object:
+        """Every text field, paths included: a newline or an escape in a value ends up in
+        generated files and scripts (an `EOF` line ends the crmsh export's here-document)."""
+        if isinstance(value, str):
+            bad = next((c for c in value if unicodedata.category(c) in _UNPRINTABLE), None)
+            if bad is not None:
+                raise ValueError(
+                    f"holds the control character U+{ord(bad):04X}; spec values are plain "
+                    "printable text: remove it"
+                )
+        return value
 
 
 class OsFamily(StrEnum):
@@ -191,18 +215,59 @@ class Bridge(Model):
     addresses: list[ipaddress.IPv4Interface] = []
 
 
+class Vlan(Model):
+    """An 802.1Q VLAN on a bond or NIC of the spec, named <parent>.<id> (no bridge on it):
+    the way to give replication a network of its own on the bond the VMs' bridge uses."""
+
+    mtu: int = Field(1500, ge=576, le=9216, description="at most the parent's MTU")
+    addresses: list[ipaddress.IPv4Interface] = []
+
+
+def vlan_parent(name: str) -> tuple[str, int]:
+    """bond0.20 -> ("bond0", 20)."""
+    parent, _, vid = name.rpartition(".")
+    return parent, int(vid)
+
+
 class Interfaces(Model):
     bonds: dict[IfName, Bond] = {}
     ethernets: dict[IfName, Ethernet] = {}
     bridges: dict[IfName, Bridge] = {}
+    vlans: dict[VlanName, Vlan] = Field(
+        {}, description="802.1Q VLANs on a bond or NIC above, e.g. bond0.20 for replication"
+    )
+
+
+def is_host_address(value: str) -> bool:
+    """An IPv4 or IPv6 literal, or a DNS host name (RFC 1123 labels)."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return HOSTNAME_RE.match(value) is not None and not value.replace(".", "").isdigit()
+    return True
 
 
 class Bmc(Model):
-    address: str = Field(min_length=1, description="BMC address as reached from the peer")
+    address: str = Field(
+        description="BMC address as reached from the peer: an IPv4/IPv6 address or a DNS name"
+    )
     port: Port = 623
-    user: str = Field(min_length=1)
+    user: str = Field(
+        pattern=BMC_USER_RE,
+        description="IPMI user (at most 16 characters: letters, digits, _ . @ + -)",
+    )
     password_file: Path = Field(description="file holding the BMC password (mode 0600)")
     lanplus: bool = True
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not is_host_address(value):
+            raise ValueError(
+                f"{value!r} is not an IP address or a DNS host name; write it like "
+                "10.0.30.11 or bmc-node01.example.net"
+            )
+        return value
 
 
 class StorageDevice(Model):
@@ -238,24 +303,33 @@ class Node(Model):
     )
 
 
+def _strict_network(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            ipaddress.IPv4Network(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a network address: write it like 10.0.20.0/24 (host bits zero)"
+            ) from exc
+    return value
+
+
 class HeartbeatLink(Model):
     network: ipaddress.IPv4Network = Field(
         description="subnet both nodes have an address in; corosync uses those addresses"
     )
     priority: int = Field(1, ge=0, le=255, description="knet link priority (higher first)")
 
-    @field_validator("network", mode="before")
-    @classmethod
-    def _strict_network(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                ipaddress.IPv4Network(value)
-            except ValueError as exc:
-                raise ValueError(
-                    f"{value!r} is not a network address: write it like 10.0.20.0/24 "
-                    f"(host bits zero)"
-                ) from exc
-        return value
+    _network = field_validator("network", mode="before")(_strict_network)
+
+
+class Replication(Model):
+    network: ipaddress.IPv4Network = Field(
+        description="subnet both nodes have an address in, on no interface a VM attaches to "
+        "(e.g. a VLAN on the bond): DRBD replication and live migration use it"
+    )
+
+    _network = field_validator("network", mode="before")(_strict_network)
 
 
 class DiskMode(StrEnum):
@@ -274,6 +348,12 @@ class VmNetwork(Model):
         None, pattern=MAC_RE, description="leave unset: a stable MAC is derived from the name"
     )
     model: Literal["virtio", "e1000"] = "virtio"
+    clean_traffic: bool = Field(
+        True,
+        description="libvirt's clean-traffic filter: the guest sends only from its own MAC "
+        "and the first IPv4 address it uses (learned), IPv4 and ARP only. Off only for a "
+        "guest that must route, bridge or use several addresses or IPv6 on this network",
+    )
 
 
 class Boot(Model):
@@ -320,6 +400,11 @@ class ClusterSpec(Model):
         min_length=1,
         max_length=8,
         description="corosync knet links: two recommended (bond network + back-to-back link)",
+    )
+    replication: Replication | None = Field(
+        None,
+        description="the network of DRBD replication and live migration; default: a "
+        "heartbeat network on a bond (shared with whatever else is on it)",
     )
     vms: list[Vm] = []
     allow_memory_overcommit: bool = Field(
