@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -11,6 +12,7 @@ from rich.console import Console
 
 from hakvm.cli.common import SPEC_ARG, load_context
 from hakvm.deploy import engine
+from hakvm.deploy.guards import RunOptions
 from hakvm.deploy.phases import PHASES
 from hakvm.deploy.steps import Step
 from hakvm.errors import ExitCode, HakvmError
@@ -52,8 +54,11 @@ def _print_run(report: engine.RunReport, *, planned: bool) -> None:
         console.print(f"{report.changes} step(s) {verb} ({report.seconds:.1f}s)")
 
 
-def _run_deploy(spec: Path, *, apply_: bool, as_json: bool, stop_after: str | None) -> int:
+def _run_deploy(
+    spec: Path, *, apply_: bool, as_json: bool, stop_after: str | None, replace: str | None
+) -> int:
     ctx = load_context(spec)
+    options = RunOptions(replace_cluster=replace)
     console = Console(stderr=True, highlight=False)
 
     def progress(phase: str, node: str, step: Step | None, event: str) -> None:
@@ -67,11 +72,14 @@ def _run_deploy(spec: Path, *, apply_: bool, as_json: bool, stop_after: str | No
 
     try:
         if apply_:
-            report = asyncio.run(engine.apply(ctx.spec, spec, progress, stop_after=stop_after))
+            report = asyncio.run(
+                engine.apply(ctx.spec, spec, progress, stop_after=stop_after, options=options)
+            )
         else:
-            report = asyncio.run(engine.plan(ctx.spec, spec))
+            report = asyncio.run(engine.plan(ctx.spec, spec, options))
     except HakvmError as exc:
-        if apply_ and not isinstance(exc, UnreachableError):  # unreachable: nothing was done
+        # unreachable, or refused before the first phase ran: nothing was done
+        if apply_ and not isinstance(exc, UnreachableError | engine.RefusedError):
             exc.hint = PARTLY_CHANGED
         raise
     if as_json:
@@ -81,26 +89,45 @@ def _run_deploy(spec: Path, *, apply_: bool, as_json: bool, stop_after: str | No
     return ExitCode.OK
 
 
+def _guard_options(command: Callable[..., int]) -> Callable[..., int]:
+    """--replace-cluster: what apply may take over besides what hakvm made."""
+    return click.option(
+        "--replace-cluster", metavar="NAME",
+        help="replace the cluster NAME the nodes belong to (its configuration is moved aside)",
+    )(command)  # fmt: skip
+
+
 @click.command()
 @SPEC_ARG
 @click.option("--json", "as_json", is_flag=True, help="machine-readable steps and diffs")
-def plan(spec: Path, as_json: bool) -> int:
+@_guard_options
+def plan(spec: Path, as_json: bool, replace_cluster: str | None) -> int:
     """Show, per node, the ordered changes apply would make (changes nothing)."""
-    return _run_deploy(spec, apply_=False, as_json=as_json, stop_after=None)
+    return _run_deploy(
+        spec, apply_=False, as_json=as_json, stop_after=None, replace=replace_cluster
+    )
 
 
 @click.command()
 @SPEC_ARG
 @click.option("--json", "as_json", is_flag=True, help="machine-readable report")
 @click.option("--stop-after", metavar="PHASE", help="stop after this phase (testing, staging)")
-def apply(spec: Path, as_json: bool, stop_after: str | None) -> int:
+@_guard_options
+def apply(
+    spec: Path,
+    as_json: bool,
+    stop_after: str | None,
+    replace_cluster: str | None,
+) -> int:
     """Converge both nodes to the spec, phase by phase; safe to re-run at any time."""
     if stop_after is not None and stop_after not in [name for name, _ in PHASES]:
         raise click.BadParameter(
             f"unknown phase; use one of {', '.join(n for n, _ in PHASES)}",
             param_hint="--stop-after",
         )
-    return _run_deploy(spec, apply_=True, as_json=as_json, stop_after=stop_after)
+    return _run_deploy(
+        spec, apply_=True, as_json=as_json, stop_after=stop_after, replace=replace_cluster
+    )
 
 
 COMMANDS = [plan, apply]

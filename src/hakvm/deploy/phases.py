@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hakvm.deploy import actions, cib_merge
+from hakvm.deploy import actions, cib_merge, guards
 from hakvm.deploy.actions import FRESH_TAG
+from hakvm.deploy.guards import RunOptions
 from hakvm.deploy.secrets import (
     AUTHKEY_PATH,
     DRBD_MASTER_PATH,
@@ -22,7 +23,6 @@ from hakvm.deploy.secrets import (
     read_bmc_passwords,
 )
 from hakvm.deploy.steps import Call, CallFunc, Run, Step, Write, run
-from hakvm.errors import StateError
 from hakvm.remote.facts import NodeFacts
 from hakvm.remote.pacemaker import parse_crm_mon
 from hakvm.render import hosts as hosts_render
@@ -34,7 +34,7 @@ from hakvm.render.libvirt import qcow2_dir, qcow2_path
 from hakvm.spec.models import DiskMode, Node, OsFamily, Vm
 from hakvm.spec.validate import backing_size
 
-MANAGED_MARK = "hakvm"
+PlanError = guards.PlanError  # where the phases' callers have always found it
 
 DEBIAN_PACKAGES = (
     "corosync", "pacemaker", "pacemaker-cli-utils", "drbd-utils", "resource-agents",
@@ -50,10 +50,6 @@ RHEL_PACKAGES = (
 )  # fmt: skip
 
 
-class PlanError(StateError):
-    """The nodes are in a state apply must not change by itself (one line, names the node)."""
-
-
 @dataclass
 class PlanEnv:
     ctx: RenderContext  # with the real secrets
@@ -64,6 +60,7 @@ class PlanEnv:
     # The BMC password files beside the spec: engine reads them when it gathers facts
     # (deploy/secrets.py); an env built without them reads them there itself.
     bmc_passwords: dict[str, BmcPassword] = field(default_factory=dict)
+    options: RunOptions = field(default_factory=RunOptions)  # --replace-cluster
 
     def __post_init__(self) -> None:
         if not self.bmc_passwords:
@@ -445,8 +442,10 @@ def corosync(env: PlanEnv) -> list[Step]:
     steps = []
     for node in env.nodes:
         facts = env.facts[node.name]
-        conf = facts.files.get("/etc/corosync/corosync.conf")
-        first_bootstrap = conf is None or MANAGED_MARK.encode() not in conf.content
+        # The distribution's package starts a throw-away one-node cluster; its CIB would
+        # carry a stale node entry into ours. It, or a cluster the user names, is moved
+        # aside before the first start (guards.py); any other cluster is refused.
+        takeover = guards.takeover(node.name, facts, env.ctx.spec.cluster.name, env.options)
         writes = write_steps(
             env,
             node.name,
@@ -457,27 +456,13 @@ def corosync(env: PlanEnv) -> list[Step]:
             ],
         )
         active = facts.services_active.get("corosync", False)
-        if first_bootstrap and facts.cib and "<primitive" in facts.cib:
-            raise PlanError(
-                f"{node.name}: runs a Pacemaker cluster with resources that hakvm did not "
-                "create; refusing to replace its corosync configuration"
-            )
-        actions: list[Run] = []
-        if first_bootstrap:
-            # The distribution's package starts a throw-away one-node cluster; its CIB would
-            # carry a stale node entry into ours.
-            actions += [
-                run("systemctl", "stop", "pacemaker", "corosync"),
-                run("sh", "-c", "rm -f /var/lib/pacemaker/cib/cib*"),
-            ]
-        if writes or not active:
+        if takeover is not None:
+            steps.append(takeover)
+        if writes or not active or takeover is not None:
             steps.extend(writes)
-            restart = "restart" if (first_bootstrap or not active) else "reload-or-restart"
-            actions += [
-                run("systemctl", "enable", "corosync"),
-                run("systemctl", restart, "corosync"),
-            ]
-            steps.append(Step(node.name, "corosync", "start corosync", tuple(actions)))
+            restart = "restart" if (takeover is not None or not active) else "reload-or-restart"
+            start = (run("systemctl", "enable", "corosync"), run("systemctl", restart, "corosync"))
+            steps.append(Step(node.name, "corosync", "start corosync", start))
     return steps
 
 

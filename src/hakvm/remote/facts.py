@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import shlex
 import tarfile
 from collections.abc import Iterable
@@ -53,7 +54,8 @@ class NodeFacts:
     drbd: dict[str, DrbdResource] = field(default_factory=dict)
     services_active: dict[str, bool] = field(default_factory=dict)
     services_enabled: dict[str, bool] = field(default_factory=dict)
-    cib: str | None = None
+    cib: str | None = None  # the live CIB (only while Pacemaker runs)
+    cib_on_disk: str | None = None  # what Pacemaker starts from, running or not
     crm_mon: str | None = None
     domains: dict[str, str] = field(default_factory=dict)  # name -> state
     # libvirt has probed the QEMU binary (its capability cache); None: not asked
@@ -159,6 +161,30 @@ def parse_services(text: str) -> tuple[dict[str, bool], dict[str, bool]]:
     if enabled.get("libvirtd.socket"):
         enabled["libvirtd"] = True
     return active, enabled
+
+
+@dataclass(frozen=True)
+class CorosyncConf:
+    """What a corosync.conf says about the cluster it belongs to."""
+
+    cluster_name: str
+    nodes: tuple[str, ...]  # node names, in file order
+    addresses: tuple[str, ...]  # every ringN_addr
+
+
+def parse_corosync_conf(text: str) -> CorosyncConf:
+    """The cluster name, node names and link addresses (corosync's `key: value` lines)."""
+    values: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        key, sep, value = line.split("#", 1)[0].partition(":")
+        if sep and value.strip():
+            values.setdefault(key.strip(), []).append(value.strip())
+    addresses = [v for k, vs in values.items() if re.fullmatch(r"ring\d+_addr", k) for v in vs]
+    return CorosyncConf(
+        next(iter(values.get("cluster_name", [])), ""),
+        tuple(values.get("name", [])),
+        tuple(addresses),
+    )
 
 
 def parse_virsh_list(text: str) -> dict[str, str]:
@@ -279,5 +305,6 @@ def facts_from_batch(
     if "qemu_caps" in batch:  # recorded facts from before this fact existed lack it
         facts.qemu_caps_cached = bool(text("qemu_caps").strip())
     facts.cib = text("cib") or None
+    facts.cib_on_disk = text("cib_disk") or None
     facts.crm_mon = text("crm_mon") or None
     return facts

@@ -16,6 +16,11 @@ from hakvm.spec.models import ClusterSpec
 # not files on a node but state pushed to Pacemaker.
 CLUSTER = "cluster"
 REDACTED = "REDACTED-generated-at-apply"
+# The first line of the files hakvm owns whole (corosync.conf, each DRBD resource file):
+# apply treats such a file on a node as hakvm's only if it starts with exactly this line.
+MANAGED_HEADER = (
+    "# Managed by hakvm: generated from the cluster spec, do not edit by hand (changes are\n"
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,150 @@
+"""What apply refuses to destroy: only what hakvm created, or what the user named.
+
+One guard, pure (facts in, a step or a refusal out). The phases use it, and the
+engine runs those phases once before any other phase, so a refusal changes nothing.
+
+* The cluster. A node's corosync.conf is hakvm's only if it starts with hakvm's exact
+  managed header and names the spec's cluster; its CIB is read from disk, so a stopped
+  cluster is seen too. Anything else is replaced only when it is a throw-away one-node
+  cluster without resources (what the distribution's package starts) or when the user
+  names it (`--replace-cluster NAME`); what is replaced is moved aside, never deleted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from hakvm.deploy.cib_merge import CibMergeError, CibSummary, summarize
+from hakvm.deploy.steps import Step, run
+from hakvm.errors import StateError
+from hakvm.remote.facts import CorosyncConf, NodeFacts, parse_corosync_conf
+from hakvm.remote.pacemaker import CIB_DIR
+from hakvm.render.base import MANAGED_HEADER
+from hakvm.render.corosync import KEYFILE as AUTHKEY_PATH
+from hakvm.render.corosync import PATH as COROSYNC_PATH
+
+
+class PlanError(StateError):
+    """The nodes are in a state apply must not change by itself (one line, names the node)."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the user allowed on the command line, beyond the spec."""
+
+    replace_cluster: str | None = None  # --replace-cluster NAME
+    stamp: str = "unstamped"  # names the directory a replaced CIB moves to (one per run)
+
+
+def moved_dir(stamp: str) -> str:
+    return f"{CIB_DIR}/hakvm-moved-{stamp}"
+
+
+# --- the cluster ---------------------------------------------------------------------------
+
+# Moves every CIB file (cib.xml with its .sig, the numbered backups, cib.last) into $1 and
+# copies the other files named after it there: nothing is deleted. Pacemaker must be stopped.
+MOVE_SCRIPT = (
+    "set -eu; dest=$1; shift; "
+    'for f in "${dest%/*}"/cib*; do [ -e "$f" ] || continue; '
+    'mkdir -p -m 0700 "$dest"; mv -- "$f" "$dest/"; done; '
+    'for f in "$@"; do [ -e "$f" ] || continue; '
+    'mkdir -p -m 0700 "$dest"; cp -p -- "$f" "$dest/"; done'
+)
+
+
+@dataclass(frozen=True)
+class ClusterFound:
+    """The cluster configuration a node holds (corosync.conf, the CIB on disk or live)."""
+
+    name: str
+    ours: bool  # this spec's cluster: nothing is replaced
+    throwaway: bool  # one node, loopback only, no resources: nothing to lose
+    what: str  # for the plan and the refusal
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def _summaries(facts: NodeFacts) -> list[CibSummary] | None:
+    """The live and on-disk CIBs' summaries; None: one is not readable XML."""
+    try:
+        return [summarize(c) for c in (facts.cib, facts.cib_on_disk) if c]
+    except CibMergeError:
+        return None
+
+
+def cluster_on(facts: NodeFacts, cluster: str) -> ClusterFound | None:
+    """What cluster the node belongs to; None: no cluster configuration at all."""
+    conf_fact = facts.files.get(COROSYNC_PATH)
+    conf = conf_fact.content if conf_fact is not None else None
+    cibs = _summaries(facts)
+    if conf is None and cibs == []:
+        return None
+    parsed = parse_corosync_conf(conf.decode("utf-8", "replace")) if conf is not None else None
+    hakvm_conf = conf is not None and conf.startswith(MANAGED_HEADER.encode())
+    names = [parsed.cluster_name if parsed else "", *(c.cluster_name for c in cibs or [])]
+    name = next((n for n in names if n), "unnamed")
+    if cibs is None:
+        return ClusterFound(name, False, False, "its CIB on disk is not readable XML")
+    resources = sorted({r for c in cibs for r in c.resources})
+    hakvm_cib = any(c.hakvm for c in cibs)
+    # Ours: hakvm's corosync.conf for this cluster; or (a corosync.conf lost or edited by
+    # hand) a CIB hakvm pushed, with nothing naming another cluster.
+    ours = (hakvm_conf and parsed is not None and parsed.cluster_name == cluster) or (
+        hakvm_cib and all(n in ("", cluster) for n in names)
+    )
+    throwaway = (
+        not resources
+        and not hakvm_conf
+        and not hakvm_cib
+        and (parsed is None or (len(parsed.nodes) <= 1 and all(map(_loopback, parsed.addresses))))
+    )
+    return ClusterFound(name, ours, throwaway, _describe(parsed, hakvm_conf, cibs, hakvm_cib))
+
+
+def _describe(
+    conf: CorosyncConf | None, hakvm_conf: bool, cibs: list[CibSummary], hakvm_cib: bool
+) -> str:
+    """E.g. "corosync.conf not hakvm's, nodes db1, db2; CIB not hakvm's, 1 resource(s): ip"."""
+    resources = sorted({r for c in cibs for r in c.resources})
+    listed = ", ".join(resources[:5]) + (", ..." if len(resources) > 5 else "")
+    held = f"{len(resources)} resource(s): {listed}" if resources else "no resources"
+    not_conf, not_cib = ("" if hakvm_conf else "not "), ("" if hakvm_cib else "not ")
+    nodes = ", ".join(conf.nodes) if conf and conf.nodes else "none"
+    conf_part = f"corosync.conf {not_conf}hakvm's, nodes {nodes}" if conf else "no corosync.conf"
+    return f"{conf_part}; " + (f"CIB {not_cib}hakvm's, {held}" if cibs else "no CIB")
+
+
+def takeover(node: str, facts: NodeFacts, cluster: str, options: RunOptions) -> Step | None:
+    """The step that stops the cluster a node holds and moves its configuration aside, when
+    hakvm may replace it; None when there is none or it is this cluster (kept as it is)."""
+    found = cluster_on(facts, cluster)
+    if found is None or found.ours:
+        return None
+    named = options.replace_cluster == found.name
+    if not found.throwaway and not named:
+        raise PlanError(
+            f"{node}: belongs to cluster {found.name} ({found.what}), not to this spec's "
+            f"{cluster}: refusing to replace it; --replace-cluster {found.name} moves its "
+            "configuration aside and replaces it"
+        )
+    dest = moved_dir(options.stamp)
+    copies = [p for p in (COROSYNC_PATH, AUTHKEY_PATH) if facts.files.get(p) is not None]
+    why = f" (--replace-cluster {found.name})" if named and not found.throwaway else ""
+    kept = ", ".join(["the CIB files (cib.xml, its .sig, the backups)", *copies])
+    return Step(
+        node,
+        "corosync",
+        f"stop cluster {found.name} and move its configuration to {dest}/{why}",
+        (
+            run("systemctl", "stop", "pacemaker", "corosync"),
+            run("sh", "-c", MOVE_SCRIPT, "sh", dest, *copies),
+        ),
+        f"cluster {found.name}: {found.what}\nnothing is deleted: {dest}/ keeps {kept}\n",
+    )

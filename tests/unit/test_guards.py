@@ -1,0 +1,215 @@
+"""Never destroy what hakvm did not create (issue 16, item 1), from recorded-style facts:
+
+1. a cluster configuration that is not this spec's cluster is refused (read from the CIB on
+   disk too, so a stopped cluster is seen) and never deleted: moved aside, only when it is a
+   throw-away one-node cluster or the user names it (--replace-cluster);
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import subprocess
+
+import pytest
+
+from hakvm.deploy import cib_merge, engine, guards
+from hakvm.deploy import phases as ph
+from hakvm.deploy.guards import RunOptions
+from hakvm.deploy.steps import Run, Step
+from hakvm.remote.facts import (
+    FileFact,
+    parse_batch,
+    parse_corosync_conf,
+)
+from hakvm.render.corosync import PATH as COROSYNC_PATH
+from tests.unit.test_plan import _env, _spec_file, converged_facts, fresh_facts
+
+DATA = pathlib.Path(__file__).parent / "data"
+NODES = ("node01", "node02")
+
+
+def argvs(steps: list[Step]) -> list[tuple[str, ...]]:
+    return [a.argv for s in steps for a in s.actions if isinstance(a, Run)]
+
+
+def with_options(env: ph.PlanEnv, replace_cluster: str | None = None) -> ph.PlanEnv:
+    options = RunOptions(replace_cluster, stamp="20260101T000000Z")
+    return dataclasses.replace(env, options=options)
+
+
+# --- 1. the cluster ----------------------------------------------------------------------------
+
+DEBIAN_CONF = (DATA / "corosync-debian-default.conf").read_bytes()  # Debian 12's, as installed
+PROD_CONF = b"""totem {
+    version: 2
+    cluster_name: prod
+    transport: knet
+}
+nodelist {
+    node {
+        name: db1
+        nodeid: 1
+        ring0_addr: 192.0.2.11
+    }
+    node {
+        name: db2
+        nodeid: 2
+        ring0_addr: 192.0.2.12
+    }
+}
+quorum {
+    provider: corosync_votequorum
+    two_node: 1
+}
+"""
+
+
+def a_cib(cluster: str, nodes: list[str], resources: str = "") -> str:
+    """A CIB as Pacemaker keeps it: `cibadmin --empty`'s, plus what the controller writes
+    (the cluster name from corosync.conf, the nodes) and `resources`."""
+    nvpair = (
+        f'<nvpair id="cib-bootstrap-options-cluster-name" name="cluster-name" value="{cluster}"/>'
+    )
+    listed = "".join(f'<node id="{i}" uname="{n}"/>' for i, n in enumerate(nodes, start=1))
+    return (
+        '<cib crm_feature_set="3.16.1" validate-with="pacemaker-3.9" epoch="5" num_updates="0" '
+        'admin_epoch="0"><configuration><crm_config>'
+        f'<cluster_property_set id="cib-bootstrap-options">{nvpair}</cluster_property_set>'
+        f"</crm_config><nodes>{listed}</nodes><resources>{resources}</resources><constraints/>"
+        "</configuration><status/></cib>"
+    )
+
+
+PROD_CIB = a_cib(
+    "prod",
+    ["db1", "db2"],
+    '<primitive id="db-ip" class="ocf" provider="heartbeat" type="IPaddr2"/>'
+    '<primitive id="postgres" class="ocf" provider="heartbeat" type="pgsql"/>',
+)
+DEBIAN_CIB = a_cib("debian", ["node1"])  # the one-node cluster Debian's package starts
+
+
+def stopped_cluster(tmp_path: pathlib.Path, conf: bytes, cib: str) -> ph.PlanEnv:
+    """Fresh lab nodes where another cluster's Pacemaker is installed but stopped: no live
+    CIB, only the one on disk."""
+    env = _env(_spec_file(tmp_path, "lab"), {n: fresh_facts(n, "debian12") for n in NODES})
+    for facts in env.facts.values():
+        facts.files[COROSYNC_PATH] = FileFact(conf, 0o644)
+        facts.cib_on_disk = cib
+        facts.services_active["pacemaker"] = facts.services_active["corosync"] = False
+    return env
+
+
+def test_a_stopped_foreign_cluster_is_refused_naming_it(tmp_path: pathlib.Path) -> None:
+    env = stopped_cluster(tmp_path, PROD_CONF, PROD_CIB)
+    with pytest.raises(ph.PlanError) as refused:
+        ph.corosync(env)
+    line = str(refused.value)
+    assert line == (
+        "node01: belongs to cluster prod (corosync.conf not hakvm's, nodes db1, db2; CIB not "
+        "hakvm's, 2 resource(s): db-ip, postgres), not to this spec's lab: refusing to replace "
+        "it; --replace-cluster prod moves its configuration aside and replaces it"
+    )
+    assert "\n" not in line
+    # Before any phase runs (nothing changed), exit 3.
+    with pytest.raises(engine.RefusedError, match=r"^corosync: node01: belongs to cluster prod"):
+        engine.preflight(env)
+    assert engine.RefusedError.exit_code == 3
+
+
+def test_replace_cluster_moves_it_aside_and_deletes_nothing(tmp_path: pathlib.Path) -> None:
+    env = with_options(stopped_cluster(tmp_path, PROD_CONF, PROD_CIB), replace_cluster="prod")
+    steps = ph.corosync(env)
+    dest = "/var/lib/pacemaker/cib/hakvm-moved-20260101T000000Z"
+    first = steps[0]
+    assert first.title == (
+        f"stop cluster prod and move its configuration to {dest}/ (--replace-cluster prod)"
+    )
+    assert argvs([first]) == [
+        ("systemctl", "stop", "pacemaker", "corosync"),
+        ("sh", "-c", guards.MOVE_SCRIPT, "sh", dest, COROSYNC_PATH),
+    ]
+    assert not any("rm" in " ".join(a) for a in argvs(steps))
+    # The other cluster's name, not just any: still refused.
+    with pytest.raises(ph.PlanError, match="cluster prod"):
+        ph.corosync(with_options(env, replace_cluster="other"))
+
+
+def test_the_word_hakvm_does_not_make_a_cluster_hakvms(tmp_path: pathlib.Path) -> None:
+    """Running, named like hakvm, without hakvm's header: another cluster still."""
+    named = PROD_CONF.replace(b"cluster_name: prod", b"cluster_name: hakvm-prod  # hakvm")
+    env = stopped_cluster(tmp_path, named, PROD_CIB.replace('"prod"', '"hakvm-prod"'))
+    for facts in env.facts.values():
+        facts.cib, facts.cib_on_disk = facts.cib_on_disk, None
+        facts.services_active["pacemaker"] = True
+    with pytest.raises(ph.PlanError, match="belongs to cluster hakvm-prod"):
+        ph.corosync(env)
+
+
+def test_another_hakvm_cluster_is_foreign_too(tmp_path: pathlib.Path) -> None:
+    env = _env(_spec_file(tmp_path, "lab"), {})
+    env.facts = converged_facts(env)
+    ours = env.facts["node02"].files[COROSYNC_PATH]
+    assert ours is not None
+    other = ours.content.replace(b"cluster_name: lab", b"cluster_name: lab2")
+    env.facts["node02"].files[COROSYNC_PATH] = FileFact(other, 0o644)
+    cib = env.facts["node02"].cib
+    assert cib is not None
+    env.facts["node02"].cib = cib.replace("<crm_config>", "<crm_config>" + NAME_LAB2)
+    hakvms = r"^node02: belongs to cluster lab2 \(corosync.conf hakvm's, nodes node01, node02;"
+    with pytest.raises(ph.PlanError, match=hakvms):
+        ph.corosync(env)
+
+
+NAME_LAB2 = (
+    '<cluster_property_set id="x"><nvpair id="x-n" name="cluster-name" value="lab2"/>'
+    "</cluster_property_set>"
+)
+
+
+def test_the_distributions_one_node_cluster_is_moved_not_deleted(tmp_path: pathlib.Path) -> None:
+    env = with_options(stopped_cluster(tmp_path, DEBIAN_CONF, DEBIAN_CIB))
+    steps = ph.corosync(env)
+    assert next(s.title for s in steps if s.node == "node01").startswith(
+        "stop cluster debian and move its configuration to /var/lib/pacemaker/cib/hakvm-moved-"
+    )
+    assert "no resources" in steps[0].diff
+    stock = parse_corosync_conf(DEBIAN_CONF.decode())  # its commented-out ring1_addr is not one
+    assert (stock.cluster_name, stock.nodes) == ("debian", ("node1",))
+    assert stock.addresses == ("127.0.0.1",)
+    assert not any("rm" in " ".join(a) for a in argvs(steps))
+    assert argvs(steps)[-1] == ("systemctl", "restart", "corosync")
+
+
+def test_hakvms_own_stopped_cluster_is_left_alone(tmp_path: pathlib.Path) -> None:
+    env = _env(_spec_file(tmp_path, "lab"), {})
+    env.facts = converged_facts(env)
+    facts = env.facts["node02"]
+    facts.cib_on_disk, facts.cib = facts.cib, None
+    facts.services_active["pacemaker"] = False
+    assert ph.corosync(env) == []
+    # hakvm's marker is in the CIB it pushes; the controller adds the cluster name.
+    summary = cib_merge.summarize(ph.rendered_cib(env))
+    assert summary.hakvm and summary.resources
+    recorded = parse_batch((DATA / "facts-node01.b64").read_text())["cib"][1].decode()
+    assert cib_merge.summarize(recorded) == dataclasses.replace(
+        cib_merge.summarize(recorded), cluster_name="lab", hakvm=True
+    )
+    assert not cib_merge.summarize(PROD_CIB).hakvm
+
+
+def test_the_move_script_moves_every_cib_file_and_copies_the_rest(tmp_path: pathlib.Path) -> None:
+    cib_dir = tmp_path / "cib"
+    cib_dir.mkdir()
+    names = ["cib.xml", "cib.xml.sig", "cib-7.raw", "cib-7.raw.sig", "cib.last"]
+    for name in names:
+        (cib_dir / name).write_text(name)
+    conf = tmp_path / "corosync.conf"
+    conf.write_text("conf")
+    dest = cib_dir / "hakvm-moved-x"
+    argv = ["sh", "-c", guards.MOVE_SCRIPT, "sh", str(dest), str(conf), str(tmp_path / "none")]
+    subprocess.run(argv, check=True)
+    assert sorted(p.name for p in cib_dir.iterdir()) == ["hakvm-moved-x"]
+    assert sorted(p.name for p in dest.iterdir()) == sorted([*names, "corosync.conf"])
+    assert conf.read_text() == "conf" and dest.stat().st_mode & 0o777 == 0o700
