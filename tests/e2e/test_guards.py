@@ -1,8 +1,11 @@
 """On the deployed lab, cheaply (plans and refusals, no apply): hakvm never destroys what it
-did not create (issue 16, item 1).
+did not create (issue 16, items 1-2).
 
 1. A stopped cluster that is not this spec's is refused by name, and `--replace-cluster`
    plans to move its CIB aside, never `rm` it.
+2. A disk holding a partition table with a filesystem is refused, a blank one is planned
+   with its lsblk line (both file-backed loop devices on node01's root disk), and the
+   /dev/disk/by-* links the guard resolves are read right from a real node.
 
 Each test starts from the ``deployed`` snapshot and restores it at the end.
 """
@@ -17,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from hakvm.remote.disks import LINKS_ARGV, parse_links
 from tests.e2e.conftest import LabHandle, hakvm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
@@ -72,3 +76,58 @@ def test_a_stopped_foreign_cluster_is_refused_and_replacing_it_moves_it(
     # A plan changes nothing: the CIB and its signature are where Pacemaker keeps them.
     lab.check("node02", ["test", "-s", "/var/lib/pacemaker/cib/cib.xml"])
     lab.check("node02", ["test", "-s", "/var/lib/pacemaker/cib/cib.xml.sig"])
+
+
+# Writes a DOS partition table with one Linux partition (from sector 2048 to the end) into
+# the image file argv[1] of argv[2] sectors: the lab image has python3 but no sfdisk.
+MBR = """import struct, sys
+sectors = int(sys.argv[2])
+with open(sys.argv[1], "r+b") as f:
+    f.seek(446)
+    f.write(struct.pack("<B3sB3sII", 0, bytes(3), 0x83, bytes(3), 2048, sectors - 2048))
+    f.seek(510)
+    f.write(b"\\x55\\xaa")
+"""
+
+
+def loop_device(lab: LabHandle, image: str, mib: int, partitioned: bool) -> str:
+    lab.check("node01", ["truncate", "-s", f"{mib}M", image])
+    if partitioned:
+        lab.check("node01", ["python3", "-c", MBR, image, str(mib * 2048)])
+    lab.check("node01", ["modprobe", "loop"])
+    device = lab.check("node01", ["losetup", "-f", "-P", "--show", image]).strip()
+    lab.check("node01", ["udevadm", "trigger", "--action=change", "--settle", device])
+    return device
+
+
+def test_a_disk_holding_data_is_refused_a_blank_one_shown_with_its_lsblk_line(
+    restored: LabHandle, spec_file: Path, tmp_path: Path
+) -> None:
+    lab = restored
+    used = loop_device(lab, "/var/tmp/hakvm-e2e-used.img", 512, partitioned=True)
+    lab.check("node01", ["mkfs.xfs", "-q", f"{used}p1"])
+    lab.check("node01", ["udevadm", "trigger", "--action=change", "--settle", used, f"{used}p1"])
+    blank = loop_device(lab, "/var/tmp/hakvm-e2e-blank.img", 64, partitioned=False)
+
+    def on(device: str) -> Callable[[dict[str, Any]], None]:
+        def edit(data: dict[str, Any]) -> None:
+            storage = data["nodes"][0]["storage"]  # node01 only; node02 keeps its VG
+            storage["volume_group"] = "scratch"  # not there: create_from is used
+            storage["create_from"] = {"device": device, "destroy_existing_data": True}
+
+        return edit
+
+    refused = hakvm("plan", str(spec_copy(spec_file, tmp_path, on(used))), timeout=600)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    name = used.removeprefix("/dev/")
+    assert f"node01: {used} holds a dos partition table ({name}p1: xfs): refusing to wipe it" in (
+        refused.stderr
+    )
+    assert "expect_signature: dos" in refused.stderr
+    steps = plan_steps(hakvm("plan", str(spec_copy(spec_file, tmp_path, on(blank))), "--json"))
+    (wipe,) = [s for s in steps if s["title"] == f"wipe {blank} and create volume group scratch"]
+    assert wipe["actions"][0] == f"wipefs -a {blank}"
+    assert f'PATH="{blank}" SIZE="{64 * 2**20}" TYPE="loop" FSTYPE="" PTTYPE=""' in wipe["diff"]
+    # The links a stable name resolves through, as the facts batch reads them.
+    links = parse_links(lab.check("node01", LINKS_ARGV))
+    assert "/dev/vdb" in links.values(), links

@@ -1,8 +1,10 @@
-"""Never destroy what hakvm did not create (issue 16, item 1), from recorded-style facts:
+"""Never destroy what hakvm did not create (issue 16, items 1-2), from recorded-style facts:
 
 1. a cluster configuration that is not this spec's cluster is refused (read from the CIB on
    disk too, so a stopped cluster is seen) and never deleted: moved aside, only when it is a
    throw-away one-node cluster or the user names it (--replace-cluster);
+2. the disk storage.create_from names is refused when it is in use or holds data the spec
+   does not name (lsblk/pvs/by-id answers in tests/unit/data);
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from hakvm.deploy.guards import RunOptions
 from hakvm.deploy.steps import Run, Step
 from hakvm.remote.facts import (
     FileFact,
+    NodeFacts,
+    facts_from_batch,
     parse_batch,
     parse_corosync_conf,
 )
@@ -213,3 +217,97 @@ def test_the_move_script_moves_every_cib_file_and_copies_the_rest(tmp_path: path
     assert sorted(p.name for p in cib_dir.iterdir()) == ["hakvm-moved-x"]
     assert sorted(p.name for p in dest.iterdir()) == sorted([*names, "corosync.conf"])
     assert conf.read_text() == "conf" and dest.stat().st_mode & 0o777 == 0o700
+
+
+# --- 2. the disk storage.create_from names --------------------------------------------------
+
+
+def recorded_disks(name: str) -> NodeFacts:
+    """A node with the disks of tests/unit/data/disks-* (through the facts batch parser)."""
+    batch = {
+        "lsblk": (0, (DATA / "disks-lsblk.json").read_bytes()),
+        "pvs": (0, (DATA / "disks-pvs.json").read_bytes()),
+        "disk_links": (0, (DATA / "disks-links.txt").read_bytes()),
+    }
+    facts = facts_from_batch(fresh_facts(name, "debian12"), batch, [], {})
+    facts.files["/etc/hosts"] = fresh_facts(name, "debian12").files["/etc/hosts"]
+    return facts
+
+
+def create_from(tmp_path: pathlib.Path, **device: object) -> ph.PlanEnv:
+    def edit(data: dict[str, list[dict[str, dict[str, object]]]]) -> None:
+        for node in data["nodes"]:
+            node["storage"]["volume_group"] = "vg0"  # not there yet: create_from is used
+            node["storage"]["create_from"] = {"destroy_existing_data": True, **device}
+
+    path = _spec_file(tmp_path, "lab", edit)
+    return _env(path, {n: recorded_disks(n) for n in NODES})
+
+
+def wipe(env: ph.PlanEnv) -> Step:
+    steps = [s for s in ph.storage(env) if s.title.startswith("wipe ")]
+    return steps[0]
+
+
+@pytest.mark.parametrize(
+    ("device", "refusal"),
+    [
+        ("/dev/sdb", r"/dev/sdb is in use \(sdb1 is mounted at /srv\)"),
+        ("/dev/sda", r"sda1 is mounted at /boot/efi; sda2 is mounted at /; sda3 is active swap"),
+        ("/dev/sdc1", r"/dev/sdc1 holds a ext4 signature: .*expect_signature: ext4$"),
+        ("/dev/sdc", r"holds a gpt partition table \(sdc1: ext4\): .*expect_signature: gpt$"),
+        ("/dev/sdd", r"holds an LVM physical volume of volume group backup: .*LVM2_member$"),
+        ("/dev/sde", r"data-srv is mounted at /var/lib/data; data-srv \(lvm\) sits on sde"),
+        ("/dev/sdg", r"/dev/sdg is in use \(md0 \(raid1\) sits on sdg\)"),
+        ("/dev/sdz", r"storage.create_from.device /dev/sdz not found"),
+    ],
+)
+def test_a_disk_in_use_or_holding_data_is_refused(
+    tmp_path: pathlib.Path, device: str, refusal: str
+) -> None:
+    env = create_from(tmp_path, device=device)
+    with pytest.raises(ph.PlanError, match=f"^node01: .*{refusal}"):
+        ph.storage(env)
+
+
+def test_a_pinned_signature_lets_that_data_go_but_never_a_mount(tmp_path: pathlib.Path) -> None:
+    step = wipe(create_from(tmp_path, device="/dev/sdd", expect_signature="LVM2_member"))
+    assert "wipes an LVM physical volume of volume group backup" in step.diff
+    with pytest.raises(ph.PlanError, match="is in use"):
+        ph.storage(create_from(tmp_path, device="/dev/sde", expect_signature="LVM2_member"))
+    with pytest.raises(ph.PlanError, match=r"expect_signature is ext4 but .* \(signature gpt\)"):
+        ph.storage(create_from(tmp_path, device="/dev/sdc", expect_signature="ext4"))
+    # Pinned, but the device holds nothing (not the one the admin looked at): refused too.
+    with pytest.raises(ph.PlanError, match=r"but /dev/sdf holds nothing \(signature none\)"):
+        ph.storage(create_from(tmp_path, device="/dev/sdf", expect_signature="ext4"))
+
+
+def test_a_stable_by_id_name_is_resolved_and_shown_with_its_lsblk_line(
+    tmp_path: pathlib.Path,
+) -> None:
+    by_id = "/dev/disk/by-id/wwn-0x5002538e40a1b2c3"
+    step = wipe(create_from(tmp_path, device=by_id, serial="S3Z9NB0K123456"))
+    assert step.title == f"wipe {by_id} and create volume group vg0"
+    assert step.diff.splitlines() == [
+        f"{by_id} on node01 (lsblk):",
+        'NAME="sdf" PATH="/dev/sdf" SIZE="1920383410176" TYPE="disk" FSTYPE="" PTTYPE="" '
+        'MOUNTPOINTS="" SERIAL="S3Z9NB0K123456" WWN="0x5002538e40a1b2c3"',
+    ]
+    assert argvs([step]) == [
+        ("wipefs", "-a", by_id),
+        ("vgcreate", "-q", "-y", "--addtag", "hakvm_cluster=lab", "vg0", by_id),
+    ]
+    # A free partition of the root disk, by its by-id name, is fine too.
+    wipe(create_from(tmp_path, device="/dev/disk/by-id/wwn-0x5002538e09a1b2c3-part4"))
+    with pytest.raises(ph.PlanError, match=r"serial: .* has serial S3Z9NB0K123456 and WWN"):
+        ph.storage(create_from(tmp_path, device=by_id, serial="ZA4B9X8Y"))
+
+
+def test_the_labs_recorded_pv_with_volumes_is_in_use(tmp_path: pathlib.Path) -> None:
+    """Real answers of a deployed lab node (the lsblk of before: names as paths)."""
+    env = create_from(tmp_path, device="/dev/vdb")
+    recorded = parse_batch((DATA / "facts-node01.b64").read_text())
+    for name in NODES:
+        env.facts[name] = facts_from_batch(fresh_facts(name, "debian12"), recorded, [], {})
+    with pytest.raises(ph.PlanError, match=r"/dev/vdb is in use \(.*hakvm-drbdpool_tmeta"):
+        ph.storage(env)

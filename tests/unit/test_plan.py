@@ -13,6 +13,7 @@ import yaml
 from hakvm.deploy import phases as ph
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets
 from hakvm.deploy.steps import Call, Run, Step, Write
+from hakvm.remote.disks import BlockDevice, Disks
 from hakvm.remote.drbd import DrbdResource
 from hakvm.remote.facts import FileFact, LogicalVolume, NodeFacts
 from hakvm.render import migration
@@ -58,10 +59,12 @@ def fresh_facts(name: str, os_family: str) -> NodeFacts:
     facts = NodeFacts(name)
     facts.packages = set(packages)
     facts.files = {"/etc/hosts": FileFact(ETC_HOSTS.encode(), 0o644)}
-    facts.block_devices = {
-        "/dev/vdb": {"name": "/dev/vdb", "size": 20 * 1024**3, "mountpoint": None},
-        "/dev/sda4": {"name": "/dev/sda4", "size": 3 * 1024**4, "mountpoint": None},
-    }
+    facts.disks = Disks(
+        {
+            "/dev/vdb": BlockDevice("vdb", "/dev/vdb", 20 * 1024**3, "disk"),
+            "/dev/sda4": BlockDevice("sda4", "/dev/sda4", 3 * 1024**4, "part", pttype="gpt"),
+        }
+    )
     facts.services_active = {"libvirtd": True}
     facts.services_enabled = {"libvirtd": True}
     return facts

@@ -1,6 +1,6 @@
 """What apply refuses to destroy: only what hakvm created, or what the user named.
 
-One guard, pure (facts in, a step or a refusal out). The phases use it, and the
+Two guards, each pure (facts in, a step or a refusal out). The phases use them, and the
 engine runs those phases once before any other phase, so a refusal changes nothing.
 
 * The cluster. A node's corosync.conf is hakvm's only if it starts with hakvm's exact
@@ -8,6 +8,9 @@ engine runs those phases once before any other phase, so a refusal changes nothi
   cluster is seen too. Anything else is replaced only when it is a throw-away one-node
   cluster without resources (what the distribution's package starts) or when the user
   names it (`--replace-cluster NAME`); what is replaced is moved aside, never deleted.
+* The disk `storage.create_from` names: never one in use (mounted anywhere in its tree,
+  active swap, or held by LVM, dm-crypt or md), and one holding data (a partition table, a
+  filesystem, an LVM PV) only if the spec says what it holds (`expect_signature`).
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from dataclasses import dataclass
 from hakvm.deploy.cib_merge import CibMergeError, CibSummary, summarize
 from hakvm.deploy.steps import Step, run
 from hakvm.errors import StateError
+from hakvm.remote.disks import BlockDevice
 from hakvm.remote.facts import CorosyncConf, NodeFacts, parse_corosync_conf
 from hakvm.remote.pacemaker import CIB_DIR
 from hakvm.render.base import MANAGED_HEADER
 from hakvm.render.corosync import KEYFILE as AUTHKEY_PATH
 from hakvm.render.corosync import PATH as COROSYNC_PATH
+from hakvm.spec.models import Node
 
 
 class PlanError(StateError):
@@ -147,4 +152,92 @@ def takeover(node: str, facts: NodeFacts, cluster: str, options: RunOptions) -> 
             run("sh", "-c", MOVE_SCRIPT, "sh", dest, *copies),
         ),
         f"cluster {found.name}: {found.what}\nnothing is deleted: {dest}/ keeps {kept}\n",
+    )
+
+
+# --- the disk storage.create_from names ------------------------------------------------------
+
+
+def _in_use(dev: BlockDevice) -> list[str]:
+    """What uses the device: a mount or active swap anywhere in its tree, and holders (LVM,
+    dm-crypt, md...) on it or on one of its partitions."""
+    found = []
+    for d in (dev, *dev.descendants()):
+        for mount in d.mountpoints:
+            found.append(f"{d.name} is active swap" if mount == "[SWAP]" else
+                         f"{d.name} is mounted at {mount}")  # fmt: skip
+    layers = [dev, *(c for c in dev.children if c.type == "part")]
+    found += [f"{h.name} ({h.type}) sits on {d.name}"
+              for d in layers for h in d.children if h.type != "part"]  # fmt: skip
+    return found
+
+
+def _contents(dev: BlockDevice) -> list[str]:
+    """What data the device holds: a partition table (and what its partitions hold), a
+    filesystem or other signature, an LVM PV (of which volume group)."""
+    found = []
+    parts = [c for c in dev.children if c.type == "part"]
+    if dev.partition_table or parts:
+        inside = ", ".join(f"{p.name}: {p.fstype or 'no signature'}" for p in parts)
+        table = f"a {dev.partition_table} partition table" if dev.partition_table else "partitions"
+        found.append(f"{table} ({inside})" if inside else table)
+    if dev.fstype == "LVM2_member" or dev.vg:
+        group = f"of volume group {dev.vg}" if dev.vg else "in no volume group"
+        found.append(f"an LVM physical volume {group}")
+    elif dev.fstype:
+        found.append(f"a {dev.fstype} signature")
+    return found
+
+
+def wipe_target(node: Node, facts: NodeFacts) -> BlockDevice:
+    """The device `storage.create_from` names, resolved on the node, if hakvm may wipe it."""
+    spec = node.storage.create_from
+    assert spec is not None
+    field = "storage.create_from"
+    dev = facts.disks.resolve(spec.device)
+    if dev is None:
+        raise PlanError(f"{node.name}: {field}.device {spec.device} not found")
+    named = spec.device if spec.device == dev.path else f"{spec.device} ({dev.path})"
+    if spec.serial is not None and spec.serial not in (dev.serial, dev.wwn):
+        raise PlanError(
+            f"{node.name}: {field}.serial: {named} has serial {dev.serial or '-'} and WWN "
+            f"{dev.wwn or '-'}, not {spec.serial}: refusing to wipe it"
+        )
+    busy = _in_use(dev)
+    if busy:
+        raise PlanError(f"{node.name}: {named} is in use ({'; '.join(busy)}): refusing to wipe it")
+    held = " and ".join(_contents(dev))
+    if spec.expect_signature is not None and spec.expect_signature != dev.signature:
+        raise PlanError(
+            f"{node.name}: {field}.expect_signature is {spec.expect_signature} but {named} "
+            f"holds {held or 'nothing'} (signature {dev.signature or 'none'}): refusing to wipe it"
+        )
+    if held and spec.expect_signature is None:
+        raise PlanError(
+            f"{node.name}: {named} holds {held}: refusing to wipe it; if that may go, set "
+            f"{field}.expect_signature: {dev.signature}"
+        )
+    return dev
+
+
+def wipe_step(node: Node, facts: NodeFacts, cluster: str) -> Step:
+    spec = node.storage.create_from
+    assert spec is not None
+    dev = wipe_target(node, facts)
+    vg = node.storage.volume_group
+    held = _contents(dev)
+    diff = f"{spec.device} on {node.name} (lsblk):\n{dev.line()}\n"
+    if held:
+        diff += f"expect_signature {spec.expect_signature}: wipes {' and '.join(held)}\n"
+    return Step(
+        node.name,
+        "storage",
+        f"wipe {spec.device} and create volume group {vg}",
+        (
+            run("wipefs", "-a", spec.device),
+            # vgcreate makes the device a PV itself: no separate pvcreate whose interruption
+            # would leave a PV that the guard above then (rightly) refuses to wipe.
+            run("vgcreate", "-q", "-y", "--addtag", f"hakvm_cluster={cluster}", vg, spec.device),
+        ),
+        diff,
     )

@@ -287,7 +287,7 @@ def storage(env: PlanEnv) -> list[Step]:
         facts = env.facts[node.name]
         st = node.storage
         if st.volume_group not in facts.volume_groups:
-            steps.append(_volume_group(node, facts))
+            steps.append(_volume_group(node, facts, env.ctx.spec.cluster.name))
         if st.thin_pool and (st.volume_group, st.thin_pool) not in facts.logical_volumes:
             pool = run("lvcreate", "-q", "-y", "--type", "thin-pool", "-L", f"{st.size}b",
                        "-n", st.thin_pool, st.volume_group)  # fmt: skip
@@ -304,30 +304,16 @@ def storage(env: PlanEnv) -> list[Step]:
     return steps
 
 
-def _volume_group(node: Node, facts: NodeFacts) -> Step:
+def _volume_group(node: Node, facts: NodeFacts, cluster: str) -> Step:
     st = node.storage
     if st.create_from is None:
         raise PlanError(
             f"{node.name}: volume group {st.volume_group} does not exist; create it or "
             "name a device in storage.create_from"
         )
-    device = st.create_from.device
-    if device not in facts.block_devices:
-        raise PlanError(f"{node.name}: storage.create_from device {device} not found")
-    dev = facts.block_devices[device]
-    if dev.get("mountpoint"):
-        raise PlanError(f"{node.name}: {device} is mounted at {dev['mountpoint']}")
-    # Only here, with the device named and destroy_existing_data confirmed by validate.
-    return Step(
-        node.name,
-        "storage",
-        f"wipe {device} and create volume group {st.volume_group}",
-        (
-            run("wipefs", "-a", device),
-            run("pvcreate", "-q", "-y", "-ff", device),
-            run("vgcreate", "-q", "-y", st.volume_group, device),
-        ),
-    )
+    # Only here, with the device named and destroy_existing_data confirmed by validate, and
+    # only a device that holds nothing or what the spec says it holds (guards.py).
+    return guards.wipe_step(node, facts, cluster)
 
 
 def _drbd_resources(env: PlanEnv, node: Node, earlier: list[Step]) -> list[Step]:

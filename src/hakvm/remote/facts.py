@@ -13,10 +13,10 @@ import shlex
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-from hakvm.remote import drbd, pacemaker
+from hakvm.remote import disks, drbd, pacemaker
 from hakvm.remote.connection import NodeConnection
+from hakvm.remote.disks import Disks, parse_disks
 from hakvm.remote.drbd import DrbdResource, parse_drbdsetup_json, parse_proc_drbd
 
 
@@ -50,7 +50,7 @@ class NodeFacts:
     links_up: dict[str, bool] = field(default_factory=dict)
     volume_groups: dict[str, int] = field(default_factory=dict)  # name -> size
     logical_volumes: dict[tuple[str, str], LogicalVolume] = field(default_factory=dict)
-    block_devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    disks: Disks = field(default_factory=Disks)
     drbd: dict[str, DrbdResource] = field(default_factory=dict)
     services_active: dict[str, bool] = field(default_factory=dict)
     services_enabled: dict[str, bool] = field(default_factory=dict)
@@ -254,7 +254,9 @@ def fact_commands(paths: Iterable[str]) -> list[tuple[str, list[str]]]:
         ("ip_addr", ["ip", "-j", "addr", "show"]),
         ("vgs", ["vgs", "--reportformat", "json", "--units", "b", "-o", "vg_name,vg_size"]),
         ("lvs", ["lvs", "--reportformat", "json", "--units", "b", "-o", lvs_fields]),
-        ("lsblk", ["lsblk", "-J", "-b", "-p", "-o", "NAME,SIZE,TYPE,FSTYPE,MOUNTPOINT"]),
+        ("lsblk", disks.LSBLK_ARGV),
+        ("pvs", disks.PVS_ARGV),
+        ("disk_links", disks.LINKS_ARGV),
         *drbd.raw_state_commands(),
         ("services", SERVICES_COMMAND),
         ("virsh", ["virsh", "-c", "qemu:///system", "list", "--all"]),
@@ -293,10 +295,7 @@ def facts_from_batch(
     facts.files = parse_files(batch.get("files", (1, b""))[1], paths)
     facts.addresses, facts.links_up = parse_ip_addr(ip_addr)
     facts.volume_groups, facts.logical_volumes = parse_lvm(vgs, lvs)
-    for dev in json.loads(lsblk or '{"blockdevices": []}').get("blockdevices", []):
-        facts.block_devices[dev["name"]] = dev
-        for child in dev.get("children", []) or []:
-            facts.block_devices[child["name"]] = child
+    facts.disks = parse_disks(lsblk, text("pvs"), text("disk_links"))
     facts.drbd = parse_proc_drbd(proc_drbd, minors)
     if not facts.drbd and drbd_json.strip().startswith("["):
         facts.drbd = parse_drbdsetup_json(drbd_json)
