@@ -1,11 +1,13 @@
 """On the deployed lab, cheaply (plans and refusals, no apply): hakvm never destroys what it
-did not create (issue 16, items 1-2).
+did not create (issue 16, items 1-3).
 
 1. A stopped cluster that is not this spec's is refused by name, and `--replace-cluster`
    plans to move its CIB aside, never `rm` it.
 2. A disk holding a partition table with a filesystem is refused, a blank one is planned
    with its lsblk line (both file-backed loop devices on node01's root disk), and the
    /dev/disk/by-* links the guard resolves are read right from a real node.
+3. An LV planted under a new VM's name is refused until `--adopt`, and `vm remove
+   --delete-storage` refuses to lvremove it.
 
 Each test starts from the ``deployed`` snapshot and restores it at the end.
 """
@@ -13,6 +15,7 @@ Each test starts from the ``deployed`` snapshot and restores it at the end.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -131,3 +134,33 @@ def test_a_disk_holding_data_is_refused_a_blank_one_shown_with_its_lsblk_line(
     # The links a stable name resolves through, as the facts batch reads them.
     links = parse_links(lab.check("node01", LINKS_ARGV))
     assert "/dev/vdb" in links.values(), links
+
+
+def test_a_planted_lv_is_refused_until_adopted_and_never_lvremoved(
+    restored: LabHandle, spec_file: Path, tmp_path: Path
+) -> None:
+    lab = restored
+    spec = tmp_path / "lab.yaml"
+    shutil.copy(spec_file, spec)
+    for node in NODES:  # someone's volume, named like the VM about to be added
+        lab.check(node, ["lvcreate", "-q", "-y", "-V", "64m", "-T", "hakvm/drbdpool", "-n", "vm-c"])
+    added = hakvm("vm", "add", str(spec), "vm-c", "--memory", "32MiB", "--disk", "64MiB",
+                  "--no-apply")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    refused = hakvm("plan", str(spec), timeout=600)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "node01: logical volume hakvm/vm-c exists and is not hakvm's (untagged)" in (
+        refused.stderr
+    )
+    assert "--adopt vm-c" in refused.stderr
+    steps = plan_steps(hakvm("plan", str(spec), "--adopt", "vm-c", "--json"))
+    adopted = [s for s in steps if s["title"].startswith("adopt hakvm/vm-c (--adopt vm-c; ")]
+    assert [s["node"] for s in adopted] == list(NODES)
+    assert adopted[0]["actions"] == [
+        "lvchange --addtag hakvm_cluster=lab --addtag hakvm_vm=vm-c hakvm/vm-c"
+    ]
+    removed = hakvm("vm", "remove", str(spec), "vm-c", "--delete-storage", timeout=600)
+    assert removed.returncode == 3, removed.stdout + removed.stderr
+    assert "logical volume hakvm/vm-c is not cluster lab's VM vm-c's (untagged)" in removed.stderr
+    for node in NODES:
+        lab.check(node, ["lvs", "hakvm/vm-c"])  # still there

@@ -1,10 +1,12 @@
-"""Never destroy what hakvm did not create (issue 16, items 1-2), from recorded-style facts:
+"""Never destroy what hakvm did not create (issue 16, items 1-3), from recorded-style facts:
 
 1. a cluster configuration that is not this spec's cluster is refused (read from the CIB on
    disk too, so a stopped cluster is seen) and never deleted: moved aside, only when it is a
    throw-away one-node cluster or the user names it (--replace-cluster);
 2. the disk storage.create_from names is refused when it is in use or holds data the spec
    does not name (lsblk/pvs/by-id answers in tests/unit/data);
+3. an existing VM logical volume is used only if tagged as this cluster's VM, made by an
+   earlier hakvm (proven by its DRBD resource file), or adopted with --adopt.
 """
 
 from __future__ import annotations
@@ -19,15 +21,20 @@ from hakvm.deploy import cib_merge, engine, guards
 from hakvm.deploy import phases as ph
 from hakvm.deploy.guards import RunOptions
 from hakvm.deploy.steps import Run, Step
+from hakvm.ops import vm as ops
 from hakvm.remote.facts import (
     FileFact,
+    LogicalVolume,
     NodeFacts,
     facts_from_batch,
     parse_batch,
     parse_corosync_conf,
 )
 from hakvm.render.corosync import PATH as COROSYNC_PATH
+from hakvm.render.drbd import resource_path
+from hakvm.spec.models import ClusterSpec
 from tests.unit.test_plan import _env, _spec_file, converged_facts, fresh_facts
+from tests.unit.test_vm import FakeCluster, live_cib, teardown
 
 DATA = pathlib.Path(__file__).parent / "data"
 NODES = ("node01", "node02")
@@ -37,8 +44,10 @@ def argvs(steps: list[Step]) -> list[tuple[str, ...]]:
     return [a.argv for s in steps for a in s.actions if isinstance(a, Run)]
 
 
-def with_options(env: ph.PlanEnv, replace_cluster: str | None = None) -> ph.PlanEnv:
-    options = RunOptions(replace_cluster, stamp="20260101T000000Z")
+def with_options(
+    env: ph.PlanEnv, replace_cluster: str | None = None, adopt: frozenset[str] = frozenset()
+) -> ph.PlanEnv:
+    options = RunOptions(replace_cluster, adopt, stamp="20260101T000000Z")
     return dataclasses.replace(env, options=options)
 
 
@@ -311,3 +320,153 @@ def test_the_labs_recorded_pv_with_volumes_is_in_use(tmp_path: pathlib.Path) -> 
         env.facts[name] = facts_from_batch(fresh_facts(name, "debian12"), recorded, [], {})
     with pytest.raises(ph.PlanError, match=r"/dev/vdb is in use \(.*hakvm-drbdpool_tmeta"):
         ph.storage(env)
+
+
+# --- 3. each VM's logical volume ---------------------------------------------------------------
+
+
+def planted(tmp_path: pathlib.Path, tags: tuple[str, ...] = (), legacy: bool = False) -> ph.PlanEnv:
+    """The converged lab, with vm-b's LV as `tags` say (and, unless `legacy`, no DRBD file
+    for it yet: a VM just added to the spec, an LV of that name already there)."""
+    env = _env(_spec_file(tmp_path, "lab"), {})
+    env.facts = converged_facts(env)
+    for facts in env.facts.values():
+        lv = facts.logical_volumes[("hakvm", "vm-b")]
+        facts.logical_volumes[("hakvm", "vm-b")] = dataclasses.replace(lv, tags=tags)
+        if not legacy:
+            facts.files[resource_path("vm-b")] = None
+    return env
+
+
+def lv_steps(env: ph.PlanEnv) -> list[Step]:
+    """The storage phase's steps that tag an existing LV (adopted or an earlier hakvm's)."""
+    return [s for s in ph.storage(env) if s.title.startswith(("adopt ", "tag "))]
+
+
+def test_new_volumes_are_tagged_as_this_clusters_vm(tmp_path: pathlib.Path) -> None:
+    env = _env(_spec_file(tmp_path, "lab"), {n: fresh_facts(n, "debian12") for n in NODES})
+    creates = [a for a in argvs(ph.storage(env)) if a[:1] == ("lvcreate",) and "-V" in a]
+    assert len(creates) == 4
+    for argv in creates:
+        vm = argv[argv.index("-n") + 1]
+        assert ("--addtag", "hakvm_cluster=lab", "--addtag", f"hakvm_vm={vm}") == argv[-6:-2]
+
+
+@pytest.mark.parametrize(
+    ("tags", "shown"),
+    [((), "untagged"), (("hakvm_cluster=prod", "hakvm_vm=vm-b"), "tagged hakvm_cluster=prod")],
+)
+def test_an_lv_hakvm_did_not_make_is_refused_unless_adopted(
+    tmp_path: pathlib.Path, tags: tuple[str, ...], shown: str
+) -> None:
+    env = planted(tmp_path, tags)
+    with pytest.raises(ph.PlanError) as refused:
+        ph.storage(env)
+    assert str(refused.value).startswith(
+        f"node01: logical volume hakvm/vm-b exists and is not hakvm's ({shown}"
+    )
+    assert str(refused.value).endswith("--adopt vm-b takes it over")
+    adopt, _ = lv_steps(with_options(env, adopt=frozenset({"vm-b"})))
+    assert adopt.title.startswith("adopt hakvm/vm-b (--adopt vm-b; ")
+    drop = ("--deltag", "hakvm_cluster=prod") if tags else ()
+    assert argvs([adopt]) == [
+        ("lvchange", *drop, "--addtag", "hakvm_cluster=lab",
+         *(() if tags else ("--addtag", "hakvm_vm=vm-b")), "hakvm/vm-b"),
+    ]  # fmt: skip
+
+
+def test_an_earlier_hakvms_untagged_lv_is_recognised_and_tagged(tmp_path: pathlib.Path) -> None:
+    env = planted(tmp_path, legacy=True)
+    tag, _ = lv_steps(env)
+    assert tag.title == (
+        "tag hakvm/vm-b as cluster lab's (made by an earlier hakvm: /etc/drbd.d/vm-b.res names it)"
+    )
+    lv = env.facts["node01"].logical_volumes[("hakvm", "vm-b")]
+    res = env.facts["node01"].files[resource_path("vm-b")]
+    conf = env.facts["node01"].files[COROSYNC_PATH]
+    assert res is not None and conf is not None
+
+    def owner(res: bytes, conf: bytes, lv: LogicalVolume = lv, node: str = "node01") -> str:
+        return guards.lv_owner(lv, node, "lab", res, conf).name
+
+    assert owner(res.content, conf.content) == "EARLIER"
+    # No proof: the file is not hakvm's, names another disk or node, or the node is in
+    # another cluster.
+    assert owner(res.content.split(b"\n", 1)[1], conf.content) == "UNTAGGED"
+    assert owner(res.content.replace(b"/dev/hakvm/vm-b", b"/dev/vg/vm-b"), conf.content) == (
+        "UNTAGGED"
+    )
+    assert owner(res.content, conf.content, node="node03") == "UNTAGGED"
+    assert owner(res.content, conf.content.replace(b"cluster_name: lab", b"cluster_name: x")) == (
+        "UNTAGGED"
+    )
+
+
+# --- vm remove --delete-storage ---------------------------------------------------------------
+
+
+def remove(cluster: FakeCluster, spec: ClusterSpec) -> ops.RemoveResult:
+    return teardown(cluster, spec, force=True, delete_storage=True)
+
+
+@pytest.fixture
+def lab_spec(tmp_path: pathlib.Path) -> ClusterSpec:
+    return _env(_spec_file(tmp_path, "lab"), {}).ctx.spec
+
+
+def test_remove_delete_storage_refuses_an_lv_not_this_clusters(lab_spec: ClusterSpec) -> None:
+    cluster = FakeCluster(live_cib())
+    cluster.lvs["node02"]["hakvm/vm-a"] = ""  # untagged, and no hakvm DRBD file proves it
+    with pytest.raises(ops.VmStateError, match=r"^node02: logical volume hakvm/vm-a is not "):
+        remove(cluster, lab_spec)
+    assert cluster.mutations() == []
+
+
+def test_remove_delete_storage_tags_an_earlier_hakvms_lv_first(
+    lab_spec: ClusterSpec, tmp_path: pathlib.Path
+) -> None:
+    env = _env(_spec_file(tmp_path, "lab"), {})
+    rendered = {f.path: f.content.encode() for f in env.rendered["node01"]}
+    cluster = FakeCluster(live_cib())
+    cluster.texts = {p: rendered[p] for p in (COROSYNC_PATH, resource_path("vm-a"))}
+    for node in NODES:
+        cluster.lvs[node]["hakvm/vm-a"] = ""
+    cluster.texts[resource_path("vm-a")] = cluster.texts[resource_path("vm-a")].replace(
+        b"on node02 {", b"on node02-gone {"
+    )  # proves node01's LV only
+    with pytest.raises(ops.VmStateError, match=r"^node02: logical volume"):
+        remove(cluster, lab_spec)
+    assert cluster.mutations() == []  # both nodes checked before anything changes
+    cluster.texts[resource_path("vm-a")] = rendered[resource_path("vm-a")]
+    remove(cluster, lab_spec)
+    tagged = ("lvchange", "--addtag", "hakvm_cluster=lab", "--addtag", "hakvm_vm=vm-a")
+    assert cluster.mutations()[:2] == [(n, (*tagged, "hakvm/vm-a")) for n in NODES]
+    assert cluster.mutations()[-1] == ("node02", ("lvremove", "-y", "hakvm/vm-a"))
+
+
+def test_remove_reads_the_proof_but_not_the_drbd_secret(tmp_path: pathlib.Path) -> None:
+    """vm remove's grep, run for real on a rendered resource file with its secret."""
+    env = _env(_spec_file(tmp_path, "lab"), {})
+    rendered = {f.path: f.content for f in env.rendered["node01"]}
+    res = tmp_path / "vm-a.res"
+    res.write_text(rendered[resource_path("vm-a")])
+    proof = subprocess.run([*ops.RES_PROOF, str(res)], capture_output=True, check=True).stdout
+    assert b"shared-secret" not in proof and b"secret" not in proof.lower()
+    lv = LogicalVolume("vm-a", "hakvm", 1, "Vwi-a-tz--", "drbdpool", ())
+    conf = rendered[COROSYNC_PATH].encode()
+    for node in NODES:
+        assert guards.lv_owner(lv, node, "lab", proof, conf) is guards.LvOwner.EARLIER
+
+
+def test_plan_refuses_adopting_a_vm_not_in_the_spec(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hakvm.cli import main
+
+    async def must_not_run(*_: object) -> None:
+        raise AssertionError("no node may be asked")
+
+    monkeypatch.setattr(engine, "plan", must_not_run)
+    path = _spec_file(tmp_path, "lab")
+    assert main(["plan", str(path), "--adopt", "vm-z"]) == 2
+    assert "vm-z is not a VM of the spec" in capsys.readouterr().err

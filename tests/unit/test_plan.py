@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from hakvm.deploy import phases as ph
+from hakvm.deploy.guards import lv_tags
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets
 from hakvm.deploy.steps import Call, Run, Step, Write
 from hakvm.remote.disks import BlockDevice, Disks
@@ -96,8 +97,9 @@ def converged_facts(env: ph.PlanEnv) -> dict[str, NodeFacts]:
             )
         for vm in env.ctx.spec.vms:
             facts.logical_volumes[(st.volume_group, vm.name)] = LogicalVolume(
-                vm.name, st.volume_group, vm.disk.size, "Vwi-aotz--", st.thin_pool or "", ()
-            )
+                vm.name, st.volume_group, vm.disk.size, "Vwi-aotz--", st.thin_pool or "",
+                lv_tags(env.ctx.spec.cluster.name, vm.name),
+            )  # fmt: skip
             minor = env.ctx.derived.vms[vm.name].minor
             facts.drbd[vm.name] = DrbdResource(
                 vm.name, minor, "Connected", "Secondary", "Secondary", "UpToDate", "UpToDate"

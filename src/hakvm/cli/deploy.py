@@ -54,11 +54,21 @@ def _print_run(report: engine.RunReport, *, planned: bool) -> None:
         console.print(f"{report.changes} step(s) {verb} ({report.seconds:.1f}s)")
 
 
+Guards = tuple[str | None, tuple[str, ...]]  # --replace-cluster, --adopt
+
+
+def _options(vms: list[str], replace_cluster: str | None, adopt: tuple[str, ...]) -> RunOptions:
+    for name in adopt:
+        if name not in vms:
+            raise click.BadParameter(f"{name} is not a VM of the spec", param_hint="--adopt")
+    return RunOptions(replace_cluster=replace_cluster, adopt=frozenset(adopt))
+
+
 def _run_deploy(
-    spec: Path, *, apply_: bool, as_json: bool, stop_after: str | None, replace: str | None
+    spec: Path, *, apply_: bool, as_json: bool, stop_after: str | None, guards: Guards
 ) -> int:
     ctx = load_context(spec)
-    options = RunOptions(replace_cluster=replace)
+    options = _options([vm.name for vm in ctx.spec.vms], *guards)
     console = Console(stderr=True, highlight=False)
 
     def progress(phase: str, node: str, step: Step | None, event: str) -> None:
@@ -90,7 +100,11 @@ def _run_deploy(
 
 
 def _guard_options(command: Callable[..., int]) -> Callable[..., int]:
-    """--replace-cluster: what apply may take over besides what hakvm made."""
+    """--replace-cluster and --adopt: what apply may take over besides what hakvm made."""
+    command = click.option(
+        "--adopt", multiple=True, metavar="VM",
+        help="use VM's existing logical volume though hakvm did not create it (repeat)",
+    )(command)  # fmt: skip
     return click.option(
         "--replace-cluster", metavar="NAME",
         help="replace the cluster NAME the nodes belong to (its configuration is moved aside)",
@@ -101,11 +115,10 @@ def _guard_options(command: Callable[..., int]) -> Callable[..., int]:
 @SPEC_ARG
 @click.option("--json", "as_json", is_flag=True, help="machine-readable steps and diffs")
 @_guard_options
-def plan(spec: Path, as_json: bool, replace_cluster: str | None) -> int:
+def plan(spec: Path, as_json: bool, replace_cluster: str | None, adopt: tuple[str, ...]) -> int:
     """Show, per node, the ordered changes apply would make (changes nothing)."""
-    return _run_deploy(
-        spec, apply_=False, as_json=as_json, stop_after=None, replace=replace_cluster
-    )
+    guards = (replace_cluster, adopt)
+    return _run_deploy(spec, apply_=False, as_json=as_json, stop_after=None, guards=guards)
 
 
 @click.command()
@@ -118,6 +131,7 @@ def apply(
     as_json: bool,
     stop_after: str | None,
     replace_cluster: str | None,
+    adopt: tuple[str, ...],
 ) -> int:
     """Converge both nodes to the spec, phase by phase; safe to re-run at any time."""
     if stop_after is not None and stop_after not in [name for name, _ in PHASES]:
@@ -125,9 +139,8 @@ def apply(
             f"unknown phase; use one of {', '.join(n for n, _ in PHASES)}",
             param_hint="--stop-after",
         )
-    return _run_deploy(
-        spec, apply_=True, as_json=as_json, stop_after=stop_after, replace=replace_cluster
-    )
+    guards = (replace_cluster, adopt)
+    return _run_deploy(spec, apply_=True, as_json=as_json, stop_after=stop_after, guards=guards)
 
 
 COMMANDS = [plan, apply]

@@ -1,6 +1,6 @@
 """What apply refuses to destroy: only what hakvm created, or what the user named.
 
-Two guards, each pure (facts in, a step or a refusal out). The phases use them, and the
+Three guards, each pure (facts in, a step or a refusal out). The phases use them, and the
 engine runs those phases once before any other phase, so a refusal changes nothing.
 
 * The cluster. A node's corosync.conf is hakvm's only if it starts with hakvm's exact
@@ -11,22 +11,28 @@ engine runs those phases once before any other phase, so a refusal changes nothi
 * The disk `storage.create_from` names: never one in use (mounted anywhere in its tree,
   active swap, or held by LVM, dm-crypt or md), and one holding data (a partition table, a
   filesystem, an LVM PV) only if the spec says what it holds (`expect_signature`).
+* Each VM's logical volume: tagged as this cluster's VM when hakvm creates it; an existing
+  one without those tags is refused unless the user says `--adopt VM` (an earlier hakvm's,
+  untagged, is recognised as `earlier_hakvm` says, and tagged).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 from hakvm.deploy.cib_merge import CibMergeError, CibSummary, summarize
-from hakvm.deploy.steps import Step, run
+from hakvm.deploy.steps import Run, Step, run
 from hakvm.errors import StateError
 from hakvm.remote.disks import BlockDevice
-from hakvm.remote.facts import CorosyncConf, NodeFacts, parse_corosync_conf
+from hakvm.remote.facts import CorosyncConf, LogicalVolume, NodeFacts, parse_corosync_conf
 from hakvm.remote.pacemaker import CIB_DIR
 from hakvm.render.base import MANAGED_HEADER
 from hakvm.render.corosync import KEYFILE as AUTHKEY_PATH
 from hakvm.render.corosync import PATH as COROSYNC_PATH
+from hakvm.render.drbd import resource_path
 from hakvm.spec.models import Node
 
 
@@ -39,6 +45,7 @@ class RunOptions:
     """What the user allowed on the command line, beyond the spec."""
 
     replace_cluster: str | None = None  # --replace-cluster NAME
+    adopt: frozenset[str] = frozenset()  # --adopt VM, for each VM named
     stamp: str = "unstamped"  # names the directory a replaced CIB moves to (one per run)
 
 
@@ -241,3 +248,112 @@ def wipe_step(node: Node, facts: NodeFacts, cluster: str) -> Step:
         ),
         diff,
     )
+
+
+# --- each VM's logical volume --------------------------------------------------------------
+
+CLUSTER_TAG = "hakvm_cluster="
+VM_TAG = "hakvm_vm="
+
+
+class LvOwner(StrEnum):
+    OURS = "tagged as this cluster's VM"
+    EARLIER = "an earlier hakvm's, untagged"
+    UNTAGGED = "untagged"
+    FOREIGN = "tagged for another cluster or VM"
+
+
+def lv_tags(cluster: str, vm: str) -> tuple[str, str]:
+    """The LVM tags hakvm puts on each VM's LV (tags allow [A-Za-z0-9_+.-/=!:&#])."""
+    return (f"{CLUSTER_TAG}{cluster}", f"{VM_TAG}{vm}")
+
+
+def _hakvm_tags(lv: LogicalVolume) -> list[str]:
+    return [t for t in lv.tags if t.startswith((CLUSTER_TAG, VM_TAG))]
+
+
+def earlier_hakvm(
+    lv: LogicalVolume, node: str, cluster: str, res_file: bytes | None, conf: bytes | None
+) -> bool:
+    """An untagged LV that a hakvm from before LV tags created, as proven on its node by:
+    hakvm's own DRBD resource file (its exact managed header) for the VM, naming this LV as
+    this node's backing disk, on a node whose corosync.conf is hakvm's for this cluster.
+
+    Those versions created the LV when it was missing and wrote that file for it; the only
+    other way to that file was adopting an existing LV of that name, after which DRBD had
+    written its metadata and a full sync over it. Either way the LV holds the VM's disk by
+    now, so tagging it takes nothing from anyone. An LV without such a file (the VM added to
+    the spec, nothing applied yet) proves nothing and needs --adopt."""
+    header = MANAGED_HEADER.encode()
+    if not res_file or not conf or not res_file.startswith(header) or not conf.startswith(header):
+        return False
+    if parse_corosync_conf(conf.decode("utf-8", "replace")).cluster_name != cluster:
+        return False
+    text = res_file.decode("utf-8", "replace")
+    if not re.search(rf"^resource {re.escape(lv.name)} \{{$", text, re.M):
+        return False
+    host = re.search(rf"^\s*on {re.escape(node)} \{{\n(.*?)^\s*\}}", text, re.M | re.S)
+    disk = f"/dev/{lv.vg}/{lv.name}"
+    return (
+        host is not None and re.search(rf"^\s*disk {re.escape(disk)};$", host[1], re.M) is not None
+    )
+
+
+def lv_owner(
+    lv: LogicalVolume, node: str, cluster: str, res_file: bytes | None, conf: bytes | None
+) -> LvOwner:
+    hakvm = _hakvm_tags(lv)
+    if hakvm:
+        return (
+            LvOwner.OURS if sorted(hakvm) == sorted(lv_tags(cluster, lv.name)) else LvOwner.FOREIGN
+        )
+    if earlier_hakvm(lv, node, cluster, res_file, conf):
+        return LvOwner.EARLIER
+    return LvOwner.UNTAGGED
+
+
+def tag_command(lv: LogicalVolume, cluster: str) -> Run:
+    """lvchange: hakvm's tags for this cluster's VM on, any other hakvm tag off."""
+    wanted = lv_tags(cluster, lv.name)
+    drop = [t for t in _hakvm_tags(lv) if t not in wanted]
+    add = [t for t in wanted if t not in lv.tags]
+    changes = [
+        *(a for t in drop for a in ("--deltag", t)),
+        *(a for t in add for a in ("--addtag", t)),
+    ]
+    return run("lvchange", *changes, f"{lv.vg}/{lv.name}")
+
+
+def describe_lv(lv: LogicalVolume) -> str:
+    hakvm = _hakvm_tags(lv)
+    return f"tagged {','.join(hakvm)}" if hakvm else "untagged"
+
+
+def lv_step(
+    node: str, facts: NodeFacts, cluster: str, lv: LogicalVolume, adopt: bool
+) -> Step | None:
+    """For a VM's LV that exists: None if it is this cluster's VM's; a tagging step for an
+    earlier hakvm's or one the user adopts; a refusal otherwise."""
+    res = facts.files.get(resource_path(lv.name))
+    conf = facts.files.get(COROSYNC_PATH)
+    owner = lv_owner(
+        lv, node, cluster, res.content if res else None, conf.content if conf else None
+    )
+    name = f"{lv.vg}/{lv.name}"
+    if owner is LvOwner.OURS:
+        return None
+    if owner is LvOwner.EARLIER:
+        proof = resource_path(lv.name)
+        title = f"tag {name} as cluster {cluster}'s (made by an earlier hakvm: {proof} names it)"
+    elif adopt:
+        title = (
+            f"adopt {name} (--adopt {lv.name}; {describe_lv(lv)}): tag it as cluster "
+            f"{cluster}'s; DRBD writes its metadata at its end and may resync it from the peer"
+        )
+    else:
+        raise PlanError(
+            f"{node}: logical volume {name} exists and is not hakvm's ({describe_lv(lv)}): "
+            f"refusing to put VM {lv.name}'s DRBD disk on it (its data would be overwritten); "
+            f"--adopt {lv.name} takes it over"
+        )
+    return Step(node, "storage", title, (tag_command(lv, cluster),))

@@ -60,7 +60,7 @@ class PlanEnv:
     # The BMC password files beside the spec: engine reads them when it gathers facts
     # (deploy/secrets.py); an env built without them reads them there itself.
     bmc_passwords: dict[str, BmcPassword] = field(default_factory=dict)
-    options: RunOptions = field(default_factory=RunOptions)  # --replace-cluster
+    options: RunOptions = field(default_factory=RunOptions)  # --replace-cluster, --adopt
 
     def __post_init__(self) -> None:
         if not self.bmc_passwords:
@@ -261,24 +261,16 @@ def firewall(env: PlanEnv) -> list[Step]:
     return steps
 
 
-def _lv_command(vm: Vm, node: Node) -> Run:
+def _lv_command(vm: Vm, node: Node, cluster: str) -> Run:
     st = node.storage
     size = f"{backing_size(vm.disk.size, vm.disk.mode)}b"
+    # Tagged as this cluster's VM: the only LVs hakvm ever uses or removes (guards.py).
+    tags = [a for tag in guards.lv_tags(cluster, vm.name) for a in ("--addtag", tag)]
     if st.thin_pool:
-        return run(
-            "lvcreate",
-            "-q",
-            "-y",
-            "-V",
-            size,
-            "-T",
-            f"{st.volume_group}/{st.thin_pool}",
-            "-n",
-            vm.name,
-            "--addtag",
-            FRESH_TAG,
-        )
-    return run("lvcreate", "-q", "-y", "-L", size, "-n", vm.name, st.volume_group)
+        pool = f"{st.volume_group}/{st.thin_pool}"
+        return run("lvcreate", "-q", "-y", "-V", size, "-T", pool, "-n", vm.name, *tags,
+                   "--addtag", FRESH_TAG)  # fmt: skip
+    return run("lvcreate", "-q", "-y", "-L", size, "-n", vm.name, *tags, st.volume_group)
 
 
 def storage(env: PlanEnv) -> list[Step]:
@@ -293,10 +285,14 @@ def storage(env: PlanEnv) -> list[Step]:
                        "-n", st.thin_pool, st.volume_group)  # fmt: skip
             title = f"create thin pool {st.volume_group}/{st.thin_pool}"
             steps.append(Step(node.name, "storage", title, (pool,)))
+        cluster = env.ctx.spec.cluster.name
         for vm in env.ctx.spec.vms:
-            if (st.volume_group, vm.name) not in facts.logical_volumes:
+            lv = facts.logical_volumes.get((st.volume_group, vm.name))
+            if lv is None:
                 title = f"create volume {st.volume_group}/{vm.name}"
-                steps.append(Step(node.name, "storage", title, (_lv_command(vm, node),)))
+                steps.append(Step(node.name, "storage", title, (_lv_command(vm, node, cluster),)))
+            elif tag := guards.lv_step(node.name, facts, cluster, lv, vm.name in env.options.adopt):
+                steps.append(tag)
         master = env.secrets.drbd_master.encode() + b"\n"
         writes = [*rendered_writes(env, node.name, "drbd"), (DRBD_MASTER_PATH, master, 0o600)]
         steps.extend(write_steps(env, node.name, "storage", writes))

@@ -19,6 +19,8 @@ from hakvm.remote.connection import NodeConnection
 from hakvm.remote.disks import Disks, parse_disks
 from hakvm.remote.drbd import DrbdResource, parse_drbdsetup_json, parse_proc_drbd
 
+LVS_FIELDS = "lv_name,vg_name,lv_size,lv_attr,pool_lv,lv_tags"
+
 
 @dataclass(frozen=True)
 class FileFact:
@@ -246,14 +248,13 @@ def parse_batch(text: str) -> dict[str, tuple[int, bytes]]:
 
 
 def fact_commands(paths: Iterable[str]) -> list[tuple[str, list[str]]]:
-    lvs_fields = "lv_name,vg_name,lv_size,lv_attr,pool_lv,lv_tags"
     return [
         ("os_release", ["cat", "/etc/os-release"]),
         ("dpkg", ["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\\n"]),
         ("files", files_command(sorted(set(paths)))),
         ("ip_addr", ["ip", "-j", "addr", "show"]),
         ("vgs", ["vgs", "--reportformat", "json", "--units", "b", "-o", "vg_name,vg_size"]),
-        ("lvs", ["lvs", "--reportformat", "json", "--units", "b", "-o", lvs_fields]),
+        ("lvs", ["lvs", "--reportformat", "json", "--units", "b", "-o", LVS_FIELDS]),
         ("lsblk", disks.LSBLK_ARGV),
         ("pvs", disks.PVS_ARGV),
         ("disk_links", disks.LINKS_ARGV),
