@@ -215,7 +215,7 @@ class StorageDevice(Model):
         None,
         pattern=r"^[A-Za-z0-9_.:+-]{1,128}$",
         description="pins the device: its serial number or WWN as `lsblk -o SERIAL,WWN` "
-        "shows it on the node; a device with neither is refused",
+        "shows it on the node; a device whose serial and WWN both differ is refused",
     )
     expect_signature: str | None = Field(
         None,
