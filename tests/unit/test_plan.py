@@ -11,8 +11,10 @@ import pytest
 import yaml
 
 from hakvm.deploy import phases as ph
+from hakvm.deploy.guards import lv_tags
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets
 from hakvm.deploy.steps import Call, Run, Step, Write
+from hakvm.remote.disks import BlockDevice, Disks
 from hakvm.remote.drbd import DrbdResource
 from hakvm.remote.facts import FileFact, LogicalVolume, NodeFacts
 from hakvm.render import migration
@@ -58,10 +60,12 @@ def fresh_facts(name: str, os_family: str) -> NodeFacts:
     facts = NodeFacts(name)
     facts.packages = set(packages)
     facts.files = {"/etc/hosts": FileFact(ETC_HOSTS.encode(), 0o644)}
-    facts.block_devices = {
-        "/dev/vdb": {"name": "/dev/vdb", "size": 20 * 1024**3, "mountpoint": None},
-        "/dev/sda4": {"name": "/dev/sda4", "size": 3 * 1024**4, "mountpoint": None},
-    }
+    facts.disks = Disks(
+        {
+            "/dev/vdb": BlockDevice("vdb", "/dev/vdb", 20 * 1024**3, "disk"),
+            "/dev/sda4": BlockDevice("sda4", "/dev/sda4", 3 * 1024**4, "part", pttype="gpt"),
+        }
+    )
     facts.services_active = {"libvirtd": True}
     facts.services_enabled = {"libvirtd": True}
     return facts
@@ -94,8 +98,9 @@ def converged_facts(env: ph.PlanEnv) -> dict[str, NodeFacts]:
             )
         for vm in env.ctx.spec.vms:
             facts.logical_volumes[(st.volume_group, vm.name)] = LogicalVolume(
-                vm.name, st.volume_group, vm.disk.size, "Vwi-aotz--", st.thin_pool or "", ()
-            )
+                vm.name, st.volume_group, vm.disk.size, "Vwi-aotz--", st.thin_pool or "",
+                lv_tags(env.ctx.spec.cluster.name, vm.name),
+            )  # fmt: skip
             minor = env.ctx.derived.vms[vm.name].minor
             facts.drbd[vm.name] = DrbdResource(
                 vm.name, minor, "Connected", "Secondary", "Secondary", "UpToDate", "UpToDate"

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import pathlib
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from lxml import etree
 
 from hakvm.deploy import cib_merge
 from hakvm.deploy.engine import PhaseReport, RunReport
+from hakvm.deploy.guards import lv_tags
 from hakvm.deploy.steps import Step
 from hakvm.ops import vm as ops
 from hakvm.ops.status import assess
@@ -328,7 +330,9 @@ class FakeCluster:
         self.polls_to_stop = 2  # crm_mon answers before a requested stop is done
         self.obey_stop = True
         self.files = {n: set(VM_A_FILES) for n in NODES}
-        self.lvs = {n: {"hakvm/vm-a", "hakvm/vm-b", "hakvm/drbdpool"} for n in NODES}
+        self.texts: dict[str, bytes] = {}  # what `cat` reads (the same on both nodes)
+        self.lvs = {n: {"hakvm/vm-a": OURS_A, "hakvm/vm-b": OURS_B, "hakvm/drbdpool": ""}
+                    for n in NODES}  # fmt: skip
         self.log: list[tuple[str, tuple[str, ...]]] = []
         self.fail: dict[tuple[str, str], int] = {}  # (node, argv[0]) -> times to fail
 
@@ -336,7 +340,7 @@ class FakeCluster:
         return [FakeNode(n, self.answer) for n in NODES]
 
     def mutations(self) -> list[tuple[str, tuple[str, ...]]]:
-        reads = {"crm_mon", "test", "lvs", "crm_verify", "crm_diff", "write"}
+        reads = {"crm_mon", "test", "lvs", "cat", "grep", "crm_verify", "crm_diff", "write"}
         return [
             (n, argv) for n, argv in self.log
             if argv[0] not in reads and argv[:2] != ("cibadmin", "-Q")
@@ -358,10 +362,44 @@ class FakeCluster:
             "test": lambda: (0 if argv[-1] in files else 1, ""),
             "drbdadm": lambda: (0, ""),
             "rm": lambda: (files.difference_update(argv[2:]), (0, ""))[1],
-            "lvs": lambda: (0, "  vm-a\n") if argv[-1] in lvs else (5, ""),
-            "lvremove": lambda: (lvs.discard(argv[-1]), (0, ""))[1],
+            "lvs": lambda: self._lvs(lvs, argv),
+            "lvremove": lambda: (lvs.pop(argv[-1]), (0, ""))[1],
+            "lvchange": lambda: self._lvchange(lvs, argv),
+            "cat": lambda: self._read(argv),
+            "grep": lambda: self._read(argv),
         }
         return handlers[argv[0]]()
+
+    def _read(self, argv: tuple[str, ...]) -> tuple[int, str]:
+        """`cat FILE`, or `grep -E RE FILE` (the lines matching)."""
+        text = self.texts.get(argv[-1])
+        if text is None:
+            return 1 if argv[0] == "cat" else 2, ""
+        lines = text.decode().splitlines(keepends=True)
+        if argv[0] == "grep":
+            pattern = argv[-2].replace("[[:space:]]", r"\s")
+            lines = [line for line in lines if re.match(pattern, line)]
+        return (0, "".join(lines)) if lines else (1, "")
+
+    @staticmethod
+    def _lvs(lvs: dict[str, str], argv: tuple[str, ...]) -> tuple[int, str]:
+        """`lvs` of one LV, as LVM answers it (JSON with its tags, or the plain name)."""
+        if argv[-1] not in lvs:
+            return 5, ""
+        if "--reportformat" not in argv:
+            return 0, "  vm-a\n"
+        vg, name = argv[-1].split("/")
+        lv = {"lv_name": name, "vg_name": vg, "lv_size": "1082130432B",
+              "lv_attr": "Vwi-a-tz--", "pool_lv": "drbdpool", "lv_tags": lvs[argv[-1]]}  # fmt: skip
+        return 0, json.dumps({"report": [{"lv": [lv]}]})
+
+    @staticmethod
+    def _lvchange(lvs: dict[str, str], argv: tuple[str, ...]) -> tuple[int, str]:
+        tags = set(filter(None, lvs[argv[-1]].split(",")))
+        tags |= {argv[i + 1] for i, a in enumerate(argv) if a == "--addtag"}
+        tags -= {argv[i + 1] for i, a in enumerate(argv) if a == "--deltag"}
+        lvs[argv[-1]] = ",".join(sorted(tags))
+        return 0, ""
 
     def _crm_mon(self) -> tuple[int, str]:
         if self.stopping and self.polls_to_stop == 0:
@@ -395,6 +433,7 @@ def teardown(cluster: FakeCluster, spec: ClusterSpec, **kw: Any) -> ops.RemoveRe
 
 
 STOP = ("--meta", "--set-parameter", "target-role", "--parameter-value", "Stopped")
+OURS_A, OURS_B = (",".join(lv_tags("lab", vm)) for vm in ("vm-a", "vm-b"))
 PATCH = ("cibadmin", "--patch", "--xml-file", pacemaker.PATCH)
 
 
@@ -484,7 +523,7 @@ def test_remove_issues_these_commands_in_this_order(
     assert all(cluster.files[n] == set() for n in NODES)
     if delete_storage:
         assert result.lvs_removed == ["node01: hakvm/vm-a", "node02: hakvm/vm-a"]
-        assert all(cluster.lvs[n] == {"hakvm/vm-b", "hakvm/drbdpool"} for n in NODES)
+        assert all(set(cluster.lvs[n]) == {"hakvm/vm-b", "hakvm/drbdpool"} for n in NODES)
     else:
         assert result.lvs_kept == ["node01: hakvm/vm-a", "node02: hakvm/vm-a"]
         assert not any(argv[0] == "lvremove" for _, argv in cluster.log)

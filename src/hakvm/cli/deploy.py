@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -11,6 +12,7 @@ from rich.console import Console
 
 from hakvm.cli.common import SPEC_ARG, WAIT_OPTION, load_context
 from hakvm.deploy import engine
+from hakvm.deploy.guards import RunOptions
 from hakvm.deploy.phases import PHASES
 from hakvm.deploy.steps import Step
 from hakvm.errors import ExitCode, HakvmError
@@ -62,22 +64,44 @@ async def _locked_apply(
     cluster: ClusterSpec,
     spec: Path,
     progress: engine.Progress,
+    *,
     stop_after: str | None,
     wait: float,
+    options: RunOptions,
 ) -> engine.RunReport:
     async with node_locks(cluster, spec, wait=wait):  # no change before: no hint if refused
         try:
-            return await engine.apply(cluster, spec, progress, stop_after=stop_after)
+            return await engine.apply(
+                cluster, spec, progress, stop_after=stop_after, options=options
+            )
         except HakvmError as exc:
-            if not isinstance(exc, UnreachableError):  # unreachable: nothing was done
+            # unreachable, or refused before the first phase ran: nothing was done
+            if not isinstance(exc, UnreachableError | engine.RefusedError):
                 exc.hint = PARTLY_CHANGED
             raise
 
 
+Guards = tuple[str | None, tuple[str, ...]]  # --replace-cluster, --adopt
+
+
+def _options(vms: list[str], replace_cluster: str | None, adopt: tuple[str, ...]) -> RunOptions:
+    for name in adopt:
+        if name not in vms:
+            raise click.BadParameter(f"{name} is not a VM of the spec", param_hint="--adopt")
+    return RunOptions(replace_cluster=replace_cluster, adopt=frozenset(adopt))
+
+
 def _run_deploy(
-    spec: Path, *, apply_: bool, as_json: bool, stop_after: str | None, wait: float = 0.0
+    spec: Path,
+    *,
+    apply_: bool,
+    as_json: bool,
+    stop_after: str | None,
+    guards: Guards,
+    wait: float = 0.0,
 ) -> int:
     ctx = load_context(spec)
+    options = _options([vm.name for vm in ctx.spec.vms], *guards)
     console = Console(stderr=True, highlight=False)
 
     def progress(phase: str, node: str, step: Step | None, event: str) -> None:
@@ -90,9 +114,13 @@ def _run_deploy(
             console.print(f"  {node}: {step.title} ... {mark}", markup=False)
 
     if apply_:
-        report = asyncio.run(_locked_apply(ctx.spec, spec, progress, stop_after, wait))
+        report = asyncio.run(
+            _locked_apply(
+                ctx.spec, spec, progress, stop_after=stop_after, wait=wait, options=options
+            )
+        )
     else:
-        report = asyncio.run(engine.plan(ctx.spec, spec))  # read-only: never locks
+        report = asyncio.run(engine.plan(ctx.spec, spec, options))  # read-only: never locks
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -100,12 +128,26 @@ def _run_deploy(
     return ExitCode.OK
 
 
+def _guard_options(command: Callable[..., int]) -> Callable[..., int]:
+    """--replace-cluster and --adopt: what apply may take over besides what hakvm made."""
+    command = click.option(
+        "--adopt", multiple=True, metavar="VM",
+        help="use VM's existing logical volume though hakvm did not create it (repeat)",
+    )(command)  # fmt: skip
+    return click.option(
+        "--replace-cluster", metavar="NAME",
+        help="replace the cluster NAME the nodes belong to (its configuration is moved aside)",
+    )(command)  # fmt: skip
+
+
 @click.command()
 @SPEC_ARG
 @click.option("--json", "as_json", is_flag=True, help="machine-readable steps and diffs")
-def plan(spec: Path, as_json: bool) -> int:
+@_guard_options
+def plan(spec: Path, as_json: bool, replace_cluster: str | None, adopt: tuple[str, ...]) -> int:
     """Show, per node, the ordered changes apply would make (changes nothing)."""
-    return _run_deploy(spec, apply_=False, as_json=as_json, stop_after=None)
+    guards = (replace_cluster, adopt)
+    return _run_deploy(spec, apply_=False, as_json=as_json, stop_after=None, guards=guards)
 
 
 @click.command()
@@ -113,14 +155,25 @@ def plan(spec: Path, as_json: bool) -> int:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable report")
 @click.option("--stop-after", metavar="PHASE", help="stop after this phase (testing, staging)")
 @WAIT_OPTION
-def apply(spec: Path, as_json: bool, stop_after: str | None, wait: float) -> int:
+@_guard_options
+def apply(  # noqa: PLR0917 - click passes every option by keyword, this signature is its
+    spec: Path,
+    as_json: bool,
+    stop_after: str | None,
+    wait: float,
+    replace_cluster: str | None,
+    adopt: tuple[str, ...],
+) -> int:
     """Converge both nodes to the spec, phase by phase; safe to re-run at any time."""
     if stop_after is not None and stop_after not in [name for name, _ in PHASES]:
         raise click.BadParameter(
             f"unknown phase; use one of {', '.join(n for n, _ in PHASES)}",
             param_hint="--stop-after",
         )
-    return _run_deploy(spec, apply_=True, as_json=as_json, stop_after=stop_after, wait=wait)
+    guards = (replace_cluster, adopt)
+    return _run_deploy(
+        spec, apply_=True, as_json=as_json, stop_after=stop_after, guards=guards, wait=wait
+    )
 
 
 COMMANDS = [plan, apply]

@@ -100,6 +100,9 @@ async def _apply(spec_path: Path, cluster: ClusterSpec) -> int:
         raise advised(exc, "the spec is updated: re-run hakvm apply") from None
     except engine.ApplyError as exc:
         raise FailedError(f"{exc}; the spec is updated: re-run hakvm apply") from None
+    except engine.RefusedError as exc:  # nothing was changed on the nodes
+        exc.hint = f"the spec is updated: hakvm apply {spec_path} (with what the line above says)"
+        raise
     return report.changes
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hakvm.deploy import cib_merge
 from hakvm.deploy import phases as ph
+from hakvm.deploy.guards import RunOptions
 from hakvm.deploy.secrets import (
     AUTHKEY_PATH,
     DRBD_MASTER_PATH,
@@ -30,7 +31,7 @@ from hakvm.deploy.secrets import (
     secret_paths,
 )
 from hakvm.deploy.steps import Call, Run, Step, Write
-from hakvm.errors import FailedError
+from hakvm.errors import FailedError, StateError
 from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.facts import FileFact, NodeFacts, gather_facts
 from hakvm.remote.pacemaker import simulate
@@ -48,6 +49,15 @@ _MINOR_RE = re.compile(rb"/dev/drbd(\d+)")
 
 class ApplyError(FailedError):
     """A step failed; the message names node, phase and step."""
+
+
+class RefusedError(StateError):
+    """A phase refused what the nodes hold (guards.py): the message names node and phase."""
+
+
+# Phases whose refusals (a foreign cluster, a disk in use, an LV that is not hakvm's) are
+# checked on the first facts, before any phase runs: a refused apply changes nothing.
+GUARDED = ("storage", "corosync")
 
 
 @dataclass
@@ -120,8 +130,18 @@ class Deployment:
     `adopt_secrets` (apply) is a node's copy read, a missing one generated and the local
     state directory written."""
 
-    def __init__(self, spec: ClusterSpec, spec_path: Path, *, adopt_secrets: bool = False) -> None:
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        spec_path: Path,
+        options: RunOptions | None = None,
+        *,
+        adopt_secrets: bool = False,
+    ) -> None:
         self.spec = spec
+        # One stamp per run: where a replaced cluster's CIB is moved (guards.moved_dir).
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self.options = dataclasses.replace(options or RunOptions(), stamp=stamp)
         self.session = Session(spec, spec_path)
         self.spec_dir = self.session.spec_dir
         self.conns: dict[str, NodeConnection] = {}
@@ -158,7 +178,9 @@ class Deployment:
         derived = derive(self.spec, existing_minors(self.spec, facts))
         ctx = RenderContext(self.spec, derived, self.secrets.for_render)
         passwords = read_bmc_passwords(self.spec, self.spec_dir)
-        return facts, PlanEnvBuilder(ctx, render_all(ctx), self.secrets, self.spec_dir, passwords)
+        return facts, PlanEnvBuilder(
+            ctx, render_all(ctx), self.secrets, self.spec_dir, passwords, self.options
+        )
 
 
     async def _read_secret(self, node: str, path: str) -> bytes:
@@ -174,20 +196,23 @@ class PlanEnvBuilder:
     secrets: ClusterSecrets
     spec_dir: Path
     bmc_passwords: dict[str, BmcPassword]
+    options: RunOptions = field(default_factory=RunOptions)
 
     def env(self, facts: dict[str, NodeFacts]) -> ph.PlanEnv:
         return ph.PlanEnv(
-            self.ctx, self.rendered, facts, self.secrets, self.spec_dir, self.bmc_passwords
-        )
+            self.ctx, self.rendered, facts, self.secrets, self.spec_dir, self.bmc_passwords,
+            self.options,
+        )  # fmt: skip
 
 
-async def plan(spec: ClusterSpec, spec_path: Path) -> RunReport:
+async def plan(spec: ClusterSpec, spec_path: Path, options: RunOptions | None = None) -> RunReport:
     started = time.monotonic()
     report = RunReport()
-    async with Deployment(spec, spec_path) as dep:
+    async with Deployment(spec, spec_path, options) as dep:
         facts, builder = await dep.gather()
         report.secrets = [state.line() for state in builder.secrets.states]
         env = builder.env(facts)
+        preflight(env)
         for name, phase in ph.PHASES:
             t0 = time.monotonic()
             steps = _compute(name, phase, env)
@@ -216,6 +241,16 @@ def _compute(name: str, phase: ph.Phase, env: ph.PlanEnv) -> list[Step]:
         return phase(env)
     except ph.PlanError as exc:
         raise ApplyError(f"{name}: {exc}") from None
+
+
+def preflight(env: ph.PlanEnv) -> None:
+    """Every refusal the guarded phases would make, before anything runs (exit 3)."""
+    for name, phase in ph.PHASES:
+        if name in GUARDED:
+            try:
+                phase(env)
+            except ph.PlanError as exc:
+                raise RefusedError(f"{name}: {exc}") from None
 
 
 async def _run_action(conn: NodeConnection, session: Session, action: Run | Write | Call) -> None:
@@ -253,12 +288,14 @@ async def apply(
     spec_path: Path,
     progress: Progress = _quiet,
     stop_after: str | None = None,
+    options: RunOptions | None = None,
 ) -> RunReport:
     """Run every phase; both nodes in parallel within a phase."""
     started = time.monotonic()
     report = RunReport()
-    async with Deployment(spec, spec_path, adopt_secrets=True) as dep:
+    async with Deployment(spec, spec_path, options, adopt_secrets=True) as dep:
         facts, builder = await dep.gather()
+        preflight(builder.env(facts))
         dirty = False
         for name, phase in ph.PHASES:
             t0 = time.monotonic()

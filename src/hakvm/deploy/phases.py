@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hakvm.deploy import actions, cib_merge
+from hakvm.deploy import actions, cib_merge, guards
 from hakvm.deploy.actions import FRESH_TAG
+from hakvm.deploy.guards import RunOptions
 from hakvm.deploy.secrets import (
     AUTHKEY_PATH,
     DRBD_MASTER_PATH,
@@ -22,7 +23,6 @@ from hakvm.deploy.secrets import (
     read_bmc_passwords,
 )
 from hakvm.deploy.steps import Call, CallFunc, Run, Step, Write, run
-from hakvm.errors import StateError
 from hakvm.remote.facts import NodeFacts
 from hakvm.remote.pacemaker import parse_crm_mon
 from hakvm.render import hosts as hosts_render
@@ -34,7 +34,7 @@ from hakvm.render.libvirt import qcow2_dir, qcow2_path
 from hakvm.spec.models import DiskMode, Node, OsFamily, Vm
 from hakvm.spec.validate import backing_size
 
-MANAGED_MARK = "hakvm"
+PlanError = guards.PlanError  # where the phases' callers have always found it
 
 DEBIAN_PACKAGES = (
     "corosync", "pacemaker", "pacemaker-cli-utils", "drbd-utils", "resource-agents",
@@ -50,10 +50,6 @@ RHEL_PACKAGES = (
 )  # fmt: skip
 
 
-class PlanError(StateError):
-    """The nodes are in a state apply must not change by itself (one line, names the node)."""
-
-
 @dataclass
 class PlanEnv:
     ctx: RenderContext  # with the real secrets
@@ -64,6 +60,7 @@ class PlanEnv:
     # The BMC password files beside the spec: engine reads them when it gathers facts
     # (deploy/secrets.py); an env built without them reads them there itself.
     bmc_passwords: dict[str, BmcPassword] = field(default_factory=dict)
+    options: RunOptions = field(default_factory=RunOptions)  # --replace-cluster, --adopt
 
     def __post_init__(self) -> None:
         if not self.bmc_passwords:
@@ -267,24 +264,16 @@ def firewall(env: PlanEnv) -> list[Step]:
     return steps
 
 
-def _lv_command(vm: Vm, node: Node) -> Run:
+def _lv_command(vm: Vm, node: Node, cluster: str) -> Run:
     st = node.storage
     size = f"{backing_size(vm.disk.size, vm.disk.mode)}b"
+    # Tagged as this cluster's VM: the only LVs hakvm ever uses or removes (guards.py).
+    tags = [a for tag in guards.lv_tags(cluster, vm.name) for a in ("--addtag", tag)]
     if st.thin_pool:
-        return run(
-            "lvcreate",
-            "-q",
-            "-y",
-            "-V",
-            size,
-            "-T",
-            f"{st.volume_group}/{st.thin_pool}",
-            "-n",
-            vm.name,
-            "--addtag",
-            FRESH_TAG,
-        )
-    return run("lvcreate", "-q", "-y", "-L", size, "-n", vm.name, st.volume_group)
+        pool = f"{st.volume_group}/{st.thin_pool}"
+        return run("lvcreate", "-q", "-y", "-V", size, "-T", pool, "-n", vm.name, *tags,
+                   "--addtag", FRESH_TAG)  # fmt: skip
+    return run("lvcreate", "-q", "-y", "-L", size, "-n", vm.name, *tags, st.volume_group)
 
 
 def storage(env: PlanEnv) -> list[Step]:
@@ -293,16 +282,20 @@ def storage(env: PlanEnv) -> list[Step]:
         facts = env.facts[node.name]
         st = node.storage
         if st.volume_group not in facts.volume_groups:
-            steps.append(_volume_group(node, facts))
+            steps.append(_volume_group(node, facts, env.ctx.spec.cluster.name))
         if st.thin_pool and (st.volume_group, st.thin_pool) not in facts.logical_volumes:
             pool = run("lvcreate", "-q", "-y", "--type", "thin-pool", "-L", f"{st.size}b",
                        "-n", st.thin_pool, st.volume_group)  # fmt: skip
             title = f"create thin pool {st.volume_group}/{st.thin_pool}"
             steps.append(Step(node.name, "storage", title, (pool,)))
+        cluster = env.ctx.spec.cluster.name
         for vm in env.ctx.spec.vms:
-            if (st.volume_group, vm.name) not in facts.logical_volumes:
+            lv = facts.logical_volumes.get((st.volume_group, vm.name))
+            if lv is None:
                 title = f"create volume {st.volume_group}/{vm.name}"
-                steps.append(Step(node.name, "storage", title, (_lv_command(vm, node),)))
+                steps.append(Step(node.name, "storage", title, (_lv_command(vm, node, cluster),)))
+            elif tag := guards.lv_step(node.name, facts, cluster, lv, vm.name in env.options.adopt):
+                steps.append(tag)
         master = env.secrets.drbd_master_file
         writes = [*rendered_writes(env, node.name, "drbd"), (DRBD_MASTER_PATH, master, 0o600)]
         steps.extend(write_steps(env, node.name, "storage", writes))
@@ -310,30 +303,16 @@ def storage(env: PlanEnv) -> list[Step]:
     return steps
 
 
-def _volume_group(node: Node, facts: NodeFacts) -> Step:
+def _volume_group(node: Node, facts: NodeFacts, cluster: str) -> Step:
     st = node.storage
     if st.create_from is None:
         raise PlanError(
             f"{node.name}: volume group {st.volume_group} does not exist; create it or "
             "name a device in storage.create_from"
         )
-    device = st.create_from.device
-    if device not in facts.block_devices:
-        raise PlanError(f"{node.name}: storage.create_from device {device} not found")
-    dev = facts.block_devices[device]
-    if dev.get("mountpoint"):
-        raise PlanError(f"{node.name}: {device} is mounted at {dev['mountpoint']}")
-    # Only here, with the device named and destroy_existing_data confirmed by validate.
-    return Step(
-        node.name,
-        "storage",
-        f"wipe {device} and create volume group {st.volume_group}",
-        (
-            run("wipefs", "-a", device),
-            run("pvcreate", "-q", "-y", "-ff", device),
-            run("vgcreate", "-q", "-y", st.volume_group, device),
-        ),
-    )
+    # Only here, with the device named and destroy_existing_data confirmed by validate, and
+    # only a device that holds nothing or what the spec says it holds (guards.py).
+    return guards.wipe_step(node, facts, cluster)
 
 
 def _drbd_resources(env: PlanEnv, node: Node, earlier: list[Step]) -> list[Step]:
@@ -448,8 +427,10 @@ def corosync(env: PlanEnv) -> list[Step]:
     steps = []
     for node in env.nodes:
         facts = env.facts[node.name]
-        conf = facts.files.get("/etc/corosync/corosync.conf")
-        first_bootstrap = conf is None or MANAGED_MARK.encode() not in conf.content
+        # The distribution's package starts a throw-away one-node cluster; its CIB would
+        # carry a stale node entry into ours. It, or a cluster the user names, is moved
+        # aside before the first start (guards.py); any other cluster is refused.
+        takeover = guards.takeover(node.name, facts, env.ctx.spec.cluster.name, env.options)
         writes = write_steps(
             env,
             node.name,
@@ -460,27 +441,13 @@ def corosync(env: PlanEnv) -> list[Step]:
             ],
         )
         active = facts.services_active.get("corosync", False)
-        if first_bootstrap and facts.cib and "<primitive" in facts.cib:
-            raise PlanError(
-                f"{node.name}: runs a Pacemaker cluster with resources that hakvm did not "
-                "create; refusing to replace its corosync configuration"
-            )
-        actions: list[Run] = []
-        if first_bootstrap:
-            # The distribution's package starts a throw-away one-node cluster; its CIB would
-            # carry a stale node entry into ours.
-            actions += [
-                run("systemctl", "stop", "pacemaker", "corosync"),
-                run("sh", "-c", "rm -f /var/lib/pacemaker/cib/cib*"),
-            ]
-        if writes or not active:
+        if takeover is not None:
+            steps.append(takeover)
+        if writes or not active or takeover is not None:
             steps.extend(writes)
-            restart = "restart" if (first_bootstrap or not active) else "reload-or-restart"
-            actions += [
-                run("systemctl", "enable", "corosync"),
-                run("systemctl", restart, "corosync"),
-            ]
-            steps.append(Step(node.name, "corosync", "start corosync", tuple(actions)))
+            restart = "restart" if (takeover is not None or not active) else "reload-or-restart"
+            start = (run("systemctl", "enable", "corosync"), run("systemctl", restart, "corosync"))
+            steps.append(Step(node.name, "corosync", "start corosync", start))
     return steps
 
 

@@ -10,18 +10,20 @@ import binascii
 import hashlib
 import io
 import json
+import re
 import shlex
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from hakvm.redact import GENERATED, contains_placeholder, stand_in_digest
-from hakvm.remote import drbd, pacemaker
+from hakvm.remote import disks, drbd, pacemaker
 from hakvm.remote.connection import NodeConnection
+from hakvm.remote.disks import Disks, parse_disks
 from hakvm.remote.drbd import DrbdResource, parse_drbdsetup_json, parse_proc_drbd
 
 SECRET_LINE = b"shared-secret"  # a DRBD resource file's secret is on the lines holding it
+LVS_FIELDS = "lv_name,vg_name,lv_size,lv_attr,pool_lv,lv_tags"
 
 
 @dataclass(frozen=True)
@@ -93,11 +95,12 @@ class NodeFacts:
     links_up: dict[str, bool] = field(default_factory=dict)
     volume_groups: dict[str, int] = field(default_factory=dict)  # name -> size
     logical_volumes: dict[tuple[str, str], LogicalVolume] = field(default_factory=dict)
-    block_devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    disks: Disks = field(default_factory=Disks)
     drbd: dict[str, DrbdResource] = field(default_factory=dict)
     services_active: dict[str, bool] = field(default_factory=dict)
     services_enabled: dict[str, bool] = field(default_factory=dict)
-    cib: str | None = None
+    cib: str | None = None  # the live CIB (only while Pacemaker runs)
+    cib_on_disk: str | None = None  # what Pacemaker starts from, running or not
     crm_mon: str | None = None
     domains: dict[str, str] = field(default_factory=dict)  # name -> state
     # libvirt has probed the QEMU binary (its capability cache); None: not asked
@@ -234,6 +237,30 @@ def parse_services(text: str) -> tuple[dict[str, bool], dict[str, bool]]:
     return active, enabled
 
 
+@dataclass(frozen=True)
+class CorosyncConf:
+    """What a corosync.conf says about the cluster it belongs to."""
+
+    cluster_name: str
+    nodes: tuple[str, ...]  # node names, in file order
+    addresses: tuple[str, ...]  # every ringN_addr
+
+
+def parse_corosync_conf(text: str) -> CorosyncConf:
+    """The cluster name, node names and link addresses (corosync's `key: value` lines)."""
+    values: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        key, sep, value = line.split("#", 1)[0].partition(":")
+        if sep and value.strip():
+            values.setdefault(key.strip(), []).append(value.strip())
+    addresses = [v for k, vs in values.items() if re.fullmatch(r"ring\d+_addr", k) for v in vs]
+    return CorosyncConf(
+        next(iter(values.get("cluster_name", [])), ""),
+        tuple(values.get("name", [])),
+        tuple(addresses),
+    )
+
+
 def parse_virsh_list(text: str) -> dict[str, str]:
     out = {}
     for line in text.splitlines()[2:]:
@@ -317,7 +344,6 @@ def secret_files_command(secret_paths: Iterable[str], masked_paths: Iterable[str
 def fact_commands(
     paths: Iterable[str], secret_paths: Iterable[str] = (), masked_paths: Iterable[str] = ()
 ) -> list[tuple[str, list[str]]]:
-    lvs_fields = "lv_name,vg_name,lv_size,lv_attr,pool_lv,lv_tags"
     return [
         ("os_release", ["cat", "/etc/os-release"]),
         ("dpkg", ["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\\n"]),
@@ -325,8 +351,10 @@ def fact_commands(
         ("secret_files", secret_files_command(secret_paths, masked_paths)),
         ("ip_addr", ["ip", "-j", "addr", "show"]),
         ("vgs", ["vgs", "--reportformat", "json", "--units", "b", "-o", "vg_name,vg_size"]),
-        ("lvs", ["lvs", "--reportformat", "json", "--units", "b", "-o", lvs_fields]),
-        ("lsblk", ["lsblk", "-J", "-b", "-p", "-o", "NAME,SIZE,TYPE,FSTYPE,MOUNTPOINT"]),
+        ("lvs", ["lvs", "--reportformat", "json", "--units", "b", "-o", LVS_FIELDS]),
+        ("lsblk", disks.LSBLK_ARGV),
+        ("pvs", disks.PVS_ARGV),
+        ("disk_links", disks.LINKS_ARGV),
         *drbd.raw_state_commands(),
         ("services", SERVICES_COMMAND),
         ("virsh", ["virsh", "-c", "qemu:///system", "list", "--all"]),
@@ -376,10 +404,7 @@ def facts_from_batch(
     facts.files.update({path: secret_files.get(path) for path in secret_paths})
     facts.addresses, facts.links_up = parse_ip_addr(ip_addr)
     facts.volume_groups, facts.logical_volumes = parse_lvm(vgs, lvs)
-    for dev in json.loads(lsblk or '{"blockdevices": []}').get("blockdevices", []):
-        facts.block_devices[dev["name"]] = dev
-        for child in dev.get("children", []) or []:
-            facts.block_devices[child["name"]] = child
+    facts.disks = parse_disks(lsblk, text("pvs"), text("disk_links"))
     facts.drbd = parse_proc_drbd(proc_drbd, minors)
     if not facts.drbd and drbd_json.strip().startswith("["):
         facts.drbd = parse_drbdsetup_json(drbd_json)
@@ -389,5 +414,6 @@ def facts_from_batch(
         facts.qemu_caps_cached = bool(text("qemu_caps").strip())
     facts.proc_hides_processes = parse_hidepid(text("proc_mount"))
     facts.cib = text("cib") or None
+    facts.cib_on_disk = text("cib_disk") or None
     facts.crm_mon = text("crm_mon") or None
     return facts

@@ -28,6 +28,9 @@ CHANGE_S = 180.0
 
 CRM_MON_ARGV = ("crm_mon", "--output-as=xml", "-1")
 SIMULATE_ARGV = ("crm_simulate", "--simulate", "--xml-pipe")
+# Where Pacemaker keeps the CIB between runs: cib.xml (with its digest, cib.xml.sig) and the
+# numbered backups of earlier versions (cib-N.raw and .sig, cib.last).
+CIB_DIR = "/var/lib/pacemaker/cib"
 # Where a CIB patch is staged on the node (tmpfs, root only): a directory of this run's own
 # (two runs never patch with each other's files), removed once the patch is done.
 SCRATCH = f"/run/hakvm/{RUN_ID}"
@@ -225,11 +228,13 @@ async def cluster_state(node: Remote) -> ClusterState:
 
 def batch_commands() -> list[tuple[str, list[str]]]:
     """The facts batch's Pacemaker entries: the live CIB and crm_mon, only where Pacemaker
-    runs (the CIB tools would wait for a daemon that is not there)."""
+    runs (the CIB tools would wait for a daemon that is not there), and the CIB on disk,
+    which is there whether Pacemaker runs or not."""
     running = "systemctl -q is-active pacemaker && "
     return [
         ("cib", ["sh", "-c", running + "cibadmin -Q --local"]),
         ("crm_mon", ["sh", "-c", running + " ".join(CRM_MON_ARGV)]),
+        ("cib_disk", ["cat", f"{CIB_DIR}/cib.xml"]),
     ]
 
 

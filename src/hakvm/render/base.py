@@ -19,6 +19,11 @@ CLUSTER = "cluster"
 # Where a secret goes in a file rendered without secrets; never written to a node
 # (hakvm.redact.contains_placeholder is checked where files are written).
 REDACTED = GENERATED
+# The first line of the files hakvm owns whole (corosync.conf, each DRBD resource file):
+# apply treats such a file on a node as hakvm's only if it starts with exactly this line.
+MANAGED_HEADER = (
+    "# Managed by hakvm: generated from the cluster spec, do not edit by hand (changes are\n"
+)
 
 
 @dataclass(frozen=True)

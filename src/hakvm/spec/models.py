@@ -271,9 +271,27 @@ class Bmc(Model):
 
 
 class StorageDevice(Model):
-    device: str = Field(pattern=r"^/dev/\S+$", description="partition or disk to use")
+    device: str = Field(
+        pattern=r"^/dev/\S+$",
+        description="partition or disk to use; best by a stable name such as "
+        "/dev/disk/by-id/wwn-0x... (resolved on the node: /dev/sdX names can change at boot)",
+    )
     destroy_existing_data: bool = Field(
         False, description="must be true: the device is wiped and turned into an LVM PV"
+    )
+    serial: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.:+-]{1,128}$",
+        description="pins the device: its serial number or WWN as `lsblk -o SERIAL,WWN` "
+        "shows it on the node; a device whose serial and WWN both differ is refused",
+    )
+    expect_signature: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.+-]{1,64}$",
+        description="only for a device that already holds something: what it holds, as "
+        "hakvm's refusal names it (a partition table type such as gpt or dos, a filesystem "
+        "such as ext4, or LVM2_member); that content is then wiped. A device that is "
+        "mounted anywhere in its tree or used by LVM, dm or md is refused whatever this says",
     )
 
 
