@@ -47,6 +47,9 @@ async def run_drills(
                 )
             say(f"drill {name}")
             results.append(await DRILLS[name](cluster, faults, bound, say))
+            # Final now: what each node's agent exports as its last drill (hakvm_drill_*).
+            for node in await cluster.record(results[-1]):
+                say(f"{node} did not take the drill's result ({name}); its metrics miss it")
     finally:
         await cluster.close()
     return results

@@ -308,6 +308,22 @@ class Vm(Model):
         return value
 
 
+class Monitoring(Model):
+    """What apply installs so the cluster is watched without hakvm running (docs/metrics.md)."""
+
+    metrics: bool = Field(
+        True,
+        description="the hakvm-metrics timer: ha_cluster_* and hakvm_* metrics in "
+        "node_exporter's textfile directory on each node",
+    )
+    interval_s: int = Field(15, ge=5, le=300, description="how often the metrics are written")
+    node_exporter: bool = Field(
+        False,
+        description="install and run Debian's prometheus-node-exporter (port 9100), which "
+        "serves the metrics; leave false if you run node_exporter yourself",
+    )
+
+
 class ClusterSpec(Model):
     """The whole cluster: the one document hakvm is driven by."""
 
@@ -319,6 +335,7 @@ class ClusterSpec(Model):
         description="corosync knet links: two recommended (bond network + back-to-back link)",
     )
     vms: list[Vm] = []
+    monitoring: Monitoring = Monitoring()
     allow_memory_overcommit: bool = Field(
         False,
         description="turn 'one node cannot hold every VM after a failover' into a warning",

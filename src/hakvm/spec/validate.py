@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from hakvm.spec.derive import Derived, derive, node_addresses
 from hakvm.spec.loader import LoadedSpec, PathKey, SpecLoadError, load_spec_file
-from hakvm.spec.models import ClusterSpec, DiskMode
+from hakvm.spec.models import ClusterSpec, DiskMode, OsFamily
 from hakvm.spec.paths import resolve
 from hakvm.spec.units import format_size
 
@@ -222,6 +222,7 @@ class _Checks:
             self.vm_networks,
             self.derived_values,
             self.secrets,
+            self.monitoring,
         ):
             check()
         return self.problems
@@ -456,6 +457,13 @@ class _Checks:
                 )
             for path, file, what in files:
                 self._check_secret(path, resolve(base, file), what)
+
+    def monitoring(self) -> None:
+        mon = self.spec.monitoring
+        if mon.node_exporter and self.spec.cluster.os is not OsFamily.DEBIAN12:
+            self.error(("monitoring", "node_exporter"), "installs Debian's "
+                       "prometheus-node-exporter (debian12 only): set it false and run "
+                       "node_exporter yourself, reading /var/lib/prometheus/node-exporter")
 
     def _check_secret(self, path: PathKey, file: Path, what: str) -> None:
         try:
