@@ -1,21 +1,24 @@
-"""What apply installs so the cluster is watched without hakvm (render/monitoring.py): the
-agent's files as they are in src/hakvm/agent, its launcher run by Debian's own python3
-(standard library only), the units checked by systemd-analyze, the config without any
-secret."""
+"""What apply installs so the cluster is watched without hakvm (render/monitoring.py and the
+CIB's alert): the agent's files as they are in src/hakvm/agent, its launchers run by Debian's
+own python3 (standard library only), the units checked by systemd-analyze, the config without
+any secret, the alert in the CIB checked by crm_verify."""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from lxml import etree
 
 from hakvm.agent import layout
-from hakvm.render import monitoring
+from hakvm.render import cib, monitoring
 from hakvm.render.base import RenderContext
+from tests.render.checkers.cib import check_cib
 from tests.render.examples import example_data, render_context
 
 AGENT_SRC = Path(__file__).resolve().parents[2] / "src" / "hakvm" / "agent"
@@ -30,9 +33,10 @@ def test_the_agent_ships_as_its_own_source_files() -> None:
     shipped = {p.rsplit("/", 1)[1]: c for p, (c, _) in files.items()
                if p.startswith(layout.PACKAGE_DIR + "/")}  # fmt: skip
     assert shipped == {p.name: p.read_text() for p in AGENT_SRC.glob("*.py")}
-    assert files[layout.COLLECTOR_PATH][1] == 0o755
+    assert files[layout.COLLECTOR_PATH][1] == files[layout.ALERT_AGENT_PATH][1] == 0o755
     assert files[monitoring.SERVICE_PATH][1] == files[monitoring.TIMER_PATH][1] == 0o644
-    assert files[layout.COLLECTOR_PATH][0].startswith("#!/usr/bin/python3 -I\n# Managed by hakvm")
+    for path in (layout.COLLECTOR_PATH, layout.ALERT_AGENT_PATH):
+        assert files[path][0].startswith("#!/usr/bin/python3 -I\n# Managed by hakvm")
 
 
 def test_config_names_the_peer_bmc_password_file_and_holds_no_secret(tmp_path: Path) -> None:
@@ -62,7 +66,12 @@ def test_what_the_spec_turns_off_is_not_installed() -> None:
         data["monitoring"] = monitoring_spec
         return set(_files(render_context(data)))
 
-    assert files(metrics=False) == set()
+    assert files(metrics=False, events=False) == set()
+    no_events = files(events=False)
+    assert layout.ALERT_AGENT_PATH not in no_events and layout.COLLECTOR_PATH in no_events
+    no_metrics = files(metrics=False)
+    assert layout.ALERT_AGENT_PATH in no_metrics
+    assert not {layout.COLLECTOR_PATH, layout.CONFIG_PATH, monitoring.TIMER_PATH} & no_metrics
     assert "OnUnitActiveSec=30s" in _files(render_context(
         {**example_data("lab"), "monitoring": {"interval_s": 30}}))[monitoring.TIMER_PATH][0]
 
@@ -121,9 +130,32 @@ def test_launcher_runs_the_collector_with_debians_python_alone(tmp_path: Path) -
     assert [p.name for p in out.parent.iterdir()] == ["hakvm.prom"]  # no temp file left
 
 
-def test_tmpfiles_make_the_agents_directories_readable() -> None:
-    """A directory apply creates to write a file in is root's 0700."""
+def test_events_alert_in_the_cib_runs_the_agent_for_every_event() -> None:
+    root = etree.fromstring(cib.cib_xml(render_context(example_data("lab"))).encode())
+    (alert,) = root.iterfind("configuration/alerts/alert")
+    assert (alert.get("id"), alert.get("path")) == ("hakvm-events", layout.ALERT_AGENT_PATH)
+    assert alert.find("select") is None  # every kind: fencing, node, resource, attribute
+    assert [r.get("value") for r in alert.iter("recipient")] == [layout.EVENTS_PATH]
+
+
+@pytest.mark.realtool
+def test_webhook_is_a_second_recipient_whose_url_stays_out_of_the_cib(tmp_path: Path) -> None:
+    data = copy.deepcopy(example_data("lab"))
+    data["monitoring"] = {"alerts": {"webhook_url_file": str(tmp_path / "hook")}}
+    text = cib.cib_xml(render_context(data))
+    root = etree.fromstring(text.encode())
+    values = [r.get("value") for r in root.iter("recipient")]
+    assert values == [layout.EVENTS_PATH, layout.WEBHOOK_URL_PATH]
+    check_cib(text)
+    data["monitoring"] = {"events": False}
+    assert "<alerts" not in cib.cib_xml(render_context(data))
+
+
+def test_tmpfiles_give_the_alert_agent_its_own_directory() -> None:
     conf = _files(render_context(example_data("lab")))[monitoring.TMPFILES_PATH][0]
     rows = [line.split() for line in conf.splitlines() if not line.startswith("#")]
-    for path in (layout.INSTALL_DIR, layout.PACKAGE_DIR, layout.LOG_DIR, layout.DRILLS_DIR):
+    assert ["d", layout.EVENTS_DIR, "0750", "hacluster", "haclient", "-"] in rows
+    # Each directory the alert agent (hacluster) reads through is traversable.
+    for path in (layout.INSTALL_DIR, layout.PACKAGE_DIR, layout.LOG_DIR):
         assert ["d", path, "0755", "root", "root", "-"] in rows
+    assert os.path.dirname(layout.WEBHOOK_URL_PATH) == layout.ALERTS_CONF_DIR

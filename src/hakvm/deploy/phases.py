@@ -578,10 +578,11 @@ def _migration_trust(env: PlanEnv, node: str) -> list[tuple[str, bytes, int]]:
 
 def monitoring(env: PlanEnv) -> list[Step]:
     """The nodes' agent (metrics timer, alert agent) and node_exporter: deploy/monitoring.py."""
+    url = mon.read_webhook_url(env.ctx.spec, env.spec_dir)
     steps: list[Step] = []
     for node in env.nodes:
         writes = write_steps(env, node.name, mon.PHASE, rendered_writes(env, node.name, mon.PHASE))
-        steps += mon.node_steps(env.ctx.spec, env.facts[node.name], writes)
+        steps += mon.node_steps(env.ctx.spec, env.facts[node.name], writes, url)
     return steps
 
 

@@ -1,7 +1,11 @@
-"""What watches the cluster on the nodes themselves: hakvm's agent (src/hakvm/agent, shipped
-as it is: its own Python files read here as data), the `hakvm-metrics` timer that writes
-node_exporter's textfile every `monitoring.interval_s`, /etc/hakvm/agent.json (what the agent
-knows of the cluster; no secret) and the directories they need (systemd-tmpfiles).
+"""What watches the cluster on the nodes themselves (docs/metrics.md): hakvm's agent
+(src/hakvm/agent, shipped as it is: its own Python files read here as data), the
+`hakvm-metrics` timer that writes node_exporter's textfile every `monitoring.interval_s`, the
+Pacemaker alert agent's launcher, /etc/hakvm/agent.json (what the agent knows of the cluster;
+no secret) and the directories they need (systemd-tmpfiles).
+
+The alert agent runs as Pacemaker's hacluster user: its files and directories are readable by
+everyone (they hold no secret); the directory it writes events to is hacluster's.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ def agent_sources() -> dict[str, str]:
 
 def launcher(module: str, what: str) -> str:
     """A script that runs `module`'s main() from the agent's package on the node (-I: no
-    PYTHONPATH, no user site, no current directory)."""
+    PYTHONPATH, no user site, no current directory: Pacemaker runs the alert agent with its
+    own environment)."""
     return (
         "#!/usr/bin/python3 -I\n"
         f"{HEADER}"
@@ -45,7 +50,7 @@ def launcher(module: str, what: str) -> str:
         "import sys\n\n"
         f"sys.path.insert(0, {layout.INSTALL_DIR!r})\n"
         f"from {layout.PACKAGE}.{module} import main\n\n"
-        "sys.exit(main(sys.argv[1:]))\n"
+        f"sys.exit(main({'sys.argv[1:]' if module == 'collector' else ''}))\n"
     )
 
 
@@ -115,7 +120,9 @@ def tmpfiles() -> str:
         (layout.INSTALL_DIR, "0755", "root", "root"),
         (layout.PACKAGE_DIR, "0755", "root", "root"),
         (layout.LOG_DIR, "0755", "root", "root"),
+        (layout.EVENTS_DIR, "0750", "hacluster", "haclient"),
         (layout.DRILLS_DIR, "0755", "root", "root"),
+        (layout.ALERTS_CONF_DIR, "0755", "root", "root"),
     ]
     return HEADER + "".join(f"d {path} {mode} {user} {group} -\n"
                             for path, mode, user, group in rows)  # fmt: skip
@@ -123,21 +130,29 @@ def tmpfiles() -> str:
 
 def render(ctx: RenderContext) -> Rendered:
     mon = ctx.spec.monitoring
-    if not mon.metrics:
+    if not (mon.metrics or mon.events):
         return {}
     common = [
         RenderedFile(f"{layout.PACKAGE_DIR}/{name}", text, 0o644)
         for name, text in agent_sources().items()
     ]
-    common += [
-        RenderedFile(TMPFILES_PATH, tmpfiles(), 0o644),
-        RenderedFile(layout.COLLECTOR_PATH, launcher("collector", "hakvm-metrics.service "
-                     "runs this: one run of the metrics collector."), 0o755),
-        RenderedFile(SERVICE_PATH, service(mon.interval_s), 0o644),
-        RenderedFile(TIMER_PATH, timer(mon.interval_s), 0o644),
-    ]  # fmt: skip
-    return {
-        node.name: [*common, RenderedFile(layout.CONFIG_PATH,
-                                          agent_config(ctx, node).to_json(), 0o644)]
-        for node in ctx.spec.nodes
-    }  # fmt: skip
+    common.append(RenderedFile(TMPFILES_PATH, tmpfiles(), 0o644))
+    if mon.metrics:
+        common += [
+            RenderedFile(layout.COLLECTOR_PATH, launcher("collector", "hakvm-metrics.service "
+                         "runs this: one run of the metrics collector."), 0o755),
+            RenderedFile(SERVICE_PATH, service(mon.interval_s), 0o644),
+            RenderedFile(TIMER_PATH, timer(mon.interval_s), 0o644),
+        ]  # fmt: skip
+    if mon.events:
+        common.append(RenderedFile(layout.ALERT_AGENT_PATH, launcher(
+            "events", "Pacemaker runs this (the CIB's hakvm-events alert) for each event."
+        ), 0o755))  # fmt: skip
+    out: Rendered = {}
+    for node in ctx.spec.nodes:
+        files = list(common)
+        if mon.metrics:
+            files.append(RenderedFile(layout.CONFIG_PATH, agent_config(ctx, node).to_json(),
+                                      0o644))  # fmt: skip
+        out[node.name] = files
+    return out

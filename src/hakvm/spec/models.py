@@ -308,6 +308,14 @@ class Vm(Model):
         return value
 
 
+class Alerts(Model):
+    webhook_url_file: Path | None = Field(
+        None,
+        description="file holding an http(s) URL: every event the alert agent records is also "
+        "POSTed there as JSON (the URL may hold a token: it stays out of the spec and the CIB)",
+    )
+
+
 class Monitoring(Model):
     """What apply installs so the cluster is watched without hakvm running (docs/metrics.md)."""
 
@@ -322,6 +330,12 @@ class Monitoring(Model):
         description="install and run Debian's prometheus-node-exporter (port 9100), which "
         "serves the metrics; leave false if you run node_exporter yourself",
     )
+    events: bool = Field(
+        True,
+        description="a Pacemaker alert agent recording every fencing, node and resource event "
+        "on each node (/var/log/hakvm/events/events.jsonl)",
+    )
+    alerts: Alerts = Alerts()
 
 
 class ClusterSpec(Model):

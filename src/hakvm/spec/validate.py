@@ -464,6 +464,13 @@ class _Checks:
             self.error(("monitoring", "node_exporter"), "installs Debian's "
                        "prometheus-node-exporter (debian12 only): set it false and run "
                        "node_exporter yourself, reading /var/lib/prometheus/node-exporter")
+        if mon.alerts.webhook_url_file is None:
+            return
+        path: PathKey = ("monitoring", "alerts", "webhook_url_file")
+        if not mon.events:
+            self.error(path, "forwards the alert agent's events: needs monitoring.events true")
+        file = resolve(self.loaded.path.parent, mon.alerts.webhook_url_file)
+        self._check_secret(path, file, "webhook URL")
 
     def _check_secret(self, path: PathKey, file: Path, what: str) -> None:
         try:
