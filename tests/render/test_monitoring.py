@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import pwd
 import shutil
 import subprocess
 from pathlib import Path
@@ -159,3 +160,34 @@ def test_tmpfiles_give_the_alert_agent_its_own_directory() -> None:
     for path in (layout.INSTALL_DIR, layout.PACKAGE_DIR, layout.LOG_DIR):
         assert ["d", path, "0755", "root", "root", "-"] in rows
     assert os.path.dirname(layout.WEBHOOK_URL_PATH) == layout.ALERTS_CONF_DIR
+
+
+@pytest.mark.realtool
+def test_systemd_tmpfiles_makes_the_directories_with_their_owners(tmp_path: Path) -> None:
+    """The rendered tmpfiles.d file, run by systemd-tmpfiles into a scratch root (with this
+    host's users: pacemaker's package made hacluster): modes and owners as the agents need,
+    a directory apply made first (root's 0700) opened up."""
+    if shutil.which("systemd-tmpfiles") is None or os.geteuid() != 0:
+        pytest.skip("needs systemd-tmpfiles and root (chown)")
+    conf = _files(render_context(example_data("lab")))[monitoring.TMPFILES_PATH][0]
+    (tmp_path / "etc").mkdir()
+    for name in ("passwd", "group"):
+        shutil.copy(f"/etc/{name}", tmp_path / "etc" / name)
+    if "\nhacluster:" not in "\n" + (tmp_path / "etc" / "passwd").read_text():
+        pytest.skip("no hacluster user here (Debian package pacemaker; make deps)")
+    (tmp_path / layout.INSTALL_DIR.lstrip("/")).mkdir(parents=True, mode=0o700)
+    (tmp_path / "hakvm-agent.conf").write_text(conf)
+    result = subprocess.run(
+        ["systemd-tmpfiles", f"--root={tmp_path}", "--create", str(tmp_path / "hakvm-agent.conf")],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (0, "")
+
+    def owner_mode(path: str) -> tuple[str, str]:
+        found = (tmp_path / path.lstrip("/")).stat()
+        return pwd.getpwuid(found.st_uid).pw_name, oct(found.st_mode & 0o777)
+
+    assert owner_mode(layout.EVENTS_DIR) == ("hacluster", "0o750")
+    for path in (layout.INSTALL_DIR, layout.PACKAGE_DIR, layout.DRILLS_DIR,
+                 layout.ALERTS_CONF_DIR):  # fmt: skip
+        assert owner_mode(path) == ("root", "0o755")
