@@ -9,11 +9,12 @@ BIN := $(VENV)/bin
 DEMO_PACKAGES := python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs util-linux \
 	openssh-client dpkg-dev debian-archive-keyring iproute2 python3-pyghmi ipmitool
 # The tests, for their binaries only (corosync -t, crm_verify, crm_simulate, drbdadm dump,
-# virt-xml-validate, ifquery, nft -c, firewall-offline, pcs and crm offline):
+# virt-xml-validate, ifquery, nft -c, firewall-offline, pcs and crm offline, promtool check
+# metrics/rules and test rules):
 # tools/install-debs keeps every daemon they bring stopped, disabled and masked.
 TEST_PACKAGES := corosync pacemaker pacemaker-cli-utils drbd-utils libvirt-clients \
 	fence-agents libxml2-utils pcs crmsh ifupdown nftables python3-firewall python3-gi \
-	gir1.2-nm-1.0
+	gir1.2-nm-1.0 prometheus
 STAMP := $(VENV)/.installed
 
 .PHONY: deps deps-demo venv test test-fast test-e2e test-deploy test-drills lint demo bench clean

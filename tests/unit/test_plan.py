@@ -12,6 +12,7 @@ import yaml
 
 from hakvm.deploy import phases as ph
 from hakvm.deploy.guards import lv_tags
+from hakvm.deploy.monitoring import wanted_packages
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets
 from hakvm.deploy.steps import Call, Run, Step, Write
 from hakvm.remote.disks import BlockDevice, Disks
@@ -105,9 +106,11 @@ def converged_facts(env: ph.PlanEnv) -> dict[str, NodeFacts]:
             facts.drbd[vm.name] = DrbdResource(
                 vm.name, minor, "Connected", "Secondary", "Secondary", "UpToDate", "UpToDate"
             )
-        for svc in ("corosync", "pacemaker", "libvirtd", "hakvm-firewall"):
+        for svc in ("corosync", "pacemaker", "libvirtd", "hakvm-firewall", "hakvm-metrics.timer",
+                    "prometheus-node-exporter"):  # fmt: skip
             facts.services_active[svc] = True
             facts.services_enabled[svc] = True
+        facts.packages |= wanted_packages(env.ctx.spec, node.name)
         facts.files[migration.HOST_KEY_PATH] = FileFact(
             f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{node.name} root@{node.name}\n".encode(), 0o644
         )

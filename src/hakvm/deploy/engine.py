@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hakvm.agent.layout import WEBHOOK_URL_PATH
 from hakvm.deploy import cib_merge
 from hakvm.deploy import phases as ph
 from hakvm.deploy.guards import RunOptions
@@ -105,6 +106,7 @@ def _managed_paths(spec: ClusterSpec, rendered: Rendered, node: str) -> list[str
     paths |= {"/etc/hosts", "/etc/corosync/corosync.conf", AUTHKEY_PATH, DRBD_MASTER_PATH}
     paths |= {password_file_path(n.name) for n in spec.nodes}
     paths |= {resource_path(vm.name) for vm in spec.vms}
+    paths.add(WEBHOOK_URL_PATH)  # not rendered: apply copies it from the spec's file
     paths |= {
         migration.KEY_PATH, migration.KNOWN_HOSTS_PATH, migration.SSH_CONFIG_PATH,
         migration.AUTHORIZED_KEYS_PATH, migration.HOST_KEY_PATH,

@@ -1,7 +1,7 @@
 """Apply's phases, in order. Each phase reads fresh facts and yields steps for differences.
 
 packages -> network -> hosts -> firewall -> storage -> replication -> corosync -> pacemaker
--> libvirt -> fencing -> cib -> vms. A phase that yields nothing changes nothing.
+-> libvirt -> fencing -> monitoring -> cib -> vms. A phase that yields nothing changes nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hakvm.deploy import actions, cib_merge, guards
+from hakvm.deploy import monitoring as mon
 from hakvm.deploy.actions import FRESH_TAG
 from hakvm.deploy.guards import RunOptions
 from hakvm.deploy.secrets import (
@@ -545,6 +546,16 @@ def _migration_trust(env: PlanEnv, node: str) -> list[tuple[str, bytes, int]]:
     ]
 
 
+def monitoring(env: PlanEnv) -> list[Step]:
+    """The nodes' agent (metrics timer, alert agent) and node_exporter: deploy/monitoring.py."""
+    url = mon.read_webhook_url(env.ctx.spec, env.spec_dir)
+    steps: list[Step] = []
+    for node in env.nodes:
+        writes = write_steps(env, node.name, mon.PHASE, rendered_writes(env, node.name, mon.PHASE))
+        steps += mon.node_steps(env.ctx.spec, env.facts[node.name], writes, url)
+    return steps
+
+
 def fencing(env: PlanEnv) -> list[Step]:
     steps = []
     for node in env.nodes:
@@ -650,6 +661,7 @@ PHASES: tuple[tuple[str, Phase], ...] = (
     ("pacemaker", pacemaker),
     ("libvirt", libvirt),
     ("fencing", fencing),
+    ("monitoring", monitoring),
     ("cib", cib),
     ("vms", vms),
 )

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import asyncssh
 
+from hakvm.agent.layout import WEBHOOK_URL_PATH
 from hakvm.errors import StateError
 from hakvm.locks import local_lock
 from hakvm.redact import NOT_READ, contains_placeholder, remember_secret, stand_in, stand_in_digest
@@ -175,6 +176,7 @@ def secret_paths(spec: ClusterSpec) -> list[str]:
     """Files on the nodes that hold nothing but a secret: compared by hash, never read back
     by plan or doctor (the fence passwords too)."""
     paths = {kind.path for kind in KINDS} | {password_file_path(n.name) for n in spec.nodes}
+    paths.add(WEBHOOK_URL_PATH)  # alert forwarding: a webhook URL usually carries a token
     return sorted(paths)
 
 

@@ -53,6 +53,9 @@ async def run_drills(
                 say(f"drill {name}")
                 try:
                     results.append(await DRILLS[name](cluster, faults, bound, say))
+                    # Final now: what each node's agent exports as its last drill.
+                    for node in await cluster.record(results[-1]):
+                        say(f"{node} did not take the drill's result ({name}); its metrics miss it")
                 finally:
                     # However the drill ended (an invariant failed, a node stopped answering,
                     # Ctrl-C): no cut, partition or blocked BMC stays behind.

@@ -273,7 +273,8 @@ def parse_virsh_list(text: str) -> dict[str, str]:
 # --- gathering ----------------------------------------------------------------------------------
 
 QEMU_CAPS_DIR = "/var/cache/libvirt/qemu/capabilities"
-SERVICES = ["corosync", "pacemaker", "libvirtd", "hakvm-firewall"]
+SERVICES = ["corosync", "pacemaker", "libvirtd", "hakvm-firewall", "hakvm-metrics.timer",
+            "prometheus-node-exporter"]  # fmt: skip
 SERVICES_COMMAND = ["systemctl", "show", "-p", "Id,ActiveState,UnitFileState", "--", *SERVICES,
                     "libvirtd.socket"]  # fmt: skip
 

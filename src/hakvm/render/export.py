@@ -154,6 +154,14 @@ def pcs_script(ctx: RenderContext) -> str:
     lines.append("")
     lines.append("# Constraints")
     lines += [_pcs_constraint(c) for c in m.constraints]
+    if m.alerts:
+        lines += ["", "# Alerts: hakvm's agent records every cluster event on each node"]
+    for alert in m.alerts:
+        lines.append(f'pcs -f "$CIB" alert create id={alert.id} path={shlex.quote(alert.path)}')
+        lines += [
+            f'pcs -f "$CIB" alert recipient add {alert.id} id={rid} value={shlex.quote(value)}'
+            for rid, value in alert.recipients
+        ]
     lines += [
         "",
         'if [ "$PUSH" = 1 ]; then pcs cluster cib-push "$CIB" --config; fi',
@@ -223,6 +231,9 @@ def crmsh_script(ctx: RenderContext) -> str:
         else:
             body.append(_crm_primitive(res))
     body += [_crm_constraint(c) for c in m.constraints]
+    for alert in m.alerts:
+        recipients = " ".join(f"to {_crm_value(value)}" for _, value in alert.recipients)
+        body.append(f"alert {alert.id} {_crm_value(alert.path)} {recipients}")
     lines = _header(ctx, "crmsh (4.x)")
     lines += [
         "WAIT=(-w)  # live: wait for the cluster to finish the transition",

@@ -11,7 +11,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hakvm.errors import InputError
-from hakvm.render import cib, corosync, drbd, export, firewall, hosts, libvirt, network, support
+from hakvm.render import (
+    cib,
+    corosync,
+    drbd,
+    export,
+    firewall,
+    hosts,
+    libvirt,
+    monitoring,
+    network,
+    support,
+)
 from hakvm.render.base import CLUSTER, RenderContext, Rendered, RenderedFile
 
 Renderer = Callable[[RenderContext], Rendered]
@@ -25,6 +36,7 @@ RENDERERS: tuple[tuple[str, Renderer], ...] = (
     ("drbd", drbd.render),
     ("corosync", corosync.render),
     ("libvirt", libvirt.render),
+    ("monitoring", monitoring.render),
     ("cib", cib.render),
     ("export", export.render),
 )

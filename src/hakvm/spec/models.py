@@ -409,6 +409,36 @@ class Vm(Model):
         return value
 
 
+class Alerts(Model):
+    webhook_url_file: Path | None = Field(
+        None,
+        description="file holding an http(s) URL: every event the alert agent records is also "
+        "POSTed there as JSON (the URL may hold a token: it stays out of the spec and the CIB)",
+    )
+
+
+class Monitoring(Model):
+    """What apply installs so the cluster is watched without hakvm running (docs/metrics.md)."""
+
+    metrics: bool = Field(
+        True,
+        description="the hakvm-metrics timer: ha_cluster_* and hakvm_* metrics in "
+        "node_exporter's textfile directory on each node",
+    )
+    interval_s: int = Field(15, ge=5, le=300, description="how often the metrics are written")
+    node_exporter: bool = Field(
+        False,
+        description="install and run Debian's prometheus-node-exporter (port 9100), which "
+        "serves the metrics; leave false if you run node_exporter yourself",
+    )
+    events: bool = Field(
+        True,
+        description="a Pacemaker alert agent recording every fencing, node and resource event "
+        "on each node (/var/log/hakvm/events/events.jsonl)",
+    )
+    alerts: Alerts = Alerts()
+
+
 class ClusterSpec(Model):
     """The whole cluster: the one document hakvm is driven by."""
 
@@ -425,6 +455,7 @@ class ClusterSpec(Model):
         "heartbeat network on a bond (shared with whatever else is on it)",
     )
     vms: list[Vm] = []
+    monitoring: Monitoring = Monitoring()
     allow_memory_overcommit: bool = Field(
         False,
         description="turn 'one node cannot hold every VM after a failover' into a warning",

@@ -29,7 +29,7 @@ from hakvm.spec.derive import (
     replication_network,
 )
 from hakvm.spec.loader import LoadedSpec, PathKey, SpecLoadError, load_spec_file
-from hakvm.spec.models import ClusterSpec, DiskMode, vlan_parent
+from hakvm.spec.models import ClusterSpec, DiskMode, OsFamily, vlan_parent
 from hakvm.spec.paths import resolve
 from hakvm.spec.units import format_size
 
@@ -232,6 +232,7 @@ class _Checks:
             self.vm_networks,
             self.derived_values,
             self.secrets,
+            self.monitoring,
         ):
             check()
         return self.problems
@@ -508,6 +509,20 @@ class _Checks:
                 )
             for path, file, what in files:
                 self._check_secret(path, resolve(base, file), what)
+
+    def monitoring(self) -> None:
+        mon = self.spec.monitoring
+        if mon.node_exporter and self.spec.cluster.os is not OsFamily.DEBIAN12:
+            self.error(("monitoring", "node_exporter"), "installs Debian's "
+                       "prometheus-node-exporter (debian12 only): set it false and run "
+                       "node_exporter yourself, reading /var/lib/prometheus/node-exporter")
+        if mon.alerts.webhook_url_file is None:
+            return
+        path: PathKey = ("monitoring", "alerts", "webhook_url_file")
+        if not mon.events:
+            self.error(path, "forwards the alert agent's events: needs monitoring.events true")
+        file = resolve(self.loaded.path.parent, mon.alerts.webhook_url_file)
+        self._check_secret(path, file, "webhook URL")
 
     def _check_secret(self, path: PathKey, file: Path, what: str) -> None:
         try:
