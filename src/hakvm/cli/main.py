@@ -20,7 +20,8 @@ FAMILIES = {
     "export": "hakvm.cli.spec", "plan": "hakvm.cli.deploy", "apply": "hakvm.cli.deploy",
     "demo": "hakvm.cli.demo", "status": "hakvm.cli.monitor", "doctor": "hakvm.cli.monitor",
     "migrate": "hakvm.cli.moves", "drain": "hakvm.cli.moves", "undrain": "hakvm.cli.moves",
-    "drill": "hakvm.cli.drill", "vm": "hakvm.cli.vm", "lab": "hakvm.lab.cli",
+    "drill": "hakvm.cli.drill", "vm": "hakvm.cli.vm", "serve": "hakvm.cli.serve",
+    "lab": "hakvm.lab.cli",
 }  # fmt: skip
 MONITORING = ("status", "doctor")  # exit with monitoring codes (`lab status` does not)
 

@@ -3,11 +3,13 @@ that is healthy and idle."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from hakvm.drill.faults import LabFaults, faults_for, lab_of
 from hakvm.drill.harness import Cluster, DrillError, DrillResult, Say
 from hakvm.drill.scenarios import DRILLS
+from hakvm.ops import drills
 from hakvm.spec.models import ClusterSpec
 
 
@@ -46,7 +48,18 @@ async def run_drills(
                     f"{'; '.join(cluster.problems[:3])}"
                 )
             say(f"drill {name}")
+            started = time.time()
             results.append(await DRILLS[name](cluster, faults, bound, say))
+            keep(spec.cluster.name, results[-1], started, say)
     finally:
         await cluster.close()
     return results
+
+
+def keep(cluster: str, result: DrillResult, started: float, say: Say) -> None:
+    """The result, kept for `hakvm serve`'s timeline (ops/drills.py); not keeping it does
+    not fail the drill."""
+    try:
+        drills.record(cluster, result.as_dict(), started, time.time())
+    except (OSError, ValueError) as exc:
+        say(f"drill {result.scenario}: result not kept: {exc}")

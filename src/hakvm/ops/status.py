@@ -12,7 +12,7 @@ answered).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -23,6 +23,7 @@ from hakvm.errors import MonitorCode
 from hakvm.remote.drbd import DrbdResource
 from hakvm.remote.pacemaker import ClusterState, parse_crm_mon
 from hakvm.remote.probes import (
+    BATCH_TIMEOUT_S,
     BondStatus,
     LinkStatus,
     NodeAnswer,
@@ -97,11 +98,18 @@ class StatusReport(BaseModel):
     last_fencing: FenceEventStatus | None
 
 
-async def gather(session: Session, prefer: str | None = None) -> dict[str, NodeAnswer]:
+async def gather(
+    session: Session,
+    prefer: str | None = None,
+    extra: Sequence[tuple[str, list[str]]] = (),
+    timeout: float = BATCH_TIMEOUT_S,
+) -> dict[str, NodeAnswer]:
     """Both nodes at once, on the session's kept connections (an unreachable node is an
     answer too). Pacemaker's state comes from one node: `prefer` (where the last report was
     seen from) if it answers, else the first that does. Another node is asked its own view
-    (one more batch) only when that one does not cover it: see `own_views_needed`."""
+    (one more batch) only when that one does not cover it: see `own_views_needed`. `extra`
+    entries ride along in each node's batch (`hakvm serve`'s events); `timeout` bounds each
+    batch (a node that died mid-batch holds the answer no longer)."""
     names = session.names
     errors = await asyncio.gather(*(reach(session, n) for n in names))
     reached = dict(zip(names, errors, strict=True))
@@ -113,14 +121,15 @@ async def gather(session: Session, prefer: str | None = None) -> dict[str, NodeA
         if error is not None:
             return NodeAnswer(node.name, error=error)
         commands = node_commands(bonds_of(node), view=node.name == viewer)
-        return await ask_kept(session, node.name, commands)
+        return await ask_kept(session, node.name, [*commands, *extra], timeout)
 
     answers = {a.name: a for a in await asyncio.gather(*(ask(n) for n in session.spec.nodes))}
     more = own_views_needed(answers, viewer)
-    for extra in await asyncio.gather(*(ask_kept(session, n, view_command()) for n in more)):
-        raw = answers[extra.name].raw
+    views = (ask_kept(session, n, view_command(), timeout) for n in more)
+    for own in await asyncio.gather(*views):
+        raw = answers[own.name].raw
         if raw is not None:  # asked and lost: a failed crm_mon (no view, none shared)
-            raw["crm_mon"] = extra.raw["crm_mon"] if extra.raw else (255, b"")
+            raw["crm_mon"] = own.raw["crm_mon"] if own.raw else (255, b"")
     return answers
 
 

@@ -93,9 +93,11 @@ def bonds_of(node: Any) -> list[str]:
     return sorted(getattr(interfaces, "bonds", {}) or {})
 
 
-async def query(node: Remote, commands: list[tuple[str, list[str]]]) -> NodeAnswer:
+async def query(
+    node: Remote, commands: list[tuple[str, list[str]]], timeout: float = BATCH_TIMEOUT_S
+) -> NodeAnswer:
     """Run `commands` as one batch on a connected node; RemoteError if it fails."""
-    result = await node.run(batch_argv(commands), timeout=BATCH_TIMEOUT_S, check=True)
+    result = await node.run(batch_argv(commands), timeout=timeout, check=True)
     try:
         return NodeAnswer(node.name, parse_batch(result.stdout))
     except (ValueError, tarfile.TarError) as exc:  # a garbled batch (base64 or tar)
@@ -139,12 +141,15 @@ async def reach(session: Session, name: str) -> str | None:
 
 
 async def ask_kept(
-    session: Session, name: str, commands: list[tuple[str, list[str]]]
+    session: Session,
+    name: str,
+    commands: list[tuple[str, list[str]]],
+    timeout: float = BATCH_TIMEOUT_S,
 ) -> NodeAnswer:
     """One batch on `name`'s kept connection (`reach` made it). A failure is an answer too;
     the connection is dropped, so the next `reach` connects again (a node that rebooted)."""
     try:
-        return await query(session.connected(name), commands)
+        return await query(session.connected(name), commands, timeout)
     except RemoteError as exc:
         await session.drop(name)
         return NodeAnswer(name, error=str(exc))
