@@ -116,20 +116,20 @@ def status_cmd(spec: Path, as_json: bool, schema: bool, watch: float | None) -> 
 
 def _watch(cluster: ClusterSpec, spec: Path, every: float, as_json: bool) -> int:
     """Refresh until Ctrl-C on one session (each node logged in to once); exit with the
-    last report's code."""
-    console = Console(highlight=False)
+    last report's code. --json: one report per line."""
     last: list[st.StatusReport] = []
-    with Live("asking the nodes...", console=console, auto_refresh=False) as live:
+    live = None if as_json else Live("asking the nodes...", auto_refresh=False,
+                                     console=Console(highlight=False))  # fmt: skip
 
-        def show(report: st.StatusReport) -> None:
-            last[:] = [report]
-            if as_json:
-                live.console.print(report.model_dump_json(), markup=False, soft_wrap=True)
-            else:
-                live.update(status_view(report), refresh=True)
+    def show(report: st.StatusReport) -> None:
+        last[:] = [report]
+        if live is None:
+            click.echo(report.model_dump_json())
+        else:
+            live.update(status_view(report), refresh=True)
 
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the watch
-            asyncio.run(st.watch(cluster, spec, every, show))
+    with live or contextlib.nullcontext(), contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(st.watch(cluster, spec, every, show))  # Ctrl-C ends the watch
     return last[0].exit_code if last else MonitorCode.UNKNOWN
 
 
