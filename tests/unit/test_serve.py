@@ -390,3 +390,12 @@ def test_drill_results_are_kept_for_the_timeline(
     (tmp_path / "state" / "other").write_text("a file where a directory goes")
     keep("other", result, T0, said.append)  # not writable: the drill goes on, and says so
     assert len(said) == 1 and said[0].startswith("drill node-crash: result not kept")
+
+
+def test_a_taken_port_is_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, err = serve(["--port", str(port)], capsys)
+    assert (code, err) == (3, f"hakvm: cannot listen on 127.0.0.1:{port}: Address already in use\n")
