@@ -220,3 +220,10 @@ def test_status_imports_no_other_command_family() -> None:
              "jinja2")  # fmt: skip
     assert [m for m in loaded if m.startswith(heavy)] == []
     assert "hakvm.ops.status" in loaded
+
+
+def test_status_reads_the_resync_flag_the_renderers_write() -> None:
+    from hakvm.render import drbd
+    from hakvm.spec import derive
+
+    assert derive.resync_attribute("vm-b") == drbd.resync_attribute("vm-b")

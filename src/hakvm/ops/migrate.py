@@ -33,8 +33,8 @@ from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.pacemaker import ClusterState
 from hakvm.remote.session import Session
 from hakvm.render.cib import GOOD_DATA_SCORE, promotion_score_attribute
+from hakvm.render.drbd import resync_attribute
 from hakvm.render.migration import migration_name
-from hakvm.spec.derive import resync_attribute
 from hakvm.spec.models import ClusterSpec, DiskMode, Vm
 
 MEMORY_MARGIN = 64 * 1024**2  # QEMU's own overhead above the guest's memory

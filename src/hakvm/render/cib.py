@@ -35,9 +35,10 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from hakvm.render.base import CLUSTER, RenderContext, Rendered, RenderedFile
+from hakvm.render.drbd import resync_attribute
 from hakvm.render.libvirt import domain_path, qcow2_dir
 from hakvm.render.migration import SUFFIX as MIGRATION_SUFFIX
-from hakvm.spec.derive import resync_attribute, uses_static_delay
+from hakvm.spec.derive import uses_static_delay
 from hakvm.spec.models import DiskMode, Node, Vm
 
 RENDERER = "cib"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from hakvm.render.base import RenderContext, Rendered, RenderedFile, templates
-from hakvm.spec.derive import LinkAddress, resync_attribute
+from hakvm.spec.derive import LinkAddress
 from hakvm.spec.models import ClusterSpec, DiskMode, Node, OsFamily
 
 DRBD_DIR = "/etc/drbd.d"
@@ -32,6 +32,13 @@ DrbdVersion = Literal["8.4", "9"]
 def drbd_version(spec: ClusterSpec) -> DrbdVersion:
     """The DRBD kernel generation the nodes run: it decides the config grammar."""
     return "9" if spec.cluster.os is OsFamily.RHEL9 else "8.4"
+
+
+def resync_attribute(vm: str) -> str:
+    """The transient node attribute DRBD's before-resync-target handler sets while this
+    node resyncs the VM's disk (its local copy is not yet whole); after-resync-target
+    clears it. The CIB keeps the VM off a node that has it."""
+    return f"hakvm-resyncing-{vm}"
 
 
 def resource_path(vm_name: str) -> str:

@@ -53,7 +53,9 @@ def derive_mac(cluster_name: str, vm_name: str, index: int) -> str:
 def resync_attribute(vm: str) -> str:
     """The transient node attribute DRBD's before-resync-target handler sets while this
     node resyncs the VM's disk (its local copy is not yet whole); after-resync-target
-    clears it. The CIB keeps the VM off a node that has it."""
+    clears it. The CIB keeps the VM off a node that has it. (render/drbd.py has the same
+    function for the handlers and the CIB; here `hakvm status` reads it without loading the
+    renderers.)"""
     return f"hakvm-resyncing-{vm}"
 
 
