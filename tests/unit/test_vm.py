@@ -34,6 +34,7 @@ from hakvm.spec.derive import derive
 from hakvm.spec.models import ClusterSpec
 from hakvm.spec.validate import validate_file
 from tests.unit.fakes import FakeNode, Reply
+from tests.unit.recorded import answers
 
 DATA = pathlib.Path(__file__).parent / "data"
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -152,12 +153,6 @@ def test_add_no_apply_only_writes(
 
 
 # --- list ------------------------------------------------------------------------------------
-
-
-def answers() -> dict[str, NodeAnswer]:
-    return {
-        n: NodeAnswer(n, parse_batch((DATA / f"status-healthy-{n}.b64").read_text())) for n in NODES
-    }
 
 
 def test_list_rows_join_the_spec_and_the_live_state(spec: ClusterSpec) -> None:

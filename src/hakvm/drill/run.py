@@ -4,12 +4,14 @@ that is healthy and idle."""
 from __future__ import annotations
 
 import contextlib
+import time
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from hakvm.drill.faults import LabFaults, faults_for, heal_faults, lab_of
 from hakvm.drill.harness import Cluster, DrillError, DrillResult, Say
 from hakvm.drill.scenarios import DRILLS
+from hakvm.ops import drills
 from hakvm.spec.models import ClusterSpec
 
 
@@ -52,7 +54,9 @@ async def run_drills(
                     )
                 say(f"drill {name}")
                 try:
+                    started = time.time()
                     results.append(await DRILLS[name](cluster, faults, bound, say))
+                    keep(spec.cluster.name, results[-1], started, say)
                     # Final now: what each node's agent exports as its last drill.
                     for node in await cluster.record(results[-1]):
                         say(f"{node} did not take the drill's result ({name}); its metrics miss it")
@@ -63,3 +67,12 @@ async def run_drills(
         finally:
             await cluster.close()
     return results
+
+
+def keep(cluster: str, result: DrillResult, started: float, say: Say) -> None:
+    """The result, kept for `hakvm serve`'s timeline (ops/drills.py); not keeping it does
+    not fail the drill."""
+    try:
+        drills.record(cluster, result.as_dict(), started, time.time())
+    except (OSError, ValueError) as exc:
+        say(f"drill {result.scenario}: result not kept: {exc}")

@@ -31,30 +31,53 @@ class DrbdResource:
 # --- state: the commands (one list, for status, doctor and migrate) and their parsers ---------
 
 
+# DRBD 8.4 keeps its whole state in /proc/drbd, which is all it needs; on DRBD 9 that file
+# holds only the version, and `drbdsetup status --json` has the state (on 8.4 drbdsetup would
+# only fail, after a modinfo: skipped there).
+DRBD9_JSON = "grep -qs '^version: 8\\.' /proc/drbd || exec drbdsetup status --json"
+
+
 def raw_state_commands() -> list[tuple[str, list[str]]]:
-    """DRBD 8.4's /proc/drbd and 9's JSON status (facts name the resources themselves)."""
-    return [("proc_drbd", ["cat", "/proc/drbd"]), ("drbd_json", ["drbdsetup", "status", "--json"])]
+    """DRBD 8.4's /proc/drbd, or 9's JSON status (facts name the resources themselves)."""
+    return [("proc_drbd", ["cat", "/proc/drbd"]), ("drbd_json", ["sh", "-c", DRBD9_JSON])]
+
+
+# The resources' names and minors, from one drbdadm run (each run parses every file); only
+# those lines leave the node (the dump also holds each resource's shared secret).
+DEVICES = "drbdadm dump all 2>/dev/null | grep -e '^resource ' -e ' minor '"
 
 
 def state_commands() -> list[tuple[str, list[str]]]:
-    """A batch's DRBD entries: the raw state, with the names and minors /proc/drbd lacks."""
-    return [
-        *raw_state_commands(),
-        ("drbd_names", ["drbdadm", "sh-resources"]),
-        ("drbd_minors", ["drbdadm", "sh-minor", "all"]),
-    ]
+    """A batch's DRBD entries: the raw state, and the names /proc/drbd lacks (it knows the
+    resources only by minor)."""
+    return [*raw_state_commands(), ("drbd_devices", ["sh", "-c", DEVICES])]
 
 
 def state_from(text: Callable[[str], str]) -> dict[str, DrbdResource]:
     """Every resource from a batch answer of `state_commands` (`text(key)`: that entry's
     output, '' when it failed)."""
-    names = text("drbd_names").split()
-    minors = [int(m) for m in text("drbd_minors").split() if m.isdigit()]
-    by_minor = dict(zip(minors, names, strict=False))
-    found = parse_proc_drbd(text("proc_drbd"), by_minor)
+    found = parse_proc_drbd(text("proc_drbd"), parse_dump_minors(text("drbd_devices")))
     if not found and text("drbd_json").strip().startswith("["):
         found = parse_drbdsetup_json(text("drbd_json"))
     return found
+
+
+_RESOURCE_RE = re.compile(r"^resource\s+(?P<name>\S+)\s*\{", re.MULTILINE)
+_MINOR_RE = re.compile(r"\bminor\s+(?P<minor>\d+)\s*;")
+
+
+def parse_dump_minors(text: str) -> dict[int, str]:
+    """minor -> resource name from `drbdadm dump all` (8.4's or 9's, whole or only its
+    `resource` and `minor` lines): each resource's first device minor (the nodes of a hakvm
+    resource share it)."""
+    out: dict[int, str] = {}
+    starts = list(_RESOURCE_RE.finditer(text))
+    for i, match in enumerate(starts):
+        end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
+        minor = _MINOR_RE.search(text, match.end(), end)
+        if minor is not None:
+            out.setdefault(int(minor["minor"]), match["name"])
+    return out
 
 
 _PROC_DRBD_RE = re.compile(

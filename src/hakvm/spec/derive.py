@@ -54,6 +54,15 @@ def derive_mac(cluster_name: str, vm_name: str, index: int) -> str:
     return "52:54:00:{:02x}:{:02x}:{:02x}".format(*digest[:3])
 
 
+def resync_attribute(vm: str) -> str:
+    """The transient node attribute DRBD's before-resync-target handler sets while this
+    node resyncs the VM's disk (its local copy is not yet whole); after-resync-target
+    clears it. The CIB keeps the VM off a node that has it. (render/drbd.py has the same
+    function for the handlers and the CIB; here `hakvm status` reads it without loading the
+    renderers.)"""
+    return f"hakvm-resyncing-{vm}"
+
+
 def allocate_minors(vms: list[Vm], existing: Mapping[str, int] | None = None) -> dict[str, int]:
     """Keep existing minors; give every new VM the lowest free one, in declaration order."""
     existing = existing or {}
