@@ -347,7 +347,8 @@ def test_every_long_function_says_why() -> None:
 # --- 10. behaviour kept -----------------------------------------------------------------------
 
 COMMANDS = ["apply", "demo", "doctor", "drain", "drill", "export", "init", "lab", "migrate",
-            "plan", "render", "schema", "status", "undrain", "validate", "vm"]  # fmt: skip
+            "plan", "render", "replace-node", "schema", "status", "undrain", "validate",
+            "vm"]  # fmt: skip
 
 
 def test_help_lists_the_same_commands(capsys: pytest.CaptureFixture[str]) -> None:

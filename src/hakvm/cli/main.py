@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from hakvm import __version__
-from hakvm.cli import demo, deploy, drill, init, monitor, moves, spec, vm
+from hakvm.cli import demo, deploy, drill, init, monitor, moves, replace, spec, vm
 from hakvm.errors import ExitCode, HakvmError, MonitorCode
 from hakvm.lab.cli import lab
 
@@ -20,7 +20,7 @@ def cli() -> None:
     """hakvm: two-node active/active KVM high-availability clusters from one YAML spec."""
 
 
-for family in (spec, init, deploy, demo, monitor, moves, drill, vm):
+for family in (spec, init, deploy, replace, demo, monitor, moves, drill, vm):
     for command in family.COMMANDS:
         cli.add_command(command)
 cli.add_command(lab)
