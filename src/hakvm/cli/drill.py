@@ -13,7 +13,7 @@ from rich.table import Table
 from hakvm.cli.common import SPEC_ARG, load_spec, say
 from hakvm.drill.harness import DrillResult
 from hakvm.drill.run import run_drills
-from hakvm.drill.scenarios import SCENARIOS
+from hakvm.drill.scenarios import ALL, NAMED_ONLY, SCENARIOS
 from hakvm.errors import ExitCode, StateError
 from hakvm.lab.state import lab_dir_from_env
 from hakvm.ops.migrate import MoveError
@@ -44,7 +44,8 @@ def drill_view(results: list[DrillResult]) -> Group:
 @click.command("drill")
 @SPEC_ARG
 @click.option("--scenario", "scenarios", multiple=True, metavar="NAME", help="repeatable")
-@click.option("--all", "run_all", is_flag=True, help="every scenario, one after the other")
+@click.option("--all", "run_all", is_flag=True,
+              help=f"every scenario but {', '.join(NAMED_ONLY)}, one after the other")
 @click.option("--bound", type=float, default=600.0, show_default=True,
               help="seconds within which VMs must be responsive again")  # fmt: skip
 @click.option("--lab-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -80,7 +81,7 @@ def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
     Progress goes to stderr. Exit: 0 every invariant held, 1 one failed, 2 bad input,
     3 cannot run (real nodes without --yes-really or --witness-vm, cluster not healthy
     first)."""
-    names = list(SCENARIOS) if run_all else list(scenarios)
+    names = list(ALL) if run_all else list(scenarios)
     unknown = [n for n in names if n not in SCENARIOS]
     if not names or unknown:
         raise click.UsageError(
