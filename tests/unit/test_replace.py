@@ -21,7 +21,7 @@ from hakvm.remote.facts import FileFact, LogicalVolume
 from hakvm.render import migration
 from hakvm.render.base import RenderContext, Secrets
 from hakvm.render.tree import render_all
-from hakvm.spec.models import ClusterSpec
+from hakvm.spec.models import ClusterSpec, OsFamily
 from hakvm.spec.validate import validate_file
 from tests.unit.fakes import FakeNode, FakeNodes
 from tests.unit.test_plan import SECRETS, converged_facts, fresh_facts
@@ -373,9 +373,13 @@ def status_xml(vm_a_call: str) -> str:
     )
 
 
-def _finish(env: ph.PlanEnv, *, vm_a_call: str = "40", survivor_late: str = "UpToDate") -> tuple[
-    FakeNodes, replace.ReplaceReport, list[str]
-]:  # fmt: skip
+def _finish(
+    env: ph.PlanEnv,
+    *,
+    vm_a_call: str = "40",
+    survivor_late: str = "UpToDate",
+    unhealthy: int = 0,
+) -> tuple[FakeNodes, replace.ReplaceReport, list[str]]:
     nodes = FakeNodes()
     new, survivor = nodes[NEW], nodes[SURVIVOR]
     survivor.on("crm_mon", out=crm_mon(node02=ONLINE))
@@ -398,8 +402,10 @@ def _finish(env: ph.PlanEnv, *, vm_a_call: str = "40", survivor_late: str = "UpT
     report = replace.ReplaceReport(NEW, SURVIVOR)
     before = {("node01", "vm-a"): "40", ("node01", "vm-b"): "41"}
 
+    answers = [(False, ["1 failed action(s): node02_fence monitor on node01"])] * unhealthy
+
     async def healthy() -> tuple[bool, list[str]]:
-        return True, []
+        return answers.pop(0) if answers else (True, [])
 
     ticks = iter(range(10_000))
     asyncio.run(replace.finish(
@@ -440,3 +446,24 @@ def test_a_vm_that_moved_meanwhile_is_reported(env: ph.PlanEnv) -> None:
 def test_a_survivor_copy_that_stops_being_uptodate_stops_everything(env: ph.PlanEnv) -> None:
     with pytest.raises(replace.ReplaceFailed, match="the survivor's copy is Inconsistent"):
         _finish(env, survivor_late="Inconsistent")
+
+
+def test_failed_actions_are_cleaned_after_the_vms_history_was_read(env: ph.PlanEnv) -> None:
+    """A cleanup re-probes and rewrites a resource's history: the comparison comes first."""
+    nodes, report, _ = _finish(env, unhealthy=3)
+    argvs = [s.argv for s in nodes.sent if s.node == SURVIVOR]
+    history = argvs.index(["cibadmin", "-Q", "-o", "status"])
+    cleanups = [i for i, a in enumerate(argvs) if a[:2] == ["crm_resource", "--cleanup"]]
+    assert len(cleanups) == 3 and cleanups[0] < history < cleanups[1] < cleanups[2]
+    assert argvs[cleanups[1]] == ["crm_resource", "--cleanup", "--node", "node02"]
+    assert argvs[cleanups[2]] == ["crm_resource", "--cleanup"]  # then everywhere, once
+    assert report.untouched is True and [e for _, e in report.timeline][-1] == "cluster healthy"
+
+
+def test_only_debian_clusters_are_replaced_for_now(env: ph.PlanEnv) -> None:
+    rhel = spec_of(env).model_copy(
+        update={"cluster": spec_of(env).cluster.model_copy(update={"os": OsFamily.RHEL9})}
+    )
+    assert replace.refusals(rhel, NEW, env.facts) == [
+        "replace-node supports Debian 12 (DRBD 8.4) only, for now"
+    ]

@@ -213,6 +213,9 @@ def _new_node_problems(spec: ClusterSpec, node: str, facts: NodeFacts) -> list[s
 
 def refusals(spec: ClusterSpec, node: str, facts: Mapping[str, NodeFacts]) -> list[str]:
     """Everything that makes replacing `node` unsafe now ([] when it may go ahead)."""
+    if spec.cluster.os is not OsFamily.DEBIAN12:
+        # The join and the resync are read from DRBD 8.4's /proc/drbd (remote/drbd.resource).
+        return ["replace-node supports Debian 12 (DRBD 8.4) only, for now"]
     survivor = next(n.name for n in spec.nodes if n.name != node)
     resuming = joined(spec, facts[node], facts[survivor])
     out = _survivor_problems(spec, node, survivor, facts[survivor], resuming)
@@ -342,7 +345,8 @@ async def finish(  # noqa: PLR0917 - the replacement's state, passed on whole
     clock: Callable[[], float] = time.monotonic,
     healthy_timeout: float = 900.0,
 ) -> None:
-    """Step 3: the configured node in the cluster, its copy resynced, the cluster healthy."""
+    """Step 3: the configured node in the cluster, its copies resynced, the VMs' operation
+    history compared, the cluster healthy."""
     names = [n.name for n in spec.nodes]
     await actions.wait_cluster(survivor, names, timeout=600, sleep=sleep, clock=clock)
     report.mark(f"{new.name} online in the cluster", clock())
@@ -355,20 +359,7 @@ async def finish(  # noqa: PLR0917 - the replacement's state, passed on whole
     clones = [drbd_clone_id(vm.name) for vm in spec.vms]
     if spec.vms and await pacemaker.remove_fence_constraints(survivor, clones):
         report.mark("DRBD fencing constraints lifted (both copies UpToDate)", clock())
-    deadline = clock() + healthy_timeout
-    cleaned = False
-    while True:
-        ok, problems = await healthy()
-        if ok:
-            report.mark("cluster healthy", clock())
-            break
-        if clock() > deadline:
-            report.problems.append(f"not healthy after {healthy_timeout:.0f}s: {problems[:3]}")
-            break
-        if not cleaned and problems and all("failed" in p for p in problems):
-            await pacemaker.cleanup(survivor, on=new.name)
-            cleaned = True
-        await sleep(POLL_S)
+    # Read before any cleanup below: a cleanup re-probes a resource and rewrites its history.
     after = await pacemaker.operation_history(survivor, watched(spec))
     changed = [
         f"{rid} on {where}" for (where, rid), call in sorted(before.items())
@@ -377,6 +368,37 @@ async def finish(  # noqa: PLR0917 - the replacement's state, passed on whole
     report.untouched = not changed
     if changed:
         report.problems.append(f"stopped, started or moved meanwhile: {', '.join(changed)}")
+    await _wait_healthy(report, survivor, new.name, healthy, sleep, clock, healthy_timeout)
+
+
+async def _wait_healthy(  # noqa: PLR0917 - finish's own state, passed on
+    report: ReplaceReport,
+    survivor: Remote,
+    node: str,
+    healthy: Healthy,
+    sleep: Sleep,
+    clock: Callable[[], float],
+    timeout: float,
+) -> None:
+    """Until `hakvm status` says healthy. Failed actions alone (the old node's, or the
+    survivor's from when it was lost) are cleaned up once on the new node, then once
+    everywhere, as an admin would after reading them."""
+    deadline = clock() + timeout
+    cleanups: list[str | None] = [node, None]
+    while True:
+        ok, problems = await healthy()
+        if ok:
+            report.mark("cluster healthy", clock())
+            return
+        if clock() > deadline:
+            report.problems.append(f"not healthy after {timeout:.0f}s: {'; '.join(problems[:3])}")
+            return
+        if cleanups and problems and all("failed action" in p for p in problems):
+            where = cleanups.pop(0)
+            await pacemaker.cleanup(survivor, on=where)
+            said = f"failed actions cleaned up ({where or 'every node'}): {problems[0]}"
+            report.mark(said, clock())
+        await sleep(POLL_S)
 
 
 # --- the whole ---------------------------------------------------------------------------------
