@@ -215,7 +215,7 @@ def inventory_from_batch(batch: dict[str, tuple[int, bytes]]) -> Inventory:
 # --- the link probe -------------------------------------------------------------------------
 
 # "$@": the NICs to probe. Taken up if down (and down again on exit, whatever happens), then
-# up to 8 s for each to have a usable link-local address, then 6 pings of ff02::1 on each at
+# up to 8 s for each to have a usable link-local address, then 10 pings of ff02::1 on each at
 # once (the other machine does the same meanwhile); then, while they are up, each NIC's speed
 # and carrier ("@link NIC SPEED CARRIER") and the neighbour table (JSON).
 PROBE_SCRIPT = r"""
@@ -236,7 +236,7 @@ while [ "$i" -lt 16 ]; do
   [ "$ready" = 1 ] && break
   sleep 0.5; i=$((i + 1))
 done
-for n in "$@"; do ping -6 -n -q -c 6 -i 1 -w 8 -I "$n" ff02::1 >/dev/null 2>&1 & done
+for n in "$@"; do ping -6 -n -q -c 10 -i 1 -w 12 -I "$n" ff02::1 >/dev/null 2>&1 & done
 wait
 for n in "$@"; do
   d=/sys/class/net/$n
