@@ -117,3 +117,20 @@ def test_drill_heal_removes_what_an_interrupted_drill_left(
     assert (again.returncode, again.stdout) == (0, "no trace of a drill on the nodes\n"), (
         again.stdout + again.stderr
     )
+
+
+@pytest.mark.extended
+@pytest.mark.lab_last  # node02 is reinstalled: the lab's snapshots are forgotten
+def test_node_replacement_drill(deployed: LabHandle, spec_file: Path) -> None:
+    """node02 dies, gets fresh disks and a new host key (hakvm lab reimage); replace-node
+    brings it back while the witness writes on node01: no VM stops, no acknowledged write is
+    lost, every copy UpToDate on both; then a node-crash of node01 fails over onto node02."""
+    drill = _passing_drill(deployed, spec_file, "node-replacement")
+    assert drill["witness"]["acked"] > 0 and drill["witness"]["lost"] == []
+    assert drill["witness"]["reader"] == "node02"  # the acked records reached the new copy
+    names = {i["name"] for i in drill["invariants"]}
+    assert {"no VM stopped", "every copy UpToDate on both nodes"} <= names
+    assert any(n.startswith("failover onto the new node: ") for n in names)
+    events = [e["event"] for e in drill["timeline"]]
+    assert any(e.startswith("replace-node: vm-a: resync done") for e in events), events
+    assert not deployed.has_snapshot("deployed")  # they held node02's old disks

@@ -367,8 +367,9 @@ def test_every_long_function_says_why() -> None:
 
 # --- 10. behaviour kept -----------------------------------------------------------------------
 
-COMMANDS = ["apply", "demo", "doctor", "drain", "drill", "export", "lab", "migrate", "plan",
-            "render", "schema", "serve", "status", "undrain", "validate", "vm"]  # fmt: skip
+COMMANDS = ["apply", "demo", "doctor", "drain", "drill", "export", "init", "lab", "migrate",
+            "plan", "render", "replace-node", "schema", "serve", "status", "undrain",
+            "validate", "vm"]  # fmt: skip
 
 
 def test_help_lists_the_same_commands(capsys: pytest.CaptureFixture[str]) -> None:

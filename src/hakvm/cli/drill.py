@@ -14,7 +14,7 @@ from hakvm.cli.common import SPEC_ARG, WAIT_OPTION, load_spec, say
 from hakvm.drill.harness import DrillResult
 from hakvm.drill.heal import heal_drills
 from hakvm.drill.run import run_drills
-from hakvm.drill.scenarios import SCENARIOS
+from hakvm.drill.scenarios import ALL, NAMED_ONLY, SCENARIOS
 from hakvm.errors import ExitCode, StateError
 from hakvm.lab.state import lab_dir_from_env
 from hakvm.ops.migrate import MoveError
@@ -46,7 +46,8 @@ def drill_view(results: list[DrillResult]) -> Group:
 @click.command("drill")
 @SPEC_ARG
 @click.option("--scenario", "scenarios", multiple=True, metavar="NAME", help="repeatable")
-@click.option("--all", "run_all", is_flag=True, help="every scenario, one after the other")
+@click.option("--all", "run_all", is_flag=True,
+              help=f"every scenario but {', '.join(NAMED_ONLY)}, one after the other")
 @click.option("--bound", type=float, default=600.0, show_default=True,
               help="seconds within which VMs must be responsive again")  # fmt: skip
 @click.option("--lab-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -93,7 +94,7 @@ def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
         if scenarios or run_all:
             raise click.UsageError("--heal runs no drill: drop --scenario and --all")
         return _heal(spec, lab_dir or lab_dir_from_env(), as_json=as_json, wait=wait)
-    names = list(SCENARIOS) if run_all else list(scenarios)
+    names = list(ALL) if run_all else list(scenarios)
     unknown = [n for n in names if n not in SCENARIOS]
     if not names or unknown:
         raise click.UsageError(

@@ -21,6 +21,7 @@ FAMILIES = {
     "demo": "hakvm.cli.demo", "status": "hakvm.cli.monitor", "doctor": "hakvm.cli.monitor",
     "migrate": "hakvm.cli.moves", "drain": "hakvm.cli.moves", "undrain": "hakvm.cli.moves",
     "drill": "hakvm.cli.drill", "vm": "hakvm.cli.vm", "serve": "hakvm.cli.serve",
+    "init": "hakvm.cli.init", "replace-node": "hakvm.cli.replace",
     "lab": "hakvm.lab.cli",
 }  # fmt: skip
 MONITORING = ("status", "doctor")  # exit with monitoring codes (`lab status` does not)

@@ -200,10 +200,10 @@ class PlanEnvBuilder:
     bmc_passwords: dict[str, BmcPassword]
     options: RunOptions = field(default_factory=RunOptions)
 
-    def env(self, facts: dict[str, NodeFacts]) -> ph.PlanEnv:
+    def env(self, facts: dict[str, NodeFacts], replacing: str | None = None) -> ph.PlanEnv:
         return ph.PlanEnv(
             self.ctx, self.rendered, facts, self.secrets, self.spec_dir, self.bmc_passwords,
-            self.options,
+            self.options, replacing=replacing,
         )  # fmt: skip
 
 
@@ -291,20 +291,26 @@ async def apply(
     progress: Progress = _quiet,
     stop_after: str | None = None,
     options: RunOptions | None = None,
+    *,
+    phases: Sequence[tuple[str, ph.Phase]] = ph.PHASES,
+    keep: Callable[[Step], bool] | None = None,
+    replacing: str | None = None,
 ) -> RunReport:
-    """Run every phase; both nodes in parallel within a phase."""
+    """Run every phase; both nodes in parallel within a phase. `hakvm replace-node` gives
+    its own phase order, the node being replaced, and which steps to run (`keep`)."""
     started = time.monotonic()
     report = RunReport()
     async with Deployment(spec, spec_path, options, adopt_secrets=True) as dep:
         facts, builder = await dep.gather()
         preflight(builder.env(facts))
         dirty = False
-        for name, phase in ph.PHASES:
+        for name, phase in phases:
             t0 = time.monotonic()
             if dirty:
                 facts, builder = await dep.gather()
                 dirty = False
-            steps = _compute(name, phase, builder.env(facts))
+            steps = _compute(name, phase, builder.env(facts, replacing))
+            steps = [s for s in steps if keep is None or keep(s)]
             progress(name, "", None, f"{len(steps)} step(s)")
             by_node: dict[str, list[Step]] = {}
             for step in steps:

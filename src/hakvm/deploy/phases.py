@@ -62,6 +62,7 @@ class PlanEnv:
     # (deploy/secrets.py); an env built without them reads them there itself.
     bmc_passwords: dict[str, BmcPassword] = field(default_factory=dict)
     options: RunOptions = field(default_factory=RunOptions)  # --replace-cluster, --adopt
+    replacing: str | None = None  # replace-node's new node: its DRBD joins as SyncTarget
 
     def __post_init__(self) -> None:
         if not self.bmc_passwords:
@@ -336,7 +337,8 @@ def _drbd_resources(env: PlanEnv, node: Node, earlier: list[Step]) -> list[Step]
             steps += [adjust] if rewritten else []
         elif res is None or res.disk == "Diskless" or res.connection == "StandAlone":
             up = Call(f"drbdadm create-md (if none) + up {vm.name}", _drbd_up(node, vm))
-            steps.append(Step(node.name, "storage", f"DRBD {vm.name}: metadata and up", (up,)))
+            up_step = Step(node.name, "storage", f"DRBD {vm.name}: metadata and up", (up,))
+            steps.append(_join_step(env, node, vm) if env.replacing == node.name else up_step)
         elif rewritten:
             steps.append(adjust)
     return steps
@@ -354,6 +356,18 @@ def _pacemaker_managed(facts: NodeFacts) -> set[str]:
 
 def _drbd_up(node: Node, vm: Vm) -> CallFunc:
     return lambda nodes: actions.drbd_up(nodes.connected(node.name), vm.name)
+
+
+def _join_step(env: PlanEnv, node: Node, vm: Vm) -> Step:
+    peer = next(n.name for n in env.nodes if n != node)
+    lv = f"{node.storage.volume_group}/{vm.name}"
+    join = Call(
+        f"fresh metadata, resync paused, --discard-my-data; {peer} must be the SyncSource",
+        lambda nodes: actions.join_as_sync_target(
+            nodes.connected(node.name), nodes.connected(peer), vm.name, lv
+        ),
+    )
+    return Step(node.name, "storage", f"DRBD {vm.name}: join as SyncTarget of {peer}", (join,))
 
 
 def replication(env: PlanEnv) -> list[Step]:

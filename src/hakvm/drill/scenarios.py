@@ -30,6 +30,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
+from hakvm.drill import replacement
 from hakvm.drill.faults import Faults
 from hakvm.drill.harness import Cluster, DrillError, DrillResult, Say, fence_successes
 from hakvm.drill.timeline import (
@@ -616,7 +617,29 @@ async def rolling_maintenance(
     return result
 
 
-# The one list of drills, in the order `--all` runs them.
+async def node_replacement(
+    cluster: Cluster, faults: Faults, bound: float, say: Say
+) -> DrillResult:
+    """A node lost for good, reinstalled and replaced while the VMs run (drill/replacement.py);
+    then the new node must take every VM over: a node-crash of the survivor."""
+    t0 = time.monotonic()
+    result = await replacement.replace_and_check(cluster, faults, bound, say)
+    if not result.passed:
+        return result
+    say("the replaced node must now take over: node-crash of the survivor")
+    if await cluster.wait_settled(900, say) < 0:
+        result.check("settled before the failover", False, "; ".join(cluster.problems[:3]))
+        return result
+    offset = time.monotonic() - t0
+    after = await node_crash(cluster, faults, bound, say)
+    for t, mark in after.timeline.marks:
+        result.timeline.mark(offset + t, mark)
+    for check in after.invariants:
+        result.check(f"failover onto the new node: {check.name}", check.ok, check.detail)
+    return result
+
+
+# The one list of drills, in the order `--all` runs them (but those in NAMED_ONLY).
 DRILLS: dict[str, Drill] = {
     "node-crash": node_crash,
     "node-crash-during-resync": node_crash_during_resync,
@@ -626,5 +649,9 @@ DRILLS: dict[str, Drill] = {
     "vm-crash": vm_crash,
     "fence-failure": fence_failure,
     "rolling-maintenance": rolling_maintenance,
+    "node-replacement": node_replacement,
 }
-SCENARIOS = tuple(DRILLS)  # the order of `--all`
+SCENARIOS = tuple(DRILLS)
+# Run only when named: node-replacement reinstalls a lab node (and forgets the lab's snapshots).
+NAMED_ONLY = ("node-replacement",)
+ALL = tuple(name for name in DRILLS if name not in NAMED_ONLY)  # the order of `--all`

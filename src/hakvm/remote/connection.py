@@ -17,7 +17,7 @@ import asyncssh
 
 from hakvm.errors import ExitCode, FailedError
 from hakvm.redact import PLACEHOLDER, contains_placeholder, redact
-from hakvm.spec.models import Node
+from hakvm.spec.models import SshTarget
 from hakvm.spec.paths import resolve
 
 DEFAULT_TIMEOUT = 600.0
@@ -94,6 +94,38 @@ class Remote(Protocol):
     ) -> None: ...
 
 
+class Endpoint(Protocol):
+    """What a connection needs of a node: its name and SSH target (a spec's node, or a
+    machine `hakvm init` surveys before any spec exists)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def ssh(self) -> SshTarget: ...
+
+
+async def server_host_key(
+    target: SshTarget, algorithms: Sequence[str] = (), timeout: float = 20.0
+) -> asyncssh.SSHKey:
+    """The host key `target` presents (no authentication, nothing run), of one of
+    `algorithms` when given: what a user must confirm before it is trusted."""
+    try:
+        key = await asyncio.wait_for(
+            asyncssh.get_server_host_key(
+                target.host, target.port, server_host_key_algs=list(algorithms) or ()
+            ),
+            timeout=timeout,
+        )
+    except (OSError, asyncssh.Error, TimeoutError) as exc:
+        raise UnreachableError(
+            f"cannot reach {target.host}:{target.port} for its host key: {_reason(exc)}"
+        ) from None
+    if key is None:
+        raise UnreachableError(f"{target.host}:{target.port} presented no host key")
+    return key
+
+
 def quote_argv(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
     """One remote command line from an argv list: every element quoted, no shell syntax."""
     prefix = ["env", *(f"{k}={v}" for k, v in sorted((env or {}).items()))] if env else []
@@ -103,7 +135,7 @@ def quote_argv(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str
 class NodeConnection:
     """One node's SSH connection. `run` never raises on a non-zero exit unless `check`."""
 
-    def __init__(self, node: Node, spec_dir: Path, connect_timeout: float = 20.0) -> None:
+    def __init__(self, node: Endpoint, spec_dir: Path, connect_timeout: float = 20.0) -> None:
         self.node = node
         self.name = node.name
         self._spec_dir = spec_dir

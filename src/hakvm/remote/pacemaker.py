@@ -284,10 +284,49 @@ async def wait_idle(node: Remote, timeout: float) -> bool:
     return (await node.run(argv, timeout=timeout + READ_S)).ok
 
 
-async def cleanup(node: Remote, rid: str | None = None) -> None:
-    """Forget failed actions (of one resource, or all); Pacemaker probes again."""
+async def cleanup(node: Remote, rid: str | None = None, *, on: str | None = None) -> None:
+    """Forget failed actions (of one resource, or all; on one node, or all); Pacemaker
+    probes again."""
     argv = ["crm_resource", "--cleanup", *(["--resource", rid] if rid else [])]
+    await node.run([*argv, *(["--node", on] if on else [])], timeout=CHANGE_S)
+
+
+async def clear_fence_history(node: Remote, target: str) -> None:
+    """Forget the fencing history of `target` (a replaced node's old failures)."""
+    argv = ["stonith_admin", "--history", target, "--cleanup"]
     await node.run(argv, timeout=CHANGE_S)
+
+
+# --- what ran: the operation history in the CIB status -------------------------------------------
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
+
+
+def last_operations(status: str, resources: Iterable[str]) -> dict[tuple[str, str], str]:
+    """(node, resource) -> call-id of the resource's last non-recurring operation there (its
+    `_last_0` entry in the CIB status): a stop, start or migration changes it, a monitor
+    does not. Clone instances (vm-a_drbd:0) count as their resource."""
+    wanted = set(resources)
+    root = etree.fromstring(status.encode(), _PARSER)
+    found: dict[tuple[str, str], str] = {}
+    for state in root.iter("node_state"):
+        for rsc in state.iter("lrm_resource"):
+            base = rsc.get("id", "").split(":")[0]
+            if base not in wanted:
+                continue
+            for op in rsc.iter("lrm_rsc_op"):
+                if op.get("id", "").endswith("_last_0"):
+                    found[(state.get("uname", ""), base)] = op.get("call-id", "")
+    return found
+
+
+async def operation_history(node: Remote, resources: Iterable[str]) -> dict[tuple[str, str], str]:
+    """`last_operations` of the live CIB status, as `node` sees it."""
+    result = await node.run(["cibadmin", "-Q", "-o", "status"], check=True, timeout=READ_S)
+    try:
+        return last_operations(result.stdout, resources)
+    except etree.XMLSyntaxError as exc:
+        raise PacemakerError(f"{node.name}: the CIB status is not XML: {exc}") from None
 
 
 # --- the CIB ---------------------------------------------------------------------------------
@@ -343,6 +382,36 @@ async def change_cib(
             return True
         await sleep(2)  # the CIB moved under us: re-read and re-diff
     raise PacemakerError(f"{node.name}: {what} did not apply after {CIB_ATTEMPTS} attempts")
+
+
+# DRBD's crm-fence-peer handler keeps a lost peer from being promoted with a constraint of
+# this id prefix on the promotable clone; crm-unfence-peer removes it after a resync.
+FENCE_CONSTRAINT_PREFIX = "drbd-fence-by-handler-"
+
+
+def without_fence_constraints(cib: str, clones: Iterable[str]) -> str | None:
+    """The CIB without the DRBD handler's constraints on `clones`; None if it has none."""
+    root = etree.fromstring(cib.encode(), _PARSER)
+    wanted = set(clones)
+    gone = [
+        el
+        for el in root.iter("rsc_location")
+        if el.get("id", "").startswith(FENCE_CONSTRAINT_PREFIX) and el.get("rsc") in wanted
+    ]
+    for el in gone:
+        parent = el.getparent()
+        if parent is not None:
+            parent.remove(el)
+    return etree.tostring(root).decode() if gone else None
+
+
+async def remove_fence_constraints(node: Remote, clones: Iterable[str]) -> bool:
+    """Lift what crm-unfence-peer would have lifted (once both sides are UpToDate again);
+    True if there was something to remove."""
+    names = list(clones)
+    return await change_cib(
+        node, lambda live: without_fence_constraints(live, names), what="lifting DRBD fencing"
+    )
 
 
 # --- what Pacemaker would do: crm_simulate ----------------------------------------------------

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from hakvm.errors import InputError
-from hakvm.remote.connection import NodeConnection, RemoteError, UnreachableError
-from hakvm.spec.models import ClusterSpec, Node
+from hakvm.remote.connection import Endpoint, NodeConnection, RemoteError, UnreachableError
+from hakvm.spec.models import ClusterSpec, Node, SshTarget
 from hakvm.spec.paths import spec_dir
 
 CONNECT_TIMEOUT_S = 20.0  # an SSH handshake on a loaded emulated node can take 10 s
@@ -23,7 +24,15 @@ class UnknownNodeError(InputError):
     """A node name that is not in the spec."""
 
 
-async def connect_all(nodes: Sequence[Node], directory: Path) -> list[NodeConnection]:
+@dataclass(frozen=True)
+class Target:
+    """A machine reached before any spec names it (`hakvm init`): a name and how to log in."""
+
+    name: str
+    ssh: SshTarget
+
+
+async def connect_all(nodes: Sequence[Endpoint], directory: Path) -> list[NodeConnection]:
     """Connect to every node in parallel; on failure close whatever opened and raise."""
     conns = [NodeConnection(node, directory, CONNECT_TIMEOUT_S) for node in nodes]
     results = await asyncio.gather(*(c.connect() for c in conns), return_exceptions=True)
