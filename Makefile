@@ -12,11 +12,13 @@ DEMO_PACKAGES := python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs u
 	openssh-client dpkg-dev debian-archive-keyring iproute2 python3-pyghmi ipmitool \
 	corosync-qnetd libnss3-tools
 # The tests, for their binaries only (corosync -t, crm_verify, crm_simulate, drbdadm dump,
-# virt-xml-validate, ifquery, nft -c, firewall-offline, pcs and crm offline):
-# tools/install-debs keeps every daemon they bring stopped, disabled and masked.
+# virt-xml-validate, ifquery, nft -c, firewall-offline, pcs and crm offline, promtool check
+# metrics/rules and test rules; chromium for hakvm serve's browser tests, driven by
+# Playwright from PyPI, whose own browser download cannot work here): tools/install-debs
+# keeps every daemon they bring stopped, disabled and masked.
 TEST_PACKAGES := corosync pacemaker pacemaker-cli-utils drbd-utils libvirt-clients \
 	fence-agents libxml2-utils pcs crmsh ifupdown nftables python3-firewall python3-gi \
-	gir1.2-nm-1.0
+	gir1.2-nm-1.0 prometheus chromium
 STAMP := $(VENV)/.installed
 
 .PHONY: deps deps-demo venv test test-fast test-e2e test-deploy test-drills lint demo bench clean
@@ -35,8 +37,9 @@ $(STAMP): pyproject.toml | deps-demo
 
 venv: $(STAMP)
 
+# The browser test (chromium, 20 s) runs in make test only.
 test-fast: venv
-	$(BIN)/pytest -q -m "not e2e" tests/unit tests/render
+	$(BIN)/pytest -q -m "not e2e and not browser" tests/unit tests/render
 
 lint: venv
 	$(BIN)/ruff check src tests bench

@@ -2,13 +2,15 @@
 
 A library module raises one of these kinds (or a subclass naming its own case) with one line
 for the user; `hakvm.cli.main` turns the kind into the exit code. Nothing below `cli/` prints
-or exits.
+or exits. Every message passes through `hakvm.redact.redact` when the error is made.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
 from typing import ClassVar
+
+from hakvm.redact import redact
 
 
 class ExitCode(IntEnum):
@@ -36,6 +38,12 @@ class HakvmError(Exception):
 
     exit_code: ClassVar[int] = ExitCode.FAILED
     hint: str = ""
+
+    def __init__(self, *args: object) -> None:
+        # Every message is redacted as it is made: a tool's output quoted in an error (a
+        # failed drbdsetup command line with its --shared-secret) never reaches a terminal,
+        # a --json report or a log.
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class FailedError(HakvmError):

@@ -87,3 +87,50 @@ def test_drill_with_faults_injected_from_inside_the_nodes(lab: LabHandle, spec_f
     assert drill["passed"], json.dumps(drill, indent=1)
     for node in ("node01", "node02"):  # healed: the drill's table is gone
         assert "hakvm_drill" not in lab.check(node, ["nft", "list", "tables"])
+
+
+def test_drill_heal_removes_what_an_interrupted_drill_left(
+    deployed: LabHandle, spec_file: Path
+) -> None:
+    """`hakvm drill --heal` after a drill that left its nftables table (injected here, with a
+    rule for a TEST-NET address only, so that the cluster does not notice) and a stopped
+    BMC: exit 0, both gone; a second heal finds nothing. Seconds of lab time."""
+    table = (
+        "table inet hakvm_drill {\n  chain input {\n"
+        "    type filter hook input priority -200; policy accept;\n"
+        "    ip saddr 192.0.2.1 drop\n  }\n}\n"
+    )
+    injected = deployed.run("node01", ["nft", "-f", "-"], input=table)
+    assert injected.returncode == 0, injected.stderr
+    assert "table inet hakvm_drill" in deployed.check("node01", ["nft", "list", "tables"])
+    stopped = deployed.hakvm("bmc-stop", "node02")
+    assert stopped.returncode == 0, stopped.stderr
+    args = ("drill", str(spec_file), "--heal", "--lab-dir", str(deployed.state_dir))
+    healed = hakvm(*args, timeout=300)
+    assert healed.returncode == 0, healed.stdout + healed.stderr
+    assert "node01: removed nftables table inet hakvm_drill" in healed.stdout.splitlines()
+    assert "lab: node02's BMC started" in healed.stdout.splitlines()
+    for node in ("node01", "node02"):
+        assert "hakvm_drill" not in deployed.check(node, ["nft", "list", "tables"])
+    assert deployed.status()["nodes"]["node02"]["bmc"] == "running"
+    again = hakvm(*args, timeout=300)
+    assert (again.returncode, again.stdout) == (0, "no trace of a drill on the nodes\n"), (
+        again.stdout + again.stderr
+    )
+
+
+@pytest.mark.extended
+@pytest.mark.lab_last  # node02 is reinstalled: the lab's snapshots are forgotten
+def test_node_replacement_drill(deployed: LabHandle, spec_file: Path) -> None:
+    """node02 dies, gets fresh disks and a new host key (hakvm lab reimage); replace-node
+    brings it back while the witness writes on node01: no VM stops, no acknowledged write is
+    lost, every copy UpToDate on both; then a node-crash of node01 fails over onto node02."""
+    drill = _passing_drill(deployed, spec_file, "node-replacement")
+    assert drill["witness"]["acked"] > 0 and drill["witness"]["lost"] == []
+    assert drill["witness"]["reader"] == "node02"  # the acked records reached the new copy
+    names = {i["name"] for i in drill["invariants"]}
+    assert {"no VM stopped", "every copy UpToDate on both nodes"} <= names
+    assert any(n.startswith("failover onto the new node: ") for n in names)
+    events = [e["event"] for e in drill["timeline"]]
+    assert any(e.startswith("replace-node: vm-a: resync done") for e in events), events
+    assert not deployed.has_snapshot("deployed")  # they held node02's old disks

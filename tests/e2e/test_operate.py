@@ -7,6 +7,9 @@ node02); its tests run in file order on that one cluster.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,48 @@ def test_doctor_finds_nothing_on_the_deployed_cluster(spec_file: Path) -> None:
     report = json.loads(result.stdout)
     assert result.returncode == 0, json.dumps(report["findings"], indent=1)
     assert {"fencing-disabled", "drbd-split-brain", "secret-readable"} <= set(report["checks_run"])
+    # The lab mounts /proc without hidepid: advice only, the cluster stays healthy.
+    assert "proc-hidepid" in report["checks_run"]
+    assert {(f["check"], f["severity"]) for f in report["findings"]} <= {("proc-hidepid", "advice")}
+
+
+def test_plan_from_a_machine_without_the_secrets_reads_none(
+    lab: LabHandle, spec_file: Path, tmp_path: Path
+) -> None:
+    """Issue 16 item 4c: plan from an empty state dir (another admin's machine) compares
+    each secret by the hash the nodes compute, reads none back, writes none here, and finds
+    the deployed cluster's secret files as they should be."""
+    empty = tmp_path / "state"
+    env = dict(os.environ, HAKVM_STATE_DIR=str(empty))
+    result = subprocess.run(
+        [sys.executable, "-m", "hakvm.cli", "plan", "--json", str(spec_file)],
+        capture_output=True, text=True, timeout=900, check=False, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert not empty.exists()
+    assert len(report["secrets"]) == 3, report["secrets"]
+    for line in report["secrets"]:
+        assert line.endswith("node01 present, matches; node02 present, matches"), line
+    # Stand-ins for the unread secrets compare exactly: not one file differs.
+    steps = [f"{s['node']}: {s['title']}" for p in report["phases"] for s in p["steps"]]
+    assert report["changes"] == 0, steps
+
+
+def test_the_migration_key_opens_only_libvirts_tunnel(lab: LabHandle) -> None:
+    """Issue 16 item 9: node02 runs libvirt's tunnel (virt-ssh-helper) for the migration key
+    and refuses anything else; the live migration below proves the tunnel carries a move."""
+    tunnel = lab.run(
+        "node01", ["virsh", "-c", "qemu+ssh://node02-migration/system", "uri"], timeout=180
+    )
+    assert tunnel.returncode == 0, tunnel.stdout + tunnel.stderr
+    probe = "/root/hakvm-forced-command-probe"
+    key = "/etc/hakvm/ssh/migration_ed25519"
+    for asked in (["true"], ["touch", probe]):
+        refused = lab.run("node01", ["ssh", "-i", key, "node02-migration", *asked], timeout=120)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "opens only the libvirt tunnel" in refused.stderr
+    assert lab.run("node02", ["test", "-e", probe]).returncode == 1
 
 
 def test_live_migration_reports_libvirt_downtime(lab: LabHandle, spec_file: Path) -> None:

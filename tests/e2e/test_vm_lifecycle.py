@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lxml import etree
 
+from hakvm.remote import pacemaker
 from hakvm.render.libvirt import qcow2_dir
 from tests.e2e.conftest import LabHandle, hakvm, wait_for
 
@@ -27,17 +27,9 @@ OTHERS = ("vm-a", "vm-a_drbd", "vm-b", "vm-b_drbd")
 
 def last_operations(lab: LabHandle) -> dict[tuple[str, str], str]:
     """(node, resource) -> call-id of its last non-recurring operation, from the CIB status."""
-    status = etree.fromstring(lab.check("node01", ["cibadmin", "-Q", "-o", "status"]).encode())
-    found: dict[tuple[str, str], str] = {}
-    for state in status.iter("node_state"):
-        for rsc in state.iter("lrm_resource"):
-            base = rsc.get("id", "").split(":")[0]  # clone instances: vm-a_drbd:0
-            if base not in OTHERS:
-                continue
-            for op in rsc.iter("lrm_rsc_op"):
-                if op.get("id", "").endswith("_last_0"):
-                    found[(state.get("uname", ""), base)] = op.get("call-id", "")
-    return found
+    return pacemaker.last_operations(
+        lab.check("node01", ["cibadmin", "-Q", "-o", "status"]), OTHERS
+    )
 
 
 def vm_list(spec: Path) -> dict[str, dict[str, Any]]:

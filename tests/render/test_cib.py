@@ -44,6 +44,7 @@ def test_layout_and_properties() -> None:
         "nodes",
         "resources",
         "constraints",
+        "alerts",
     ]
     assert root.find("status") is not None and len(root.find("status")) == 0  # type: ignore[arg-type]
     props = "configuration/crm_config/cluster_property_set"

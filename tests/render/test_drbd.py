@@ -40,18 +40,27 @@ def _directives(text: str) -> list[str]:
     ]
 
 
+def _heartbeat_rule() -> dict[str, Any]:
+    """lab without its replication network: DRBD picks a heartbeat link."""
+    data = copy.deepcopy(example_data("lab"))
+    del data["replication"]
+    for node in data["nodes"]:
+        del node["interfaces"]["vlans"]
+    return data
+
+
 def _three_links() -> dict[str, Any]:
     """lab plus a third heartbeat network on its own NIC, at the highest priority."""
-    data = copy.deepcopy(example_data("lab"))
-    data["heartbeat"].append({"network": "10.88.2.0/24", "priority": 5})
+    data = _heartbeat_rule()
+    data["heartbeat"].append({"network": "10.88.4.0/24", "priority": 5})
     for index, node in enumerate(data["nodes"], start=1):
-        node["interfaces"]["ethernets"]["eth4"] = {"addresses": [f"10.88.2.{index}/24"]}
+        node["interfaces"]["ethernets"]["eth4"] = {"addresses": [f"10.88.4.{index}/24"]}
     return data
 
 
 def _no_bond() -> dict[str, Any]:
     """Two plain ethernet links at the same priority: no bond to prefer."""
-    data = copy.deepcopy(example_data("lab"))
+    data = _heartbeat_rule()
     data["heartbeat"] = [
         {"network": "10.88.1.0/24", "priority": 1},
         {"network": "10.88.3.0/24", "priority": 1},
@@ -142,13 +151,15 @@ def test_common_policy_in_every_resource() -> None:
                 assert expected in lines, (example, name, expected)
 
 
-def test_lab_resource_replicates_over_the_bond_bridge() -> None:
+def test_lab_resource_replicates_over_its_own_vlan() -> None:
     ctx = _ctx(example_data("lab"))
-    assert str(drbd.replication_link(ctx).network) == "10.88.0.0/24"
+    assert str(drbd.replication_link(ctx).network) == "10.88.2.0/24"
+    assert str(drbd.replication_link(_ctx(_heartbeat_rule())).network) == "10.88.0.0/24"
     text = _files(drbd.render(ctx))["vm-b.res"]
+    assert "the replication network of its own" in text
     blocks = re.findall(r"on (\S+) \{([^}]*)\}", text)
     assert [name for name, _ in blocks] == ["node01", "node02"]
-    for (_, body), address in zip(blocks, ("10.88.0.1", "10.88.0.2"), strict=True):
+    for (_, body), address in zip(blocks, ("10.88.2.1", "10.88.2.2"), strict=True):
         lines = _directives(body)
         assert "device /dev/drbd1;" in lines
         assert "disk /dev/hakvm/vm-b;" in lines
@@ -192,7 +203,7 @@ def test_minor_10() -> None:
     files = _files(drbd.render(_ctx(example_data("lab"), minors={"vm-b": 10})))
     lines = _directives(files["vm-b.res"])
     assert lines.count("device /dev/drbd10;") == 2
-    assert "address 10.88.0.1:7799;" in lines
+    assert "address 10.88.2.1:7799;" in lines
     assert "device /dev/drbd0;" in _directives(files["vm-a.res"])
 
 

@@ -77,16 +77,27 @@ def test_nft_only_peer_addresses() -> None:
         assert peers is not None
         found = re.findall(r"(\d+\.\d+\.\d+\.\d+)", peers.group(1))
         other = "2" if own == ".1" else "1"
-        assert found == [f"10.88.1.{other}", f"10.88.0.{other}"], peer
+        assert found == [f"10.88.1.{other}", f"10.88.0.{other}", f"10.88.2.{other}"], peer
+        # DRBD and migration: from the peer's replication address only (bond0.20).
+        for what in ("DRBD replication", "libvirt live migration"):
+            assert re.search(
+                rf"ip saddr 10\.88\.2\.{other} tcp dport \S+ accept comment \"{what}\"", text
+            )
+        assert "ip saddr @peers tcp dport @drbd_tcp" not in text
         assert "flush ruleset" not in text.replace("`flush ruleset`", "")
 
 
 def test_firewalld_zone_sources_are_the_peer() -> None:
     ctx = _ctx("seed")
     text = _file(ctx, "node01", firewall.FIREWALLD_ZONE_PATH)
-    assert re.findall(r'<source address="([^"]+)"/>', text) == ["10.0.20.2", "10.0.10.254"]
+    sources = ["10.0.20.2", "10.0.10.254", "10.0.40.2"]  # links 0, 1, replication
+    assert re.findall(r'<source address="([^"]+)"/>', text) == sources
     text2 = _file(ctx, "node02", firewall.FIREWALLD_ZONE_PATH)
-    assert re.findall(r'<source address="([^"]+)"/>', text2) == ["10.0.20.1", "10.0.10.253"]
+    assert re.findall(r'<source address="([^"]+)"/>', text2) == [
+        "10.0.20.1",
+        "10.0.10.253",
+        "10.0.40.1",
+    ]
 
 
 def test_no_vms_renders_an_empty_drbd_set() -> None:
@@ -156,7 +167,7 @@ def test_firewalld_accepts_seed(node: str) -> None:
         ["7792", "tcp"],
         ["49152-49215", "tcp"],
     ]
-    assert len(config["sources"]) == 2  # type: ignore[arg-type]
+    assert len(config["sources"]) == 3  # type: ignore[arg-type]
 
 
 @pytest.mark.realtool
@@ -194,8 +205,8 @@ def _ip(*args: str) -> None:
 
 @contextmanager
 def _two_hosts() -> Iterator[tuple[str, str]]:
-    """Namespaces `node` (10.88.1.1) and `wire` (the peer 10.88.1.2 plus a stranger
-    10.88.1.9) joined by a veth pair."""
+    """Namespaces `node` (10.88.1.1, 10.88.2.1) and `wire` (the peer 10.88.1.2 and its
+    replication address 10.88.2.2, plus a stranger 10.88.1.9) joined by a veth pair."""
     import os
 
     tag = f"hk{os.getpid() % 100000}"
@@ -219,7 +230,9 @@ def _two_hosts() -> Iterator[tuple[str, str]]:
                 wire,
             )
             _ip("-n", node, "addr", "add", "10.88.1.1/24", "dev", f"{tag}a")
+            _ip("-n", node, "addr", "add", "10.88.2.1/24", "dev", f"{tag}a")
             _ip("-n", wire, "addr", "add", "10.88.1.2/24", "dev", f"{tag}b")
+            _ip("-n", wire, "addr", "add", "10.88.2.2/24", "dev", f"{tag}b")
             _ip("-n", wire, "addr", "add", "10.88.1.9/24", "dev", f"{tag}b")
             for ns, dev in ((node, f"{tag}a"), (wire, f"{tag}b")):
                 _ip("-n", ns, "link", "set", dev, "up")
@@ -269,8 +282,11 @@ def test_table_drops_strangers_but_not_the_peer() -> None:
 
         # Nothing listens in `node`: "refused" means the SYN got through the table.
         for port in (7789, 7790, 49152, 49215, 22):
-            assert probe("10.88.1.2", port) == "refused", port  # the peer
+            assert probe("10.88.2.2", port) == "refused", port  # the peer's replication
+        assert probe("10.88.1.2", 22) == "refused"  # the peer's heartbeat link address
         for port in (7789, 7790, 49152, 49215):
             assert probe("10.88.1.9", port) == "dropped", port  # a stranger
+            # the peer's other address (a guest on br0 could claim it): not for DRBD
+            assert probe("10.88.1.2", port) == "dropped", port
         assert probe("10.88.1.9", 22) == "refused"  # management SSH is never closed
         assert probe("10.88.1.9", 7791) == "refused"  # not a cluster port: not ours to drop

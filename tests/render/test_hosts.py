@@ -39,6 +39,14 @@ def test_block_lab() -> None:
     assert _entries(block) == [
         ["10.88.1.1", "node01", "node01-link0"],
         ["10.88.1.2", "node02", "node02-link0"],
+        ["10.88.0.1", "node01-link1"],
+        ["10.88.0.2", "node02-link1"],
+        ["10.88.2.1", "node01-migration"],  # the replication network (bond0.20)
+        ["10.88.2.2", "node02-migration"],
+    ]
+    data = example_data("lab")  # replication on a heartbeat link: the alias goes there
+    del data["replication"]
+    assert _entries(hosts.hosts_block(render_context(data)))[2:] == [
         ["10.88.0.1", "node01-link1", "node01-migration"],
         ["10.88.0.2", "node02-link1", "node02-migration"],
     ]
@@ -49,7 +57,7 @@ def test_block_seed_one_address_per_name() -> None:
     names = [name for entry in entries for name in entry[1:]]
     assert len(names) == len(set(names))
     assert ["10.0.20.1", "node01", "node01-link0"] in entries
-    assert ["10.0.10.254", "node02-link1", "node02-migration"] in entries
+    assert ["10.0.40.2", "node02-migration"] in entries
 
 
 def test_render_fragment_same_on_both_nodes() -> None:

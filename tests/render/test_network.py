@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import configparser
 import copy
+import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +58,7 @@ def test_debian_file_set_and_modes() -> None:
     assert text.startswith("# Managed by hakvm")
     # Only the spec's interfaces: never the management NIC, never a route.
     ifaces = [line.split()[1] for line in text.splitlines() if line.startswith("auto ")]
-    assert ifaces == ["bond0", "eth1", "eth2", "eth3", "br0"]
+    assert ifaces == ["bond0", "eth1", "eth2", "eth3", "bond0.20", "br0"]
     directives = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
     assert not any("eth0" in ln or "gateway" in ln or "route" in ln for ln in directives)
 
@@ -97,6 +99,7 @@ def test_rhel_keyfiles_are_0600_and_parse() -> None:
     files = _files(example_data("seed"))
     keyfiles = {p: f for p, f in files.items() if p.endswith(".nmconnection")}
     assert sorted(Path(p).name for p in keyfiles) == [
+        "hakvm-bond0.40.nmconnection",
         "hakvm-bond0.nmconnection",
         "hakvm-br0.nmconnection",
         "hakvm-eno2.nmconnection",
@@ -151,7 +154,7 @@ def test_ifquery_accepts_lab(node: str) -> None:
     data = example_data("lab")
     text = _files(data, node)[network.IFUPDOWN_PATH].content
     parsed = check_ifupdown(text)
-    assert sorted(parsed) == ["bond0", "br0", "eth1", "eth2", "eth3"]
+    assert sorted(parsed) == ["bond0", "bond0.20", "br0", "eth1", "eth2", "eth3"]
     assert parsed["bond0"]["bond-slaves"] == "eth1 eth2"
     assert parsed["bond0"]["bond-mode"] == "802.3ad"
     assert parsed["bond0"]["bond-lacp-rate"] == "fast"
@@ -163,6 +166,9 @@ def test_ifquery_accepts_lab(node: str) -> None:
     assert parsed["br0"]["address"] == f"10.88.0.{index}"
     assert parsed["br0"]["netmask"] == "255.255.255.0"
     assert parsed["eth3"]["address"] == f"10.88.1.{index}"
+    # VLAN 20 on bond0 for replication, named as ifupdown derives the VLAN (no bridge)
+    assert parsed["bond0.20"]["address"] == f"10.88.2.{index}"
+    assert "bridge_ports" not in parsed["bond0.20"]
     assert all("gateway" not in opts for opts in parsed.values())
 
 
@@ -198,7 +204,7 @@ def _keyfiles(data: dict[str, Any], node: str = "node01") -> dict[str, str]:
 def test_libnm_accepts_seed(node: str) -> None:
     parsed = check_nm_profiles(_keyfiles(example_data("seed"), node))
     by_name = {str(p["interface-name"]): p for p in parsed.values()}
-    assert sorted(by_name) == ["bond0", "br0", "eno2", "eno3", "enp1s0f3"]
+    assert sorted(by_name) == ["bond0", "bond0.40", "br0", "eno2", "eno3", "enp1s0f3"]
     assert by_name["bond0"]["bond"] == {
         "mode": "802.3ad",
         "miimon": "80",
@@ -213,6 +219,10 @@ def test_libnm_accepts_seed(node: str) -> None:
     assert by_name["br0"]["ipv4.gateway"] is None
     assert by_name["br0"]["ipv6.method"] == "disabled"
     assert by_name["eno3"]["ipv4.addresses"] == [f"10.0.20.{index - 252}/24"]
+    vlan = by_name["bond0.40"]
+    assert vlan["type"] == "vlan" and vlan["master"] is None
+    assert vlan["vlan"] == {"id": 40, "parent": by_name["bond0"]["uuid"]}
+    assert vlan["ipv4.addresses"] == [f"10.0.40.{index - 252}/24"]
 
 
 @pytest.mark.realtool
@@ -238,6 +248,12 @@ def test_libnm_rejects_broken_keyfiles() -> None:
         check_nmconnection(renamed)
     with pytest.raises(AssertionError, match="rejects the keyfile"):
         check_nmconnection(bond.replace("mode=802.3ad", "mode=802.3az"))
+    vlan_path = f"{network.NM_DIR}/hakvm-bond0.40.nmconnection"
+    vlan = files[vlan_path]
+    with pytest.raises(AssertionError, match="rejects the keyfile"):
+        check_nmconnection(vlan.replace("id=40", "id=4095"))
+    with pytest.raises(AssertionError, match="not one of the rendered profiles"):
+        check_nm_profiles({**files, vlan_path: re.sub("parent=.*", f"parent={uuid.uuid4()}", vlan)})
     with pytest.raises(AssertionError, match="rejects the keyfile"):
         check_nmconnection(bond.replace("type=bond", "type=bnod"))
     # A port pointing at a controller that is not rendered.

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
-from hakvm.remote.connection import RemoteError, Result, StreamResult
+from hakvm.remote.connection import RemoteError, Result, StreamResult, UnreachableError
 from hakvm.remote.qnetd import STANDARD, QnetdCa
 
 
@@ -46,6 +46,8 @@ class FakeNode:
         self.stream_lines = list(stream_lines)
         self.stream_end = stream_end
         self.closed = False
+        self.connects = 0  # logins: how often connect() was called
+        self.unreachable: str | None = None  # connect() raises UnreachableError with it
 
     def on(self, *prefix: str, rc: int = 0, out: str = "", err: str = "") -> FakeNode:
         """Answer commands starting with `prefix` so (chainable)."""
@@ -116,6 +118,10 @@ class FakeNode:
         return StreamResult(tuple(argv), len(self.stream_lines), status, ended, reason=reason)
 
     async def connect(self) -> FakeNode:
+        self.connects += 1
+        if self.unreachable is not None:
+            raise UnreachableError(f"{self.name}: {self.unreachable}")
+        self.closed = False
         return self
 
     async def close(self) -> None:

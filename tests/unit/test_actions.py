@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hakvm.deploy import actions, cib_merge
+from hakvm.remote import pacemaker
 from hakvm.remote.connection import RemoteError
 from hakvm.remote.facts import parse_batch
 from hakvm.remote.pacemaker import PacemakerError
@@ -108,10 +109,10 @@ def test_a_resource_that_never_connects_is_named() -> None:
 
 # --- the network change and its rollback ------------------------------------------------------
 
-TIMER = ("systemd-run", "--unit=hakvm-net-rollback", "--on-active=120",
+TIMER = ("systemd-run", f"--unit={actions.ROLLBACK_UNIT}", "--on-active=120", "--collect",
          "/usr/local/lib/hakvm/net-rollback")  # fmt: skip
 COMMIT = ("/usr/local/lib/hakvm/net-commit",)
-STOP_TIMER = ("systemctl", "stop", "hakvm-net-rollback.timer")
+STOP_TIMER = ("systemctl", "stop", f"{actions.ROLLBACK_UNIT}.timer")
 
 
 def _activate(nodes: FakeNodes, os_family: OsFamily = OsFamily.DEBIAN12) -> None:
@@ -166,7 +167,7 @@ def test_rhel_brings_networkmanager_connections_up() -> None:
 
 # --- the CIB push: fencing first, retried when the CIB moved ----------------------------------
 
-PATCH = ("cibadmin", "--patch", "--xml-file", "/run/hakvm/cib.patch")
+PATCH = ("cibadmin", "--patch", "--xml-file", pacemaker.PATCH)
 
 
 def _rendered() -> str:
@@ -204,7 +205,7 @@ class LiveCib:
             if self.moves:
                 self.moves -= 1
                 return 1, "", "Update was older than existing configuration"
-            self.cib = node.files["/run/hakvm/cib-desired.xml"].decode()
+            self.cib = node.files[pacemaker.DESIRED].decode()
             self.pushed.append(self.cib)
         return 0, ""
 

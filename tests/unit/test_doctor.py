@@ -19,7 +19,14 @@ from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH
 from hakvm.deploy.steps import Step
 from hakvm.errors import UnknownError as SpecUnknownError
 from hakvm.ops import doctor as dr
-from hakvm.remote.facts import FileFact, NodeFacts, batch_argv, facts_from_batch, parse_batch
+from hakvm.remote.facts import (
+    FileFact,
+    NodeFacts,
+    batch_argv,
+    facts_from_batch,
+    parse_batch,
+    parse_hidepid,
+)
 from hakvm.remote.probes import NodeAnswer, status_commands
 from hakvm.render.cib import password_file_path
 from hakvm.render.drbd import resource_path
@@ -33,10 +40,11 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 FACT_PATHS = ["/etc/hosts", "/etc/network/interfaces.d/hakvm", "/etc/hakvm/no-such-file"]
 EVERY_ID = [
     "node-unreachable", *dr.FENCING_IDS, "no-quorum-policy-ignore", "no-quorum-policy-risky",
-    "heartbeat-single-link", "heartbeat-down", "heartbeat-link-down", "vm-no-replication",
+    "heartbeat-single-link", dr.GUEST_NET, "heartbeat-down", "heartbeat-link-down",
+    "vm-no-replication",
     "drbd-split-brain", "drbd-not-uptodate", "clock-skew", "bond-degraded",
     "qdevice-not-voting", "qdevice-with-two-node", "local-secret-readable", "secret-readable",
-    "drift",
+    "proc-hidepid", "drift",
 ]  # fmt: skip
 NODE01_FENCE = '<resource id="node01_fence" resource_agent="stonith:fence_ipmilan" role="Started"'
 
@@ -82,7 +90,8 @@ def inputs(
     deployed: dr.DeployView | None = None,
 ) -> dr.Inputs:
     seen = answers() if seen is None else seen
-    deployed = dr.DeployView(files=deployed_files(spec)) if deployed is None else deployed
+    if deployed is None:
+        deployed = dr.DeployView(files=deployed_files(spec), proc_hidden=dict.fromkeys(NODES, True))
     local = {"/spec/id_ed25519": 0o600, "/spec/bmc.password": 0o400}
     return dr.Inputs({n: dr.TimedAnswer(a, 100.0, 100.2) for n, a in seen.items()}, deployed, local)
 
@@ -585,3 +594,40 @@ def test_two_node_and_a_device_in_one_file_is_critical(spec: ClusterSpec) -> Non
     report = dr.diagnose(spec, inputs(spec, deployed=dr.DeployView(files=files)))
     assert found(report) == [("qdevice-with-two-node", "critical", "node02")]
     assert "corosync refuses to start with both" in report.findings[0].message
+
+
+# --- /proc hidepid (issue 16 item 4d) --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "hidden"),
+    [("rw,nosuid,nodev,noexec,relatime", False), ("rw,relatime,hidepid=invisible", True),
+     ("rw,hidepid=2,gid=4", True), ("rw,hidepid=0", False), ("rw,hidepid=off", False),
+     ("rw,hidepid=noaccess", True), ("rw,hidepid=ptraceable,subset=pid", True), ("", None)],
+)  # fmt: skip
+def test_proc_mount_options_say_whether_processes_are_hidden(
+    options: str, hidden: bool | None
+) -> None:
+    assert parse_hidepid(options) is hidden
+
+
+def test_proc_without_hidepid_is_advice_that_leaves_the_cluster_healthy(spec: ClusterSpec) -> None:
+    """fence_ipmilan's `ipmitool -P PASSWORD` is readable in /proc/PID/cmdline by any local
+    process there: said, with the fix, but not a degraded cluster (nothing is broken)."""
+    view = dr.DeployView(files=deployed_files(spec), proc_hidden={"node01": False, "node02": True})
+    report = dr.diagnose(spec, inputs(spec, deployed=view))
+    assert found(report) == [("proc-hidepid", "advice", "node01")]
+    assert (report.health, report.exit_code) == ("healthy", 0)
+    assert "hidepid=2" in report.findings[0].fix and "ipmitool -P" in report.findings[0].message
+
+    seen = answers()
+    edit(seen["node01"], "proc_drbd", "0: cs:Connected", "0: cs:WFConnection")
+    report = dr.diagnose(spec, inputs(spec, seen, view))
+    assert [f.severity for f in report.findings][-1] == "advice"  # advice last
+    assert (report.health, report.exit_code) == ("degraded", 1)  # the warning grades it
+
+
+def test_proc_not_reported_is_not_checked(spec: ClusterSpec) -> None:
+    report = dr.diagnose(spec, inputs(spec, deployed=dr.DeployView(files=deployed_files(spec))))
+    assert "proc-hidepid" not in report.checks_run
+    assert "proc-hidepid: no node said how /proc is mounted" in report.skipped

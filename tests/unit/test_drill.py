@@ -13,7 +13,7 @@ from hakvm.drill.harness import Cluster, DrillError, DrillResult, busiest, fence
 from hakvm.remote.facts import parse_batch
 from hakvm.remote.pacemaker import ClusterState, parse_crm_mon
 from hakvm.spec.validate import validate_file
-from tests.unit.fakes import FakeNode
+from tests.unit.fakes import FakeNode, FakeNodes
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DATA = pathlib.Path(__file__).parent / "data"
@@ -313,3 +313,127 @@ def test_a_drain_that_moved_nothing_proves_nothing(spec, no_sleep, monkeypatch) 
     result = asyncio.run(drill.rolling_maintenance(lab, lab, 600, lambda _: None))  # type: ignore[arg-type]
     failed = {i.name: i.detail for i in result.invariants if not i.ok}
     assert failed == {"node01 drained live": "0 move(s)", "node02 drained live": "0 move(s)"}
+
+
+class ReplacementLab(Cluster):
+    """node02 dies and is reinstalled: node01 fences it on the second poll and runs both VMs;
+    every answer the drill reads is scripted here."""
+
+    def __init__(self, spec) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(spec, REPO / "examples" / "lab.yaml")
+        self.events: list[str] = []
+        self.polls = 0
+        self.pids_after = {"vm-a": "node01:11", "vm-b": "node01:22"}
+
+    async def state(self, name: str):  # type: ignore[no-untyped-def]
+        self.polls += 1
+        text = (DATA / "status-healthy-node01.b64").read_text()
+        state = parse_crm_mon(parse_batch(text)["crm_mon"][1].decode())
+        for vm in ("vm-a", "vm-b"):
+            state.resources[vm].active_on = ["node01"]
+        if self.polls >= 2:
+            from hakvm.remote.pacemaker import FenceEvent
+
+            state.fencing.append(FenceEvent("reboot", "node02", "node01", "success", "now"))
+        return state
+
+    async def placement(self, name: str) -> dict[str, list[str]]:
+        return {"vm-a": ["node01"], "vm-b": ["node01"]}
+
+    async def qemu_pids(self) -> dict[str, str]:
+        if any(e.startswith("replace-node") for e in self.events):
+            return self.pids_after
+        return {"vm-a": "node01:11", "vm-b": "node01:22"}
+
+    async def drbd(self, node: str, vm: str):  # type: ignore[no-untyped-def]
+        from hakvm.remote.drbd import DrbdResource
+
+        return DrbdResource(vm, 0, "Connected", "Primary", "Primary", "UpToDate", "UpToDate")
+
+    async def drop(self, name: str) -> None:
+        self.events.append(f"drop {name}")
+
+
+class ReplacementFaults(LabFaults):
+    def __init__(self, log: list[str]) -> None:
+        super().__init__(pathlib.Path("/nonexistent"))
+        self.log = log
+
+    async def run(self, *args: str) -> None:
+        self.log.append("lab " + " ".join(args))
+
+
+def _replacement(spec, monkeypatch, *, restarted: bool = False):  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from hakvm.drill import replacement
+    from hakvm.ops import replace
+
+    lab = ReplacementLab(spec)
+    if restarted:
+        lab.pids_after = {"vm-a": "node01:99", "vm-b": "node01:22"}
+    faults = ReplacementFaults(lab.events)
+
+    async def start(cluster, node, vm, say):  # type: ignore[no-untyped-def]
+        lab.events.append(f"witness on {node} ({vm})")
+        return SimpleNamespace(vm=vm)
+
+    async def acks(w) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+    async def finish(cluster, w, reader, result) -> None:  # type: ignore[no-untyped-def]
+        lab.events.append(f"witness read on {reader}")
+        result.check("acknowledged writes", True, "")
+
+    async def check(ssh, known):  # type: ignore[no-untyped-def]
+        return SimpleNamespace(state="trusted", fingerprint="SHA256:new")
+
+    async def replace_node(spec, spec_path, node, say):  # type: ignore[no-untyped-def]
+        lab.events.append(f"replace-node {node}")
+        report = replace.ReplaceReport(node, "node01", untouched=not restarted)
+        report.timeline = [(3.0, "node02 online in the cluster"), (40.0, "vm-a: resync done")]
+        report.resync_s = {"vm-a": 30.0, "vm-b": 31.0}
+        return report
+
+    monkeypatch.setattr(replacement, "start_witness", start)
+    monkeypatch.setattr(replacement, "wait_acks", acks)
+    monkeypatch.setattr(replacement, "finish_witness", finish)
+    monkeypatch.setattr(replacement.hostkeys, "check", check)
+    monkeypatch.setattr(replace, "replace_node", replace_node)
+    monkeypatch.setattr(replacement, "POLL_S", 0)
+    result = asyncio.run(replacement.replace_and_check(lab, faults, 600, lambda _: None))
+    return lab, result
+
+
+def test_node_replacement_kills_reinstalls_then_replaces_with_the_witness_writing(
+    spec, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    lab, result = _replacement(spec, monkeypatch)
+    assert lab.events == [
+        "lab bmc-stop node02", "lab kill node02", "drop node02", "lab reimage node02",
+        "lab bmc-start node02", "lab start node02 --wait",
+        "witness on node01 (vm-a)", "replace-node node02", "witness read on node02",
+    ]  # fmt: skip
+    assert result.passed, [(i.name, i.detail) for i in result.invariants if not i.ok]
+    assert result.timeline.at("node02 fenced") is not None
+    assert result.timeline.at("vm-b running on node01") is not None
+    assert any("replace-node: vm-a: resync done" in e["event"] for e in result.timeline.as_dict())
+    detail = {i.name: i.detail for i in result.invariants}
+    assert detail["replace-node"] == "resync from node01: vm-a 30.0s, vm-b 31.0s"
+
+
+def test_node_replacement_fails_when_a_vm_restarted(spec, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    _, result = _replacement(spec, monkeypatch, restarted=True)
+    failed = {i.name: i.detail for i in result.invariants if not i.ok}
+    assert set(failed) == {"no VM stopped"} and "node01:99" in failed["no VM stopped"]
+
+
+def test_node_replacement_is_for_the_lab_and_only_when_named(spec) -> None:  # type: ignore[no-untyped-def]
+    from hakvm.drill import replacement
+    from hakvm.drill.scenarios import ALL, DRILLS
+
+    assert "node-replacement" in DRILLS and "node-replacement" not in ALL
+    nodes = NodeFaults(spec, FakeNodes())
+    with pytest.raises(DrillError, match="only on the lab"):
+        asyncio.run(replacement.replace_and_check(Cluster(spec, REPO / "x.yaml"), nodes, 1,
+                                                  lambda _: None))  # fmt: skip

@@ -5,14 +5,15 @@ it must see, and the verdicts when the cluster does or does not behave."""
 from __future__ import annotations
 
 import asyncio
+import json
 import pathlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from hakvm.drill import faults, scenarios
 from hakvm.drill import qdevice as qd
-from hakvm.drill import scenarios
 from hakvm.drill.harness import Cluster, DrillError, DrillResult
 from hakvm.drill.timeline import Fenced, QuorumLost, VmsStopped
 from hakvm.remote.pacemaker import ClusterState, FenceEvent, NodeState, ResourceState
@@ -141,6 +142,40 @@ def test_all_runs_the_quorum_device_drills_only_with_a_device() -> None:
     assert not names & set(scenarios.scenarios_for(_spec("lab")))
     assert names <= set(scenarios.scenarios_for(_spec("lab-qdevice")))
     assert scenarios.scenarios_for(_spec("lab-qdevice"))[:8] == list(scenarios.SCENARIOS[:8])
+    # Named only, as without a device: node-replacement reinstalls a lab node.
+    assert all("node-replacement" not in scenarios.scenarios_for(_spec(example))
+               for example in ("lab", "lab-qdevice"))  # fmt: skip
+
+
+# --- what a drill's `finally` and `hakvm drill --heal` undo -------------------------------------
+
+
+@pytest.mark.parametrize("qnetd", ["stopped", "running", None])
+def test_lab_clear_starts_a_qnetd_a_drill_stopped(
+    tmp_path: pathlib.Path, qnetd: str | None
+) -> None:
+    lab = faults.LabFaults(tmp_path)
+    ran: list[str] = []
+    status: dict[str, Any] = {"links": {"hb": "up"}, "nodes": {"node01": {"bmc": "running"}}}
+    if qnetd is not None:  # a lab from before the quorum device has none
+        status["qnetd"] = {"state": qnetd}
+
+    def lab_command(*args: str) -> str:
+        ran.append(" ".join(args))
+        return json.dumps(status) if args[0] == "status" else ""
+
+    lab._lab = lab_command  # type: ignore[method-assign]
+    healed = asyncio.run(lab.clear())
+    started = qnetd == "stopped"
+    assert ran[-1] == ("qnetd-start" if started else "bmc-start node01")
+    assert healed.undone == (["lab: qnetd started"] if started else [])
+
+
+def test_a_node_clear_removes_the_qnetd_rule_it_finds() -> None:
+    node = FakeNode("node02").on("nft", "list", out=f"table inet {faults.QNETD_TABLE}\n")
+    undone = asyncio.run(faults.clear_node(node, None))
+    assert undone == [f"node02: removed nftables table inet {faults.QNETD_TABLE}"]
+    assert node.sent[-1].stdin == faults.delete_table_script(faults.QNETD_TABLE)
 
 
 @pytest.mark.parametrize("name", sorted(scenarios.QDEVICE_DRILLS))

@@ -85,6 +85,7 @@ COMMANDS: dict[str, tuple[list[str], list[str], str]] = {
     "vm add": (["vm", "add"], ["vm-c", "--memory", "64MiB", "--disk", "1GiB", "--no-apply"],
                "commands"),
     "vm remove": (["vm", "remove"], ["vm-a"], "commands"),
+    "replace-node": (["replace-node"], ["node02"], "commands"),
     "status": (["status"], [], "monitoring"),
     "doctor": (["doctor"], [], "monitoring"),
     "vm list": (["vm", "list"], [], "monitoring"),
@@ -206,6 +207,7 @@ def unreachable(tmp_path: Path) -> Path:
         (["drain", "{spec}", "node02"], NOT_READY),
         (["undrain", "{spec}", "node02"], NOT_READY),
         (["vm", "remove", "{spec}", "vm-a"], NOT_READY),
+        (["replace-node", "{spec}", "node02", "--yes"], NOT_READY),
         (["status"], UNKNOWN),
         (["doctor"], UNKNOWN),
     ],
@@ -229,6 +231,7 @@ def test_no_node_answers(
         ["drain", "{spec}", "node09"],
         ["undrain", "{spec}", "node09"],
         ["vm", "remove", "{spec}", "Bad_Name"],
+        ["replace-node", "{spec}", "node09"],
     ],
 )
 def test_a_name_not_in_the_spec_is_bad_input(

@@ -13,6 +13,7 @@ import pytest
 from hakvm.remote.facts import (
     NodeFacts,
     batch_argv,
+    fact_commands,
     facts_from_batch,
     parse_batch,
     parse_files,
@@ -100,3 +101,13 @@ def test_parse_services_missing_unit_is_inactive_and_disabled() -> None:
     assert active["nosuch"] is False and enabled["nosuch"] is False
     # libvirtd is socket-activated on Debian: a listening socket counts as running.
     assert active["libvirtd"] and enabled["libvirtd"]
+
+
+def test_the_cib_on_disk_and_the_disks_are_facts_whatever_pacemaker_does() -> None:
+    names = [name for name, _ in fact_commands([])]
+    assert {"cib_disk", "lsblk", "pvs", "disk_links"} <= set(names)
+    batch = {"cib": (1, b""), "cib_disk": (0, b"<cib/>\n")}  # Pacemaker stopped
+    facts = facts_from_batch(NodeFacts("x"), batch, [], {})
+    assert (facts.cib, facts.cib_on_disk) == (None, "<cib/>\n")
+    (lsblk,) = [argv for name, argv in fact_commands([]) if name == "lsblk"]
+    assert lsblk[:3] == ["lsblk", "--json", "-b"] and "MOUNTPOINTS" in lsblk[-1]

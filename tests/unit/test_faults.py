@@ -57,7 +57,7 @@ def test_heartbeat_cut_drops_only_the_peer_on_the_dedicated_link() -> None:
     faults, rec = _faults()
     asyncio.run(faults.cut_heartbeat())
     scripts = {node: stdin for node, argv, stdin in rec.sent if argv == ["nft", "-f", "-"]}
-    # The dedicated link is 10.88.1.0/24 (replication runs on the bond's 10.88.0.0/24).
+    # The dedicated link is 10.88.1.0/24 (knet link 0; replication has bond0.20's network).
     assert "ip saddr { 10.88.1.2 } drop" in scripts["node01"]
     assert "ip daddr { 10.88.1.1 } drop" in scripts["node02"]
     assert "10.88.0." not in scripts["node01"] + scripts["node02"]
@@ -67,8 +67,9 @@ def test_partition_drops_every_cluster_address_of_the_peer() -> None:
     faults, rec = _faults()
     asyncio.run(faults.partition())
     scripts = {node: stdin for node, _, stdin in rec.sent}
-    assert "ip saddr { 10.88.0.2, 10.88.1.2 } drop" in scripts["node01"]
-    assert "ip daddr { 10.88.0.1, 10.88.1.1 } drop" in scripts["node02"]
+    # Both knet links and the replication network of its own (bond0.20).
+    assert "ip saddr { 10.88.0.2, 10.88.1.2, 10.88.2.2 } drop" in scripts["node01"]
+    assert "ip daddr { 10.88.0.1, 10.88.1.1, 10.88.2.1 } drop" in scripts["node02"]
 
 
 def test_bond_member_really_goes_down_and_heal_brings_it_back() -> None:

@@ -11,8 +11,11 @@ import pytest
 import yaml
 
 from hakvm.deploy import phases as ph
+from hakvm.deploy.guards import lv_tags
+from hakvm.deploy.monitoring import wanted_packages
 from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH, ClusterSecrets
 from hakvm.deploy.steps import Call, Run, Step, Write
+from hakvm.remote.disks import BlockDevice, Disks
 from hakvm.remote.drbd import DrbdResource
 from hakvm.remote.facts import FileFact, LogicalVolume, NodeFacts
 from hakvm.render import migration
@@ -58,10 +61,12 @@ def fresh_facts(name: str, os_family: str) -> NodeFacts:
     facts = NodeFacts(name)
     facts.packages = set(packages)
     facts.files = {"/etc/hosts": FileFact(ETC_HOSTS.encode(), 0o644)}
-    facts.block_devices = {
-        "/dev/vdb": {"name": "/dev/vdb", "size": 20 * 1024**3, "mountpoint": None},
-        "/dev/sda4": {"name": "/dev/sda4", "size": 3 * 1024**4, "mountpoint": None},
-    }
+    facts.disks = Disks(
+        {
+            "/dev/vdb": BlockDevice("vdb", "/dev/vdb", 20 * 1024**3, "disk"),
+            "/dev/sda4": BlockDevice("sda4", "/dev/sda4", 3 * 1024**4, "part", pttype="gpt"),
+        }
+    )
     facts.services_active = {"libvirtd": True}
     facts.services_enabled = {"libvirtd": True}
     return facts
@@ -81,7 +86,8 @@ def converged_facts(env: ph.PlanEnv) -> dict[str, NodeFacts]:
         for other in env.ctx.spec.nodes:
             if other.name != node.name:
                 facts.files[password_file_path(other.name)] = FileFact(b"secret\n", 0o600)
-        for group in (node.interfaces.bonds, node.interfaces.ethernets, node.interfaces.bridges):
+        ifs = node.interfaces
+        for group in (ifs.bonds, ifs.ethernets, ifs.vlans, ifs.bridges):
             for name, cfg in group.items():
                 facts.links_up[name] = True
                 facts.addresses[name] = [str(a) for a in cfg.addresses]
@@ -93,15 +99,18 @@ def converged_facts(env: ph.PlanEnv) -> dict[str, NodeFacts]:
             )
         for vm in env.ctx.spec.vms:
             facts.logical_volumes[(st.volume_group, vm.name)] = LogicalVolume(
-                vm.name, st.volume_group, vm.disk.size, "Vwi-aotz--", st.thin_pool or "", ()
-            )
+                vm.name, st.volume_group, vm.disk.size, "Vwi-aotz--", st.thin_pool or "",
+                lv_tags(env.ctx.spec.cluster.name, vm.name),
+            )  # fmt: skip
             minor = env.ctx.derived.vms[vm.name].minor
             facts.drbd[vm.name] = DrbdResource(
                 vm.name, minor, "Connected", "Secondary", "Secondary", "UpToDate", "UpToDate"
             )
-        for svc in ("corosync", "pacemaker", "libvirtd", "hakvm-firewall"):
+        for svc in ("corosync", "pacemaker", "libvirtd", "hakvm-firewall", "hakvm-metrics.timer",
+                    "prometheus-node-exporter"):  # fmt: skip
             facts.services_active[svc] = True
             facts.services_enabled[svc] = True
+        facts.packages |= wanted_packages(env.ctx.spec, node.name)
         facts.files[migration.HOST_KEY_PATH] = FileFact(
             f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{node.name} root@{node.name}\n".encode(), 0o644
         )
@@ -284,8 +293,8 @@ def test_migration_trust_keeps_foreign_keys_and_pins_peer(tmp_path: Path) -> Non
     files = {path: content.decode() for path, content, _ in ph._migration_trust(env, "node01")}
     authorized = files[migration.AUTHORIZED_KEYS_PATH]
     assert authorized.startswith(admin_key)
-    # node01 accepts the migration key only from node02's replication (bond) address.
-    assert 'restrict,from="10.88.0.2" ssh-ed25519 ' in authorized
+    # node01 accepts the migration key only from node02's replication (bond0.20) address.
+    assert 'restrict,from="10.88.2.2",command="' in authorized
     known = files[migration.KNOWN_HOSTS_PATH].splitlines()
-    assert known[1].startswith("node02-migration,10.88.0.2 ssh-ed25519 ")
+    assert known[1].startswith("node02-migration,10.88.2.2 ssh-ed25519 ")
     assert "StrictHostKeyChecking yes" in files[migration.SSH_CONFIG_PATH]

@@ -7,6 +7,8 @@ import pathlib
 
 import pytest
 
+from hakvm.agent import exposition, hacluster
+from hakvm.agent import parsers as agent_parsers
 from hakvm.remote.quorum import (
     NodeCerts,
     check_certs,
@@ -133,3 +135,24 @@ def test_fence_delays_of_a_cib(example: str, expected: list[str]) -> None:
     data["cluster"]["fencing"] = {"race_protection": "priority-fencing-delay"}
     priority = fence_delays(cib.cib_xml(render_context(data)))
     assert "priority-fencing-delay=45s" in priority
+
+
+def test_the_metrics_show_the_quorum_device_vote() -> None:
+    """The node agent's ha_cluster_exporter series (agent/hacluster.py) carry the device's
+    vote as the exporter does: member node_id 0 with 1 vote while it is cast, 0 when qnetd is
+    down (the exporter's expression then reads its name as "(votes"), and the votes counted
+    with it."""
+    voting, down = (
+        hacluster.quorum(agent_parsers.parse_quorumtool(_read(f"quorumtool-{name}-node01.txt")))
+        for name in ("voting", "qnetd-down")
+    )
+
+    def sample(families: list[exposition.Family], name: str, **labels: str) -> float:
+        family = next(f for f in families if f.name == name)
+        return next(v for lab, v in family.samples.items() if labels.items() <= dict(lab).items())
+
+    votes, members = "ha_cluster_corosync_quorum_votes", "ha_cluster_corosync_member_votes"
+    assert sample(voting, members, node="Qdevice", node_id="0") == 1
+    assert sample(down, members, node_id="0") == 0
+    assert [sample(f, votes, type="total_votes") for f in (voting, down)] == [3, 2]
+    assert sample(down, votes, type="expected_votes") == 3

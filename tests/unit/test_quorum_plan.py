@@ -8,15 +8,19 @@ import asyncio
 import base64
 import pathlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hakvm.deploy import actions
 from hakvm.deploy import phases as ph
 from hakvm.deploy.steps import Call, Run, Step, Write
+from hakvm.remote.connection import KeyFileError
 from hakvm.remote.facts import NodeFacts, parse_batch
 from hakvm.remote.quorum import NodeCerts
+from hakvm.remote.session import Session
 from hakvm.render.corosync import PATH as COROSYNC_CONF
+from hakvm.spec.validate import validate_file
 from tests.unit.fakes import FakeNode, FakeNodes
 from tests.unit.test_plan import _all_steps, _env, _spec_file, converged_facts
 
@@ -30,7 +34,7 @@ def _read(name: str) -> str:
     return (QDEVICE_DATA / name).read_text()
 
 
-def _running(facts: dict[str, NodeFacts], *, device: bool) -> dict[str, NodeFacts]:
+def running(facts: dict[str, NodeFacts], *, device: bool) -> dict[str, NodeFacts]:
     """Converged facts of a cluster running two_node (device False) or the device."""
     for f in facts.values():
         f.cmap_quorum = _read("cmap-quorum-qdevice.txt" if device else "cmap-quorum-two-node.txt")
@@ -42,12 +46,12 @@ def _running(facts: dict[str, NodeFacts], *, device: bool) -> dict[str, NodeFact
 
 
 def _two_node_cluster(tmp_path: Path) -> dict[str, NodeFacts]:
-    return _running(converged_facts(_env(_spec_file(tmp_path, "lab"), {})), device=False)
+    return running(converged_facts(_env(_spec_file(tmp_path, "lab"), {})), device=False)
 
 
 def _qdevice_cluster(tmp_path: Path) -> dict[str, NodeFacts]:
     env = _env(_spec_file(tmp_path, "lab-qdevice"), {})
-    return _running(converged_facts(env), device=True)
+    return running(converged_facts(env), device=True)
 
 
 def _qdevice_env(tmp_path: Path, facts: dict[str, NodeFacts]) -> ph.PlanEnv:
@@ -344,3 +348,22 @@ def test_the_switch_waits_for_the_peer_to_finish_its_reload_and_fails_if_it_neve
             )
         )  # fmt: skip
     assert not [s for s in _sent(never) if "systemctl" in s]  # qdevice never started
+
+
+def test_an_unusable_key_for_the_qnetd_host_names_its_own_field(tmp_path: Path) -> None:
+    """The qnetd host is reached like a node, but its key file is quorum_device.ssh's (checked
+    before any connection: the port below is closed, nothing is reached)."""
+
+    def over_ssh(data: dict[str, Any]) -> None:
+        del data["quorum_device"]["local"]
+        data["quorum_device"]["ssh"] = {
+            "host": "127.0.0.1", "port": 9, "user": "root",
+            "key_file": str(tmp_path / "missing-key"), "known_hosts": str(tmp_path / "kh"),
+        }  # fmt: skip
+
+    (tmp_path / "kh").write_text("")
+    path = _spec_file(tmp_path, "lab-qdevice", over_ssh)
+    spec = validate_file(path).spec
+    assert spec is not None
+    with pytest.raises(KeyFileError, match=r"^quorum_device\.ssh\.key_file: cannot read "):
+        asyncio.run(Session(spec, path).qnetd())

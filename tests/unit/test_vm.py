@@ -6,8 +6,10 @@ recorded one)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import pathlib
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -18,9 +20,11 @@ from lxml import etree
 
 from hakvm.deploy import cib_merge
 from hakvm.deploy.engine import PhaseReport, RunReport
+from hakvm.deploy.guards import lv_tags
 from hakvm.deploy.steps import Step
 from hakvm.ops import vm as ops
 from hakvm.ops.status import assess
+from hakvm.remote import pacemaker
 from hakvm.remote.connection import RemoteError
 from hakvm.remote.facts import parse_batch
 from hakvm.remote.probes import NodeAnswer
@@ -30,6 +34,7 @@ from hakvm.spec.derive import derive
 from hakvm.spec.models import ClusterSpec
 from hakvm.spec.validate import validate_file
 from tests.unit.fakes import FakeNode, Reply
+from tests.unit.recorded import answers
 
 DATA = pathlib.Path(__file__).parent / "data"
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -106,6 +111,11 @@ def test_add_refuses_bad_input_and_leaves_the_file(
     assert spec_path.read_bytes() == before
 
 
+def no_node_lock(*_: object, **__: object) -> contextlib.nullcontext[None]:
+    """The node lock, for a command whose nodes are fakes (tests/unit/test_locks.py tests it)."""
+    return contextlib.nullcontext()
+
+
 async def _must_not_run(*_: object, **__: object) -> RunReport:
     raise AssertionError("must not be called")
 
@@ -121,6 +131,7 @@ def test_add_writes_then_applies_and_counts_changes(
         return RunReport([PhaseReport("storage", steps)])
 
     monkeypatch.setattr("hakvm.deploy.engine.apply", fake_apply)
+    monkeypatch.setattr("hakvm.cli.vm.node_locks", no_node_lock)
     code, out, _ = run(
         "add", spec_path, "vm-c", "--memory", "64MiB", "--disk", "1GiB", capsys=capsys
     )
@@ -142,12 +153,6 @@ def test_add_no_apply_only_writes(
 
 
 # --- list ------------------------------------------------------------------------------------
-
-
-def answers() -> dict[str, NodeAnswer]:
-    return {
-        n: NodeAnswer(n, parse_batch((DATA / f"status-healthy-{n}.b64").read_text())) for n in NODES
-    }
 
 
 def test_list_rows_join_the_spec_and_the_live_state(spec: ClusterSpec) -> None:
@@ -320,7 +325,9 @@ class FakeCluster:
         self.polls_to_stop = 2  # crm_mon answers before a requested stop is done
         self.obey_stop = True
         self.files = {n: set(VM_A_FILES) for n in NODES}
-        self.lvs = {n: {"hakvm/vm-a", "hakvm/vm-b", "hakvm/drbdpool"} for n in NODES}
+        self.texts: dict[str, bytes] = {}  # what `cat` reads (the same on both nodes)
+        self.lvs = {n: {"hakvm/vm-a": OURS_A, "hakvm/vm-b": OURS_B, "hakvm/drbdpool": ""}
+                    for n in NODES}  # fmt: skip
         self.log: list[tuple[str, tuple[str, ...]]] = []
         self.fail: dict[tuple[str, str], int] = {}  # (node, argv[0]) -> times to fail
 
@@ -328,7 +335,7 @@ class FakeCluster:
         return [FakeNode(n, self.answer) for n in NODES]
 
     def mutations(self) -> list[tuple[str, tuple[str, ...]]]:
-        reads = {"crm_mon", "test", "lvs", "crm_verify", "crm_diff", "write"}
+        reads = {"crm_mon", "test", "lvs", "cat", "grep", "crm_verify", "crm_diff", "write"}
         return [
             (n, argv) for n, argv in self.log
             if argv[0] not in reads and argv[:2] != ("cibadmin", "-Q")
@@ -350,10 +357,44 @@ class FakeCluster:
             "test": lambda: (0 if argv[-1] in files else 1, ""),
             "drbdadm": lambda: (0, ""),
             "rm": lambda: (files.difference_update(argv[2:]), (0, ""))[1],
-            "lvs": lambda: (0, "  vm-a\n") if argv[-1] in lvs else (5, ""),
-            "lvremove": lambda: (lvs.discard(argv[-1]), (0, ""))[1],
+            "lvs": lambda: self._lvs(lvs, argv),
+            "lvremove": lambda: (lvs.pop(argv[-1]), (0, ""))[1],
+            "lvchange": lambda: self._lvchange(lvs, argv),
+            "cat": lambda: self._read(argv),
+            "grep": lambda: self._read(argv),
         }
         return handlers[argv[0]]()
+
+    def _read(self, argv: tuple[str, ...]) -> tuple[int, str]:
+        """`cat FILE`, or `grep -E RE FILE` (the lines matching)."""
+        text = self.texts.get(argv[-1])
+        if text is None:
+            return 1 if argv[0] == "cat" else 2, ""
+        lines = text.decode().splitlines(keepends=True)
+        if argv[0] == "grep":
+            pattern = argv[-2].replace("[[:space:]]", r"\s")
+            lines = [line for line in lines if re.match(pattern, line)]
+        return (0, "".join(lines)) if lines else (1, "")
+
+    @staticmethod
+    def _lvs(lvs: dict[str, str], argv: tuple[str, ...]) -> tuple[int, str]:
+        """`lvs` of one LV, as LVM answers it (JSON with its tags, or the plain name)."""
+        if argv[-1] not in lvs:
+            return 5, ""
+        if "--reportformat" not in argv:
+            return 0, "  vm-a\n"
+        vg, name = argv[-1].split("/")
+        lv = {"lv_name": name, "vg_name": vg, "lv_size": "1082130432B",
+              "lv_attr": "Vwi-a-tz--", "pool_lv": "drbdpool", "lv_tags": lvs[argv[-1]]}  # fmt: skip
+        return 0, json.dumps({"report": [{"lv": [lv]}]})
+
+    @staticmethod
+    def _lvchange(lvs: dict[str, str], argv: tuple[str, ...]) -> tuple[int, str]:
+        tags = set(filter(None, lvs[argv[-1]].split(",")))
+        tags |= {argv[i + 1] for i, a in enumerate(argv) if a == "--addtag"}
+        tags -= {argv[i + 1] for i, a in enumerate(argv) if a == "--deltag"}
+        lvs[argv[-1]] = ",".join(sorted(tags))
+        return 0, ""
 
     def _crm_mon(self) -> tuple[int, str]:
         if self.stopping and self.polls_to_stop == 0:
@@ -365,10 +406,10 @@ class FakeCluster:
     def _cibadmin(self, node: FakeNode, argv: tuple[str, ...]) -> tuple[int, str]:
         if argv[1] == "-Q":
             return 0, self.cib
-        assert argv[1:] == ("--patch", "--xml-file", "/run/hakvm/cib.patch")
+        assert argv[1:] == ("--patch", "--xml-file", pacemaker.PATCH)
         # Deleting resources Pacemaker still runs would stop them as unordered orphans.
         assert not self.stopping, "CIB patched before crm_mon showed the VM stopped"
-        self.cib = node.files["/run/hakvm/cib-desired.xml"].decode()
+        self.cib = node.files[pacemaker.DESIRED].decode()
         return 0, ""
 
     def _set_role(self, argv: tuple[str, ...]) -> tuple[int, str]:
@@ -387,7 +428,8 @@ def teardown(cluster: FakeCluster, spec: ClusterSpec, **kw: Any) -> ops.RemoveRe
 
 
 STOP = ("--meta", "--set-parameter", "target-role", "--parameter-value", "Stopped")
-PATCH = ("cibadmin", "--patch", "--xml-file", "/run/hakvm/cib.patch")
+OURS_A, OURS_B = (",".join(lv_tags("lab", vm)) for vm in ("vm-a", "vm-b"))
+PATCH = ("cibadmin", "--patch", "--xml-file", pacemaker.PATCH)
 
 
 def expected_mutations(delete_storage: bool) -> list[tuple[str, tuple[str, ...]]]:
@@ -395,6 +437,7 @@ def expected_mutations(delete_storage: bool) -> list[tuple[str, tuple[str, ...]]
         ("node01", ("crm_resource", "--resource", "vm-a", *STOP)),
         ("node01", ("crm_resource", "--resource", "vm-a_drbd_clone", *STOP)),
         ("node01", PATCH),
+        ("node01", ("rm", "-rf", "--", pacemaker.SCRATCH)),  # this run's scratch directory
     ]
     for node in NODES:
         out += [(node, ("drbdadm", "down", "vm-a")), (node, ("rm", "-f", *VM_A_FILES))]
@@ -439,6 +482,7 @@ def test_remove_cli_refusal_is_one_line_exit_3_and_leaves_the_spec(
         return cluster.conns()
 
     monkeypatch.setattr("hakvm.remote.session.connect_all", fake_connect_all)
+    monkeypatch.setattr("hakvm.cli.vm.node_locks", no_node_lock)
     monkeypatch.setattr("hakvm.ops.vm.POLL_S", 0)
     before = spec_path.read_bytes()
     code, _, err = run("remove", spec_path, "vm-a", capsys=capsys)
@@ -474,7 +518,7 @@ def test_remove_issues_these_commands_in_this_order(
     assert all(cluster.files[n] == set() for n in NODES)
     if delete_storage:
         assert result.lvs_removed == ["node01: hakvm/vm-a", "node02: hakvm/vm-a"]
-        assert all(cluster.lvs[n] == {"hakvm/vm-b", "hakvm/drbdpool"} for n in NODES)
+        assert all(set(cluster.lvs[n]) == {"hakvm/vm-b", "hakvm/drbdpool"} for n in NODES)
     else:
         assert result.lvs_kept == ["node01: hakvm/vm-a", "node02: hakvm/vm-a"]
         assert not any(argv[0] == "lvremove" for _, argv in cluster.log)
@@ -490,6 +534,7 @@ def test_remove_cli_end_to_end_then_spec_entry_goes_last(
         return cluster.conns()
 
     monkeypatch.setattr("hakvm.remote.session.connect_all", fake_connect_all)
+    monkeypatch.setattr("hakvm.cli.vm.node_locks", no_node_lock)
     monkeypatch.setattr("hakvm.ops.vm.POLL_S", 0)
     code, out, _ = run("remove", spec_path, "vm-a", "--force", capsys=capsys)
     assert code == 0

@@ -4,19 +4,34 @@ the one way to say something on stderr."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from hakvm.errors import InputError, UnknownError
 from hakvm.remote.connection import RemoteError
-from hakvm.render.base import RenderContext, Secrets
+from hakvm.remote.lock import DEFAULT_WAIT_S
+from hakvm.spec.derive import Derived
 from hakvm.spec.models import ClusterSpec
 from hakvm.spec.validate import validate_file
+
+if TYPE_CHECKING:  # the renderers (jinja2) load only for the commands that render
+    from hakvm.render.base import RenderContext
 
 # The loader, not click, says what is wrong with the file: for status and doctor that is
 # "unknown" (3), not click's usage error (2, "critical" to a monitoring system).
 SPEC_ARG = click.argument("spec", type=click.Path(path_type=Path))
 JSON_FLAG = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+# Every command that changes the nodes holds both nodes' locks (hakvm.remote.lock) for the run.
+WAIT_OPTION = click.option(
+    "--wait",
+    "wait",
+    type=click.FloatRange(0, 86400),
+    default=DEFAULT_WAIT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="if another hakvm run holds a node, wait up to SECONDS for it, then exit 3 naming it",
+)
 
 
 def say(text: str) -> None:
@@ -24,10 +39,10 @@ def say(text: str) -> None:
     click.echo(f"hakvm: {text}", err=True)
 
 
-def load_context(spec_path: Path, *, monitoring: bool = False) -> RenderContext:
-    """Validate SPEC and return a render context, or print every problem and raise: an
-    input error, or for `status`/`doctor` (`monitoring`) an unknown state, since
-    monitoring reads 2 as critical."""
+def _valid(spec_path: Path, *, monitoring: bool) -> tuple[ClusterSpec, Derived]:
+    """A usable SPEC and its derived values, or print every problem and raise: an input
+    error, or for `status`/`doctor` (`monitoring`) an unknown state, since monitoring reads
+    2 as critical."""
     kind = UnknownError if monitoring else InputError
     report = validate_file(spec_path)
     if report.spec is None and len(report.errors) == 1 and not report.errors[0].path:
@@ -36,11 +51,20 @@ def load_context(spec_path: Path, *, monitoring: bool = False) -> RenderContext:
         for line in report.lines():
             click.echo(line, err=True)
         raise kind(f"{spec_path}: {len(report.errors)} error(s); nothing was done")
-    return RenderContext(report.spec, report.derived, Secrets.redacted())
+    return report.spec, report.derived
+
+
+def load_context(spec_path: Path, *, monitoring: bool = False) -> RenderContext:
+    """Validate SPEC and return a render context (or raise, as `load_spec`)."""
+    from hakvm.render.base import RenderContext, Secrets
+
+    spec, derived = _valid(spec_path, monitoring=monitoring)
+    return RenderContext(spec, derived, Secrets.redacted())
 
 
 def load_spec(spec_path: Path, *, monitoring: bool = False) -> ClusterSpec:
-    return load_context(spec_path, monitoring=monitoring).spec
+    """Validate SPEC and return it, or print every problem and raise."""
+    return _valid(spec_path, monitoring=monitoring)[0]
 
 
 def advised(exc: RemoteError, advice: str) -> RemoteError:

@@ -21,6 +21,7 @@ from hakvm.errors import ExitCode, FailedError
 from hakvm.lab import lifecycle
 from hakvm.lab.state import Lab, LabStateError, lab_dir_from_env
 from hakvm.remote.connection import RemoteError
+from hakvm.remote.lock import node_locks
 from hakvm.remote.session import Session
 from hakvm.spec.models import ClusterSpec
 
@@ -81,6 +82,11 @@ def _lab_running() -> bool:
         return False  # no lab, or not ours to read (not root): `lab up` says what is wrong
 
 
+async def _apply(spec: ClusterSpec, spec_path: Path, progress: engine.Progress) -> engine.RunReport:
+    async with node_locks(spec, spec_path):  # a writer, as `hakvm apply` is
+        return await engine.apply(spec, spec_path, progress)
+
+
 def run_demo(spec: ClusterSpec, spec_path: Path) -> int:
     console = Console(highlight=False)
     t0 = time.monotonic()
@@ -106,7 +112,7 @@ def run_demo(spec: ClusterSpec, spec_path: Path) -> int:
         elif event != "start":
             console.print(f"  {node}: {step.title} ... {event}", markup=False)
 
-    report = asyncio.run(engine.apply(spec, spec_path, progress))
+    report = asyncio.run(_apply(spec, spec_path, progress))
     console.print(f"apply: {report.changes} step(s) in {report.seconds:.0f}s")
     console.rule("4. status: the cluster as hakvm sees it")
     demo.run_hakvm("status", str(spec_path))

@@ -10,14 +10,16 @@ import click
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 
-from hakvm.cli.common import SPEC_ARG, load_spec, say
+from hakvm.cli.common import SPEC_ARG, WAIT_OPTION, load_spec, say
 from hakvm.drill.harness import DrillResult
+from hakvm.drill.heal import heal_drills
 from hakvm.drill.run import run_drills
-from hakvm.drill.scenarios import SCENARIOS, scenarios_for
+from hakvm.drill.scenarios import NAMED_ONLY, SCENARIOS, scenarios_for
 from hakvm.errors import ExitCode, StateError
 from hakvm.lab.state import lab_dir_from_env
 from hakvm.ops.migrate import MoveError
 from hakvm.remote.connection import RemoteError
+from hakvm.remote.lock import node_locks
 
 
 def drill_view(results: list[DrillResult]) -> Group:
@@ -44,7 +46,8 @@ def drill_view(results: list[DrillResult]) -> Group:
 @click.command("drill")
 @SPEC_ARG
 @click.option("--scenario", "scenarios", multiple=True, metavar="NAME", help="repeatable")
-@click.option("--all", "run_all", is_flag=True, help="every scenario, one after the other")
+@click.option("--all", "run_all", is_flag=True,
+              help=f"every scenario but {', '.join(NAMED_ONLY)}, one after the other")
 @click.option("--bound", type=float, default=600.0, show_default=True,
               help="seconds within which VMs must be responsive again")  # fmt: skip
 @click.option("--lab-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -64,6 +67,11 @@ def drill_view(results: list[DrillResult]) -> Group:
     "--witness-vm", metavar="VM", help="real nodes: the VM whose disk's last 16 MiB is overwritten"
 )
 @click.option("--json", "as_json", is_flag=True, help="machine-readable results")
+@click.option(
+    "--heal", is_flag=True, help="no drill: remove every trace of one (nftables tables, a "
+    "downed bond member, witness processes, DRBD runtime options; the lab's links, BMCs, qnetd)"
+)  # fmt: skip
+@WAIT_OPTION
 def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
     spec: Path,
     scenarios: tuple[str, ...],
@@ -74,12 +82,18 @@ def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
     yes_really: bool,
     witness_vm: str | None,
     as_json: bool,
+    heal: bool,
+    wait: float,
 ) -> int:
     """Inject faults and check recovery, fencing, acknowledged writes, split-brain.
 
-    Progress goes to stderr. Exit: 0 every invariant held, 1 one failed, 2 bad input,
-    3 cannot run (real nodes without --yes-really or --witness-vm, cluster not healthy
-    first)."""
+    Progress goes to stderr. Exit: 0 every invariant held (--heal: healed, or nothing to
+    heal), 1 one failed, 2 bad input, 3 cannot run (real nodes without --yes-really or
+    --witness-vm, cluster not healthy first, a node that does not answer)."""
+    if heal:
+        if scenarios or run_all:
+            raise click.UsageError("--heal runs no drill: drop --scenario and --all")
+        return _heal(spec, lab_dir or lab_dir_from_env(), as_json=as_json, wait=wait)
     unknown = [n for n in scenarios if n not in SCENARIOS]
     if not (run_all or scenarios) or unknown:
         raise click.UsageError(
@@ -93,6 +107,7 @@ def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
             run_drills(
                 cluster, spec, names, lab_dir=lab_dir or lab_dir_from_env(), bound=bound,
                 say=say, inject=inject, yes_really=yes_really, witness_vm=witness_vm,
+                lock=node_locks(cluster, spec, wait=wait),
             )
         )  # fmt: skip
     except (RemoteError, MoveError) as exc:  # a node did not answer, a move was refused
@@ -102,6 +117,18 @@ def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
     else:
         Console(highlight=False).print(drill_view(results))
     return ExitCode.OK if all(r.passed for r in results) else ExitCode.FAILED
+
+
+def _heal(spec: Path, lab_dir: Path, *, as_json: bool, wait: float) -> int:
+    cluster = load_spec(spec)
+    lock = node_locks(cluster, spec, wait=wait)
+    found = asyncio.run(heal_drills(cluster, spec, lab_dir, lock=lock))
+    if as_json:
+        click.echo(json.dumps({"healed": found}, indent=2))
+    else:
+        for line in found or ["no trace of a drill on the nodes"]:
+            click.echo(line)
+    return ExitCode.OK
 
 
 COMMANDS = [drill_cmd]

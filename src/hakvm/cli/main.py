@@ -6,24 +6,46 @@ a code and a line on stderr.
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from hakvm import __version__
-from hakvm.cli import demo, deploy, drill, monitor, moves, spec, vm
 from hakvm.errors import ExitCode, HakvmError, MonitorCode
-from hakvm.lab.cli import lab
+
+# Each command's module (its family's `COMMANDS`; the lab's group): a command imports only
+# its own family, so `hakvm status` does not load the deploy planner, the drills or the lab.
+FAMILIES = {
+    "validate": "hakvm.cli.spec", "schema": "hakvm.cli.spec", "render": "hakvm.cli.spec",
+    "export": "hakvm.cli.spec", "plan": "hakvm.cli.deploy", "apply": "hakvm.cli.deploy",
+    "demo": "hakvm.cli.demo", "status": "hakvm.cli.monitor", "doctor": "hakvm.cli.monitor",
+    "migrate": "hakvm.cli.moves", "drain": "hakvm.cli.moves", "undrain": "hakvm.cli.moves",
+    "drill": "hakvm.cli.drill", "vm": "hakvm.cli.vm", "serve": "hakvm.cli.serve",
+    "init": "hakvm.cli.init", "replace-node": "hakvm.cli.replace",
+    "lab": "hakvm.lab.cli",
+}  # fmt: skip
+MONITORING = ("status", "doctor")  # exit with monitoring codes (`lab status` does not)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """The command families, each imported when one of its commands runs (or `--help`
+    lists them all)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*FAMILIES, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands or cmd_name not in FAMILIES:
+            return self.commands.get(cmd_name)
+        module = importlib.import_module(FAMILIES[cmd_name])
+        commands: list[click.Command] = getattr(module, "COMMANDS", None) or [module.lab]
+        return next(c for c in commands if c.name == cmd_name)
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hakvm")
 def cli() -> None:
     """hakvm: two-node active/active KVM high-availability clusters from one YAML spec."""
-
-
-for family in (spec, deploy, demo, monitor, moves, drill, vm):
-    for command in family.COMMANDS:
-        cli.add_command(command)
-cli.add_command(lab)
 
 
 def exit_code(error: BaseException) -> int:
@@ -32,8 +54,10 @@ def exit_code(error: BaseException) -> int:
         return int(error.exit_code)
     if isinstance(error, click.UsageError):
         # A monitoring system reads 2 as "critical": status and doctor say "unknown".
-        command = error.ctx.command if error.ctx else None
-        return MonitorCode.UNKNOWN if command in monitor.MONITORING else ExitCode.INPUT
+        ctx = error.ctx
+        top = ctx is not None and ctx.parent is not None and ctx.parent.parent is None
+        monitoring = top and ctx is not None and ctx.command.name in MONITORING
+        return MonitorCode.UNKNOWN if monitoring else ExitCode.INPUT
     if isinstance(error, HakvmError):
         return int(error.exit_code)
     if isinstance(error, KeyboardInterrupt):

@@ -4,9 +4,10 @@ exit code the report carries (0 healthy, 1 degraded, 2 critical, 3 unknown)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console, Group, RenderableType
@@ -14,9 +15,12 @@ from rich.live import Live
 from rich.table import Table
 
 from hakvm.cli.common import SPEC_ARG, health_style, load_spec
-from hakvm.errors import ExitCode
-from hakvm.ops import doctor as dr
+from hakvm.errors import ExitCode, MonitorCode
 from hakvm.ops import status as st
+from hakvm.spec.models import ClusterSpec
+
+if TYPE_CHECKING:  # doctor (and the deploy planner it runs) only loads for `hakvm doctor`
+    from hakvm.ops import doctor as dr
 
 
 def _yes_no(value: bool | None) -> str:
@@ -118,19 +122,26 @@ def status_cmd(spec: Path, as_json: bool, schema: bool, watch: float | None) -> 
     if watch is None:
         report = asyncio.run(st.status(cluster, spec))
         return _show(report, report.model_dump_json(indent=2) if as_json else status_view(report))
-    console = Console(highlight=False)
-    report = asyncio.run(st.status(cluster, spec))
-    try:
-        with Live(status_view(report), console=console, auto_refresh=False) as live:
-            while True:
-                time.sleep(watch)
-                report = asyncio.run(st.status(cluster, spec))
-                if as_json:
-                    console.print_json(report.model_dump_json())
-                else:
-                    live.update(status_view(report), refresh=True)
-    except KeyboardInterrupt:
-        return report.exit_code
+    return _watch(cluster, spec, watch, as_json)
+
+
+def _watch(cluster: ClusterSpec, spec: Path, every: float, as_json: bool) -> int:
+    """Refresh until Ctrl-C on one session (each node logged in to once); exit with the
+    last report's code. --json: one report per line."""
+    last: list[st.StatusReport] = []
+    live = None if as_json else Live("asking the nodes...", auto_refresh=False,
+                                     console=Console(highlight=False))  # fmt: skip
+
+    def show(report: st.StatusReport) -> None:
+        last[:] = [report]
+        if live is None:
+            click.echo(report.model_dump_json())
+        else:
+            live.update(status_view(report), refresh=True)
+
+    with live or contextlib.nullcontext(), contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(st.watch(cluster, spec, every, show))  # Ctrl-C ends the watch
+    return last[0].exit_code if last else MonitorCode.UNKNOWN
 
 
 def doctor_view(report: dr.DoctorReport) -> Group:
@@ -145,7 +156,9 @@ def doctor_view(report: dr.DoctorReport) -> Group:
         for col in ("finding", "node", "problem", "fix"):
             table.add_column(col, overflow="fold")
         for f in report.findings:
-            severity = "[bold red]CRITICAL[/]" if f.severity == "critical" else "[yellow]warning[/]"
+            severity = {"critical": "[bold red]CRITICAL[/]", "warning": "[yellow]warning[/]"}.get(
+                f.severity, "[cyan]advice[/]"
+            )
             table.add_row(f"{severity}\n{f.check}", f.node or "-", f.message, f.fix)
         parts.append(table)
     parts.append(f"checked: {', '.join(report.checks_run) or 'nothing'}")
@@ -162,10 +175,11 @@ def doctor_cmd(spec: Path, as_json: bool) -> int:
     bonds, secret file modes, drift from the spec), each with its fix.
 
     Exit: 0 nothing found, 1 warnings only, 2 any critical, 3 invalid spec."""
+    from hakvm.ops import doctor as dr
+
     cluster = load_spec(spec, monitoring=True)
     report = asyncio.run(dr.doctor(cluster, spec))
     return _show(report, report.model_dump_json(indent=2) if as_json else doctor_view(report))
 
 
 COMMANDS = [status_cmd, doctor_cmd]
-MONITORING = (status_cmd, doctor_cmd)  # exit with monitoring codes (`lab status` does not)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 
-from hakvm.cli.common import SPEC_ARG, load_spec, say
+from hakvm.cli.common import SPEC_ARG, WAIT_OPTION, load_spec, say
 from hakvm.errors import ExitCode
 from hakvm.ops import migrate as moves
+from hakvm.remote.lock import node_locks
 
 
 def _move_line(m: moves.MoveResult) -> str:
@@ -25,12 +26,14 @@ def _move_line(m: moves.MoveResult) -> str:
 @click.argument("vm")
 @click.option("--to", "to", metavar="NODE", help="target node (default: the other one)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable result")
-def migrate_cmd(spec: Path, vm: str, to: str | None, as_json: bool) -> int:
+@WAIT_OPTION
+def migrate_cmd(spec: Path, vm: str, to: str | None, as_json: bool, wait: float) -> int:
     """Move VM: live migration (block disks) or clean restart (qcow2-on-xfs).
 
     Exit: 0 moved, 1 failed, 2 bad input, 3 pre-flight refused (cluster not ready)."""
     cluster = load_spec(spec)
-    result = asyncio.run(moves.migrate(cluster, spec, vm, to, progress=say))
+    lock = node_locks(cluster, spec, wait=wait)
+    result = asyncio.run(moves.migrate(cluster, spec, vm, to, progress=say, lock=lock))
     click.echo(json.dumps(result.as_dict()) if as_json else _move_line(result))
     return ExitCode.OK
 
@@ -39,10 +42,12 @@ def migrate_cmd(spec: Path, vm: str, to: str | None, as_json: bool) -> int:
 @SPEC_ARG
 @click.argument("node")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable result")
-def drain_cmd(spec: Path, node: str, as_json: bool) -> int:
+@WAIT_OPTION
+def drain_cmd(spec: Path, node: str, as_json: bool, wait: float) -> int:
     """Live-migrate every VM off NODE, then put NODE in standby (for maintenance)."""
     cluster = load_spec(spec)
-    result = asyncio.run(moves.drain(cluster, spec, node, progress=say))
+    lock = node_locks(cluster, spec, wait=wait)
+    result = asyncio.run(moves.drain(cluster, spec, node, progress=say, lock=lock))
     if as_json:
         done = [m.as_dict() for m in result.moves]
         click.echo(json.dumps({"node": node, "standby": result.standby, "moves": done}))
@@ -56,10 +61,11 @@ def drain_cmd(spec: Path, node: str, as_json: bool) -> int:
 @click.command("undrain")
 @SPEC_ARG
 @click.argument("node")
-def undrain_cmd(spec: Path, node: str) -> int:
+@WAIT_OPTION
+def undrain_cmd(spec: Path, node: str, wait: float) -> int:
     """Take NODE out of standby; VMs stay where they run (stickiness)."""
     cluster = load_spec(spec)
-    asyncio.run(moves.undrain(cluster, spec, node))
+    asyncio.run(moves.undrain(cluster, spec, node, lock=node_locks(cluster, spec, wait=wait)))
     click.echo(f"{node}: online again; VMs stay where they are")
     return ExitCode.OK
 

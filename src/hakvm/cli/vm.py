@@ -11,18 +11,20 @@ import asyncio
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from hakvm.cli.common import SPEC_ARG, advised, load_spec, say
+from hakvm.cli.common import SPEC_ARG, WAIT_OPTION, advised, load_spec, say
 from hakvm.deploy import engine
 from hakvm.deploy.steps import Step
 from hakvm.errors import ExitCode, FailedError
 from hakvm.ops import status
 from hakvm.ops import vm as ops
 from hakvm.remote.connection import RemoteError
+from hakvm.remote.lock import node_locks
 from hakvm.spec import edit
 from hakvm.spec.models import ClusterSpec
 from hakvm.spec.units import format_size
@@ -74,18 +76,33 @@ def _edit_failed(exc: edit.SpecEditError) -> edit.SpecEditError:
     return exc
 
 
-def _apply(spec_path: Path, cluster: ClusterSpec) -> int:
+async def _add_and_apply(spec_path: Path, entry: dict[str, Any], wait: float) -> int:
+    """Holding the node lock: add the VM to the spec (a second `vm add` is refused before it
+    touches the file, or waits and then starts from the file with this VM in it), apply."""
+    async with node_locks(load_spec(spec_path), spec_path, wait=wait):
+        try:
+            cluster = edit.add_to_spec(spec_path, entry)
+        except edit.SpecEditError as exc:
+            raise _edit_failed(exc) from None
+        click.echo(f"{spec_path}: added {entry['name']}")
+        return await _apply(spec_path, cluster)
+
+
+async def _apply(spec_path: Path, cluster: ClusterSpec) -> int:
     def progress(phase: str, node: str, step: Step | None, event: str) -> None:
         if step is not None and event != "start":
             mark = "ok" if event == "done" else "FAILED"
             say(f"{phase}: {node}: {step.title} ... {mark}")
 
     try:
-        report = asyncio.run(engine.apply(cluster, spec_path, progress))
+        report = await engine.apply(cluster, spec_path, progress)
     except RemoteError as exc:
         raise advised(exc, "the spec is updated: re-run hakvm apply") from None
     except engine.ApplyError as exc:
         raise FailedError(f"{exc}; the spec is updated: re-run hakvm apply") from None
+    except engine.RefusedError as exc:  # nothing was changed on the nodes
+        exc.hint = f"the spec is updated: hakvm apply {spec_path} (with what the line above says)"
+        raise
     return report.changes
 
 
@@ -103,6 +120,7 @@ def _apply(spec_path: Path, cluster: ClusterSpec) -> int:
     "--force-stop", is_flag=True, help="stop it by destroy (guests that ignore ACPI shutdown)"
 )
 @click.option("--no-apply", is_flag=True, help="only write the spec file")
+@WAIT_OPTION
 def add_cmd(
     *,  # click passes parameters by name
     spec: Path,
@@ -116,6 +134,7 @@ def add_cmd(
     no_autostart: bool,
     force_stop: bool,
     no_apply: bool,
+    wait: float,
 ) -> int:
     """Add VM NAME to SPEC (whole spec validated first), then apply to create it."""
     entry = edit.new_entry(
@@ -123,14 +142,14 @@ def add_cmd(
         mode=mode, autostart=not no_autostart, force_stop=force_stop,
     )  # fmt: skip
     try:
-        cluster = edit.add_to_spec(spec, entry)
+        edit.add_to_spec(spec, entry, check_only=not no_apply)
     except edit.SpecEditError as exc:
         raise _edit_failed(exc) from None
-    click.echo(f"{spec}: added {name}")
     if no_apply:
+        click.echo(f"{spec}: added {name}")
         click.echo(f"not applied: `hakvm apply {spec}` creates {name} on the nodes")
         return ExitCode.OK
-    changes = _apply(spec, cluster)
+    changes = asyncio.run(_add_and_apply(spec, entry, wait))
     click.echo(f"{name}: {changes} step(s) changed")
     return ExitCode.OK
 
@@ -157,7 +176,10 @@ def _print_removal(spec: Path, result: ops.RemoveResult) -> None:
 @click.option("--force", is_flag=True, help="stop the VM if it is running")
 @click.option("--delete-storage", is_flag=True, help="also lvremove its volume on both nodes")
 @click.option("--no-apply", is_flag=True, help="only edit the spec file; touch no node")
-def remove_cmd(spec: Path, name: str, force: bool, delete_storage: bool, no_apply: bool) -> int:
+@WAIT_OPTION
+def remove_cmd(  # noqa: PLR0917 - click passes options by keyword
+    spec: Path, name: str, force: bool, delete_storage: bool, no_apply: bool, wait: float
+) -> int:
     """Stop VM NAME, delete it from the cluster and both nodes, then from SPEC.
 
     Its logical volumes are kept unless --delete-storage. Safe to re-run after an
@@ -173,7 +195,13 @@ def remove_cmd(spec: Path, name: str, force: bool, delete_storage: bool, no_appl
             return ExitCode.OK
         result = asyncio.run(
             ops.remove_vm(
-                cluster, spec, name, force=force, delete_storage=delete_storage, progress=say
+                cluster,
+                spec,
+                name,
+                force=force,
+                delete_storage=delete_storage,
+                progress=say,
+                lock=node_locks(cluster, spec, wait=wait),
             )
         )
     except edit.SpecEditError as exc:

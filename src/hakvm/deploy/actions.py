@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from hakvm.deploy import cib_merge
 from hakvm.deploy.steps import Nodes
+from hakvm.locks import RUN_ID
 from hakvm.remote import drbd, pacemaker, qnetd
 from hakvm.remote.connection import Remote, RemoteError
 from hakvm.remote.pacemaker import PacemakerError
@@ -33,7 +34,7 @@ Clock = Callable[[], float]
 
 FRESH_TAG = "hakvm_fresh"  # set on thin LVs hakvm created; cleared once DRBD skipped the sync
 ROLLBACK_SECONDS = 120
-ROLLBACK_UNIT = "hakvm-net-rollback"
+ROLLBACK_UNIT = f"hakvm-net-rollback-{RUN_ID}"
 POLL_S = 3.0  # crm_mon costs seconds of CPU on a slow node: poll gently
 
 
@@ -51,11 +52,9 @@ async def activate_network(
     A transient systemd timer restores the previous files and restarts networking unless it
     is cancelled, which happens only after `probe` proved that a fresh SSH session still
     gets in: a change that cuts the management path undoes itself."""
-    unit = ROLLBACK_UNIT
-    await node.run(["systemctl", "stop", f"{unit}.timer", f"{unit}.service"])
-    await node.run(["systemctl", "reset-failed", f"{unit}.timer", f"{unit}.service"])
+    unit = ROLLBACK_UNIT  # this run's own: cancelling it never cancels another run's
     await node.run(
-        ["systemd-run", f"--unit={unit}", f"--on-active={ROLLBACK_SECONDS}",
+        ["systemd-run", f"--unit={unit}", f"--on-active={ROLLBACK_SECONDS}", "--collect",
          "/usr/local/lib/hakvm/net-rollback"],
         check=True,
     )  # fmt: skip
@@ -92,6 +91,74 @@ async def drbd_up(node: Remote, resource: str) -> None:
             stdin=b"yes\n",
         )  # fmt: skip
     await node.run(["drbdadm", "adjust", resource], check=True, timeout=120)
+
+
+SYNC_TARGET = ("SyncTarget", "PausedSyncT")
+SYNC_SOURCE = ("SyncSource", "PausedSyncS")
+
+
+def sync_direction(new: drbd.DrbdResource | None, peer: drbd.DrbdResource | None) -> str | None:
+    """Whether a replaced node's fresh copy joined the right way: None once it is the
+    Inconsistent SyncTarget of an UpToDate SyncSource peer, "" while the handshake is still
+    on, else what is wrong."""
+    if peer is None:
+        return "the peer does not report the resource"
+    if peer.disk != "UpToDate" or peer.connection in SYNC_TARGET:
+        return f"the peer's copy would be overwritten ({peer.connection} {peer.disk})"
+    if new is None:
+        return ""
+    if new.connection in SYNC_SOURCE or new.disk == "UpToDate":
+        return f"the new copy would be the source ({new.connection} {new.disk})"
+    if new.connection == "StandAlone":
+        return "the new node refused the connection (StandAlone: see its kernel log)"
+    if new.connection in SYNC_TARGET and new.disk == "Inconsistent":
+        return None if peer.connection in SYNC_SOURCE else ""
+    return ""
+
+
+async def join_as_sync_target(
+    new: Remote,
+    peer: Remote,
+    resource: str,
+    volume: str,
+    *,
+    timeout: float = 120,
+    sleep: Sleep = asyncio.sleep,
+    clock: Clock = time.monotonic,
+) -> None:
+    """A replaced node's copy of `resource` joins the peer's (the survivor's) as the target
+    of a full resync, never its source. Fresh metadata (refused if any exists), the resync
+    paused by this node before it connects (no data moves either way while paused), connected
+    with --discard-my-data; then both sides must say Inconsistent/SyncTarget here and
+    UpToDate/SyncSource there, or this node disconnects and nothing was synced. The resync
+    stays paused: replace-node resumes it once the node is in the cluster."""
+    if await drbd.attached(new, resource) or await drbd.has_metadata(new, resource):
+        raise RemoteError(
+            f"{new.name}: DRBD {resource} already has metadata or is up: not a fresh disk; "
+            "refusing to join it to the survivor's"
+        )
+    await new.run(
+        ["drbdadm", "create-md", "--force", resource], check=True, timeout=120, stdin=b"yes\n"
+    )
+    await new.run(["drbdadm", "attach", resource], check=True, timeout=120)
+    await new.run(["drbdadm", "pause-sync", resource], check=True, timeout=60)
+    await new.run(["drbdadm", "--", "--discard-my-data", "connect", resource], check=True)
+    deadline = clock() + timeout
+    while True:
+        verdict = sync_direction(
+            await drbd.resource(new, resource), await drbd.resource(peer, resource)
+        )
+        if verdict is None:
+            break
+        if verdict or clock() > deadline:
+            await new.run(["drbdadm", "disconnect", resource], timeout=60)
+            why = verdict or f"no SyncTarget/SyncSource pair within {timeout:.0f}s"
+            raise RemoteError(
+                f"DRBD {resource}: {why}; {new.name} disconnected before any data moved"
+            )
+        await sleep(1)
+    # The new LV is no longer "fresh": it will hold the survivor's data.
+    await new.run(["lvchange", "--deltag", FRESH_TAG, volume])
 
 
 async def wait_connected(
@@ -280,6 +347,15 @@ async def setup_qdevice_certificates(nodes: Nodes, names: Sequence[str], cluster
         await qnetd.import_bundle(conn, bundle)
     for conn in conns:
         await conn.run(["systemctl", "try-restart", QDEVICE], check=True)
+
+
+async def copy_qdevice_certificates(source: Remote, target: Remote) -> None:
+    """`target` (a node replace-node brings back) gets the qdevice database `source` holds:
+    the same qnetd CA and cluster certificate with its key; nothing changes on `source`."""
+    ca_text, bundle = await qnetd.read_bundle(source)
+    await qnetd.init_node(target, ca_text)
+    await qnetd.import_bundle(target, bundle)
+    await target.run(["systemctl", "try-restart", QDEVICE], check=True)
 
 
 RELOAD_S = 15.0  # corosync-cfgtool -R returns once the local node reloaded; the peer follows

@@ -15,16 +15,19 @@ dropped from the spec by mistake keeps running until an admin stops it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from lxml import etree
 
 from hakvm.errors import FailedError
-from hakvm.render.cib import drbd_clone_id, drbd_id, fs_id, vm_id
+from hakvm.render.cib import drbd_clone_id, drbd_id, fence_id, fs_id, password_script_path, vm_id
 from hakvm.render.libvirt import domain_path, qcow2_dir
 
 # Sections replaced element-by-element, in schema order.
-OWNED_SECTIONS = ("crm_config", "rsc_defaults", "op_defaults", "resources", "constraints")
-SCHEMA_ORDER = ("crm_config", "rsc_defaults", "op_defaults", "nodes", "resources", "constraints")
+OWNED_SECTIONS = ("crm_config", "rsc_defaults", "op_defaults", "resources", "constraints",
+                  "alerts")  # fmt: skip
+SCHEMA_ORDER = ("crm_config", "rsc_defaults", "op_defaults", "nodes", "resources", "constraints",
+                "alerts")  # fmt: skip
 
 
 class CibMergeError(FailedError):
@@ -122,6 +125,8 @@ def desired_cib(
         wanted_section = rendered_conf.find(name)
         if wanted_section is None:
             continue
+        if name == "alerts" and only_ids is not None:
+            continue  # the first push (fencing) carries no alert
         live_section = _section(live_conf, name)
         if name in ("crm_config", "rsc_defaults", "op_defaults"):
             for wanted_set in wanted_section:
@@ -296,3 +301,37 @@ def stonith_ids(rendered_text: str) -> set[str]:
         if con.get("rsc") in ids:
             ids.add(con.get("id") or "")
     return ids
+
+
+# --- whose CIB ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CibSummary:
+    """What a CIB holds, for deciding whether apply may set it aside."""
+
+    cluster_name: str  # cib-bootstrap-options cluster-name: the controller copies corosync's
+    resources: tuple[str, ...]  # top-level resource ids
+    hakvm: bool  # carries hakvm's marker (see `summarize`)
+
+
+def summarize(cib_text: str) -> CibSummary:
+    """The CIB's cluster name, its resources, and whether hakvm pushed it.
+
+    hakvm's marker is its fence device: a stonith resource `<node>_fence` whose
+    password_script is hakvm's own file for that node (/etc/hakvm/fence/<node>.password.sh).
+    Every CIB hakvm pushes has one (fencing is required and pushed before anything else), and
+    no other tool writes that path. Raises CibMergeError for a CIB that is not XML."""
+    conf = _parse(cib_text, "the node's").find("configuration")
+    if conf is None:
+        return CibSummary("", (), hakvm=False)
+    name = conf.find("crm_config/cluster_property_set/nvpair[@name='cluster-name']")
+    resources = tuple(el.get("id") or "" for el in conf.findall("resources/*"))
+    marked = any(
+        p.get("class") == "stonith"
+        and (node := _param(p, "pcmk_host_list")) is not None
+        and p.get("id") == fence_id(node)
+        and _param(p, "password_script") == password_script_path(node)
+        for p in conf.findall("resources/primitive")
+    )
+    return CibSummary("" if name is None else name.get("value") or "", resources, marked)

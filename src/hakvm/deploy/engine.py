@@ -9,6 +9,7 @@ before it acts, so an interrupted apply converges when re-run.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import re
 import time
@@ -16,18 +17,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hakvm.agent.layout import WEBHOOK_URL_PATH
 from hakvm.deploy import cib_merge
 from hakvm.deploy import phases as ph
+from hakvm.deploy.guards import RunOptions
 from hakvm.deploy.secrets import (
     AUTHKEY_PATH,
     DRBD_MASTER_PATH,
     BmcPassword,
     ClusterSecrets,
-    load_or_create,
+    masked_paths,
     read_bmc_passwords,
+    resolve_secrets,
+    secret_paths,
 )
-from hakvm.deploy.steps import Call, PlanError, Run, Step, Write
-from hakvm.errors import FailedError
+from hakvm.deploy.steps import Call, Run, Step, Write
+from hakvm.errors import FailedError, StateError
 from hakvm.remote import qnetd
 from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.facts import FileFact, NodeFacts, gather_facts
@@ -49,6 +54,15 @@ class ApplyError(FailedError):
     """A step failed; the message names node, phase and step."""
 
 
+class RefusedError(StateError):
+    """A phase refused what the nodes hold (guards.py): the message names node and phase."""
+
+
+# Phases whose refusals (a foreign cluster, a disk in use, an LV that is not hakvm's) are
+# checked on the first facts, before any phase runs: a refused apply changes nothing.
+GUARDED = ("storage", "corosync")
+
+
 @dataclass
 class PhaseReport:
     name: str
@@ -61,6 +75,7 @@ class PhaseReport:
 class RunReport:
     phases: list[PhaseReport] = field(default_factory=list)
     seconds: float = 0.0
+    secrets: list[str] = field(default_factory=list)  # plan: each secret's copies, no bytes
 
     @property
     def changes(self) -> int:
@@ -70,6 +85,7 @@ class RunReport:
         return {
             "changes": self.changes,
             "seconds": round(self.seconds, 2),
+            **({"secrets": self.secrets} if self.secrets else {}),
             "phases": [
                 {
                     "phase": p.name,
@@ -94,6 +110,7 @@ def _managed_paths(spec: ClusterSpec, rendered: Rendered, node: str) -> list[str
     paths |= {"/etc/hosts", "/etc/corosync/corosync.conf", AUTHKEY_PATH, DRBD_MASTER_PATH}
     paths |= {password_file_path(n.name) for n in spec.nodes}
     paths |= {resource_path(vm.name) for vm in spec.vms}
+    paths.add(WEBHOOK_URL_PATH)  # not rendered: apply copies it from the spec's file
     paths |= {
         migration.KEY_PATH, migration.KNOWN_HOSTS_PATH, migration.SSH_CONFIG_PATH,
         migration.AUTHORIZED_KEYS_PATH, migration.HOST_KEY_PATH,
@@ -113,14 +130,29 @@ def existing_minors(spec: ClusterSpec, facts: Mapping[str, NodeFacts]) -> dict[s
 
 
 class Deployment:
-    """One spec against its two nodes: connections, facts, rendering with real secrets."""
+    """One spec against its two nodes: connections, facts, rendering with the secrets.
 
-    def __init__(self, spec: ClusterSpec, spec_path: Path) -> None:
+    Secret files on the nodes are compared by hash (deploy/secrets.py); only with
+    `adopt_secrets` (apply) is a node's copy read, a missing one generated and the local
+    state directory written."""
+
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        spec_path: Path,
+        options: RunOptions | None = None,
+        *,
+        adopt_secrets: bool = False,
+    ) -> None:
         self.spec = spec
+        # One stamp per run: where a replaced cluster's CIB is moved (guards.moved_dir).
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self.options = dataclasses.replace(options or RunOptions(), stamp=stamp)
         self.session = Session(spec, spec_path)
         self.spec_dir = self.session.spec_dir
         self.conns: dict[str, NodeConnection] = {}
         self.secrets: ClusterSecrets | None = None
+        self.adopt_secrets = adopt_secrets
 
     async def __aenter__(self) -> Deployment:
         self.conns = {c.name: c for c in await self.session.connect_all()}
@@ -133,20 +165,31 @@ class Deployment:
         draft = render_all(RenderContext(self.spec, derive(self.spec), Secrets.redacted()))
         minors_guess = {d.minor: name for name, d in derive(self.spec).vms.items()}
         qdevice = self.spec.quorum_device is not None
+        hashed, masked = secret_paths(self.spec), masked_paths(self.spec)
         results = await asyncio.gather(
             *(
-                gather_facts(conn, _managed_paths(self.spec, draft, name), minors_guess, qdevice)
+                gather_facts(
+                    conn,
+                    set(_managed_paths(self.spec, draft, name)) - {*hashed, *masked},
+                    minors_guess,
+                    hashed,
+                    masked,
+                    qdevice=qdevice,
+                )
                 for name, conn in self.conns.items()
             )
         )
         facts = {f.name: f for f in results}
         qnetd_ca = await self.qnetd_ca() if qdevice else None
         if self.secrets is None:
-            self.secrets = load_or_create(self.spec.cluster.name, facts.values())
+            read = self._read_secret if self.adopt_secrets else None
+            self.secrets = await resolve_secrets(self.spec.cluster.name, facts, read)
         derived = derive(self.spec, existing_minors(self.spec, facts))
-        ctx = RenderContext(self.spec, derived, Secrets(drbd_master=self.secrets.drbd_master))
+        ctx = RenderContext(self.spec, derived, self.secrets.for_render)
         passwords = read_bmc_passwords(self.spec, self.spec_dir)
-        builder = PlanEnvBuilder(ctx, render_all(ctx), self.secrets, self.spec_dir, passwords)
+        builder = PlanEnvBuilder(
+            ctx, render_all(ctx), self.secrets, self.spec_dir, passwords, self.options
+        )
         builder.qnetd_ca = qnetd_ca
         return facts, builder
 
@@ -160,6 +203,11 @@ class Deployment:
             return None
         return pem_body(text) if text else ""
 
+    async def _read_secret(self, node: str, path: str) -> bytes:
+        """A node's copy of a secret, for apply to adopt (base64: any byte survives)."""
+        result = await self.conns[node].run(["base64", "-w0", "--", path], check=True)
+        return base64.b64decode(result.stdout)
+
 
 @dataclass
 class PlanEnvBuilder:
@@ -168,21 +216,24 @@ class PlanEnvBuilder:
     secrets: ClusterSecrets
     spec_dir: Path
     bmc_passwords: dict[str, BmcPassword]
+    options: RunOptions = field(default_factory=RunOptions)
     qnetd_ca: str | None = None
 
-    def env(self, facts: dict[str, NodeFacts]) -> ph.PlanEnv:
+    def env(self, facts: dict[str, NodeFacts], replacing: str | None = None) -> ph.PlanEnv:
         return ph.PlanEnv(
             self.ctx, self.rendered, facts, self.secrets, self.spec_dir, self.bmc_passwords,
-            qnetd_ca=self.qnetd_ca,
+            self.options, replacing=replacing, qnetd_ca=self.qnetd_ca,
         )  # fmt: skip
 
 
-async def plan(spec: ClusterSpec, spec_path: Path) -> RunReport:
+async def plan(spec: ClusterSpec, spec_path: Path, options: RunOptions | None = None) -> RunReport:
     started = time.monotonic()
     report = RunReport()
-    async with Deployment(spec, spec_path) as dep:
+    async with Deployment(spec, spec_path, options) as dep:
         facts, builder = await dep.gather()
+        report.secrets = [state.line() for state in builder.secrets.states]
         env = builder.env(facts)
+        preflight(env)
         for name, phase in ph.PHASES:
             t0 = time.monotonic()
             noted = len(env.notes)
@@ -211,8 +262,18 @@ async def _with_prediction(
 def _compute(name: str, phase: ph.Phase, env: ph.PlanEnv) -> list[Step]:
     try:
         return phase(env)
-    except PlanError as exc:
+    except ph.PlanError as exc:
         raise ApplyError(f"{name}: {exc}") from None
+
+
+def preflight(env: ph.PlanEnv) -> None:
+    """Every refusal the guarded phases would make, before anything runs (exit 3)."""
+    for name, phase in ph.PHASES:
+        if name in GUARDED:
+            try:
+                phase(env)
+            except ph.PlanError as exc:
+                raise RefusedError(f"{name}: {exc}") from None
 
 
 async def _run_action(conn: NodeConnection, session: Session, action: Run | Write | Call) -> None:
@@ -250,20 +311,27 @@ async def apply(
     spec_path: Path,
     progress: Progress = _quiet,
     stop_after: str | None = None,
+    options: RunOptions | None = None,
+    *,
+    phases: Sequence[tuple[str, ph.Phase]] = ph.PHASES,
+    keep: Callable[[Step], bool] | None = None,
+    replacing: str | None = None,
 ) -> RunReport:
-    """Run every phase; both nodes in parallel within a phase."""
+    """Run every phase; both nodes in parallel within a phase. `hakvm replace-node` gives
+    its own phase order, the node being replaced, and which steps to run (`keep`)."""
     started = time.monotonic()
     report = RunReport()
-    async with Deployment(spec, spec_path) as dep:
+    async with Deployment(spec, spec_path, options, adopt_secrets=True) as dep:
         facts, builder = await dep.gather()
+        preflight(builder.env(facts))
         dirty = False
-        for name, phase in ph.PHASES:
+        for name, phase in phases:
             t0 = time.monotonic()
             if dirty:
                 facts, builder = await dep.gather()
                 dirty = False
-            env = builder.env(facts)
-            steps = _compute(name, phase, env)
+            env = builder.env(facts, replacing)
+            steps = [s for s in _compute(name, phase, env) if keep is None or keep(s)]
             progress(name, "", None, f"{len(steps)} step(s)")
             by_node: dict[str, list[Step]] = {}
             for step in steps:

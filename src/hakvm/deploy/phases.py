@@ -1,8 +1,8 @@
 """Apply's phases, in order. Each phase reads fresh facts and yields steps for differences.
 
 packages -> network -> hosts -> firewall -> storage -> replication -> qdevice -> corosync ->
-quorum -> pacemaker -> libvirt -> fencing -> cib -> vms (qdevice and quorum: deploy/quorum.py).
-A phase that yields nothing changes nothing.
+quorum -> pacemaker -> libvirt -> fencing -> monitoring -> cib -> vms (qdevice and quorum:
+deploy/quorum.py). A phase that yields nothing changes nothing.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hakvm.deploy import actions, cib_merge, quorum
+from hakvm.deploy import actions, cib_merge, guards, quorum
+from hakvm.deploy import monitoring as mon
 from hakvm.deploy.actions import FRESH_TAG
+from hakvm.deploy.guards import RunOptions
 from hakvm.deploy.secrets import (
     AUTHKEY_PATH,
     DRBD_MASTER_PATH,
@@ -22,7 +24,7 @@ from hakvm.deploy.secrets import (
     ClusterSecrets,
     read_bmc_passwords,
 )
-from hakvm.deploy.steps import Call, CallFunc, PlanError, Run, Step, Write, run
+from hakvm.deploy.steps import Call, CallFunc, Run, Step, Write, run
 from hakvm.remote.facts import NodeFacts
 from hakvm.remote.pacemaker import parse_crm_mon
 from hakvm.render import hosts as hosts_render
@@ -34,7 +36,7 @@ from hakvm.render.libvirt import qcow2_dir, qcow2_path
 from hakvm.spec.models import DiskMode, Node, OsFamily, Vm
 from hakvm.spec.validate import backing_size
 
-MANAGED_MARK = "hakvm"
+PlanError = guards.PlanError  # where the phases' callers have always found it
 
 DEBIAN_PACKAGES = (
     "corosync", "pacemaker", "pacemaker-cli-utils", "drbd-utils", "resource-agents",
@@ -60,6 +62,8 @@ class PlanEnv:
     # The BMC password files beside the spec: engine reads them when it gathers facts
     # (deploy/secrets.py); an env built without them reads them there itself.
     bmc_passwords: dict[str, BmcPassword] = field(default_factory=dict)
+    options: RunOptions = field(default_factory=RunOptions)  # --replace-cluster, --adopt
+    replacing: str | None = None  # replace-node's new node: its DRBD joins as SyncTarget
     qnetd_ca: str | None = None  # the qnetd host's CA (base64; "": none yet; None: not read)
     notes: list[str] = field(default_factory=list)  # what plan says beside its steps
     restarts_corosync: set[str] = field(default_factory=set)  # by the corosync phase
@@ -105,7 +109,9 @@ def write_steps(
     steps = []
     for path, content, mode in files:
         current = env.facts[node].files.get(path)
-        if current is not None and current.content == content and current.mode == mode:
+        # A secret file given to another owner is rewritten, as one whose mode drifted.
+        owned = current is not None and current.owner in ("", "root:root")
+        if current is not None and current.same_as(content) and current.mode == mode and owned:
             continue
         title = f"{'create' if current is None else 'update'} {path}"
         old = current.content if current is not None else None
@@ -176,9 +182,9 @@ def _warm_qemu_capabilities(node: str) -> Step:
 
 def _network_interfaces(node: Node) -> list[str]:
     """Interfaces to (re)start, in dependency order: bonds (which enslave their members),
-    then ethernets, then bridges (whose ports must exist first)."""
+    then ethernets, VLANs (on a bond or NIC), then bridges (whose ports must exist first)."""
     ifaces = node.interfaces
-    return [*ifaces.bonds, *ifaces.ethernets, *ifaces.bridges]
+    return [*ifaces.bonds, *ifaces.ethernets, *ifaces.vlans, *ifaces.bridges]
 
 
 def network(env: PlanEnv) -> list[Step]:
@@ -186,9 +192,10 @@ def network(env: PlanEnv) -> list[Step]:
     for node in env.nodes:
         writes = write_steps(env, node.name, "network", rendered_writes(env, node.name, "network"))
         facts = env.facts[node.name]
+        ifs = node.interfaces
         expected = {
             name: [str(a) for a in cfg.addresses]
-            for group in (node.interfaces.bonds, node.interfaces.ethernets, node.interfaces.bridges)
+            for group in (ifs.bonds, ifs.ethernets, ifs.vlans, ifs.bridges)
             for name, cfg in group.items()
         }
         down = [
@@ -264,24 +271,16 @@ def firewall(env: PlanEnv) -> list[Step]:
     return steps
 
 
-def _lv_command(vm: Vm, node: Node) -> Run:
+def _lv_command(vm: Vm, node: Node, cluster: str) -> Run:
     st = node.storage
     size = f"{backing_size(vm.disk.size, vm.disk.mode)}b"
+    # Tagged as this cluster's VM: the only LVs hakvm ever uses or removes (guards.py).
+    tags = [a for tag in guards.lv_tags(cluster, vm.name) for a in ("--addtag", tag)]
     if st.thin_pool:
-        return run(
-            "lvcreate",
-            "-q",
-            "-y",
-            "-V",
-            size,
-            "-T",
-            f"{st.volume_group}/{st.thin_pool}",
-            "-n",
-            vm.name,
-            "--addtag",
-            FRESH_TAG,
-        )
-    return run("lvcreate", "-q", "-y", "-L", size, "-n", vm.name, st.volume_group)
+        pool = f"{st.volume_group}/{st.thin_pool}"
+        return run("lvcreate", "-q", "-y", "-V", size, "-T", pool, "-n", vm.name, *tags,
+                   "--addtag", FRESH_TAG)  # fmt: skip
+    return run("lvcreate", "-q", "-y", "-L", size, "-n", vm.name, *tags, st.volume_group)
 
 
 def storage(env: PlanEnv) -> list[Step]:
@@ -290,47 +289,37 @@ def storage(env: PlanEnv) -> list[Step]:
         facts = env.facts[node.name]
         st = node.storage
         if st.volume_group not in facts.volume_groups:
-            steps.append(_volume_group(node, facts))
+            steps.append(_volume_group(node, facts, env.ctx.spec.cluster.name))
         if st.thin_pool and (st.volume_group, st.thin_pool) not in facts.logical_volumes:
             pool = run("lvcreate", "-q", "-y", "--type", "thin-pool", "-L", f"{st.size}b",
                        "-n", st.thin_pool, st.volume_group)  # fmt: skip
             title = f"create thin pool {st.volume_group}/{st.thin_pool}"
             steps.append(Step(node.name, "storage", title, (pool,)))
+        cluster = env.ctx.spec.cluster.name
         for vm in env.ctx.spec.vms:
-            if (st.volume_group, vm.name) not in facts.logical_volumes:
+            lv = facts.logical_volumes.get((st.volume_group, vm.name))
+            if lv is None:
                 title = f"create volume {st.volume_group}/{vm.name}"
-                steps.append(Step(node.name, "storage", title, (_lv_command(vm, node),)))
-        master = env.secrets.drbd_master.encode() + b"\n"
+                steps.append(Step(node.name, "storage", title, (_lv_command(vm, node, cluster),)))
+            elif tag := guards.lv_step(node.name, facts, cluster, lv, vm.name in env.options.adopt):
+                steps.append(tag)
+        master = env.secrets.drbd_master_file
         writes = [*rendered_writes(env, node.name, "drbd"), (DRBD_MASTER_PATH, master, 0o600)]
         steps.extend(write_steps(env, node.name, "storage", writes))
         steps.extend(_drbd_resources(env, node, steps))
     return steps
 
 
-def _volume_group(node: Node, facts: NodeFacts) -> Step:
+def _volume_group(node: Node, facts: NodeFacts, cluster: str) -> Step:
     st = node.storage
     if st.create_from is None:
         raise PlanError(
             f"{node.name}: volume group {st.volume_group} does not exist; create it or "
             "name a device in storage.create_from"
         )
-    device = st.create_from.device
-    if device not in facts.block_devices:
-        raise PlanError(f"{node.name}: storage.create_from device {device} not found")
-    dev = facts.block_devices[device]
-    if dev.get("mountpoint"):
-        raise PlanError(f"{node.name}: {device} is mounted at {dev['mountpoint']}")
-    # Only here, with the device named and destroy_existing_data confirmed by validate.
-    return Step(
-        node.name,
-        "storage",
-        f"wipe {device} and create volume group {st.volume_group}",
-        (
-            run("wipefs", "-a", device),
-            run("pvcreate", "-q", "-y", "-ff", device),
-            run("vgcreate", "-q", "-y", st.volume_group, device),
-        ),
-    )
+    # Only here, with the device named and destroy_existing_data confirmed by validate, and
+    # only a device that holds nothing or what the spec says it holds (guards.py).
+    return guards.wipe_step(node, facts, cluster)
 
 
 def _drbd_resources(env: PlanEnv, node: Node, earlier: list[Step]) -> list[Step]:
@@ -353,7 +342,8 @@ def _drbd_resources(env: PlanEnv, node: Node, earlier: list[Step]) -> list[Step]
             steps += [adjust] if rewritten else []
         elif res is None or res.disk == "Diskless" or res.connection == "StandAlone":
             up = Call(f"drbdadm create-md (if none) + up {vm.name}", _drbd_up(node, vm))
-            steps.append(Step(node.name, "storage", f"DRBD {vm.name}: metadata and up", (up,)))
+            up_step = Step(node.name, "storage", f"DRBD {vm.name}: metadata and up", (up,))
+            steps.append(_join_step(env, node, vm) if env.replacing == node.name else up_step)
         elif rewritten:
             steps.append(adjust)
     return steps
@@ -371,6 +361,18 @@ def _pacemaker_managed(facts: NodeFacts) -> set[str]:
 
 def _drbd_up(node: Node, vm: Vm) -> CallFunc:
     return lambda nodes: actions.drbd_up(nodes.connected(node.name), vm.name)
+
+
+def _join_step(env: PlanEnv, node: Node, vm: Vm) -> Step:
+    peer = next(n.name for n in env.nodes if n != node)
+    lv = f"{node.storage.volume_group}/{vm.name}"
+    join = Call(
+        f"fresh metadata, resync paused, --discard-my-data; {peer} must be the SyncSource",
+        lambda nodes: actions.join_as_sync_target(
+            nodes.connected(node.name), nodes.connected(peer), vm.name, lv
+        ),
+    )
+    return Step(node.name, "storage", f"DRBD {vm.name}: join as SyncTarget of {peer}", (join,))
 
 
 def replication(env: PlanEnv) -> list[Step]:
@@ -445,8 +447,10 @@ def corosync(env: PlanEnv) -> list[Step]:
     steps = []
     for node in env.nodes:
         facts = env.facts[node.name]
-        conf = facts.files.get("/etc/corosync/corosync.conf")
-        first_bootstrap = conf is None or MANAGED_MARK.encode() not in conf.content
+        # The distribution's package starts a throw-away one-node cluster; its CIB would
+        # carry a stale node entry into ours. It, or a cluster the user names, is moved
+        # aside before the first start (guards.py); any other cluster is refused.
+        takeover = guards.takeover(node.name, facts, env.ctx.spec.cluster.name, env.options)
         writes = write_steps(
             env,
             node.name,
@@ -457,30 +461,17 @@ def corosync(env: PlanEnv) -> list[Step]:
             ],
         )
         active = facts.services_active.get("corosync", False)
-        if first_bootstrap and facts.cib and "<primitive" in facts.cib:
-            raise PlanError(
-                f"{node.name}: runs a Pacemaker cluster with resources that hakvm did not "
-                "create; refusing to replace its corosync configuration"
-            )
-        actions: list[Run] = []
-        if first_bootstrap:
-            # The distribution's package starts a throw-away one-node cluster; its CIB would
-            # carry a stale node entry into ours.
-            actions += [
-                run("systemctl", "stop", "pacemaker", "corosync"),
-                run("sh", "-c", "rm -f /var/lib/pacemaker/cib/cib*"),
-            ]
-        if writes or not active:
+        if takeover is not None:
+            steps.append(takeover)
+        if writes or not active or takeover is not None:
             steps.extend(writes)
-            if active and not first_bootstrap and quorum.reload_only(writes, conf):
+            conf = facts.files.get("/etc/corosync/corosync.conf")
+            if active and takeover is None and quorum.reload_only(writes, conf):
                 continue  # two_node <-> quorum device: the quorum phase reloads both nodes
             env.restarts_corosync.add(node.name)
-            restart = "restart" if (first_bootstrap or not active) else "reload-or-restart"
-            actions += [
-                run("systemctl", "enable", "corosync"),
-                run("systemctl", restart, "corosync"),
-            ]
-            steps.append(Step(node.name, "corosync", "start corosync", tuple(actions)))
+            restart = "restart" if (takeover is not None or not active) else "reload-or-restart"
+            start = (run("systemctl", "enable", "corosync"), run("systemctl", restart, "corosync"))
+            steps.append(Step(node.name, "corosync", "start corosync", start))
     return steps
 
 
@@ -576,6 +567,16 @@ def _migration_trust(env: PlanEnv, node: str) -> list[tuple[str, bytes, int]]:
         (migration.SSH_CONFIG_PATH, config.encode(), 0o600),
         (migration.AUTHORIZED_KEYS_PATH, authorized.encode(), 0o600),
     ]
+
+
+def monitoring(env: PlanEnv) -> list[Step]:
+    """The nodes' agent (metrics timer, alert agent) and node_exporter: deploy/monitoring.py."""
+    url = mon.read_webhook_url(env.ctx.spec, env.spec_dir)
+    steps: list[Step] = []
+    for node in env.nodes:
+        writes = write_steps(env, node.name, mon.PHASE, rendered_writes(env, node.name, mon.PHASE))
+        steps += mon.node_steps(env.ctx.spec, env.facts[node.name], writes, url)
+    return steps
 
 
 def fencing(env: PlanEnv) -> list[Step]:
@@ -685,6 +686,7 @@ PHASES: tuple[tuple[str, Phase], ...] = (
     ("pacemaker", pacemaker),
     ("libvirt", libvirt),
     ("fencing", fencing),
+    ("monitoring", monitoring),
     ("cib", cib),
     ("vms", vms),
 )

@@ -27,7 +27,8 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from hakvm.deploy import actions
-from hakvm.deploy.steps import Call, CallFunc, PlanError, Step, Write, run
+from hakvm.deploy.guards import PlanError
+from hakvm.deploy.steps import Call, CallFunc, Step, Write, run
 from hakvm.remote.facts import FileFact, NodeFacts
 from hakvm.remote.pacemaker import parse_crm_mon
 from hakvm.remote.quorum import NodeCerts, check_certs, runtime_quorum
@@ -64,6 +65,9 @@ class Env(Protocol):
     @property
     def restarts_corosync(self) -> set[str]: ...
 
+    @property
+    def replacing(self) -> str | None: ...
+
 
 def packages(env: Env) -> tuple[str, ...]:
     return PACKAGES if env.ctx.spec.quorum_device is not None else ()
@@ -93,6 +97,8 @@ def qdevice(env: Env) -> list[Step]:
     if check.present:
         env.notes.append("qdevice certificates: present")
         return []
+    if env.replacing is not None:
+        return _copy_to_new_node(env, names, certs, check.why)
     signer = f"qnetd host {qd.ssh.host}" if qd.ssh else "qnetd on this machine"
     cluster = spec.cluster.name
     call = Call(
@@ -107,6 +113,31 @@ def qdevice(env: Env) -> list[Step]:
 
 def _setup(names: list[str], cluster: str) -> CallFunc:
     return lambda nodes: actions.setup_qdevice_certificates(nodes, names, cluster)
+
+
+def _copy_to_new_node(
+    env: Env, names: list[str], certs: Mapping[str, NodeCerts], why: list[str]
+) -> list[Step]:
+    """replace-node: the new node gets the survivor's certificates (a new signature would
+    renew them on the survivor too, whose corosync-qdevice votes meanwhile)."""
+    new = env.replacing
+    assert new is not None
+    survivor = next(n for n in names if n != new)
+    cluster = env.ctx.spec.cluster.name
+    if not check_certs({survivor: certs[survivor]}, cluster, env.qnetd_ca).present:
+        raise PlanError(
+            f"{survivor} holds no valid qdevice certificate for {cluster} to copy to {new}: "
+            "run hakvm apply SPEC on the running cluster first"
+        )
+    copy = Call(
+        f"the qnetd CA and the cluster certificate with its key (PKCS#12) read from "
+        f"{survivor}'s qdevice database, imported into a new one on {new}",
+        lambda nodes: actions.copy_qdevice_certificates(
+            nodes.connected(survivor), nodes.connected(new)
+        ),
+    )
+    title = f"copy the qdevice certificates from {survivor}"
+    return [Step(new, "qdevice", title, (copy,), "\n".join(why) + "\n")]
 
 
 # --- phase: quorum (switch, start, stop, verify) -------------------------------------------
@@ -185,7 +216,9 @@ def quorum(env: Env) -> list[Step]:
     if qd is not None and steps:
         wait = Call(f"until every node's {QDEVICE} casts qnetd's vote", lambda nodes:
                     actions.wait_qdevice_vote([nodes.connected(n) for n in names]))  # fmt: skip
-        steps.append(Step(first, "quorum", "wait for the quorum device's vote", (wait,)))
+        # replace-node runs the steps of the node it brings back: the wait is that node's.
+        waiter = env.replacing or first
+        steps.append(Step(waiter, "quorum", "wait for the quorum device's vote", (wait,)))
     return steps
 
 

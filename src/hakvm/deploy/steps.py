@@ -9,13 +9,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from hakvm.errors import StateError
 from hakvm.remote.connection import Remote
 from hakvm.remote.qnetd import QnetdCa
-
-
-class PlanError(StateError):
-    """The nodes are in a state apply must not change by itself (one line, names the node)."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ Both offer the same faults, named by what they do to the cluster:
   qnetd_up()          back
   isolate(node)       node cut off from its peer and from qnetd (partition, plus an
                       nftables rule on node dropping its traffic to qnetd: in the lab too)
+  clear()             every fault of the kind undone on every node, whatever was injected;
+                      says what it found (a drill's `finally`, and `hakvm drill --heal`)
 
 heal() undoes every cut, partition and qnetd fault this injector made.
 
@@ -30,19 +32,21 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
+import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from hakvm.drill.harness import DrillError
+from hakvm.drill.harness import DrillError, Say
 from hakvm.errors import StateError
 from hakvm.lab.state import Lab, LabStateError
 from hakvm.remote.connection import Remote, RemoteError
 from hakvm.render.base import RenderContext, Secrets
 from hakvm.render.drbd import replication_link
-from hakvm.spec.derive import LinkAddress, derive
+from hakvm.spec.derive import LinkAddress, NetworkAddresses, derive
 from hakvm.spec.models import ClusterSpec, Node
 
 CUT_TABLE = "hakvm_drill"
@@ -52,6 +56,14 @@ QNETD_TABLE = "hakvm_drill_qnetd"
 
 class FaultError(StateError):
     """These faults cannot be injected here (not a lab, management path at risk): exit 3."""
+
+
+@dataclass
+class Healed:
+    """What a clear() found and undid, and the nodes it could not check (and why)."""
+
+    undone: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
 
 
 class Faults(Protocol):
@@ -67,6 +79,7 @@ class Faults(Protocol):
     async def qnetd_down(self) -> None: ...
     async def qnetd_up(self) -> None: ...
     async def isolate(self, node: str) -> None: ...
+    async def clear(self) -> Healed: ...
 
 
 class Connections(Protocol):
@@ -88,16 +101,17 @@ class LabFaults:
     qnetd_stopped: bool = False
     isolated: list[str] = field(default_factory=list)
 
-    def _lab(self, *args: str) -> None:
+    def _lab(self, *args: str) -> str:
         result = subprocess.run(
             [sys.executable, "-m", "hakvm.cli", "lab", "--lab-dir", str(self.lab_dir), *args],
             capture_output=True, text=True, check=False, timeout=300,
         )  # fmt: skip
         if result.returncode != 0:
             raise RemoteError(f"hakvm lab {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout
 
-    async def run(self, *args: str) -> None:
-        await asyncio.to_thread(self._lab, *args)
+    async def run(self, *args: str) -> str:
+        return await asyncio.to_thread(self._lab, *args)
 
     async def crash(self, node: str) -> None:
         await self.run("kill", node)
@@ -140,6 +154,26 @@ class LabFaults:
         self.isolated.append(node)
         await block_qnetd(self.spec, self.cluster, node)
         await self.partition()
+
+    async def clear(self) -> Healed:
+        """`lab heal`, `lab bmc-start` for every node and `lab qnetd-start` if a drill
+        stopped it (what `lab status` saw cut or stopped), and the qnetd rule on the nodes
+        this injector isolated."""
+        state = json.loads(await self.run("status", "--json"))
+        healed = Healed()
+        await self.run("heal")
+        healed.undone += [f"lab: link {k} healed" for k, v in state["links"].items() if v != "up"]
+        for node, info in state["nodes"].items():
+            await self.run("bmc-start", node)
+            if info["bmc"] != "running":
+                healed.undone.append(f"lab: {node}'s BMC started")
+        if state.get("qnetd", {}).get("state") == "stopped":  # as `lab qnetd-stop` left it
+            await self.qnetd_up()
+            healed.undone.append("lab: qnetd started")
+        if self.cluster is not None:
+            await _clear_nodes(self.cluster, self.isolated, {}, healed)
+            self.isolated = []
+        return healed
 
 
 def lab_of(spec: ClusterSpec, lab_dir: Path) -> LabFaults | str:
@@ -231,6 +265,53 @@ async def unblock_qnetd(cluster: Connections, nodes: list[str]) -> None:
             await cluster.drop(node)
 
 
+def bond_member(spec: ClusterSpec) -> tuple[str, str] | None:
+    """(node, interface): the bond member bond-member-loss takes down, if the spec has one."""
+    for node in spec.nodes:
+        for bond in node.interfaces.bonds.values():
+            if len(bond.members) >= 2:
+                return node.name, bond.members[0]
+    return None
+
+
+def _admin_up(ip_link: str) -> bool:
+    """Whether `ip -o link show` says the interface is administratively up."""
+    flags = re.search(r"<([^>]*)>", ip_link)
+    return flags is not None and "UP" in flags.group(1).split(",")
+
+
+async def clear_node(conn: Remote, member: str | None) -> list[str]:
+    """Undo on one node whatever in-node fault is there (the drill tables, a bond member
+    taken down); only what is found is touched. What was undone, one line each."""
+    undone = []
+    listed = await conn.run(["nft", "list", "tables"], timeout=60)
+    tables = set(listed.stdout.split("\n")) if listed.ok else set()
+    for name in (CUT_TABLE, BMC_TABLE, QNETD_TABLE):
+        if f"table inet {name}" in tables:
+            await conn.run(["nft", "-f", "-"], stdin=delete_table_script(name), check=True)
+            undone.append(f"{conn.name}: removed nftables table inet {name}")
+    if member is not None:
+        link = await conn.run(["ip", "-o", "link", "show", "dev", member], timeout=60)
+        if link.ok and not _admin_up(link.stdout):
+            await conn.run(["ip", "link", "set", "dev", member, "up"], check=True, timeout=60)
+            undone.append(f"{conn.name}: bond member {member} set up again")
+    return undone
+
+
+async def heal_faults(faults: Faults, say: Say) -> None:
+    """A drill's `finally`: every fault of its kind undone, each said; a failure is said,
+    never raised (the drill's own outcome, or its interruption, is what the caller reports)."""
+    try:
+        healed = await faults.clear()
+    except (RemoteError, OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+        say(f"could not check for drill faults left behind ({exc}): run hakvm drill --heal SPEC")
+        return
+    for line in healed.undone:
+        say(f"healed: {line}")
+    for line in healed.unchecked:
+        say(f"not checked: {line}: run hakvm drill --heal SPEC once it answers")
+
+
 @dataclass
 class NodeFaults:
     spec: ClusterSpec
@@ -286,7 +367,7 @@ class NodeFaults:
             await conn.run(["sh", "-c", "echo o > /proc/sysrq-trigger"], timeout=10)
         await self.cluster.drop(node)
 
-    async def _cut(self, links: list[LinkAddress]) -> None:
+    async def _cut(self, links: list[NetworkAddresses]) -> None:
         scripts = {}
         for node in self.spec.nodes:
             peer = self._peer(node.name)
@@ -298,14 +379,11 @@ class NodeFaults:
         await self._cut([self.heartbeat_link()])
 
     async def partition(self) -> None:
-        await self._cut(list(self.links))
+        own = [] if isinstance(self.replication, LinkAddress) else [self.replication]
+        await self._cut([*self.links, *own])  # and the replication network of its own
 
     def _bond_member(self) -> tuple[str, str] | None:
-        for node in self.spec.nodes:
-            for bond in node.interfaces.bonds.values():
-                if len(bond.members) >= 2:
-                    return node.name, bond.members[0]
-        return None
+        return bond_member(self.spec)
 
     async def cut_bond_member(self) -> None:
         found = self._bond_member()
@@ -357,6 +435,28 @@ class NodeFaults:
     async def bmc_up(self, node: str) -> None:
         self._bmc_target(node)
         await self._each({self._peer(node): delete_table_script(BMC_TABLE)})
+
+    async def clear(self) -> Healed:
+        """clear_node on every node."""
+        found = self._bond_member()
+        members = dict([found]) if found is not None else {}
+        healed = Healed()
+        await _clear_nodes(self.cluster, [n.name for n in self.spec.nodes], members, healed)
+        return healed
+
+
+async def _clear_nodes(
+    cluster: Connections, nodes: list[str], members: dict[str, str], healed: Healed
+) -> None:
+    """clear_node on each of `nodes` (with its bond member in `members`); a node that does
+    not answer is reported, not fatal (a node that fencing rebooted lost the tables with its
+    memory)."""
+    for node in nodes:
+        try:
+            healed.undone += await clear_node(await cluster.conn(node), members.get(node))
+        except RemoteError as exc:
+            await cluster.drop(node)
+            healed.unchecked.append(f"{node}: {exc}")
 
 
 def faults_for(

@@ -4,12 +4,15 @@ reads from the cluster), results and invariants."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hakvm import __version__
+from hakvm.agent.layout import DRILLS_DIR
 from hakvm.drill.timeline import Timeline
 from hakvm.errors import StateError
 from hakvm.ops.status import assess, collect
@@ -60,6 +63,20 @@ class DrillResult:
         }
 
 
+def result_record(result: DrillResult, finished: float) -> bytes:
+    """The file the nodes keep of a scenario's last drill (the agent exports it as
+    hakvm_drill_*; docs/metrics.md): JSON, one object."""
+    return json.dumps({
+        "format": 1,
+        "scenario": result.scenario,
+        "passed": result.passed,
+        "recovery_s": result.recovery_s,
+        "finished": round(finished, 3),
+        "failed_invariants": [i.name for i in result.invariants if not i.ok],
+        "hakvm_version": __version__,
+    }, indent=2).encode() + b"\n"  # fmt: skip
+
+
 # --- reading the cluster -------------------------------------------------------------------
 
 
@@ -75,6 +92,19 @@ class Cluster(Session):
         self.problems: list[str] = []  # what the last wait_healthy saw
         self.only_failures: list[str] = []  # failed actions, when they were all it saw
         self.inquorate: list[str] = []  # nodes whose own partition had no quorum, last seen
+
+    async def record(self, result: DrillResult) -> list[str]:
+        """Leave the result on every node (DRILLS_DIR/<scenario>.json, replaced whole); the
+        nodes that could not take it (the drill itself is not failed for that)."""
+        data, missed = result_record(result, time.time()), []
+        for name in [n.name for n in self.spec.nodes]:
+            try:
+                conn = await self.conn(name)
+                await conn.write_file(f"{DRILLS_DIR}/{result.scenario}.json", data, 0o644)
+            except RemoteError:
+                await self.drop(name)
+                missed.append(name)
+        return missed
 
     async def state(self, name: str) -> ClusterState | None:
         try:

@@ -26,10 +26,12 @@ whose disk may be overwritten there (--witness-vm), and that VM's node is the on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
 from hakvm.drill import qdevice as qd
+from hakvm.drill import replacement
 from hakvm.drill.faults import Faults
 from hakvm.drill.harness import Cluster, DrillError, DrillResult, Say, fence_successes
 from hakvm.drill.timeline import (
@@ -49,6 +51,7 @@ from hakvm.drill.timeline import (
 from hakvm.drill.witness import finish_witness, start_witness, wait_acks
 from hakvm.ops import migrate as moves
 from hakvm.remote import pacemaker
+from hakvm.remote.connection import RemoteError
 from hakvm.remote.drbd import DrbdResource
 from hakvm.spec.models import ClusterSpec, DiskMode
 
@@ -97,50 +100,55 @@ async def _crash_and_recover(  # noqa: PLR0912, PLR0915 - one poll loop and its 
         return time.monotonic() - t0
 
     say(f"fault: {result.scenario} on {victim}")
-    await inject(victim)
-    result.timeline.mark(0.0, Fault(victim, result.scenario))
     started_unfenced: list[str] = []
     fenced_at: float | None = None
     race_lost = False  # a partition's fence race that took down the survivor instead
-    while True:
-        state = await cluster.state(survivor)
-        if state is None and heal is not None:
-            # The survivor does not answer: did the fence race go the other way?
-            seen_by_victim = await cluster.state(victim)
-            if fence_successes(seen_by_victim, survivor) - survivor_fenced_before:
-                race_lost = True
-                result.timeline.mark(now(), Fenced(survivor, by=victim, race_lost=True))
+    try:
+        await inject(victim)
+        result.timeline.mark(0.0, Fault(victim, result.scenario))
+        while True:
+            state = await cluster.state(survivor)
+            if state is None and heal is not None:
+                # The survivor does not answer: did the fence race go the other way?
+                seen_by_victim = await cluster.state(victim)
+                if fence_successes(seen_by_victim, survivor) - survivor_fenced_before:
+                    race_lost = True
+                    result.timeline.mark(now(), Fenced(survivor, by=victim, race_lost=True))
+                    break
+            if state is not None:
+                node = state.nodes.get(victim)
+                if node is not None and (not node.online or node.unclean):
+                    result.timeline.mark(now(), Lost(victim, survivor))
+                if fenced_at is None and fence_successes(state, victim) - fenced_before:
+                    fenced_at = now()
+                    result.timeline.mark(fenced_at, Fenced(victim))
+                    if heal is not None:
+                        await heal()
+                        result.timeline.mark(now(), LinksHealed())
+                for vm in moving:
+                    drbd = state.resources.get(f"{vm}_drbd")
+                    if fenced_at is not None and drbd is not None and survivor in drbd.promoted_on:
+                        # Block mode is dual-primary: the survivor was Primary all along.
+                        result.timeline.mark(now(), DrbdPrimary(vm, survivor))
+                    res = state.resources.get(vm)
+                    if res is not None and survivor in res.active_on:
+                        if fenced_at is None and vm not in started_unfenced:
+                            started_unfenced.append(vm)
+                        if res.running_on == [survivor]:
+                            result.timeline.mark(now(), Running(vm, survivor))
+                done = all(result.timeline.at(Running(vm, survivor)) for vm in moving)
+                if done:
+                    break
+            if now() > bound:
                 break
-        if state is not None:
-            node = state.nodes.get(victim)
-            if node is not None and (not node.online or node.unclean):
-                result.timeline.mark(now(), Lost(victim, survivor))
-            if fenced_at is None and fence_successes(state, victim) - fenced_before:
-                fenced_at = now()
-                result.timeline.mark(fenced_at, Fenced(victim))
-                if heal is not None:
-                    await heal()
-                    result.timeline.mark(now(), LinksHealed())
-            for vm in moving:
-                drbd = state.resources.get(f"{vm}_drbd")
-                if fenced_at is not None and drbd is not None and survivor in drbd.promoted_on:
-                    # Block mode is dual-primary: the survivor was Primary all along.
-                    result.timeline.mark(now(), DrbdPrimary(vm, survivor))
-                res = state.resources.get(vm)
-                if res is not None and survivor in res.active_on:
-                    if fenced_at is None and vm not in started_unfenced:
-                        started_unfenced.append(vm)
-                    if res.running_on == [survivor]:
-                        result.timeline.mark(now(), Running(vm, survivor))
-            done = all(result.timeline.at(Running(vm, survivor)) for vm in moving)
-            if done:
-                break
-        if now() > bound:
-            break
-        await asyncio.sleep(POLL_S)
-    if heal is not None and result.timeline.at(LinksHealed()) is None:
-        await heal()  # never leave the nodes partitioned, whatever happened
-        result.timeline.mark(now(), LinksHealed())
+            await asyncio.sleep(POLL_S)
+    except BaseException:
+        w.stop.set()  # interrupted or failed: the writer is done too
+        raise
+    finally:
+        if heal is not None and result.timeline.at(LinksHealed()) is None:
+            await heal()  # never leave the nodes partitioned, whatever happened (Ctrl-C too)
+            result.timeline.mark(now(), LinksHealed())
     if race_lost:
         result.check(
             "preferred survivor won the fence race",
@@ -212,7 +220,7 @@ async def node_crash(cluster: Cluster, faults: Faults, bound: float, say: Say) -
     return result
 
 
-async def node_crash_during_resync(  # noqa: PLR0915 - set-up, fault, watch and verdicts of one scenario, in order
+async def node_crash_during_resync(
     cluster: Cluster, faults: Faults, bound: float, say: Say
 ) -> DrillResult:
     """The node holding the only good copy crashes while the peer is still resyncing from it.
@@ -221,6 +229,19 @@ async def node_crash_during_resync(  # noqa: PLR0915 - set-up, fault, watch and 
     data there, and Pacemaker must not promote it). Recovery waits for the crashed node,
     which fencing reboots; then every write it acknowledged must be on both nodes.
     """
+    slowed: list[tuple[str, str]] = []  # (node, resource): resync rates the drill lowered
+    try:
+        return await _crash_during_resync(cluster, faults, bound, say, slowed)
+    finally:
+        # Runtime options only: back to the configured ones however the drill ended.
+        for node, resource in slowed:
+            with contextlib.suppress(RemoteError):
+                await (await cluster.conn(node)).run(["drbdadm", "adjust", resource])
+
+
+async def _crash_during_resync(  # noqa: PLR0915 - set-up, fault, watch and verdicts of one scenario, in order
+    cluster: Cluster, faults: Faults, bound: float, say: Say, slowed: list[tuple[str, str]]
+) -> DrillResult:
     result = DrillResult("node-crash-during-resync")
     victim = await cluster.victim()
     survivor = cluster.other(victim)
@@ -232,6 +253,7 @@ async def node_crash_during_resync(  # noqa: PLR0915 - set-up, fault, watch and 
     # A full resync towards the survivor (its copy declared invalid), slowed down so that
     # it still runs at the fault. The options are runtime only: `drbdadm adjust` restores
     # the configured ones.
+    slowed.append((survivor, vm))  # before: a change that landed but did not answer counts
     await survivor_conn.run(
         ["drbdadm", "disk-options", "--c-plan-ahead=0", f"--resync-rate={SLOW_RESYNC_RATE}", vm],
         check=True,
@@ -252,7 +274,6 @@ async def node_crash_during_resync(  # noqa: PLR0915 - set-up, fault, watch and 
         else f"{survivor}: no DRBD state for {vm}",
     )
     if not resyncing:
-        await survivor_conn.run(["drbdadm", "adjust", vm])
         await finish_witness(cluster, w, victim, result)
         return result
     t0 = time.monotonic()
@@ -384,13 +405,18 @@ async def fence_failure(cluster: Cluster, faults: Faults, bound: float, say: Say
     survivor = cluster.other(victim)
     hold_s = 120.0
     background: list[asyncio.Task[None]] = []
+    blocked: list[str] = []  # BMCs blocked and not back yet
 
     async def bring_bmc_back(node: str) -> None:
         await asyncio.sleep(hold_s)
         await faults.bmc_up(node)
+        blocked.remove(node)
         result.timeline.mark(hold_s, Event(f"{node}'s BMC back"))
 
     async def kill_without_bmc(node: str) -> None:
+        # Recorded before it is blocked: however the drill ends from here on, even before
+        # the victim is reached, the `finally` below unblocks it.
+        blocked.append(node)
         await faults.bmc_down(node)
         await faults.crash(node)
         background.append(asyncio.create_task(bring_bmc_back(node)))
@@ -404,9 +430,16 @@ async def fence_failure(cluster: Cluster, faults: Faults, bound: float, say: Say
             inject=kill_without_bmc,
             victim=victim,
         )
-    finally:
         for task in background:
             await task
+    finally:
+        # Interrupted (Ctrl-C, a failure): the BMC comes back now, not after the hold.
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        for node in list(blocked):
+            await faults.bmc_up(node)
+            blocked.remove(node)
     fenced_at = result.timeline.at(Fenced(victim))
     result.check(
         "waited for the BMC",
@@ -435,11 +468,11 @@ async def _quiet_fault(
         n.name: fence_successes(await cluster.state(first), n.name) for n in cluster.spec.nodes
     }
     t0 = time.monotonic()
-    await cut()
-    result.timeline.mark(0.0, Event(f"cut {what}"))
     degraded_seen = False
     inquorate: list[str] = []
     try:
+        await cut()  # in the `try`: a cut interrupted half-way (one node done) is healed too
+        result.timeline.mark(0.0, Event(f"cut {what}"))
         while time.monotonic() - t0 < QUIET_WATCH_S:
             ok, problems = await cluster.healthy()
             inquorate += [n for n in cluster.inquorate if n not in inquorate]
@@ -594,13 +627,35 @@ async def rolling_maintenance(
     return result
 
 
+async def node_replacement(
+    cluster: Cluster, faults: Faults, bound: float, say: Say
+) -> DrillResult:
+    """A node lost for good, reinstalled and replaced while the VMs run (drill/replacement.py);
+    then the new node must take every VM over: a node-crash of the survivor."""
+    t0 = time.monotonic()
+    result = await replacement.replace_and_check(cluster, faults, bound, say)
+    if not result.passed:
+        return result
+    say("the replaced node must now take over: node-crash of the survivor")
+    if await cluster.wait_settled(900, say) < 0:
+        result.check("settled before the failover", False, "; ".join(cluster.problems[:3]))
+        return result
+    offset = time.monotonic() - t0
+    after = await node_crash(cluster, faults, bound, say)
+    for t, mark in after.timeline.marks:
+        result.timeline.mark(offset + t, mark)
+    for check in after.invariants:
+        result.check(f"failover onto the new node: {check.name}", check.ok, check.detail)
+    return result
+
+
 # The quorum device's drills (drill/qdevice.py) are built on the shared bodies above.
 QDEVICE_DRILLS = qd.drills(
     qd.Bodies(recover=_crash_and_recover, partition=_partition, quiet=_quiet_fault,
               place=_place_a_vm_on)
 )  # fmt: skip
 
-# The one list of drills, in the order `--all` runs them.
+# The one list of drills, in the order `--all` runs them (but those in NAMED_ONLY).
 DRILLS: dict[str, Drill] = {
     "node-crash": node_crash,
     "node-crash-during-resync": node_crash_during_resync,
@@ -611,10 +666,14 @@ DRILLS: dict[str, Drill] = {
     "fence-failure": fence_failure,
     "rolling-maintenance": rolling_maintenance,
     **QDEVICE_DRILLS,  # run by `--all` only for a spec with a quorum device
+    "node-replacement": node_replacement,
 }
-SCENARIOS = tuple(DRILLS)  # the order of `--all`
+SCENARIOS = tuple(DRILLS)
+# Run only when named: node-replacement reinstalls a lab node (and forgets the lab's snapshots).
+NAMED_ONLY = ("node-replacement",)
+ALL = tuple(name for name in DRILLS if name not in NAMED_ONLY)  # the order of `--all`
 
 
 def scenarios_for(spec: ClusterSpec) -> list[str]:
-    """`--all`: every drill; the quorum device's only for a spec that has one."""
-    return [n for n in SCENARIOS if spec.quorum_device is not None or n not in QDEVICE_DRILLS]
+    """`--all`: every drill in ALL; the quorum device's only for a spec that has one."""
+    return [n for n in ALL if spec.quorum_device is not None or n not in QDEVICE_DRILLS]

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from hakvm.drill.harness import Cluster, DrillError, DrillResult, Say
-from hakvm.remote.connection import NodeConnection, RemoteError
+from hakvm.remote.connection import NodeConnection, Remote, RemoteError
 
 WITNESS_SLOTS = 4096  # 16 MiB of 4 KiB records
 WITNESS_RATE = 20  # records per second: plenty of numbers, little load on a slow node
@@ -162,6 +162,22 @@ if mode == "write":
 else:
     read(device, offset, slots, run_id)
 """
+
+
+# Every witness command line holds the script, and with it MAGIC: a pattern for `pgrep -f`
+# that matches it, but not itself (nor the shell that runs pgrep).
+LEFTOVER_PATTERN = "HAKVMWI[T]"
+
+
+async def stop_leftovers(conn: Remote) -> list[str]:
+    """Stop witness processes still running on `conn`'s node (a drill whose client vanished
+    without closing its connection leaves its writer there); what was stopped."""
+    found = await conn.run(["pgrep", "-f", LEFTOVER_PATTERN], timeout=60)
+    pids = found.stdout.split() if found.ok else []
+    if not pids:
+        return []
+    await conn.run(["kill", "--", *pids], timeout=60)
+    return [f"{conn.name}: stopped witness process(es) left behind: pid {', '.join(pids)}"]
 
 
 class WitnessError(RemoteError):

@@ -349,6 +349,23 @@ def start_cmd(ctx: click.Context, node: str, wait: bool) -> None:
         click.echo(f"{node}: SSH up after {secs:.0f}s")
 
 
+@lab.command("reimage")
+@click.argument("node", type=NODE, metavar="NODE")
+@click.pass_context
+@handle_errors
+def reimage_cmd(ctx: click.Context, node: str) -> None:
+    """Give powered-off NODE fresh disks from the node image: a new SSH host key, an empty
+    DRBD disk, nothing of the cluster (a disk swap and an OS reinstall). Forgets the lab's
+    snapshots, which hold its old disks."""
+    done = lifecycle.reimage(_lab(ctx), node)
+    click.echo(
+        f"{node}: fresh disks in {done.seconds:.0f}s; new SSH host key {done.fingerprint} "
+        f"(the lab's known_hosts changed for {node} only)"
+    )
+    if done.dropped:
+        click.echo(f"snapshots forgotten (they held {node}'s old disks): {', '.join(done.dropped)}")
+
+
 @lab.command("cut")
 @click.argument("link", type=LINK, metavar="LINK")
 @click.pass_context

@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hakvm.lab import bmcs, image, nodes, preflight, procs, qnetd, repo, ssh
+from hakvm.lab import bmcs, image, nodes, preflight, procs, qnetd, repo, snapshots, ssh
 from hakvm.lab.state import (
     LINKS,
+    LOOPBACK,
     NODES,
     Lab,
     LabConfig,
@@ -178,6 +179,50 @@ def _client_key(lab: Lab) -> str:
         lab.ssh_key.chmod(0o600)
         return pub.read_text().strip()
     return nodes.generate_keypair(lab.ssh_key, "hakvm-lab")
+
+
+@dataclasses.dataclass
+class Reimaged:
+    node: str
+    fingerprint: str  # the node's new SSH host key
+    dropped: list[str]  # snapshots forgotten: they held the node's old disks
+    seconds: float
+
+
+def reimage(lab: Lab, node: str) -> Reimaged:
+    """A dead node's disks swapped and its OS reinstalled: fresh disks from the lab's node
+    image, a new identity (SSH host key, machine-id), an empty DRBD disk, nothing of the
+    cluster. The node must be off; its BMC is held stopped meanwhile (a fence's power-on
+    would boot it halfway) and started again if it ran. The lab's known_hosts changes for
+    this node only; the lab's snapshots, which hold its old disks, are forgotten."""
+    started = time.monotonic()
+    preflight.require_root()
+    config = require_up(lab)
+    if nodes.qemu_pid(lab.run, node) is not None:
+        raise LabStateError(f"{node} is on: power it off first (hakvm lab kill {node})")
+    img = image.cached_image(config.image_key or None)
+    if img is None:
+        raise LabStateError(f"the lab's node image is not in {image.cache_root()}: hakvm lab image")
+    user = procs.ensure_lab_user()
+    held = bmcs.stop_bmc(lab, node)
+    try:
+        if nodes.qemu_pid(lab.run, node) is not None:
+            raise LabStateError(f"{node} was powered on meanwhile (its BMC): kill it, retry")
+        dropped = snapshots.forget_all(lab)
+        host_pub = nodes.prepare_node(
+            lab.run, config, node, image_root=img.root, client_pub=_client_key(lab), owner=user
+        )
+        port = config.ssh_port_of(node)
+        mine = f"[{LOOPBACK}]:{port} "
+        kept = [line for line in lab.known_hosts.read_text().splitlines()
+                if line.strip() and not line.startswith(mine)]  # fmt: skip
+        lines = [*kept, nodes.known_hosts_line(port, host_pub)]
+        write_atomic(lab.known_hosts, "".join(line + "\n" for line in lines))
+    finally:
+        if held:
+            bmcs.start_bmc(lab, node, user)
+    seconds = round(time.monotonic() - started, 1)
+    return Reimaged(node, nodes.fingerprint(host_pub), dropped, seconds)
 
 
 def down(lab: Lab) -> list[procs.LabProcess]:

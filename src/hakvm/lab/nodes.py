@@ -10,7 +10,9 @@ killed and restarted (fencing, ``lab kill``) gets its links back by itself.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -183,6 +185,12 @@ def qemu_argv(run: Runtime, config: LabConfig, node: str) -> list[str]:
         "-daemonize",
     ]
     return argv
+
+
+def fingerprint(public_key: str) -> str:
+    """OpenSSH's SHA256 fingerprint of a public key line, as `ssh-keygen -lf` prints it."""
+    digest = hashlib.sha256(base64.b64decode(public_key.split()[1])).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
 def known_hosts_line(port: int, public_key: str) -> str:

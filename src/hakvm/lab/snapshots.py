@@ -168,3 +168,12 @@ def delete(lab: Lab, name: str) -> None:
                 )  # fmt: skip
     del index[name]
     _save_index(lab, index)
+
+
+def forget_all(lab: Lab) -> list[str]:
+    """Forget every snapshot (a node's disks were replaced: none can be restored whole any
+    more); what they saved of the other node stays in its disk files until `lab destroy`."""
+    names = sorted(listing(lab))
+    if names:
+        _save_index(lab, {})
+    return names

@@ -10,7 +10,6 @@ reads. Every check is a pure function of them, so unit tests replay recorded out
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,8 @@ from pydantic import BaseModel, Field
 
 from hakvm.deploy import phases as ph
 from hakvm.deploy.engine import Deployment
-from hakvm.deploy.secrets import AUTHKEY_PATH, DRBD_MASTER_PATH
-from hakvm.deploy.steps import PlanError, Step
+from hakvm.deploy.secrets import SecretFileError, local_secret_modes, masked_paths, secret_paths
+from hakvm.deploy.steps import Step
 from hakvm.errors import MonitorCode
 from hakvm.ops.findings import Finding, Skipped, critical, warning
 from hakvm.ops.quorum_checks import CONFIG_ID, VOTE_ID, check_qdevice_config, check_qdevice_vote
@@ -40,11 +39,11 @@ from hakvm.remote.probes import (
     parse_cfgtool,
 )
 from hakvm.remote.session import Session
-from hakvm.render.cib import drbd_clone_id, fence_id, password_file_path
+from hakvm.render.cib import drbd_clone_id, fence_id
 from hakvm.render.drbd import resource_path
-from hakvm.render.migration import KEY_PATH as MIGRATION_KEY_PATH
+from hakvm.spec.derive import derive, interface_of
 from hakvm.spec.models import ClusterSpec, Node, OsFamily
-from hakvm.spec.paths import resolve
+from hakvm.spec.validate import replication_exposure
 
 # Pacemaker and corosync stay correct with skewed clocks, but failure-timeout expiry,
 # constraint lifetimes (crm_resource --move --lifetime) and every post-mortem (logs, fence
@@ -63,9 +62,10 @@ class DoctorReport(BaseModel):
     cluster: str
     health: Literal["healthy", "degraded", "critical", "unknown"]
     exit_code: int = Field(
-        description="0 nothing found, 1 only warnings, 2 any critical, 3 no node answered"
+        description="0 nothing found (or advice only), 1 warnings, 2 any critical, 3 no node "
+        "answered"
     )
-    findings: list[Finding] = Field(description="critical first")
+    findings: list[Finding] = Field(description="critical first, advice last")
     checks_run: list[str] = Field(description="finding ids verified (absent unless listed)")
     skipped: list[str] = Field(description="checks that could not run, and why")
 
@@ -84,6 +84,7 @@ class DeployView:
     drift: list[Step] = field(default_factory=list)
     error: str | None = None  # no facts at all: secrets and drift unchecked
     drift_error: str | None = None  # facts, but plan refused: drift unchecked
+    proc_hidden: dict[str, bool | None] = field(default_factory=dict)  # /proc hidepid?
 
 
 @dataclass
@@ -223,15 +224,6 @@ def check_heartbeat_spec(spec: ClusterSpec) -> list[Finding]:
     ]
 
 
-def _interface_with(node: Node, address: str) -> str | None:
-    groups = (node.interfaces.bonds, node.interfaces.ethernets, node.interfaces.bridges)
-    for group in groups:
-        for name, cfg in group.items():
-            if any(str(a.ip) == address for a in cfg.addresses):
-                return name
-    return None
-
-
 def check_heartbeat_links(spec: ClusterSpec, answers: Mapping[str, NodeAnswer]) -> list[Finding]:
     found: list[Finding] = []
     for nodeid, node in enumerate(spec.nodes, start=1):
@@ -251,6 +243,11 @@ def check_heartbeat_links(spec: ClusterSpec, answers: Mapping[str, NodeAnswer]) 
             continue
         found += _link_findings(spec, node, parse_cfgtool(text, nodeid))
     return found
+
+
+def check_guest_network(spec: ClusterSpec) -> list[Finding]:
+    found = replication_exposure(spec, derive(spec))  # also a `validate` warning
+    return [_warning(GUEST_NET, None, what, fix) for _, what, fix in found]
 
 
 def _link_findings(spec: ClusterSpec, node: Node, links: list[LinkStatus]) -> list[Finding]:
@@ -279,7 +276,7 @@ def _link_findings(spec: ClusterSpec, node: Node, links: list[LinkStatus]) -> li
     for lk in links:
         if lk.peer_connected:
             continue
-        iface = _interface_with(node, lk.address) or "the interface"
+        iface = interface_of(node, lk.address) or "the interface"
         found.append(
             _warning(
                 "heartbeat-link-down",
@@ -473,15 +470,6 @@ def _bond_findings(node: str, name: str, members: Sequence[str], text: str) -> l
 # --- secrets -------------------------------------------------------------------------------------
 
 
-def node_secret_paths(spec: ClusterSpec) -> list[str]:
-    """Files on the nodes holding a secret: authkey, DRBD master secret and resource files
-    (their shared secret), the migration SSH key (root on the peer), the fence passwords."""
-    paths = {AUTHKEY_PATH, DRBD_MASTER_PATH, MIGRATION_KEY_PATH}
-    paths |= {password_file_path(n.name) for n in spec.nodes}
-    paths |= {resource_path(vm.name) for vm in spec.vms}
-    return sorted(paths)
-
-
 def _exposed(mode: int | None) -> bool:
     return mode is not None and mode & 0o077 != 0
 
@@ -491,7 +479,9 @@ def check_node_secrets(
 ) -> list[Finding]:
     found: list[Finding] = []
     for node, node_files in sorted(files.items()):
-        for path in node_secret_paths(spec):
+        # authkey, DRBD master secret and resources (their shared secret), the migration
+        # SSH key (root on the peer), the fence passwords
+        for path in sorted({*secret_paths(spec), *masked_paths(spec)}):
             fact = node_files.get(path)
             if fact is not None and _exposed(fact.mode):
                 found.append(
@@ -518,19 +508,23 @@ def check_local_secrets(modes: Mapping[str, int | None]) -> list[Finding]:
     ]
 
 
-def local_secret_modes(spec: ClusterSpec, spec_path: Path) -> dict[str, int | None]:
-    """Modes of the spec's SSH keys and BMC password files (relative to the spec)."""
-    base = spec_path.resolve().parent
-    files = {resolve(base, n.ssh.key_file) for n in spec.nodes}
-    files |= {resolve(base, n.bmc.password_file) for n in spec.nodes if n.bmc}
-    return {str(f): _mode(f) for f in sorted(files)}
-
-
-def _mode(path: Path) -> int | None:
-    try:
-        return os.stat(path).st_mode & 0o7777
-    except OSError:
-        return None  # missing: validate and apply report it, it cannot leak
+def check_hidepid(spec: ClusterSpec, deployed: DeployView) -> list[Finding]:
+    """fence_ipmilan passes the BMC password to `ipmitool -P` at every fence monitor: with
+    /proc mounted without hidepid any local process can read it (docs/known-limits.md)."""
+    _facts(deployed)
+    if not (hidden := {n: h for n, h in deployed.proc_hidden.items() if h is not None}):
+        raise Skipped("no node said how /proc is mounted")
+    exposed = [n for n, h in sorted(hidden.items()) if not h and any(x.bmc for x in spec.nodes)]
+    return [
+        Finding(
+            check="proc-hidepid", severity="advice", node=node,
+            message=f"/proc on {node} is mounted without hidepid: any local process (QEMU "
+            "runs as libvirt-qemu) can read the BMC password fence_ipmilan gives ipmitool -P",
+            fix=f"on {node}: mount -o remount,hidepid=2 /proc; in /etc/fstab: "
+            "proc /proc proc defaults,hidepid=2 0 0",
+        )
+        for node in exposed
+    ]
 
 
 # --- drift ---------------------------------------------------------------------------------------
@@ -575,6 +569,7 @@ class Check:
     run: Callable[[], list[Finding]]
 
 
+GUEST_NET = "replication-on-guest-network"
 FENCING_IDS = ("fencing-disabled", "fence-device-missing", "fence-device-stopped",
                "fence-device-failed")  # fmt: skip
 
@@ -609,6 +604,7 @@ def checks(spec: ClusterSpec, inputs: Inputs) -> list[Check]:
             lambda: check_no_quorum_policy(spec, _needs(state)),
         ),
         Check(("heartbeat-single-link",), lambda: check_heartbeat_spec(spec)),
+        Check((GUEST_NET,), lambda: check_guest_network(spec)),
         Check(
             ("heartbeat-down", "heartbeat-link-down"),
             lambda: check_heartbeat_links(spec, inputs.reachable()),
@@ -624,6 +620,7 @@ def checks(spec: ClusterSpec, inputs: Inputs) -> list[Check]:
         Check((CONFIG_ID,), lambda: check_qdevice_config(_facts(deployed))),
         Check(("local-secret-readable",), lambda: check_local_secrets(inputs.local_modes)),
         Check(("secret-readable",), lambda: check_node_secrets(spec, _facts(deployed))),
+        Check(("proc-hidepid",), lambda: check_hidepid(spec, deployed)),
         Check(("drift",), lambda: check_drift(_drift(deployed))),
     ]
 
@@ -639,10 +636,10 @@ def diagnose(spec: ClusterSpec, inputs: Inputs) -> DoctorReport:
             skipped.append(f"{', '.join(check.ids)}: {why}")
             continue
         checks_run += [i for i in check.ids if i not in checks_run]
-    findings.sort(key=lambda f: f.severity != "critical")  # stable: check order within
+    findings.sort(key=lambda f: ("critical", "warning", "advice").index(f.severity))  # stable
     code = MonitorCode.HEALTHY
-    if findings:
-        critical = any(f.severity == "critical" for f in findings)
+    if graded := [f for f in findings if f.severity != "advice"]:
+        critical = any(f.severity == "critical" for f in graded)
         code = MonitorCode.CRITICAL if critical else MonitorCode.DEGRADED
     if all(a.raw is None for a in inputs.node_answers().values()):
         code = MonitorCode.UNKNOWN  # nothing answered: the checks that ran prove little
@@ -665,13 +662,14 @@ async def deployment_view(spec: ClusterSpec, spec_path: Path) -> DeployView:
     try:
         async with Deployment(spec, spec_path) as dep:
             facts, builder = await dep.gather()
-    except (RemoteError, ValueError) as exc:
+    except (RemoteError, SecretFileError, ValueError) as exc:
         return DeployView(error=str(exc))
     view = DeployView(files={name: f.files for name, f in facts.items()})
+    view.proc_hidden = {name: f.proc_hides_processes for name, f in facts.items()}
     env = builder.env(facts)
     try:
         view.drift = [s for name, phase in ph.PHASES if name in DRIFT_PHASES for s in phase(env)]
-    except PlanError as exc:
+    except ph.PlanError as exc:
         view.drift_error = str(exc)
     return view
 

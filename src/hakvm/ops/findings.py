@@ -8,7 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-Severity = Literal["critical", "warning"]
+# advice: hardening that leaves the health as it is (a monitoring system is not paged for it)
+Severity = Literal["critical", "warning", "advice"]
 
 
 class Finding(BaseModel):

@@ -21,9 +21,11 @@ migration hand-over, where libvirt stops the source before the destination resum
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,11 +36,12 @@ from hakvm.remote.pacemaker import ClusterState
 from hakvm.remote.session import Session
 from hakvm.render.cib import GOOD_DATA_SCORE, promotion_score_attribute
 from hakvm.render.drbd import resync_attribute
-from hakvm.render.migration import migration_name
+from hakvm.render.migration import libvirt_uri, migration_name
 from hakvm.spec.models import ClusterSpec, DiskMode, Vm
 
 MEMORY_MARGIN = 64 * 1024**2  # QEMU's own overhead above the guest's memory
 Progress = Callable[[str], None]
+Lock = AbstractAsyncContextManager[object]  # the node lock (hakvm.remote.lock)
 
 
 class MoveError(StateError):
@@ -124,8 +127,9 @@ async def preflight(
             f"{vm.name} needs {needed // 2**20} MiB"
         )
     if vm.disk.mode is DiskMode.BLOCK:
+        # The path the migration takes: libvirt's ssh tunnel, all the migration key opens.
         probe_ssh = await conns[source].run(
-            ["ssh", "-o", "ConnectTimeout=20", migration_name(target), "true"], timeout=180
+            ["virsh", "-c", libvirt_uri(target), "uri"], timeout=180
         )
         if not probe_ssh.ok:
             last = (probe_ssh.stderr.strip().splitlines() or ["no output"])[-1]
@@ -284,12 +288,20 @@ def _other(spec: ClusterSpec, node: str) -> str:
 
 
 async def migrate(
-    spec: ClusterSpec, spec_path: Path, vm_name: str, to: str | None, progress: Progress = _noop
+    spec: ClusterSpec,
+    spec_path: Path,
+    vm_name: str,
+    to: str | None,
+    progress: Progress = _noop,
+    *,
+    lock: Lock | None = None,
 ) -> MoveResult:
+    """`lock`: held from the first node contact to the end (the command line's node lock;
+    a drill, which already holds it, gives none)."""
     vm = _find_vm(spec, vm_name)
     if to is not None:
         _other(spec, to)  # a bad name is bad input, before any node is asked
-    async with Session(spec, spec_path) as session:
+    async with lock or contextlib.nullcontext(), Session(spec, spec_path) as session:
         conns = {c.name: c for c in await session.connect_all()}
         state = await pacemaker.cluster_state(next(iter(conns.values())))
         running = state.active_on(vm.name)
@@ -302,12 +314,17 @@ async def migrate(
 
 
 async def drain(
-    spec: ClusterSpec, spec_path: Path, node: str, progress: Progress = _noop
+    spec: ClusterSpec,
+    spec_path: Path,
+    node: str,
+    progress: Progress = _noop,
+    *,
+    lock: Lock | None = None,
 ) -> DrainResult:
     """Move every VM off `node` (live where possible), then put it in standby."""
     target = _other(spec, node)
     result = DrainResult(node)
-    async with Session(spec, spec_path) as session:
+    async with lock or contextlib.nullcontext(), Session(spec, spec_path) as session:
         conns = {c.name: c for c in await session.connect_all()}
         state = await pacemaker.cluster_state(conns[target])
         on_node = [vm for vm in spec.vms if node in state.active_on(vm.name)]
@@ -331,10 +348,12 @@ async def drain(
         return result
 
 
-async def undrain(spec: ClusterSpec, spec_path: Path, node: str) -> None:
+async def undrain(
+    spec: ClusterSpec, spec_path: Path, node: str, *, lock: Lock | None = None
+) -> None:
     """Take `node` out of standby; VMs stay where they are (stickiness)."""
     _other(spec, node)
-    async with Session(spec, spec_path) as session:
+    async with lock or contextlib.nullcontext(), Session(spec, spec_path) as session:
         conns = {c.name: c for c in await session.connect_all()}
         conn = conns[_other(spec, node)]
         await pacemaker.set_standby(conn, node, on=False)

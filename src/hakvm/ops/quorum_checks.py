@@ -14,8 +14,7 @@ from collections.abc import Mapping
 
 from hakvm.ops.findings import Finding, critical, warning
 from hakvm.remote.facts import FileFact
-from hakvm.remote.probes import NodeAnswer
-from hakvm.remote.quorum import local_vote
+from hakvm.remote.probes import NodeAnswer, qdevice_vote
 from hakvm.render.corosync import PATH as COROSYNC_CONF
 from hakvm.spec.models import ClusterSpec
 
@@ -23,11 +22,6 @@ VOTE_ID = "qdevice-not-voting"
 CONFIG_ID = "qdevice-with-two-node"
 _TWO_NODE = re.compile(r"^\s*two_node:\s*1\s*$", flags=re.M)
 _DEVICE = re.compile(r"^\s*device\s*\{", flags=re.M)
-
-
-def qdevice_vote(answer: NodeAnswer) -> tuple[bool, bool, str | None]:
-    """(connected to qnetd, casting the vote, qdevice's state) of the node that answered."""
-    return local_vote(answer.output("quorumtool"), answer.output("qdevice_tool"))
 
 
 def check_qdevice_vote(spec: ClusterSpec, answers: Mapping[str, NodeAnswer]) -> list[Finding]:

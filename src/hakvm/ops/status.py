@@ -1,16 +1,18 @@
 """`hakvm status`: one honest view of the cluster, read natively from both nodes at once.
 
-Each node answers one remote shell (the facts batch runner) with Pacemaker's own state
-(`crm_mon --output-as=xml`), corosync's link view (`corosync-cfgtool -s`), DRBD's state and
-its bonds. `assess` turns those raw answers into a `StatusReport` (pure: unit tests replay
-recorded output). Health, for monitoring: 0 healthy, 1 degraded (still serving, redundancy
+Each node answers one remote shell (the facts batch runner) with corosync's link view
+(`corosync-cfgtool -s`), DRBD's state and its bonds; one of them also with Pacemaker's own
+state (`crm_mon --output-as=xml`), and the other too only when that view does not cover it
+(see `gather`). `assess` turns those raw answers into a `StatusReport` (pure: unit tests
+replay recorded output). Health, for monitoring: 0 healthy, 1 degraded (still serving, redundancy
 lost), 2 critical (a VM down, split-brain risk, no fencing, no quorum), 3 unknown (no node
 answered).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -18,21 +20,25 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from hakvm.errors import MonitorCode
-from hakvm.ops.quorum_checks import qdevice_vote
 from hakvm.remote.drbd import DrbdResource
 from hakvm.remote.pacemaker import ClusterState, parse_crm_mon
 from hakvm.remote.probes import (
+    BATCH_TIMEOUT_S,
     BondStatus,
     LinkStatus,
     NodeAnswer,
-    ask_all,
+    ask_kept,
     bonds_of,
     drbd_of,
+    node_commands,
     parse_bonding,
     parse_cfgtool,
+    qdevice_vote,
+    reach,
+    view_command,
 )
 from hakvm.remote.session import Session
-from hakvm.render.drbd import resync_attribute
+from hakvm.spec.derive import resync_attribute
 from hakvm.spec.models import ClusterSpec, Node, Vm
 
 VmState = Literal["running", "stopped", "failed", "multiple", "unknown"]
@@ -107,10 +113,79 @@ class StatusReport(BaseModel):
     last_fencing: FenceEventStatus | None
 
 
+async def gather(
+    session: Session,
+    prefer: str | None = None,
+    extra: Sequence[tuple[str, list[str]]] = (),
+    timeout: float = BATCH_TIMEOUT_S,
+) -> dict[str, NodeAnswer]:
+    """Both nodes at once, on the session's kept connections (an unreachable node is an
+    answer too). Pacemaker's state comes from one node: `prefer` (where the last report was
+    seen from) if it answers, else the first that does. Another node is asked its own view
+    (one more batch) only when that one does not cover it: see `own_views_needed`. `extra`
+    entries ride along in each node's batch (`hakvm serve`'s events); `timeout` bounds each
+    batch (a node that died mid-batch holds the answer no longer)."""
+    names = session.names
+    errors = await asyncio.gather(*(reach(session, n) for n in names))
+    reached = dict(zip(names, errors, strict=True))
+    up = [n for n in names if reached[n] is None]
+    viewer = prefer if prefer in up else next(iter(up), None)
+
+    async def ask(node: Node) -> NodeAnswer:
+        error = reached[node.name]
+        if error is not None:
+            return NodeAnswer(node.name, error=error)
+        view, qdevice = node.name == viewer, session.spec.quorum_device is not None
+        commands = node_commands(bonds_of(node), view=view, qdevice=qdevice)
+        return await ask_kept(session, node.name, [*commands, *extra], timeout)
+
+    answers = {a.name: a for a in await asyncio.gather(*(ask(n) for n in session.spec.nodes))}
+    more = own_views_needed(answers, viewer)
+    views = (ask_kept(session, n, view_command(), timeout) for n in more)
+    for own in await asyncio.gather(*views):
+        raw = answers[own.name].raw
+        if raw is not None:  # asked and lost: a failed crm_mon (no view, none shared)
+            raw["crm_mon"] = own.raw["crm_mon"] if own.raw else (255, b"")
+    return answers
+
+
+def own_views_needed(answers: Mapping[str, NodeAnswer], viewer: str | None) -> list[str]:
+    """The answering nodes whose own crm_mon the report needs besides `viewer`'s: all of
+    them unless that view is quorate and shows them online, i.e. in its own partition, where
+    their view is the same. A node it shows offline or unclean may see otherwise (a split)."""
+    view = _own_view(answers[viewer]) if viewer is not None else None
+    return [
+        name
+        for name, answer in answers.items()
+        if name != viewer
+        and answer.raw is not None
+        and "crm_mon" not in answer.raw
+        and not (view is not None and view.quorate and _in_partition(name, view))
+    ]
+
+
+def _in_partition(name: str, state: ClusterState) -> bool:
+    return _node_state(name, state) in ("online", "standby", "maintenance")
+
+
 async def collect(spec: ClusterSpec, spec_path: Path) -> dict[str, NodeAnswer]:
-    """Ask both nodes at once; an unreachable node is an answer too."""
-    timed = await ask_all(Session(spec, spec_path))
-    return {name: t.answer for name, t in timed.items()}
+    """Both nodes' answers on a session of their own (closed after)."""
+    async with Session(spec, spec_path) as session:
+        return await gather(session)
+
+
+async def watch(
+    spec: ClusterSpec, spec_path: Path, every: float, show: Callable[[StatusReport], None]
+) -> None:
+    """A report every `every` seconds, until cancelled (or `show` raises), all on one
+    session: each node logged in to once, again only after its connection was lost."""
+    async with Session(spec, spec_path) as session:
+        seen_from: str | None = None
+        while True:
+            report = assess(spec, await gather(session, seen_from))
+            show(report)
+            seen_from = report.seen_from
+            await asyncio.sleep(every)
 
 
 # --- assessment (pure) -------------------------------------------------------------------------
@@ -165,10 +240,32 @@ def _own_view(answer: NodeAnswer) -> ClusterState | None:
         return None
 
 
+def _shares_view(
+    name: str, answer: NodeAnswer, seen_from: str | None, state: ClusterState | None
+) -> bool:
+    """Not asked its own crm_mon: the view read (another node's, quorate) shows it in its
+    partition (`own_views_needed`), so its own view is that one."""
+    return (
+        answer.raw is not None
+        and "crm_mon" not in answer.raw
+        and state is not None
+        and state.quorate
+        and seen_from not in (None, name)
+        and _in_partition(name, state)
+    )
+
+
 def _node_status(
-    node: Node, nodeid: int, answer: NodeAnswer, state: ClusterState | None, found: _Problems
+    node: Node,
+    nodeid: int,
+    answer: NodeAnswer,
+    seen: tuple[str | None, ClusterState | None],
+    found: _Problems,
 ) -> NodeStatus:
+    seen_from, state = seen
     own = _own_view(answer)
+    if own is None and _shares_view(node.name, answer, seen_from, state):
+        own = state
     links = parse_cfgtool(answer.text("cfgtool"), nodeid)
     bonds = [
         parse_bonding(b, answer.text(f"bond_{b}"))
@@ -326,7 +423,7 @@ def assess(spec: ClusterSpec, answers: Mapping[str, NodeAnswer]) -> StatusReport
     nodes = [
         _node_status(
             node, nodeid, answers.get(node.name, NodeAnswer(node.name, error="not asked")),
-            state, found,
+            (seen_from, state), found,
         )
         for nodeid, node in enumerate(spec.nodes, start=1)
     ]  # fmt: skip

@@ -11,18 +11,22 @@ and a name no longer in the spec is still cleaned up while hakvm's traces of it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hakvm.deploy import cib_merge
+from hakvm.deploy import cib_merge, guards
 from hakvm.errors import InputError, StateError
 from hakvm.ops.status import DrbdStatus, StatusReport
 from hakvm.remote import drbd, pacemaker
 from hakvm.remote.connection import Remote, RemoteError
+from hakvm.remote.facts import LVS_FIELDS, parse_lvm
 from hakvm.remote.pacemaker import ClusterState
 from hakvm.remote.session import Session
+from hakvm.render.corosync import PATH as COROSYNC_PATH
 from hakvm.render.drbd import resource_path
 from hakvm.render.libvirt import domain_path
 from hakvm.spec.edit import remove_from_spec
@@ -172,6 +176,40 @@ def lv_name(node: Node, name: str) -> str:
     return f"{node.storage.volume_group}/{name}"
 
 
+# The lines of a DRBD resource file that say whose LV it names (its header, the resource,
+# each host's backing disk), without the rest: its shared secret stays on the node.
+RES_PROOF = ["grep", "-E", r"^(# Managed by hakvm|resource |[[:space:]]*(on |disk /|\}))"]
+
+
+async def _read(conn: Remote, argv: list[str]) -> bytes | None:
+    found = await conn.run(argv, timeout=60)
+    return found.stdout.encode() if found.ok else None
+
+
+async def lv_to_tag(conn: Remote, node: Node, cluster: str, name: str) -> list[str] | None:
+    """Before --delete-storage changes anything: the VM's LV, if there, must be tagged as this
+    cluster's VM, or be an earlier hakvm's (guards.earlier_hakvm): then the lvchange that
+    tags it, run while its DRBD resource file still proves it (so a re-run after an
+    interruption knows it). Anything else is refused."""
+    vg = node.storage.volume_group
+    argv = ["lvs", "--reportformat", "json", "--units", "b", "-o", LVS_FIELDS, f"{vg}/{name}"]
+    found = await conn.run(argv, timeout=60)
+    lv = parse_lvm("", found.stdout)[1].get((vg, name)) if found.ok else None
+    if lv is None:
+        return None
+    res = await _read(conn, [*RES_PROOF, resource_path(name)])
+    conf = await _read(conn, ["cat", COROSYNC_PATH])
+    owner = guards.lv_owner(lv, conn.name, cluster, res, conf)
+    if owner is guards.LvOwner.EARLIER:
+        return list(guards.tag_command(lv, cluster).argv)
+    if owner is not guards.LvOwner.OURS:
+        raise VmStateError(
+            f"{conn.name}: logical volume {lv_name(node, name)} is not cluster {cluster}'s VM "
+            f"{name}'s ({guards.describe_lv(lv)}): refusing to lvremove it; nothing was changed"
+        )
+    return None
+
+
 async def remove_lv(conn: Remote, node: Node, name: str) -> bool:
     """lvremove the VM's volume if it is there; False if it is gone already."""
     lv = lv_name(node, name)
@@ -224,6 +262,11 @@ async def teardown(
         # a remove without --force stop one that Pacemaker was restarting (seen on the lab).
         where = f"running on {', '.join(running)}" if running else "being started or moved"
         raise VmStateError(f"{name} is {where}: stop it first or use --force")
+    if delete_storage:  # on both nodes before anything is stopped or removed
+        tags = [(c, await lv_to_tag(c, spec.node(c.name), spec.cluster.name, name)) for c in conns]
+        for conn, tag in tags:
+            if tag is not None:
+                await conn.run(tag, check=True, timeout=60)
     result = RemoveResult(name)
     if resources:
         progress(f"{name}: stopping {', '.join(resources)}")
@@ -260,16 +303,19 @@ async def remove_vm(
     force: bool = False,
     delete_storage: bool = False,
     progress: Progress = _noop,
+    lock: AbstractAsyncContextManager[object] | None = None,
 ) -> RemoveResult:
     """Tear `name` down on both nodes, then drop it from the spec file (last: a re-run
-    after an interruption still finds it there)."""
+    after an interruption still finds it there). `lock` (the node lock) is held from the
+    first node contact to the end."""
     _check_name(spec, name, delete_storage)  # bad input before any node is asked
-    async with Session(spec, spec_path) as session:
-        result = await teardown(
-            await session.connect_all(), spec, name, force=force, delete_storage=delete_storage,
-            progress=progress,
-        )  # fmt: skip
-    if name in {v.name for v in spec.vms}:
-        remove_from_spec(spec_path, name)
-        result.spec_updated = True
+    async with lock or contextlib.nullcontext():
+        async with Session(spec, spec_path) as session:
+            result = await teardown(
+                await session.connect_all(), spec, name, force=force,
+                delete_storage=delete_storage, progress=progress,
+            )  # fmt: skip
+        if name in {v.name for v in spec.vms}:
+            remove_from_spec(spec_path, name)
+            result.spec_updated = True
     return result

@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 import asyncssh
 
 from hakvm.errors import ExitCode, FailedError
+from hakvm.redact import PLACEHOLDER, contains_placeholder, redact
 from hakvm.spec.models import SshTarget
 from hakvm.spec.paths import resolve
 
@@ -34,6 +35,12 @@ class UnreachableError(RemoteError):
     on it, the cluster is not in a state where the command can run."""
 
     exit_code = ExitCode.STATE
+
+
+class KeyFileError(UnreachableError):
+    """The spec's SSH key file is missing or unusable: bad input, nothing was tried."""
+
+    exit_code = ExitCode.INPUT
 
 
 @dataclass(frozen=True)
@@ -88,13 +95,35 @@ class Remote(Protocol):
 
 
 class Endpoint(Protocol):
-    """What a connection is made to: a node, or the quorum device's qnetd host."""
+    """What a connection needs of a machine: its name and SSH target (a spec's node, the
+    quorum device's qnetd host, or a machine `hakvm init` surveys before any spec exists)."""
 
     @property
     def name(self) -> str: ...
 
     @property
     def ssh(self) -> SshTarget: ...
+
+
+async def server_host_key(
+    target: SshTarget, algorithms: Sequence[str] = (), timeout: float = 20.0
+) -> asyncssh.SSHKey:
+    """The host key `target` presents (no authentication, nothing run), of one of
+    `algorithms` when given: what a user must confirm before it is trusted."""
+    try:
+        key = await asyncio.wait_for(
+            asyncssh.get_server_host_key(
+                target.host, target.port, server_host_key_algs=list(algorithms) or ()
+            ),
+            timeout=timeout,
+        )
+    except (OSError, asyncssh.Error, TimeoutError) as exc:
+        raise UnreachableError(
+            f"cannot reach {target.host}:{target.port} for its host key: {_reason(exc)}"
+        ) from None
+    if key is None:
+        raise UnreachableError(f"{target.host}:{target.port} presented no host key")
+    return key
 
 
 def quote_argv(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
@@ -106,9 +135,12 @@ def quote_argv(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str
 class NodeConnection:
     """One node's SSH connection. `run` never raises on a non-zero exit unless `check`."""
 
-    def __init__(self, node: Endpoint, spec_dir: Path, connect_timeout: float = 20.0) -> None:
+    def __init__(
+        self, node: Endpoint, spec_dir: Path, connect_timeout: float = 20.0, field: str = ""
+    ) -> None:
         self.node = node
         self.name = node.name
+        self._field = field or f"nodes.{node.name}.ssh"  # the spec field of its SSH settings
         self._spec_dir = spec_dir
         self._connect_timeout = connect_timeout
         self._conn: asyncssh.SSHClientConnection | None = None
@@ -126,22 +158,25 @@ class NodeConnection:
                 f"{self.name}: known_hosts file {known_hosts} is missing; hakvm never trusts "
                 "a host key on first use: add the node's key there"
             )
+        self._check_key(key)
         try:
             self._conn = await asyncio.wait_for(
                 asyncssh.connect(
                     ssh.host,
                     port=ssh.port,
                     username=ssh.user,
-                    client_keys=[str(key)],
+                    client_keys=[str(key)],  # a path: a -cert.pub beside it is used too
                     known_hosts=str(known_hosts),
+                    # Never an ssh-agent: the spec names the one key used (unattended runs
+                    # have no agent, and an agent would offer every key it holds).
                     agent_path=None,
                     keepalive_interval=15,
                     keepalive_count_max=4,
                 ),
                 timeout=self._connect_timeout,
             )
-        except asyncssh.KeyImportError as exc:
-            raise UnreachableError(f"{self.name}: cannot use the SSH key {key}: {exc}") from None
+        except asyncssh.KeyImportError as exc:  # the certificate beside the key, say
+            raise KeyFileError(f"{self.name}: cannot use the SSH key {key}: {exc}") from None
         except asyncssh.HostKeyNotVerifiable as exc:
             raise UnreachableError(
                 f"{self.name}: host key of {ssh.host}:{ssh.port} does not match {known_hosts} "
@@ -153,6 +188,21 @@ class NodeConnection:
                 f"{self.name}: cannot connect to {ssh.user}@{ssh.host}:{ssh.port}: {reason}"
             ) from None
         return self
+
+    def _check_key(self, key: Path) -> None:
+        """The spec's key file, read before any connection: KeyFileError (bad input, one
+        line naming the field) if it is missing, garbage or passphrase-protected."""
+        field = f"{self._field}.key_file"
+        try:
+            asyncssh.read_private_key(str(key))
+        except OSError as exc:
+            raise KeyFileError(f"{field}: cannot read {key}: {exc.strerror}") from None
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            why = "passphrase-protected" if "assphrase" in str(exc) else f"{exc}".lower()
+            raise KeyFileError(
+                f"{field}: {key} is not a usable private key ({why}); hakvm needs an OpenSSH "
+                "private key without a passphrase (it never uses an ssh-agent)"
+            ) from None
 
     async def __aenter__(self) -> NodeConnection:
         return await self.connect()
@@ -201,7 +251,9 @@ class NodeConnection:
             tuple(argv),
             proc.exit_status if proc.exit_status is not None else 255,
             out.decode("utf-8", "replace"),
-            err.decode("utf-8", "replace"),
+            # stderr is only ever shown (errors, reports): a tool repeating a secret there
+            # (drbdadm's failed drbdsetup command line) is redacted as it arrives.
+            redact(err.decode("utf-8", "replace")),
         )
         if check and not result.ok:
             raise command_failed(self.name, shlex.join(argv), result)
@@ -246,15 +298,18 @@ class NodeConnection:
     async def write_file(
         self, path: str, content: bytes, mode: int, owner: str = "root", group: str = "root"
     ) -> None:
-        """Atomically replace `path` (temp file + rename); mode set before data lands, so a
-        secret is never briefly world-readable."""
-        script = (
-            'set -e; umask 077; d=$(dirname "$1"); mkdir -p "$d"; '
-            't=$(mktemp "$1.hakvm.XXXXXX"); cat > "$t"; chmod "$2" "$t"; '
-            'chown "$3" "$t"; mv -f "$t" "$1"'
-        )
+        """Atomically replace `path` (WRITE_SCRIPT: temp file, fsync, rename, fsync of the
+        directory); mode set before data lands, so a secret is never briefly world-readable.
+
+        Every file hakvm puts on a node comes through here: content holding a render
+        placeholder where a secret belongs is refused before anything is sent."""
+        if contains_placeholder(content):
+            raise RemoteError(
+                f"{self.name}: refusing to write {path}: it holds a placeholder "
+                f"({PLACEHOLDER}...) where a secret belongs; nothing was written"
+            )
         await self.run(
-            ["sh", "-c", script, "sh", path, f"{mode:04o}", f"{owner}:{group}"],
+            ["sh", "-c", WRITE_SCRIPT, "sh", path, f"{mode:04o}", f"{owner}:{group}"],
             stdin=content,
             check=True,
         )
@@ -265,6 +320,16 @@ def command_failed(where: str, command: str, result: Result) -> RemoteError:
     detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
     last = detail[-1] if detail else f"exit {result.returncode}"
     return RemoteError(f"{where}: {command} failed: {last}")
+
+
+# $1 path, $2 mode, $3 owner:group, stdin the content. The data and the rename are each on
+# disk before the next step (a crash leaves the old file or the new one, never an empty
+# one); a temp file left by a failure is removed.
+WRITE_SCRIPT = (
+    'set -e; umask 077; d=$(dirname "$1"); mkdir -p "$d"; '
+    't=$(mktemp "$1.hakvm.XXXXXX"); trap \'rm -f "$t"\' EXIT; cat > "$t"; chmod "$2" "$t"; '
+    'chown "$3" "$t"; sync "$t"; mv -f "$t" "$1"; sync "$d"'
+)
 
 
 def _reason(exc: BaseException) -> str:
@@ -313,7 +378,7 @@ async def _follow(
         ended, reason = "lost", _reason(exc)
     elif not reader.cancelled() and proc.returncode is None:
         ended, reason = "lost", "channel closed without an exit status"
-    tail = "".join(stderr)[-STDERR_KEEP:]
+    tail = redact("".join(stderr)[-STDERR_KEEP:])
     return StreamResult(argv, lines, proc.returncode, ended, tail, reason)
 
 

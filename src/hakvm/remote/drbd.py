@@ -31,30 +31,53 @@ class DrbdResource:
 # --- state: the commands (one list, for status, doctor and migrate) and their parsers ---------
 
 
+# DRBD 8.4 keeps its whole state in /proc/drbd, which is all it needs; on DRBD 9 that file
+# holds only the version, and `drbdsetup status --json` has the state (on 8.4 drbdsetup would
+# only fail, after a modinfo: skipped there).
+DRBD9_JSON = "grep -qs '^version: 8\\.' /proc/drbd || exec drbdsetup status --json"
+
+
 def raw_state_commands() -> list[tuple[str, list[str]]]:
-    """DRBD 8.4's /proc/drbd and 9's JSON status (facts name the resources themselves)."""
-    return [("proc_drbd", ["cat", "/proc/drbd"]), ("drbd_json", ["drbdsetup", "status", "--json"])]
+    """DRBD 8.4's /proc/drbd, or 9's JSON status (facts name the resources themselves)."""
+    return [("proc_drbd", ["cat", "/proc/drbd"]), ("drbd_json", ["sh", "-c", DRBD9_JSON])]
+
+
+# The resources' names and minors, from one drbdadm run (each run parses every file); only
+# those lines leave the node (the dump also holds each resource's shared secret).
+DEVICES = "drbdadm dump all 2>/dev/null | grep -e '^resource ' -e ' minor '"
 
 
 def state_commands() -> list[tuple[str, list[str]]]:
-    """A batch's DRBD entries: the raw state, with the names and minors /proc/drbd lacks."""
-    return [
-        *raw_state_commands(),
-        ("drbd_names", ["drbdadm", "sh-resources"]),
-        ("drbd_minors", ["drbdadm", "sh-minor", "all"]),
-    ]
+    """A batch's DRBD entries: the raw state, and the names /proc/drbd lacks (it knows the
+    resources only by minor)."""
+    return [*raw_state_commands(), ("drbd_devices", ["sh", "-c", DEVICES])]
 
 
 def state_from(text: Callable[[str], str]) -> dict[str, DrbdResource]:
     """Every resource from a batch answer of `state_commands` (`text(key)`: that entry's
     output, '' when it failed)."""
-    names = text("drbd_names").split()
-    minors = [int(m) for m in text("drbd_minors").split() if m.isdigit()]
-    by_minor = dict(zip(minors, names, strict=False))
-    found = parse_proc_drbd(text("proc_drbd"), by_minor)
+    found = parse_proc_drbd(text("proc_drbd"), parse_dump_minors(text("drbd_devices")))
     if not found and text("drbd_json").strip().startswith("["):
         found = parse_drbdsetup_json(text("drbd_json"))
     return found
+
+
+_RESOURCE_RE = re.compile(r"^resource\s+(?P<name>\S+)\s*\{", re.MULTILINE)
+_MINOR_RE = re.compile(r"\bminor\s+(?P<minor>\d+)\s*;")
+
+
+def parse_dump_minors(text: str) -> dict[int, str]:
+    """minor -> resource name from `drbdadm dump all` (8.4's or 9's, whole or only its
+    `resource` and `minor` lines): each resource's first device minor (the nodes of a hakvm
+    resource share it)."""
+    out: dict[int, str] = {}
+    starts = list(_RESOURCE_RE.finditer(text))
+    for i, match in enumerate(starts):
+        end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
+        minor = _MINOR_RE.search(text, match.end(), end)
+        if minor is not None:
+            out.setdefault(int(minor["minor"]), match["name"])
+    return out
 
 
 _PROC_DRBD_RE = re.compile(
@@ -151,3 +174,32 @@ async def down(node: Remote, name: str) -> None:
         return
     detail = result.stderr.strip() or result.stdout.strip() or f"exit {result.returncode}"
     raise RemoteError(f"{node.name}: drbdadm down {name} failed: {detail.splitlines()[-1]}")
+
+
+# --- runtime options: what `drbdadm adjust` would change ---------------------------------------
+
+# What a drill may change at runtime (the resync rate of node-crash-during-resync): an adjust
+# that would only reset these restores the configured settings and nothing else.
+OPTION_COMMANDS = frozenset({"disk-options", "net-options", "resource-options"})
+
+
+def parse_adjust_dry_run(text: str) -> list[str]:
+    """The drbdsetup subcommands `drbdadm -d adjust` printed, in order (`drbdmeta` and
+    anything else that is not a drbdsetup call count as "other")."""
+    out = []
+    for line in text.splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        tool = words[0].rsplit("/", 1)[-1]
+        out.append(words[1] if tool.startswith("drbdsetup") and len(words) > 1 else "other")
+    return out
+
+
+async def pending_adjust(node: Remote, name: str) -> list[str] | None:
+    """What `drbdadm adjust NAME` would run on `node` (subcommand names only: the dry run
+    prints net options, the shared secret among them); None if drbdadm refuses (no such
+    resource there)."""
+    result = await node.run(["drbdadm", "-d", "adjust", name], timeout=60)
+    return parse_adjust_dry_run(result.stdout) if result.ok else None
+

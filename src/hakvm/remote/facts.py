@@ -6,24 +6,70 @@ Parsers are separate from the commands so unit tests can replay recorded real ou
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
 import io
 import json
+import re
 import shlex
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-from hakvm.remote import drbd, pacemaker, quorum
+from hakvm.redact import GENERATED, contains_placeholder, stand_in_digest
+from hakvm.remote import disks, drbd, pacemaker, quorum
 from hakvm.remote.connection import NodeConnection
+from hakvm.remote.disks import Disks, parse_disks
 from hakvm.remote.drbd import DrbdResource, parse_drbdsetup_json, parse_proc_drbd
 from hakvm.remote.quorum import NodeCerts
+
+SECRET_LINE = b"shared-secret"  # a DRBD resource file's secret is on the lines holding it
+LVS_FIELDS = "lv_name,vg_name,lv_size,lv_attr,pool_lv,lv_tags"
 
 
 @dataclass(frozen=True)
 class FileFact:
+    """A managed file on a node. A secret file is never read back (SECRET_FILES_SCRIPT):
+    the node reports its mode, `size` and `sha256`, a DRBD resource file also its text
+    without the shared-secret lines (`content`), an SSH private key its public half."""
+
     content: bytes
     mode: int
+    sha256: str = ""  # set: a secret file, known by its hash
+    size: int | None = None
+    public_key: str = ""
+    hex_only: bool = False  # nothing but lowercase hex digits and newlines
+    owner: str = ""  # "user:group" of a secret file ("": not asked)
+
+    @property
+    def length(self) -> int:
+        return len(self.content) if self.size is None else self.size
+
+    def same_as(self, content: bytes) -> bool:
+        """Whether the node's file holds `content`: by hash for a secret file; `content`
+        standing in for a secret plan has not read (hakvm.redact.stand_in) by the hash it
+        carries; text rendered with a placeholder for a secret derived from one by the rest
+        of it; anything holding a secret that apply will generate differs."""
+        if not self.sha256:
+            return self.content == content
+        digest = stand_in_digest(content)
+        if digest is not None:
+            return digest == self.sha256
+        if GENERATED.encode() in content:
+            return False
+        if contains_placeholder(content):
+            return without_secret_lines(content) == self.content
+        return hashlib.sha256(content).hexdigest() == self.sha256
+
+
+def without_secret_lines(data: bytes) -> bytes:
+    """`data` without its shared-secret lines, as `grep -v` gives it on the node."""
+    if not data:
+        return b""
+    lines = data.split(b"\n")
+    if data.endswith(b"\n"):
+        lines.pop()
+    return b"".join(line + b"\n" for line in lines if SECRET_LINE not in line)
 
 
 @dataclass(frozen=True)
@@ -50,11 +96,12 @@ class NodeFacts:
     links_up: dict[str, bool] = field(default_factory=dict)
     volume_groups: dict[str, int] = field(default_factory=dict)  # name -> size
     logical_volumes: dict[tuple[str, str], LogicalVolume] = field(default_factory=dict)
-    block_devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    disks: Disks = field(default_factory=Disks)
     drbd: dict[str, DrbdResource] = field(default_factory=dict)
     services_active: dict[str, bool] = field(default_factory=dict)
     services_enabled: dict[str, bool] = field(default_factory=dict)
-    cib: str | None = None
+    cib: str | None = None  # the live CIB (only while Pacemaker runs)
+    cib_on_disk: str | None = None  # what Pacemaker starts from, running or not
     crm_mon: str | None = None
     domains: dict[str, str] = field(default_factory=dict)  # name -> state
     # libvirt has probed the QEMU binary (its capability cache); None: not asked
@@ -63,6 +110,8 @@ class NodeFacts:
     cmap_quorum: str | None = None
     # the qdevice NSS database (read only for a spec with a quorum device)
     qdevice_certs: NodeCerts | None = None
+    # /proc hides other users' processes (hidepid); None: not known
+    proc_hides_processes: bool | None = None
 
     @property
     def os_id(self) -> str:
@@ -104,6 +153,33 @@ def parse_files(archive: bytes, paths: Iterable[str]) -> dict[str, FileFact | No
             path = "/" + member.name.lstrip("/")
             out[path] = FileFact(data.read() if data else b"", member.mode & 0o7777)
     return out
+
+
+def parse_secret_files(text: str) -> dict[str, FileFact]:
+    """SECRET_FILES_SCRIPT's output: four lines per file that exists."""
+    out: dict[str, FileFact] = {}
+    lines = text.split("\n")
+    for i in range(0, len(lines) - 3, 4):
+        path, numbers, masked, public = lines[i : i + 4]
+        try:
+            mode, size, owner, sha256, other = numbers.split()
+            content = base64.b64decode(masked, validate=True)
+            public = public.strip()
+            out[path] = FileFact(
+                content, int(mode, 8), sha256, int(size), public, other == "0", owner
+            )
+        except (ValueError, binascii.Error):
+            continue  # a garbled entry: the file reads as absent, so apply rewrites it
+    return out
+
+
+def parse_hidepid(options: str) -> bool | None:
+    """`findmnt -n -o OPTIONS /proc`: whether other users' processes are hidden (hidepid 1,
+    2, 4 or their names noaccess, invisible, ptraceable); None: no answer."""
+    if not options.strip():
+        return None
+    values = [o.partition("=")[2] for o in options.strip().split(",") if o.startswith("hidepid=")]
+    return bool(values) and values[-1] not in ("0", "off")
 
 
 def parse_ip_addr(text: str) -> tuple[dict[str, list[str]], dict[str, bool]]:
@@ -166,6 +242,30 @@ def parse_services(text: str) -> tuple[dict[str, bool], dict[str, bool]]:
     return active, enabled
 
 
+@dataclass(frozen=True)
+class CorosyncConf:
+    """What a corosync.conf says about the cluster it belongs to."""
+
+    cluster_name: str
+    nodes: tuple[str, ...]  # node names, in file order
+    addresses: tuple[str, ...]  # every ringN_addr
+
+
+def parse_corosync_conf(text: str) -> CorosyncConf:
+    """The cluster name, node names and link addresses (corosync's `key: value` lines)."""
+    values: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        key, sep, value = line.split("#", 1)[0].partition(":")
+        if sep and value.strip():
+            values.setdefault(key.strip(), []).append(value.strip())
+    addresses = [v for k, vs in values.items() if re.fullmatch(r"ring\d+_addr", k) for v in vs]
+    return CorosyncConf(
+        next(iter(values.get("cluster_name", [])), ""),
+        tuple(values.get("name", [])),
+        tuple(addresses),
+    )
+
+
 def parse_virsh_list(text: str) -> dict[str, str]:
     out = {}
     for line in text.splitlines()[2:]:
@@ -178,7 +278,8 @@ def parse_virsh_list(text: str) -> dict[str, str]:
 # --- gathering ----------------------------------------------------------------------------------
 
 QEMU_CAPS_DIR = "/var/cache/libvirt/qemu/capabilities"
-SERVICES = ["corosync", "pacemaker", "libvirtd", "hakvm-firewall", "corosync-qdevice"]
+SERVICES = ["corosync", "pacemaker", "libvirtd", "hakvm-firewall", "hakvm-metrics.timer",
+            "prometheus-node-exporter", "corosync-qdevice"]  # fmt: skip
 SERVICES_COMMAND = ["systemctl", "show", "-p", "Id,ActiveState,UnitFileState", "--", *SERVICES,
                     "libvirtd.socket"]  # fmt: skip
 
@@ -224,35 +325,74 @@ def parse_batch(text: str) -> dict[str, tuple[int, bytes]]:
     return out
 
 
-def fact_commands(paths: Iterable[str], qdevice: bool = False) -> list[tuple[str, list[str]]]:
-    lvs_fields = "lv_name,vg_name,lv_size,lv_attr,pool_lv,lv_tags"
+# Per secret file that exists ("h:PATH"; "m:PATH" for a DRBD resource file), four lines,
+# never the secret: its path; mode (octal), size, owner:group, SHA-256 and whether anything
+# but lowercase hex digits and newlines is in it (0: no); for "m:" its text without the
+# shared-secret lines (base64); for an OpenSSH private key its public half (ssh-keygen
+# reads a pipe: a file whose mode drifted would be refused).
+SECRET_FILES_SCRIPT = (
+    'for a; do f=${a#?:}; [ -f "$f" ] || continue; m=""; k=""; '
+    'case $a in m:*) m=$(grep -v shared-secret -- "$f" | base64 -w0);; esac; '
+    'if head -n1 -- "$f" | grep -qx -- "-----BEGIN OPENSSH PRIVATE KEY-----"; then '
+    'k=$(cat -- "$f" | ssh-keygen -y -P "" -f /dev/stdin 2>/dev/null | head -n1); fi; '
+    'printf "%s\\n%s %s %s\\n%s\\n%s\\n" "$f" "$(stat -c "%a %s %U:%G" -- "$f")" '
+    '"$(sha256sum < "$f" | cut -d" " -f1)" "$(tr -d "0-9a-f\\n" < "$f" | head -c1 | wc -c)" '
+    '"$m" "$k"; done'
+)
+
+
+def secret_files_command(secret_paths: Iterable[str], masked_paths: Iterable[str]) -> list[str]:
+    args = [f"h:{p}" for p in sorted(set(secret_paths))]
+    args += [f"m:{p}" for p in sorted(set(masked_paths))]
+    return ["sh", "-c", SECRET_FILES_SCRIPT, "sh", *args]
+
+
+def fact_commands(
+    paths: Iterable[str],
+    secret_paths: Iterable[str] = (),
+    masked_paths: Iterable[str] = (),
+    qdevice: bool = False,
+) -> list[tuple[str, list[str]]]:
     return [
         ("os_release", ["cat", "/etc/os-release"]),
         ("dpkg", ["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\\n"]),
         ("files", files_command(sorted(set(paths)))),
+        ("secret_files", secret_files_command(secret_paths, masked_paths)),
         ("ip_addr", ["ip", "-j", "addr", "show"]),
         ("vgs", ["vgs", "--reportformat", "json", "--units", "b", "-o", "vg_name,vg_size"]),
-        ("lvs", ["lvs", "--reportformat", "json", "--units", "b", "-o", lvs_fields]),
-        ("lsblk", ["lsblk", "-J", "-b", "-p", "-o", "NAME,SIZE,TYPE,FSTYPE,MOUNTPOINT"]),
+        ("lvs", ["lvs", "--reportformat", "json", "--units", "b", "-o", LVS_FIELDS]),
+        ("lsblk", disks.LSBLK_ARGV),
+        ("pvs", disks.PVS_ARGV),
+        ("disk_links", disks.LINKS_ARGV),
         *drbd.raw_state_commands(),
         ("services", SERVICES_COMMAND),
         ("virsh", ["virsh", "-c", "qemu:///system", "list", "--all"]),
         ("qemu_caps", ["find", QEMU_CAPS_DIR, "-name", "*.xml"]),
         *pacemaker.batch_commands(),
+        ("proc_mount", ["findmnt", "-n", "-o", "OPTIONS", "/proc"]),
         ("cmap_quorum", quorum.CMAP_QUORUM),
         *(quorum.cert_commands() if qdevice else []),
     ]
 
 
 async def gather_facts(
-    conn: NodeConnection, paths: Iterable[str], minors: dict[int, str], qdevice: bool = False
+    conn: NodeConnection,
+    paths: Iterable[str],
+    minors: dict[int, str],
+    secret_paths: Iterable[str] = (),
+    masked_paths: Iterable[str] = (),
+    *,
+    qdevice: bool = False,
 ) -> NodeFacts:
-    """Everything plan needs from one node, in one remote shell session."""
+    """Everything plan needs from one node, in one remote shell session. `paths` are read
+    whole; `secret_paths` and `masked_paths` (DRBD resource files) by hash only; `qdevice`:
+    the quorum device's state and certificates too."""
     facts = NodeFacts(conn.name)
     paths = sorted(set(paths))
-    commands = fact_commands(paths, qdevice)
+    secret = sorted({*secret_paths, *masked_paths})
+    commands = fact_commands(paths, secret_paths, masked_paths, qdevice)
     result = await conn.run(batch_argv(commands), timeout=300, check=True)
-    return facts_from_batch(facts, parse_batch(result.stdout), paths, minors)
+    return facts_from_batch(facts, parse_batch(result.stdout), paths, minors, secret)
 
 
 def facts_from_batch(
@@ -260,6 +400,7 @@ def facts_from_batch(
     batch: dict[str, tuple[int, bytes]],
     paths: Iterable[str],
     minors: dict[int, str],
+    secret_paths: Iterable[str] = (),
 ) -> NodeFacts:
     """Fill ``facts`` from parsed batch output (pure: unit tests replay recorded output)."""
 
@@ -273,12 +414,11 @@ def facts_from_batch(
     facts.os_release = parse_os_release(os_release)
     facts.packages = parse_dpkg_packages(dpkg)
     facts.files = parse_files(batch.get("files", (1, b""))[1], paths)
+    secret_files = parse_secret_files(batch.get("secret_files", (1, b""))[1].decode())
+    facts.files.update({path: secret_files.get(path) for path in secret_paths})
     facts.addresses, facts.links_up = parse_ip_addr(ip_addr)
     facts.volume_groups, facts.logical_volumes = parse_lvm(vgs, lvs)
-    for dev in json.loads(lsblk or '{"blockdevices": []}').get("blockdevices", []):
-        facts.block_devices[dev["name"]] = dev
-        for child in dev.get("children", []) or []:
-            facts.block_devices[child["name"]] = child
+    facts.disks = parse_disks(lsblk, text("pvs"), text("disk_links"))
     facts.drbd = parse_proc_drbd(proc_drbd, minors)
     if not facts.drbd and drbd_json.strip().startswith("["):
         facts.drbd = parse_drbdsetup_json(drbd_json)
@@ -286,7 +426,9 @@ def facts_from_batch(
     facts.domains = parse_virsh_list(virsh)
     if "qemu_caps" in batch:  # recorded facts from before this fact existed lack it
         facts.qemu_caps_cached = bool(text("qemu_caps").strip())
+    facts.proc_hides_processes = parse_hidepid(text("proc_mount"))
     facts.cib = text("cib") or None
+    facts.cib_on_disk = text("cib_disk") or None
     facts.crm_mon = text("crm_mon") or None
     facts.cmap_quorum = text("cmap_quorum") or None
     if "qdevice_ca" in batch:

@@ -13,12 +13,14 @@ again" from "the connection is gone".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from lxml import etree
 
+from hakvm.locks import RUN_ID
 from hakvm.remote.connection import Remote, RemoteError, Result
 
 READ_S = 90.0
@@ -26,10 +28,15 @@ CHANGE_S = 180.0
 
 CRM_MON_ARGV = ("crm_mon", "--output-as=xml", "-1")
 SIMULATE_ARGV = ("crm_simulate", "--simulate", "--xml-pipe")
-# Where a CIB patch is staged on the node (tmpfs, root only).
-LIVE = "/run/hakvm/cib-live.xml"
-DESIRED = "/run/hakvm/cib-desired.xml"
-PATCH = "/run/hakvm/cib.patch"
+# Where Pacemaker keeps the CIB between runs: cib.xml (with its digest, cib.xml.sig) and the
+# numbered backups of earlier versions (cib-N.raw and .sig, cib.last).
+CIB_DIR = "/var/lib/pacemaker/cib"
+# Where a CIB patch is staged on the node (tmpfs, root only): a directory of this run's own
+# (two runs never patch with each other's files), removed once the patch is done.
+SCRATCH = f"/run/hakvm/{RUN_ID}"
+LIVE = f"{SCRATCH}/cib-live.xml"
+DESIRED = f"{SCRATCH}/cib-desired.xml"
+PATCH = f"{SCRATCH}/cib.patch"
 
 
 class PacemakerError(RemoteError):
@@ -221,11 +228,13 @@ async def cluster_state(node: Remote) -> ClusterState:
 
 def batch_commands() -> list[tuple[str, list[str]]]:
     """The facts batch's Pacemaker entries: the live CIB and crm_mon, only where Pacemaker
-    runs (the CIB tools would wait for a daemon that is not there)."""
+    runs (the CIB tools would wait for a daemon that is not there), and the CIB on disk,
+    which is there whether Pacemaker runs or not."""
     running = "systemctl -q is-active pacemaker && "
     return [
         ("cib", ["sh", "-c", running + "cibadmin -Q --local"]),
         ("crm_mon", ["sh", "-c", running + " ".join(CRM_MON_ARGV)]),
+        ("cib_disk", ["cat", f"{CIB_DIR}/cib.xml"]),
     ]
 
 
@@ -275,10 +284,49 @@ async def wait_idle(node: Remote, timeout: float) -> bool:
     return (await node.run(argv, timeout=timeout + READ_S)).ok
 
 
-async def cleanup(node: Remote, rid: str | None = None) -> None:
-    """Forget failed actions (of one resource, or all); Pacemaker probes again."""
+async def cleanup(node: Remote, rid: str | None = None, *, on: str | None = None) -> None:
+    """Forget failed actions (of one resource, or all; on one node, or all); Pacemaker
+    probes again."""
     argv = ["crm_resource", "--cleanup", *(["--resource", rid] if rid else [])]
+    await node.run([*argv, *(["--node", on] if on else [])], timeout=CHANGE_S)
+
+
+async def clear_fence_history(node: Remote, target: str) -> None:
+    """Forget the fencing history of `target` (a replaced node's old failures)."""
+    argv = ["stonith_admin", "--history", target, "--cleanup"]
     await node.run(argv, timeout=CHANGE_S)
+
+
+# --- what ran: the operation history in the CIB status -------------------------------------------
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
+
+
+def last_operations(status: str, resources: Iterable[str]) -> dict[tuple[str, str], str]:
+    """(node, resource) -> call-id of the resource's last non-recurring operation there (its
+    `_last_0` entry in the CIB status): a stop, start or migration changes it, a monitor
+    does not. Clone instances (vm-a_drbd:0) count as their resource."""
+    wanted = set(resources)
+    root = etree.fromstring(status.encode(), _PARSER)
+    found: dict[tuple[str, str], str] = {}
+    for state in root.iter("node_state"):
+        for rsc in state.iter("lrm_resource"):
+            base = rsc.get("id", "").split(":")[0]
+            if base not in wanted:
+                continue
+            for op in rsc.iter("lrm_rsc_op"):
+                if op.get("id", "").endswith("_last_0"):
+                    found[(state.get("uname", ""), base)] = op.get("call-id", "")
+    return found
+
+
+async def operation_history(node: Remote, resources: Iterable[str]) -> dict[tuple[str, str], str]:
+    """`last_operations` of the live CIB status, as `node` sees it."""
+    result = await node.run(["cibadmin", "-Q", "-o", "status"], check=True, timeout=READ_S)
+    try:
+        return last_operations(result.stdout, resources)
+    except etree.XMLSyntaxError as exc:
+        raise PacemakerError(f"{node.name}: the CIB status is not XML: {exc}") from None
 
 
 # --- the CIB ---------------------------------------------------------------------------------
@@ -292,19 +340,23 @@ async def patch_cib(node: Remote, live: str, desired: str) -> bool:
     """Move the CIB from `live` to `desired`: a `crm_diff` patch, checked by `crm_verify`, in
     one `cibadmin --patch`. Computed against the CIB as read, so a concurrent change makes it
     fail instead of being overwritten: False then (re-read and try again)."""
-    await node.write_file(LIVE, live.encode(), 0o600)
-    await node.write_file(DESIRED, desired.encode(), 0o600)
-    await node.run(["crm_verify", "--xml-file", DESIRED], check=True, timeout=CHANGE_S)
-    diff = await node.run(
-        ["crm_diff", "--original", LIVE, "--new", DESIRED, "--no-version"], timeout=READ_S
-    )
-    if diff.returncode not in (0, 1):
-        raise PacemakerError(f"{node.name}: crm_diff failed: {diff.stderr.strip()}")
-    if diff.returncode == 0:
-        return True  # nothing to change
-    await node.write_file(PATCH, diff.stdout.encode(), 0o600)
-    patched = await node.run(["cibadmin", "--patch", "--xml-file", PATCH], timeout=CHANGE_S)
-    return patched.ok
+    try:
+        await node.write_file(LIVE, live.encode(), 0o600)
+        await node.write_file(DESIRED, desired.encode(), 0o600)
+        await node.run(["crm_verify", "--xml-file", DESIRED], check=True, timeout=CHANGE_S)
+        diff = await node.run(
+            ["crm_diff", "--original", LIVE, "--new", DESIRED, "--no-version"], timeout=READ_S
+        )
+        if diff.returncode not in (0, 1):
+            raise PacemakerError(f"{node.name}: crm_diff failed: {diff.stderr.strip()}")
+        if diff.returncode == 0:
+            return True  # nothing to change
+        await node.write_file(PATCH, diff.stdout.encode(), 0o600)
+        patched = await node.run(["cibadmin", "--patch", "--xml-file", PATCH], timeout=CHANGE_S)
+        return patched.ok
+    finally:
+        with contextlib.suppress(RemoteError):
+            await node.run(["rm", "-rf", "--", SCRATCH], timeout=READ_S)
 
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -330,6 +382,36 @@ async def change_cib(
             return True
         await sleep(2)  # the CIB moved under us: re-read and re-diff
     raise PacemakerError(f"{node.name}: {what} did not apply after {CIB_ATTEMPTS} attempts")
+
+
+# DRBD's crm-fence-peer handler keeps a lost peer from being promoted with a constraint of
+# this id prefix on the promotable clone; crm-unfence-peer removes it after a resync.
+FENCE_CONSTRAINT_PREFIX = "drbd-fence-by-handler-"
+
+
+def without_fence_constraints(cib: str, clones: Iterable[str]) -> str | None:
+    """The CIB without the DRBD handler's constraints on `clones`; None if it has none."""
+    root = etree.fromstring(cib.encode(), _PARSER)
+    wanted = set(clones)
+    gone = [
+        el
+        for el in root.iter("rsc_location")
+        if el.get("id", "").startswith(FENCE_CONSTRAINT_PREFIX) and el.get("rsc") in wanted
+    ]
+    for el in gone:
+        parent = el.getparent()
+        if parent is not None:
+            parent.remove(el)
+    return etree.tostring(root).decode() if gone else None
+
+
+async def remove_fence_constraints(node: Remote, clones: Iterable[str]) -> bool:
+    """Lift what crm-unfence-peer would have lifted (once both sides are UpToDate again);
+    True if there was something to remove."""
+    names = list(clones)
+    return await change_cib(
+        node, lambda live: without_fence_constraints(live, names), what="lifting DRBD fencing"
+    )
 
 
 # --- what Pacemaker would do: crm_simulate ----------------------------------------------------

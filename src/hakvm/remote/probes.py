@@ -1,8 +1,10 @@
 """The status probes: one batch of read-only commands per node (Pacemaker's state, corosync's
 links, DRBD, the bonds, the clock), the answers as they came, and their parsers.
 
-`hakvm status` and `hakvm doctor` ask with the same list; `migrate` asks a target the DRBD
-part of it. Every parser is a pure function of recorded output.
+`hakvm doctor` asks every node everything on fresh connections (`ask_all`, timed for its
+clock check); `hakvm status` asks on connections a session keeps (`reach`, `ask_kept`, so a
+`--watch` refresh logs in no more), and Pacemaker's state of one node only (`node_commands`);
+`migrate` asks a target the DRBD part. Every parser is a pure function of recorded output.
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ class NodeAnswer:
         return out.decode("utf-8", "replace")
 
 
+def qdevice_vote(answer: NodeAnswer) -> tuple[bool, bool, str | None]:
+    """(connected to qnetd, casting the vote, qdevice's state) of the node that answered
+    (`node_commands` with `qdevice`)."""
+    return quorum.local_vote(answer.output("quorumtool"), answer.output("qdevice_tool"))
+
+
 @dataclass
 class TimedAnswer:
     """An answer and the local wall-clock time just before and after its batch ran."""
@@ -68,16 +76,30 @@ class TimedAnswer:
 
 
 def status_commands(bonds: list[str], qdevice: bool = False) -> list[tuple[str, list[str]]]:
-    commands = [
+    """doctor's batch: the clock, then everything `node_commands` asks (crm_mon included)."""
+    return [
         # First, so it is read as close as possible to the moment the batch starts (doctor
         # bounds each node's clock offset by the batch's round trip).
         ("clock", ["date", "+%s.%N"]),
-        pacemaker.status_command(),
-        ("cfgtool", ["corosync-cfgtool", "-s"]),
-        *drbd.state_commands(),
+        *node_commands(bonds, view=True, qdevice=qdevice),
     ]
+
+
+def node_commands(
+    bonds: list[str], *, view: bool, qdevice: bool = False
+) -> list[tuple[str, list[str]]]:
+    """status's batch for one node: Pacemaker's state (`view`: only on the node whose view
+    is read), corosync's links, DRBD, the bonds, and (`qdevice`: the spec has a quorum
+    device) the device's vote and connection."""
+    commands = [pacemaker.status_command()] if view else []
+    commands += [("cfgtool", ["corosync-cfgtool", "-s"]), *drbd.state_commands()]
     commands += [(f"bond_{b}", ["cat", f"/proc/net/bonding/{b}"]) for b in bonds]
     return commands + (quorum.status_commands() if qdevice else [])
+
+
+def view_command() -> list[tuple[str, list[str]]]:
+    """A batch of Pacemaker's state alone (a node's own view, asked after its other probes)."""
+    return [pacemaker.status_command()]
 
 
 def bonds_of(node: Any) -> list[str]:
@@ -86,9 +108,11 @@ def bonds_of(node: Any) -> list[str]:
     return sorted(getattr(interfaces, "bonds", {}) or {})
 
 
-async def query(node: Remote, commands: list[tuple[str, list[str]]]) -> NodeAnswer:
+async def query(
+    node: Remote, commands: list[tuple[str, list[str]]], timeout: float = BATCH_TIMEOUT_S
+) -> NodeAnswer:
     """Run `commands` as one batch on a connected node; RemoteError if it fails."""
-    result = await node.run(batch_argv(commands), timeout=BATCH_TIMEOUT_S, check=True)
+    result = await node.run(batch_argv(commands), timeout=timeout, check=True)
     try:
         return NodeAnswer(node.name, parse_batch(result.stdout))
     except (ValueError, tarfile.TarError) as exc:  # a garbled batch (base64 or tar)
@@ -120,6 +144,31 @@ async def ask(conn: NodeConnection, commands: list[tuple[str, list[str]]]) -> Ti
         return TimedAnswer(NodeAnswer(conn.name, error=str(exc)), sent, received)
     finally:
         await conn.close()
+
+
+async def reach(session: Session, name: str) -> str | None:
+    """Connect to `name` on the session, kept there for the next batches; None, or why it
+    cannot be reached."""
+    try:
+        await session.conn(name)
+    except RemoteError as exc:
+        return str(exc)
+    return None
+
+
+async def ask_kept(
+    session: Session,
+    name: str,
+    commands: list[tuple[str, list[str]]],
+    timeout: float = BATCH_TIMEOUT_S,
+) -> NodeAnswer:
+    """One batch on `name`'s kept connection (`reach` made it). A failure is an answer too;
+    the connection is dropped, so the next `reach` connects again (a node that rebooted)."""
+    try:
+        return await query(session.connected(name), commands, timeout)
+    except RemoteError as exc:
+        await session.drop(name)
+        return NodeAnswer(name, error=str(exc))
 
 
 # --- parsers (pure) ----------------------------------------------------------------------------

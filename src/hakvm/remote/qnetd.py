@@ -138,6 +138,14 @@ async def import_signed(node: Remote, certificate: bytes, cluster: str) -> bytes
     return await _read_bytes(node, NODE_P12)
 
 
+async def read_bundle(node: Remote) -> tuple[str, bytes]:
+    """The qnetd CA `node` trusts and its cluster certificate with its key (PKCS#12), as
+    init_node and import_signed/import_bundle left them: what a new node is given (crmsh's
+    join fetches the same file from a cluster node)."""
+    found = await node.run(["cat", NODE_CA], check=True)
+    return found.stdout, await _read_bytes(node, NODE_P12)
+
+
 async def import_bundle(node: Remote, bundle: bytes) -> None:
     await node.write_file(NODE_P12, bundle, 0o600)
     await node.run(["corosync-qdevice-net-certutil", "-m", "-c", NODE_P12], check=True)

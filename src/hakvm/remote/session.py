@@ -14,7 +14,13 @@ from pathlib import Path
 from types import TracebackType
 
 from hakvm.errors import InputError
-from hakvm.remote.connection import NodeConnection, Remote, RemoteError, UnreachableError
+from hakvm.remote.connection import (
+    Endpoint,
+    NodeConnection,
+    Remote,
+    RemoteError,
+    UnreachableError,
+)
 from hakvm.remote.qnetd import STANDARD, LocalUser, QnetdCa
 from hakvm.spec.models import ClusterSpec, Node, SshTarget
 from hakvm.spec.paths import resolve, spec_dir
@@ -26,7 +32,16 @@ class UnknownNodeError(InputError):
     """A node name that is not in the spec."""
 
 
-async def connect_all(nodes: Sequence[Node], directory: Path) -> list[NodeConnection]:
+@dataclass(frozen=True)
+class Target:
+    """A machine that is not a spec's node: one `hakvm init` reaches before any spec names
+    it, or the quorum device's qnetd host (a third machine): a name and how to log in."""
+
+    name: str
+    ssh: SshTarget
+
+
+async def connect_all(nodes: Sequence[Endpoint], directory: Path) -> list[NodeConnection]:
     """Connect to every node in parallel; on failure close whatever opened and raise."""
     conns = [NodeConnection(node, directory, CONNECT_TIMEOUT_S) for node in nodes]
     results = await asyncio.gather(*(c.connect() for c in conns), return_exceptions=True)
@@ -34,18 +49,13 @@ async def connect_all(nodes: Sequence[Node], directory: Path) -> list[NodeConnec
     if errors:
         await asyncio.gather(*(c.close() for c in conns))
         message = "; ".join(str(e) for e in errors)
+        kind = type(errors[0])
+        if all(type(e) is kind for e in errors) and issubclass(kind, RemoteError):
+            raise kind(message)  # one kind, one exit code (an unusable key file: 2)
         if all(isinstance(e, UnreachableError) for e in errors):
             raise UnreachableError(message)
         raise RemoteError(message)
     return conns
-
-
-@dataclass(frozen=True)
-class QnetdHost:
-    """The quorum device's qnetd host as an SSH endpoint (a third machine, never a node)."""
-
-    name: str
-    ssh: SshTarget
 
 
 class Session:
@@ -133,8 +143,10 @@ class Session:
             return LocalUser(qd.local.user), QnetdCa(database, wrapper=False)
         assert qd.ssh is not None  # the spec allows exactly one of local and ssh
         if self.qnetd_conn is None:
-            endpoint = QnetdHost(f"qnetd host {qd.ssh.host}", qd.ssh)
-            conn = NodeConnection(endpoint, self.spec_dir, self.connect_timeout)
+            endpoint = Target(f"qnetd host {qd.ssh.host}", qd.ssh)
+            conn = NodeConnection(
+                endpoint, self.spec_dir, self.connect_timeout, field="quorum_device.ssh"
+            )
             self.qnetd_conn = await conn.connect()
         return self.qnetd_conn, STANDARD
 

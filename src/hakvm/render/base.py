@@ -9,13 +9,21 @@ from functools import cache
 
 import jinja2
 
+from hakvm.redact import GENERATED
 from hakvm.spec.derive import Derived
 from hakvm.spec.models import ClusterSpec
 
 # The pseudo-node holding cluster-wide artefacts (the CIB, the pcs/crmsh exports): they are
 # not files on a node but state pushed to Pacemaker.
 CLUSTER = "cluster"
-REDACTED = "REDACTED-generated-at-apply"
+# Where a secret goes in a file rendered without secrets; never written to a node
+# (hakvm.redact.contains_placeholder is checked where files are written).
+REDACTED = GENERATED
+# The first line of the files hakvm owns whole (corosync.conf, each DRBD resource file):
+# apply treats such a file on a node as hakvm's only if it starts with exactly this line.
+MANAGED_HEADER = (
+    "# Managed by hakvm: generated from the cluster spec, do not edit by hand (changes are\n"
+)
 
 
 @dataclass(frozen=True)
@@ -42,10 +50,11 @@ class Secrets:
     """
 
     drbd_master: str
+    placeholder: str = REDACTED  # what stands in for a secret when rendered without them
 
     @classmethod
-    def redacted(cls) -> Secrets:
-        return cls(drbd_master="")
+    def redacted(cls, placeholder: str = REDACTED) -> Secrets:
+        return cls(drbd_master="", placeholder=placeholder)
 
     @property
     def is_redacted(self) -> bool:
@@ -54,7 +63,7 @@ class Secrets:
     def drbd_secret(self, resource: str) -> str:
         """A per-resource DRBD shared secret derived from the master (HMAC-SHA256)."""
         if self.is_redacted:
-            return REDACTED
+            return self.placeholder
         digest = hmac.new(self.drbd_master.encode(), resource.encode(), hashlib.sha256)
         return digest.hexdigest()[:48]
 

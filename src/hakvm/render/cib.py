@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from hakvm.agent import layout
 from hakvm.render.base import CLUSTER, RenderContext, Rendered, RenderedFile
 from hakvm.render.drbd import resync_attribute
 from hakvm.render.libvirt import domain_path, qcow2_dir
@@ -142,6 +143,15 @@ Constraint = Colocation | Order | Location | RuleLocation
 
 
 @dataclass(frozen=True)
+class Alert:
+    """A Pacemaker alert: `path` runs (as hacluster) once per recipient for every event."""
+
+    id: str
+    path: str
+    recipients: Pairs  # (recipient id, value)
+
+
+@dataclass(frozen=True)
 class ClusterModel:
     properties: Pairs
     rsc_defaults: Pairs
@@ -151,6 +161,7 @@ class ClusterModel:
     resources: tuple[Primitive | Promotable, ...]
     constraints: tuple[Constraint, ...]
     password_scripts: dict[str, str] = field(default_factory=dict)  # fenced node -> path
+    alerts: tuple[Alert, ...] = ()
 
 
 # --- ids and paths (also used by ops/ and export) ---------------------------------------------
@@ -224,7 +235,9 @@ def _fence_device(ctx: RenderContext, node: Node) -> Primitive | None:
         ("username", bmc.user),
         ("lanplus", "1" if bmc.lanplus else "0"),
         # The agent runs this script to read the password: it is never in the CIB (which
-        # every cluster tool prints) nor in any process's argv.
+        # every cluster tool prints). fence_ipmilan (fence-agents 4.12) still hands it to
+        # `ipmitool -P` at every monitor and fence, so it is in that process's argv for
+        # its life: what protects it is in docs/known-limits.md (doctor: proc-hidepid).
         ("password_script", password_script_path(node.name)),
         ("pcmk_host_list", node.name),
         ("pcmk_host_check", "static-list"),
@@ -403,6 +416,22 @@ def _vm_constraints(vm: Vm, stickiness: int) -> list[Constraint]:
     return out
 
 
+ALERT_ID = "hakvm-events"
+
+
+def alerts(ctx: RenderContext) -> tuple[Alert, ...]:
+    """hakvm's alert agent (render/monitoring.py installs it): every fencing, node, resource
+    and attribute event appended to the node's events file, and POSTed to the webhook whose
+    URL apply copied to the node, if the spec has one."""
+    mon = ctx.spec.monitoring
+    if not mon.events:
+        return ()
+    recipients = [(f"{ALERT_ID}-file", layout.EVENTS_PATH)]
+    if mon.alerts.webhook_url_file is not None:
+        recipients.append((f"{ALERT_ID}-webhook", layout.WEBHOOK_URL_PATH))
+    return (Alert(ALERT_ID, layout.ALERT_AGENT_PATH, tuple(recipients)),)
+
+
 def model(ctx: RenderContext) -> ClusterModel:
     spec = ctx.spec
     cluster = spec.cluster
@@ -465,6 +494,7 @@ def model(ctx: RenderContext) -> ClusterModel:
         resources=tuple(resources),
         constraints=tuple(constraints),
         password_scripts=scripts,
+        alerts=alerts(ctx),
     )
 
 
@@ -588,6 +618,12 @@ def cib_xml(ctx: RenderContext) -> str:
     constraints = etree.SubElement(conf, "constraints")
     for con in m.constraints:
         _constraint_xml(constraints, con)
+    if m.alerts:
+        section = etree.SubElement(conf, "alerts")
+        for alert in m.alerts:
+            el = etree.SubElement(section, "alert", id=alert.id, path=alert.path)
+            for rid, value in alert.recipients:
+                etree.SubElement(el, "recipient", id=rid, value=value)
     etree.SubElement(root, "status")
     text: str = etree.tostring(root.getroottree(), pretty_print=True, encoding="unicode")
     return text
@@ -598,7 +634,7 @@ def password_script(node: str) -> str:
         "#!/bin/sh\n"
         "# Managed by hakvm: changes are overwritten.\n"
         f"# fence_ipmilan's password_script for {node}'s BMC: the password stays in a 0600 file\n"
-        "# (copied by apply), never in the CIB or on a command line.\n"
+        "# (copied by apply), never in the CIB; fence_ipmilan passes it on to ipmitool -P.\n"
         f"exec cat {password_file_path(node)}\n"
     )
 

@@ -13,13 +13,12 @@ So the generation follows the OS (`drbd_version`), and everything else is render
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
 from hakvm.render.base import RenderContext, Rendered, RenderedFile, templates
-from hakvm.spec.derive import LinkAddress
-from hakvm.spec.models import ClusterSpec, DiskMode, Node, OsFamily
+from hakvm.spec.derive import LinkAddress, NetworkAddresses, on_bond, replication_network
+from hakvm.spec.models import ClusterSpec, DiskMode, OsFamily
 
 DRBD_DIR = "/etc/drbd.d"
 GLOBAL_COMMON = f"{DRBD_DIR}/global_common.conf"
@@ -45,40 +44,19 @@ def resource_path(vm_name: str) -> str:
     return f"{DRBD_DIR}/{vm_name}.res"
 
 
-def _on_bond(node: Node, ip: ipaddress.IPv4Address) -> bool:
-    """True when `ip` sits on a bond, or on a bridge with a bond among its ports."""
-    ifaces = node.interfaces
-    if any(ip == a.ip for bond in ifaces.bonds.values() for a in bond.addresses):
-        return True
-    return any(
-        ip == a.ip and any(port in ifaces.bonds for port in bridge.ports)
-        for bridge in ifaces.bridges.values()
-        for a in bridge.addresses
-    )
-
-
-def _link_on_bond(ctx: RenderContext, link: LinkAddress) -> bool:
+def _link_on_bond(ctx: RenderContext, link: NetworkAddresses) -> bool:
     return all(
-        n.name in link.addresses and _on_bond(n, link.addresses[n.name]) for n in ctx.spec.nodes
+        n.name in link.addresses and on_bond(n, link.addresses[n.name]) for n in ctx.spec.nodes
     )
 
 
-def replication_link(ctx: RenderContext) -> LinkAddress:
-    """The heartbeat network DRBD replicates over.
-
-    Rule: a link whose address is on a bond (or a bridge over a bond) on both nodes; among
-    several such links, or when there is none, the one corosync uses last (lowest priority,
-    then highest link number; knet prefers the highest priority, then the lowest number).
-    The bond has the bandwidth and redundancy replication needs, and keeping replication off
-    the link corosync is using keeps a resync from delaying heartbeats.
-    """
-    links = ctx.derived.links
-    names = [n.name for n in ctx.spec.nodes]
-    complete = [link for link in links if all(n in link.addresses for n in names)]
-    if not complete:
+def replication_link(ctx: RenderContext) -> NetworkAddresses:
+    """The network DRBD replicates over (`hakvm.spec.derive.replication_network`): the
+    spec's `replication.network`, or a heartbeat link (a `LinkAddress`)."""
+    found = replication_network(ctx.spec, ctx.derived.links)
+    if found is None:
         raise ValueError("no heartbeat network has an address on both nodes")
-    bonded = [link for link in complete if _link_on_bond(ctx, link)]
-    return min(bonded or complete, key=lambda link: (link.priority, -link.link))
+    return found
 
 
 @dataclass(frozen=True)
@@ -100,6 +78,7 @@ class _Resource:
     hosts: tuple[_Host, ...]
     network: str
     on_bond: bool
+    dedicated: bool  # the spec's own replication network, not a heartbeat link
     resync_flag: str
 
 
@@ -141,6 +120,7 @@ def render_resource(ctx: RenderContext, vm_name: str) -> str:
         hosts=hosts,
         network=str(link.network),
         on_bond=_link_on_bond(ctx, link),
+        dedicated=not isinstance(link, LinkAddress),
         resync_flag=resync_attribute(vm.name),
     )
     return (

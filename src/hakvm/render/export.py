@@ -51,8 +51,16 @@ def _header(ctx: RenderContext, tool: str) -> list[str]:
 # --- pcs ------------------------------------------------------------------------------------
 
 
+def _printable(value: str) -> str:
+    """Spec validation refuses control characters; a value that has one anyway (a line
+    break ends crmsh's here-document) is never written into a script."""
+    if not value.isprintable():
+        raise ValueError(f"refusing to export the unprintable value {value!r}")
+    return value
+
+
 def _kv(pairs: Pairs) -> str:
-    return " ".join(shlex.quote(f"{k}={v}") for k, v in pairs)
+    return " ".join(shlex.quote(f"{k}={_printable(v)}") for k, v in pairs)
 
 
 def _pcs_ops(ops: tuple[Op, ...]) -> str:
@@ -146,6 +154,14 @@ def pcs_script(ctx: RenderContext) -> str:
     lines.append("")
     lines.append("# Constraints")
     lines += [_pcs_constraint(c) for c in m.constraints]
+    if m.alerts:
+        lines += ["", "# Alerts: hakvm's agent records every cluster event on each node"]
+    for alert in m.alerts:
+        lines.append(f'pcs -f "$CIB" alert create id={alert.id} path={shlex.quote(alert.path)}')
+        lines += [
+            f'pcs -f "$CIB" alert recipient add {alert.id} id={rid} value={shlex.quote(value)}'
+            for rid, value in alert.recipients
+        ]
     lines += [
         "",
         'if [ "$PUSH" = 1 ]; then pcs cluster cib-push "$CIB" --config; fi',
@@ -158,7 +174,9 @@ def pcs_script(ctx: RenderContext) -> str:
 
 
 def _crm_value(value: str) -> str:
-    return value if _SAFE.match(value) else '"' + value.replace('"', '\\"') + '"'
+    """crmsh splits each configure line with shlex (POSIX): a shell-quoted word is read back
+    as exactly `value`, whatever quotes, backslashes, spaces or `$` it holds."""
+    return value if _SAFE.match(value) else shlex.quote(_printable(value))
 
 
 def _crm_kv(pairs: Pairs) -> str:
@@ -213,6 +231,9 @@ def crmsh_script(ctx: RenderContext) -> str:
         else:
             body.append(_crm_primitive(res))
     body += [_crm_constraint(c) for c in m.constraints]
+    for alert in m.alerts:
+        recipients = " ".join(f"to {_crm_value(value)}" for _, value in alert.recipients)
+        body.append(f"alert {alert.id} {_crm_value(alert.path)} {recipients}")
     lines = _header(ctx, "crmsh (4.x)")
     lines += [
         "WAIT=(-w)  # live: wait for the cluster to finish the transition",

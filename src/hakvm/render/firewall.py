@@ -1,9 +1,11 @@
 """The cluster's firewall: corosync, DRBD, libvirt migration and SSH, open only to the peer.
 
-What is opened (`cluster_ports`), from the peer's addresses on every heartbeat network only:
-- corosync knet: UDP `ports.corosync + N` for link N (exactly the ports corosync.conf uses);
-- DRBD: TCP, each VM's derived port (`ports.drbd_base + minor`);
-- libvirt live migration: TCP `migration_min`-`migration_max` (QEMU's direct stream);
+What is opened (`cluster_ports`), from the peer's addresses only:
+- corosync knet: UDP `ports.corosync + N` for link N (exactly the ports corosync.conf uses),
+  from the peer's address on every heartbeat network;
+- DRBD: TCP, each VM's derived port (`ports.drbd_base + minor`), and libvirt live
+  migration: TCP `migration_min`-`migration_max` (QEMU's direct stream), from the peer's
+  replication address only (nftables; firewalld's zone opens its ports to every source);
 - SSH: TCP 22, libvirt's `qemu+ssh://<peer>/system` control transport (the peer's name
   resolves to its link 0 address through the managed /etc/hosts block).
 
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 from lxml import etree
 
 from hakvm.render.base import RenderContext, Rendered, RenderedFile, templates
+from hakvm.render.drbd import replication_link
+from hakvm.spec.derive import LinkAddress
 from hakvm.spec.models import Node, OsFamily
 
 NFT_PATH = "/etc/hakvm/nftables-hakvm.nft"
@@ -72,14 +76,25 @@ def peer(ctx: RenderContext, node: Node) -> Node:
     return next(n for n in ctx.spec.nodes if n.name != node.name)
 
 
-def peer_addresses(ctx: RenderContext, node: Node) -> list[tuple[int, str]]:
-    """(link number, address) of the peer on every heartbeat network, by link."""
+def peer_addresses(ctx: RenderContext, node: Node) -> list[tuple[str, str]]:
+    """(what, address) of the peer on every heartbeat network, by link ("link N"), then on
+    the replication network when it is not one of them ("replication")."""
     other = peer(ctx, node).name
-    return [
-        (link.link, str(link.addresses[other]))
+    out = [
+        (f"link {link.link}", str(link.addresses[other]))
         for link in ctx.derived.links
         if other in link.addresses
     ]
+    replication = replication_link(ctx)
+    if not isinstance(replication, LinkAddress) and other in replication.addresses:
+        out.append(("replication", str(replication.addresses[other])))
+    return out
+
+
+def replication_peer(ctx: RenderContext, node: Node) -> str:
+    """The peer's address on the replication network: the only source DRBD and migration
+    traffic comes from."""
+    return str(replication_link(ctx).addresses[peer(ctx, node).name])
 
 
 def _range(low: int, high: int) -> str:
@@ -101,6 +116,7 @@ def nftables_text(ctx: RenderContext, node: Node) -> str:
             table=NFT_TABLE,
             unit=NFT_UNIT_NAME,
             peers=peer_addresses(ctx, node),
+            replication_peer=replication_peer(ctx, node),
             corosync=cp.corosync_udp,
             drbd=cp.drbd_tcp,
             migration=_range(*cp.migration_tcp),
@@ -142,8 +158,9 @@ def firewalld_zone_xml(ctx: RenderContext, node: Node) -> str:
             " Sources bind the peer's traffic to this zone; a source can belong to one zone only. "
         )
     )
-    for link, address in peer_addresses(ctx, node):
-        zone.append(etree.Comment(f" {other}, heartbeat link {link} "))
+    for what, address in peer_addresses(ctx, node):
+        where = f"heartbeat {what}" if what.startswith("link") else f"{what} network"
+        zone.append(etree.Comment(f" {other}, {where} "))
         etree.SubElement(zone, "source", address=address)
     zone.append(etree.Comment(" libvirt's qemu+ssh migration transport "))
     etree.SubElement(zone, "service", name="ssh")

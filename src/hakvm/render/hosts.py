@@ -19,6 +19,7 @@ from hakvm.render.base import RenderContext, Rendered, RenderedFile, templates
 from hakvm.render.blocks import BEGIN, END, BlockMergeError, lines, merge_block, spans
 from hakvm.render.drbd import replication_link
 from hakvm.render.migration import migration_name
+from hakvm.spec.derive import LinkAddress
 
 HOSTS_PATH = "/etc/hosts"
 # Not a file any resolver reads: a copy of the block apply merged into /etc/hosts, kept on
@@ -43,11 +44,13 @@ def entries(ctx: RenderContext) -> list[HostEntry]:
     deterministic: with glibc's `multi on` (Debian's /etc/host.conf) a name on two lines
     resolves to both, and libvirt would migrate over whichever came first. Every address
     also gets a `<node>-link<N>` alias, so each path can be reached (ping, ssh) by name, and
-    the replication network's address a `<node>-migration` alias: live migration's target.
+    the replication network's address a `<node>-migration` alias: live migration's target
+    (a line of its own, after the links, when replication has a network of its own).
     """
     out: list[HostEntry] = []
     canonical_done: set[str] = set()
-    replication = replication_link(ctx).link
+    found = replication_link(ctx)
+    replication = found.link if isinstance(found, LinkAddress) else None
     for link in ctx.derived.links:
         for node in ctx.spec.nodes:
             address = link.addresses.get(node.name)
@@ -60,6 +63,12 @@ def entries(ctx: RenderContext) -> list[HostEntry]:
                 names = (node.name, *names)
                 canonical_done.add(node.name)
             out.append(HostEntry(str(address), names, f"link {link.link} {link.network}"))
+    if replication is None:
+        for node in ctx.spec.nodes:
+            comment = f"replication {found.network}"
+            out.append(
+                HostEntry(str(found.addresses[node.name]), (migration_name(node.name),), comment)
+            )
     return out
 
 

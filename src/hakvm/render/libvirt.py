@@ -133,6 +133,12 @@ def domain_xml(ctx: RenderContext, vm: Vm) -> str:  # noqa: PLR0915 - one statem
         _sub(iface, "mac", address=mac)
         _sub(iface, "source", bridge=net.bridge)
         _sub(iface, "model", type=net.model)
+        if net.clean_traffic:
+            # libvirt's nwfilter (ebtables/iptables rules per tap): the guest sends only from
+            # its own MAC and from the first IPv4 address it uses (learned: libvirt's
+            # CTRL_IP_LEARNING=any, again after each start or migration), IPv4 and ARP
+            # only; no spoofed source, no 802.1Q frames into the host's VLANs.
+            _sub(iface, "filterref", filter="clean-traffic")
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "target", port="0")
     console = _sub(devices, "console", type="pty")

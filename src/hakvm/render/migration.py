@@ -6,9 +6,10 @@ peer's address on the replication network (the bond), not over the dedicated hea
 That needs root SSH from node to node. hakvm gives it a dedicated key pair (generated once,
 kept in the local state dir like the other cluster secrets) that:
 
-- the peer accepts only from the other node's replication address (`from=`) and with
-  `restrict` (no forwarding, no pty): enough for libvirt's `virt-ssh-helper`, not a shell
-  an intruder on the bond could open from anywhere else;
+- the peer accepts only from the other node's replication address (`from=`), with
+  `restrict` (no forwarding, no pty) and a forced command (`FORCED_COMMAND`) that only
+  ever runs libvirt's SSH tunnel (`virt-ssh-helper qemu:///system`): never a shell, nor
+  any other command, not even from the other node;
 - is offered only to the `<node>-migration` names (a managed block in root's ssh_config);
 - verifies the peer's real host key (a dedicated known_hosts built from the nodes' own host
   keys, read by apply): never trust on first use.
@@ -31,8 +32,28 @@ AUTHORIZED_KEYS_PATH = "/root/.ssh/authorized_keys"
 HOST_KEY_PATH = "/etc/ssh/ssh_host_ed25519_key.pub"
 
 
+# What sshd runs on the peer for the migration key, whatever the client asked for (that
+# is in SSH_ORIGINAL_COMMAND). libvirt's ssh transport (libvirt 9.0 on Debian 12; used by
+# `virsh -c qemu+ssh://...` and the VirtualDomain agent's migrate) asks for
+#   sh -c 'which virt-ssh-helper ...; if ...; then virt-ssh-helper 'qemu:///system'; else
+#          ... nc $ARG -U /var/run/libvirt/libvirt-sock; fi'
+# (proxy=auto; proxy=netcat asks only for the nc part, proxy=native only for the helper):
+# each becomes the helper on the system URI. Anything else is refused with a line on
+# stderr. No double quote inside: it sits in authorized_keys' command="...".
+FORCED_COMMAND = (
+    "case $SSH_ORIGINAL_COMMAND in *virt-ssh-helper*|*libvirt-sock*) "
+    "exec virt-ssh-helper qemu:///system;; esac; "
+    "echo hakvm: the migration key opens only the libvirt tunnel >&2; exit 1"
+)
+
+
 def migration_name(node: str) -> str:
     return f"{node}{SUFFIX}"
+
+
+def libvirt_uri(node: str) -> str:
+    """The URI VirtualDomain migrates `node`'s VMs to (qemu+ssh over the replication net)."""
+    return f"qemu+ssh://{migration_name(node)}/system"
 
 
 def migration_addresses(ctx: RenderContext) -> dict[str, str]:
@@ -69,12 +90,10 @@ def known_hosts(ctx: RenderContext, host_keys: dict[str, str]) -> str:
 
 
 def authorized_keys_block(ctx: RenderContext, node: str, public_key: str) -> str:
-    """The block on `node`: the migration key, accepted only from its peer's address."""
+    """The block on `node`: the migration key, accepted only from its peer's address and
+    only for libvirt's tunnel."""
     addresses = migration_addresses(ctx)
     peers = [addresses[n.name] for n in ctx.spec.nodes if n.name != node and n.name in addresses]
     key = " ".join(public_key.split()[:2])
-    return (
-        f"{BEGIN}\n"
-        f'restrict,from="{",".join(peers)}" {key} hakvm-migration@{ctx.spec.cluster.name}\n'
-        f"{END}\n"
-    )
+    options = f'restrict,from="{",".join(peers)}",command="{FORCED_COMMAND}"'
+    return f"{BEGIN}\n{options} {key} hakvm-migration@{ctx.spec.cluster.name}\n{END}\n"

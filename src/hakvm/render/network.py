@@ -1,7 +1,7 @@
 """Cluster network interfaces: ifupdown stanzas (debian12) or NetworkManager keyfiles (rhel9).
 
 Only the interfaces the spec names (`node.interfaces`: bonds, their members, ethernets,
-bridges and their ports) are configured; every other interface, the management NIC above
+VLANs, bridges and their ports) are configured; every other interface, the management NIC above
 all, is left exactly as the admin set it up. No gateway or default route is ever rendered:
 the cluster networks are point-to-point between the two nodes (and the VMs' bridge).
 """
@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 
 from hakvm.render.base import RenderContext, Rendered, RenderedFile, templates
-from hakvm.spec.models import Bond, BondMode, ClusterSpec, Node, OsFamily
+from hakvm.spec.models import Bond, BondMode, ClusterSpec, Node, OsFamily, vlan_parent
 
 # debian12: the stock /etc/network/interfaces (written by the installer and by ifupdown's
 # postinst) starts with `source /etc/network/interfaces.d/*`, which picks this file up.
@@ -48,7 +48,7 @@ class Interface:
     """One interface to configure, whatever the OS: the common view both renderers use."""
 
     name: str
-    kind: str  # "bond" | "ethernet" | "bridge"
+    kind: str  # "bond" | "ethernet" | "vlan" | "bridge"
     mtu: int | None  # None: left to the controller (bond members take the bond's MTU)
     addresses: tuple[str, ...]  # CIDR, e.g. 10.88.0.1/24
     controller: str | None = None  # the bond or bridge this interface is a port of
@@ -57,11 +57,14 @@ class Interface:
     ports: tuple[str, ...] = ()
     stp: bool = False
     comment: str = ""
+    parent: str | None = None  # a VLAN's bond or NIC
+    vlan_id: int | None = None
 
 
 def interfaces(node: Node) -> list[Interface]:
     """The node's cluster interfaces in bring-up order: bonds with their members, plain
-    ethernets, then bridges (a bridge's ports must exist before it is brought up)."""
+    ethernets, VLANs (on a bond or NIC, which must exist first), then bridges (a bridge's
+    ports must exist before it is brought up)."""
     spec_if = node.interfaces
     controller: dict[str, tuple[str, str]] = {}
     for bond_name, bond in spec_if.bonds.items():
@@ -120,6 +123,7 @@ def interfaces(node: Node) -> list[Interface]:
                 controller_kind=ctl_kind,
             )
         )
+    out.extend(_vlans(node))
     done = {i.name for i in out}
     for br_name, bridge in spec_if.bridges.items():
         # A bridge port the spec names only in `ports` (a plain NIC): NM needs a port
@@ -147,6 +151,15 @@ def interfaces(node: Node) -> list[Interface]:
                 stp=bridge.stp,
             )
         )
+    return out
+
+
+def _vlans(node: Node) -> list[Interface]:
+    out = []
+    for name, vlan in node.interfaces.vlans.items():
+        parent, vlan_id = vlan_parent(name)
+        addresses = tuple(str(a) for a in vlan.addresses)
+        out.append(Interface(name, "vlan", vlan.mtu, addresses, parent=parent, vlan_id=vlan_id))
     return out
 
 
@@ -217,6 +230,11 @@ def _stanzas(node: Node) -> list[_Stanza]:
             comments.extend(_wrap(_bond_comment(iface.name, iface.bond)))
             options.append(("bond-slaves", " ".join(iface.ports)))
             options.extend((f"bond-{k.replace('_', '-')}", v) for k, v in _bond_options(iface.bond))
+        elif iface.kind == "vlan":
+            comments.append(
+                f"{iface.name}: VLAN {iface.vlan_id} on {iface.parent} (ifupdown creates it "
+                "from its name), no bridge: no guest on it"
+            )
         elif iface.kind == "bridge":
             options.append(("bridge_ports", " ".join(iface.ports)))
             if iface.stp:
@@ -318,6 +336,15 @@ def _nm_sections(spec: ClusterSpec, node: Node, iface: Interface) -> list[_Secti
     sections = [_Section("connection", tuple(conn), tuple(conn_comments))]
     if iface.mtu is not None:
         sections.append(_Section("ethernet", (("mtu", str(iface.mtu)),)))
+    if iface.kind == "vlan" and iface.parent is not None:
+        parent = profile_uuid(cluster, node.name, iface.parent)
+        sections.append(
+            _Section(
+                "vlan",
+                (("id", str(iface.vlan_id)), ("parent", parent)),
+                (f"VLAN {iface.vlan_id} on {iface.parent} ({NM_PREFIX}{iface.parent}), no bridge",),
+            )
+        )
     if iface.kind == "bond" and iface.bond is not None:
         sections.append(
             _Section(

@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from hakvm.spec.models import ClusterSpec, FenceRaceProtection, Node, Vm
+from hakvm.spec.models import ClusterSpec, FenceRaceProtection, Node, Vm, vlan_parent
 
 MAX_DRBD_MINOR = 255  # DRBD 8.4's minor_count ceiling; 9.x allows more, 8.4 is the floor
 
@@ -29,11 +29,15 @@ class VmDerived:
 
 
 @dataclass(frozen=True)
-class LinkAddress:
-    link: int  # knet link number
+class NetworkAddresses:
     network: ipaddress.IPv4Network
+    addresses: Mapping[str, ipaddress.IPv4Address]  # node name -> address on that network
+
+
+@dataclass(frozen=True)
+class LinkAddress(NetworkAddresses):
+    link: int  # knet link number
     priority: int
-    addresses: Mapping[str, ipaddress.IPv4Address]  # node name -> address on that link
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,15 @@ def derive_mac(cluster_name: str, vm_name: str, index: int) -> str:
     """A stable locally administered MAC in QEMU/KVM's 52:54:00 range."""
     digest = hashlib.sha256(f"{cluster_name}/{vm_name}/{index}".encode()).digest()
     return "52:54:00:{:02x}:{:02x}:{:02x}".format(*digest[:3])
+
+
+def resync_attribute(vm: str) -> str:
+    """The transient node attribute DRBD's before-resync-target handler sets while this
+    node resyncs the VM's disk (its local copy is not yet whole); after-resync-target
+    clears it. The CIB keeps the VM off a node that has it. (render/drbd.py has the same
+    function for the handlers and the CIB; here `hakvm status` reads it without loading the
+    renderers.)"""
+    return f"hakvm-resyncing-{vm}"
 
 
 def allocate_minors(vms: list[Vm], existing: Mapping[str, int] | None = None) -> dict[str, int]:
@@ -75,22 +88,85 @@ def allocate_minors(vms: list[Vm], existing: Mapping[str, int] | None = None) ->
 def node_addresses(node: Node) -> list[ipaddress.IPv4Interface]:
     ifaces = node.interfaces
     out: list[ipaddress.IPv4Interface] = []
-    for group in (ifaces.bonds, ifaces.ethernets, ifaces.bridges):
+    for group in (ifaces.bonds, ifaces.ethernets, ifaces.bridges, ifaces.vlans):
         for cfg in group.values():
             out.extend(cfg.addresses)
     return out
 
 
+def interface_of(node: Node, address: ipaddress.IPv4Address | str) -> str | None:
+    """The name of the node's interface that holds `address`."""
+    ifaces = node.interfaces
+    for group in (ifaces.bonds, ifaces.ethernets, ifaces.bridges, ifaces.vlans):
+        for name, cfg in group.items():
+            if any(str(a.ip) == str(address) for a in cfg.addresses):
+                return name
+    return None
+
+
+def network_addresses(
+    spec: ClusterSpec, network: ipaddress.IPv4Network
+) -> dict[str, ipaddress.IPv4Address]:
+    """node name -> its first address in `network`."""
+    found: dict[str, ipaddress.IPv4Address] = {}
+    for node in spec.nodes:
+        for addr in node_addresses(node):
+            if addr.ip in network:
+                found.setdefault(node.name, addr.ip)
+    return found
+
+
 def link_addresses(spec: ClusterSpec) -> tuple[LinkAddress, ...]:
-    links = []
-    for number, hb in enumerate(spec.heartbeat):
-        found: dict[str, ipaddress.IPv4Address] = {}
-        for node in spec.nodes:
-            for addr in node_addresses(node):
-                if addr.ip in hb.network:
-                    found.setdefault(node.name, addr.ip)
-        links.append(LinkAddress(number, hb.network, hb.priority, found))
-    return tuple(links)
+    return tuple(
+        LinkAddress(
+            link=number,
+            network=hb.network,
+            priority=hb.priority,
+            addresses=network_addresses(spec, hb.network),
+        )
+        for number, hb in enumerate(spec.heartbeat)
+    )
+
+
+def on_bond(node: Node, ip: ipaddress.IPv4Address) -> bool:
+    """True when `ip` sits on a bond, on a bridge with a bond among its ports, or on a VLAN
+    of a bond."""
+    name = interface_of(node, ip)
+    ifaces = node.interfaces
+    if name in ifaces.vlans:
+        name = vlan_parent(name)[0]
+    if name in ifaces.bridges:
+        return any(port in ifaces.bonds for port in ifaces.bridges[name].ports)
+    return name in ifaces.bonds
+
+
+def replication_network(
+    spec: ClusterSpec, links: tuple[LinkAddress, ...]
+) -> NetworkAddresses | None:
+    """The network DRBD replicates over and live migrations use; None: no candidate.
+
+    `replication.network` when the spec has one (the heartbeat link itself when it is one
+    of them). Otherwise a heartbeat link whose address is on a bond (or a bridge or VLAN
+    over a bond) on both nodes; among several such links, or when there is none, the one
+    corosync uses last (lowest priority, then highest link number; knet prefers the highest
+    priority, then the lowest number). The bond has the bandwidth and redundancy replication
+    needs, and keeping replication off the link corosync is using keeps a resync from
+    delaying heartbeats.
+    """
+    names = [n.name for n in spec.nodes]
+    if spec.replication is not None:
+        network = spec.replication.network
+        same = [link for link in links if link.network == network]
+        if same:
+            return same[0]
+        return NetworkAddresses(network, network_addresses(spec, network))
+    complete = [link for link in links if all(n in link.addresses for n in names)]
+    if not complete:
+        return None
+    bonded = [
+        link for link in complete if all(on_bond(n, link.addresses[n.name]) for n in spec.nodes)
+    ]
+    return min(bonded or complete, key=lambda link: (link.priority, -link.link))
 
 
 def derive(spec: ClusterSpec, existing_minors: Mapping[str, int] | None = None) -> Derived:

@@ -16,13 +16,14 @@ import contextlib
 import os
 import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from hakvm.errors import InputError
+from hakvm.locks import local_lock, spec_lock_path
 from hakvm.spec.loader import SpecLoadError, load_spec_file, load_spec_text
 from hakvm.spec.models import ClusterSpec
 from hakvm.spec.validate import validate_loaded
@@ -198,8 +199,11 @@ def _vm_names(data: dict[str, Any]) -> list[object]:
     return [v.get("name") for v in vms if isinstance(v, dict)] if isinstance(vms, list) else []
 
 
-def _commit(path: Path, new_text: str, expected: dict[str, Any]) -> ClusterSpec:
-    """Write `new_text` if it loads to `expected` and the whole spec validates."""
+def _commit(
+    path: Path, new_text: str, expected: dict[str, Any], *, write: bool = True
+) -> ClusterSpec:
+    """Write `new_text` (unless not `write`) if it loads to `expected` and the whole spec
+    validates."""
     try:
         loaded = load_spec_text(new_text, path)
     except SpecLoadError as exc:
@@ -212,26 +216,43 @@ def _commit(path: Path, new_text: str, expected: dict[str, Any]) -> ClusterSpec:
         raise SpecEditError(
             f"{path}: {len(lines)} error(s) with that change; the file was not changed", lines
         )
-    write_atomic(path, new_text)
+    if write:
+        write_atomic(path, new_text)
     return report.spec
 
 
-def add_to_spec(path: Path, entry: dict[str, Any]) -> ClusterSpec:
-    """Append `entry` to the spec file; raise SpecEditError (file untouched) on any problem."""
-    text, data = _read(path)
-    if entry["name"] in _vm_names(data):
-        raise SpecEditError(f"{path}: vms: a VM named {entry['name']!r} already exists")
-    expected = {**data, "vms": [*(data.get("vms") or []), entry]}
-    return _commit(path, spec_with_vm(text, entry), expected)
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """The spec lock (hakvm.locks); a file that is not there is the loader's to report."""
+    if not path.is_file():
+        _read(path)
+    with local_lock(spec_lock_path(path), f"the spec file {path}"):
+        yield
+
+
+def add_to_spec(path: Path, entry: dict[str, Any], *, check_only: bool = False) -> ClusterSpec:
+    """Append `entry` to the spec file; raise SpecEditError (file untouched) on any problem.
+    `check_only`: the same checks, nothing written (bad input found before any node is asked).
+
+    The spec lock is held from reading the file to writing it back: two edits at once would
+    otherwise both start from the same text, and the second write would drop the first VM."""
+    with _locked(path):
+        text, data = _read(path)
+        if entry["name"] in _vm_names(data):
+            raise SpecEditError(f"{path}: vms: a VM named {entry['name']!r} already exists")
+        expected = {**data, "vms": [*(data.get("vms") or []), entry]}
+        return _commit(path, spec_with_vm(text, entry), expected, write=not check_only)
 
 
 def remove_from_spec(path: Path, name: str) -> ClusterSpec:
-    """Drop VM `name` from the spec file; raise SpecEditError (file untouched) otherwise."""
-    text, data = _read(path)
-    if name not in _vm_names(data):
-        raise SpecEditError(f"{path}: vms: no VM named {name!r}")
-    remaining = [v for v in data["vms"] if not (isinstance(v, dict) and v.get("name") == name)]
-    return _commit(path, spec_without_vm(text, name), {**data, "vms": remaining})
+    """Drop VM `name` from the spec file; raise SpecEditError (file untouched) otherwise.
+    Under the spec lock, as add_to_spec."""
+    with _locked(path):
+        text, data = _read(path)
+        if name not in _vm_names(data):
+            raise SpecEditError(f"{path}: vms: no VM named {name!r}")
+        remaining = [v for v in data["vms"] if not (isinstance(v, dict) and v.get("name") == name)]
+        return _commit(path, spec_without_vm(text, name), {**data, "vms": remaining})
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -83,7 +83,7 @@ class _Builder:
                 return self._collection(node, path)
             finally:
                 self.open.discard(id(node))
-        return self._scalar(node)
+        return self._scalar(node, path)
 
     def _collection(self, node: yaml.MappingNode | yaml.SequenceNode, path: PathKey) -> Any:
         if isinstance(node, yaml.SequenceNode):
@@ -109,7 +109,7 @@ class _Builder:
             out[key] = self.build(value_node, (*path, key))
         return out
 
-    def _scalar(self, node: yaml.Node) -> Any:
+    def _scalar(self, node: yaml.Node, path: PathKey = ()) -> Any:
         line = node.start_mark.line + 1
         if not isinstance(node, yaml.ScalarNode):
             raise SpecLoadError("a key must be a plain value", line)
@@ -122,9 +122,10 @@ class _Builder:
             except yaml.YAMLError as exc:
                 raise SpecLoadError(f"not valid YAML: {_one_line(exc)}", line) from None
         if isinstance(value, str) and (bad := _CONTROL.search(value)):
+            field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
             raise SpecLoadError(
-                f"a control character (U+{ord(bad[0]):04X}) in {value[:40]!r}; a spec is "
-                "plain text: remove it",
+                f"{field.lstrip('.') + ': ' if field else ''}a control character "
+                f"(U+{ord(bad[0]):04X}) in {value[:40]!r}; a spec is plain text: remove it",
                 line,
             )
         return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,10 +20,19 @@ from hakvm.spec.units import Size
 
 NAME_RE = r"^[a-z][a-z0-9-]{0,62}$"
 IFNAME_RE = r"^[A-Za-z][A-Za-z0-9_.-]{0,14}$"  # Linux IFNAMSIZ is 16 including the NUL
+VLAN_RE = r"^[A-Za-z][A-Za-z0-9_-]{0,9}\.[0-9]{1,4}$"  # <parent>.<VLAN id>, as ifupdown names it
 MAC_RE = r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
+# What IPMI allows a user name (16 bytes), less what a shell, a crmsh line or an ipmitool
+# argument could read as something else: no space, quote, '$', backslash or leading '-'.
+BMC_USER_RE = r"^[A-Za-z0-9_.@+][A-Za-z0-9_.@+-]{0,15}$"
+_HOST_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_HOST_LABEL}(\.{_HOST_LABEL})*\.?$")
+# Control (Cc), format (Cf: zero-width, bidi overrides) and line/paragraph separators.
+_UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp")
 
 Name = Annotated[str, Field(pattern=NAME_RE, description="lower-case letters, digits, '-'")]
 IfName = Annotated[str, Field(pattern=IFNAME_RE, description="a Linux interface name")]
+VlanName = Annotated[str, Field(pattern=VLAN_RE, description="<parent>.<VLAN id>, e.g. bond0.20")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 # corosync's totem.join default (ms); hakvm never sets join, so this is the cluster's value.
 COROSYNC_JOIN_MS = 50
@@ -32,6 +42,20 @@ class Model(BaseModel):
     """Base: unknown keys are errors (typos must not be silently ignored), values immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _printable(cls, value: object) -> object:
+        """Every text field, paths included: a newline or an escape in a value ends up in
+        generated files and scripts (an `EOF` line ends the crmsh export's here-document)."""
+        if isinstance(value, str):
+            bad = next((c for c in value if unicodedata.category(c) in _UNPRINTABLE), None)
+            if bad is not None:
+                raise ValueError(
+                    f"holds the control character U+{ord(bad):04X}; spec values are plain "
+                    "printable text: remove it"
+                )
+        return value
 
 
 class OsFamily(StrEnum):
@@ -168,7 +192,10 @@ class SshTarget(Model):
     host: str = Field(min_length=1, description="address or name hakvm connects to")
     port: Port = 22
     user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]*$")
-    key_file: Path = Field(description="private key (passphrase-less or via ssh-agent)")
+    key_file: Path = Field(
+        description="private key file without a passphrase, mode 0600 (the one key hakvm "
+        "offers: it never uses an ssh-agent)"
+    )
     known_hosts: Path | None = Field(
         None, description="known_hosts file holding the node's host key (never auto-accepted)"
     )
@@ -201,24 +228,83 @@ class Bridge(Model):
     addresses: list[ipaddress.IPv4Interface] = []
 
 
+class Vlan(Model):
+    """An 802.1Q VLAN on a bond or NIC of the spec, named <parent>.<id> (no bridge on it):
+    the way to give replication a network of its own on the bond the VMs' bridge uses."""
+
+    mtu: int = Field(1500, ge=576, le=9216, description="at most the parent's MTU")
+    addresses: list[ipaddress.IPv4Interface] = []
+
+
+def vlan_parent(name: str) -> tuple[str, int]:
+    """bond0.20 -> ("bond0", 20)."""
+    parent, _, vid = name.rpartition(".")
+    return parent, int(vid)
+
+
 class Interfaces(Model):
     bonds: dict[IfName, Bond] = {}
     ethernets: dict[IfName, Ethernet] = {}
     bridges: dict[IfName, Bridge] = {}
+    vlans: dict[VlanName, Vlan] = Field(
+        {}, description="802.1Q VLANs on a bond or NIC above, e.g. bond0.20 for replication"
+    )
+
+
+def is_host_address(value: str) -> bool:
+    """An IPv4 or IPv6 literal, or a DNS host name (RFC 1123 labels)."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return HOSTNAME_RE.match(value) is not None and not value.replace(".", "").isdigit()
+    return True
 
 
 class Bmc(Model):
-    address: str = Field(min_length=1, description="BMC address as reached from the peer")
+    address: str = Field(
+        description="BMC address as reached from the peer: an IPv4/IPv6 address or a DNS name"
+    )
     port: Port = 623
-    user: str = Field(min_length=1)
+    user: str = Field(
+        pattern=BMC_USER_RE,
+        description="IPMI user (at most 16 characters: letters, digits, _ . @ + -)",
+    )
     password_file: Path = Field(description="file holding the BMC password (mode 0600)")
     lanplus: bool = True
 
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not is_host_address(value):
+            raise ValueError(
+                f"{value!r} is not an IP address or a DNS host name; write it like "
+                "10.0.30.11 or bmc-node01.example.net"
+            )
+        return value
+
 
 class StorageDevice(Model):
-    device: str = Field(pattern=r"^/dev/\S+$", description="partition or disk to use")
+    device: str = Field(
+        pattern=r"^/dev/\S+$",
+        description="partition or disk to use; best by a stable name such as "
+        "/dev/disk/by-id/wwn-0x... (resolved on the node: /dev/sdX names can change at boot)",
+    )
     destroy_existing_data: bool = Field(
         False, description="must be true: the device is wiped and turned into an LVM PV"
+    )
+    serial: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.:+-]{1,128}$",
+        description="pins the device: its serial number or WWN as `lsblk -o SERIAL,WWN` "
+        "shows it on the node; a device whose serial and WWN both differ is refused",
+    )
+    expect_signature: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.+-]{1,64}$",
+        description="only for a device that already holds something: what it holds, as "
+        "hakvm's refusal names it (a partition table type such as gpt or dos, a filesystem "
+        "such as ext4, or LVM2_member); that content is then wiped. A device that is "
+        "mounted anywhere in its tree or used by LVM, dm or md is refused whatever this says",
     )
 
 
@@ -248,33 +334,37 @@ class Node(Model):
     )
 
 
+def _strict_network(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            ipaddress.IPv4Network(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a network address: write it like 10.0.20.0/24 (host bits zero)"
+            ) from exc
+    return value
+
+
 class HeartbeatLink(Model):
     network: ipaddress.IPv4Network = Field(
         description="subnet both nodes have an address in; corosync uses those addresses"
     )
     priority: int = Field(1, ge=0, le=255, description="knet link priority (higher first)")
 
-    @field_validator("network", mode="before")
-    @classmethod
-    def _strict_network(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                ipaddress.IPv4Network(value)
-            except ValueError as exc:
-                raise ValueError(
-                    f"{value!r} is not a network address: write it like 10.0.20.0/24 "
-                    f"(host bits zero)"
-                ) from exc
-        return value
+    _network = field_validator("network", mode="before")(_strict_network)
+
+
+class Replication(Model):
+    network: ipaddress.IPv4Network = Field(
+        description="subnet both nodes have an address in, on no interface a VM attaches to "
+        "(e.g. a VLAN on the bond): DRBD replication and live migration use it"
+    )
+
+    _network = field_validator("network", mode="before")(_strict_network)
 
 
 # --- the quorum device (corosync-qdevice, voting through a corosync-qnetd on a third host) ---
 
-# A DNS name (RFC 1123 labels) or an IP address: written into corosync.conf as is.
-HOSTNAME_RE = (
-    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
-)
 # A heuristics argument: corosync-qdevice splits exec_NAME values itself (quotes and
 # backslashes have meaning there) and runs them with execv, never a shell; hakvm allows no
 # character that would need quoting.
@@ -391,7 +481,7 @@ class QuorumDevice(Model):
         except ValueError:
             address = None
         if address is None:
-            if not re.fullmatch(HOSTNAME_RE, value) or re.fullmatch(r"[0-9.]+", value):
+            if not is_host_address(value):  # a DNS name: written into corosync.conf as is
                 raise ValueError(
                     f"{value!r} is neither an IP address nor a DNS name; write e.g. "
                     "192.0.2.10 or qnetd.example.org"
@@ -439,6 +529,12 @@ class VmNetwork(Model):
         None, pattern=MAC_RE, description="leave unset: a stable MAC is derived from the name"
     )
     model: Literal["virtio", "e1000"] = "virtio"
+    clean_traffic: bool = Field(
+        True,
+        description="libvirt's clean-traffic filter: the guest sends only from its own MAC "
+        "and the first IPv4 address it uses (learned), IPv4 and ARP only. Off only for a "
+        "guest that must route, bridge or use several addresses or IPv6 on this network",
+    )
 
 
 class Boot(Model):
@@ -476,6 +572,36 @@ class Vm(Model):
         return value
 
 
+class Alerts(Model):
+    webhook_url_file: Path | None = Field(
+        None,
+        description="file holding an http(s) URL: every event the alert agent records is also "
+        "POSTed there as JSON (the URL may hold a token: it stays out of the spec and the CIB)",
+    )
+
+
+class Monitoring(Model):
+    """What apply installs so the cluster is watched without hakvm running (docs/metrics.md)."""
+
+    metrics: bool = Field(
+        True,
+        description="the hakvm-metrics timer: ha_cluster_* and hakvm_* metrics in "
+        "node_exporter's textfile directory on each node",
+    )
+    interval_s: int = Field(15, ge=5, le=300, description="how often the metrics are written")
+    node_exporter: bool = Field(
+        False,
+        description="install and run Debian's prometheus-node-exporter (port 9100), which "
+        "serves the metrics; leave false if you run node_exporter yourself",
+    )
+    events: bool = Field(
+        True,
+        description="a Pacemaker alert agent recording every fencing, node and resource event "
+        "on each node (/var/log/hakvm/events/events.jsonl)",
+    )
+    alerts: Alerts = Alerts()
+
+
 class ClusterSpec(Model):
     """The whole cluster: the one document hakvm is driven by."""
 
@@ -486,7 +612,13 @@ class ClusterSpec(Model):
         max_length=8,
         description="corosync knet links: two recommended (bond network + back-to-back link)",
     )
+    replication: Replication | None = Field(
+        None,
+        description="the network of DRBD replication and live migration; default: a "
+        "heartbeat network on a bond (shared with whatever else is on it)",
+    )
     vms: list[Vm] = []
+    monitoring: Monitoring = Monitoring()
     allow_memory_overcommit: bool = Field(
         False,
         description="turn 'one node cannot hold every VM after a failover' into a warning",

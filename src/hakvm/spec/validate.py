@@ -19,9 +19,17 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from hakvm.spec.derive import Derived, derive, node_addresses
+from hakvm.spec.derive import (
+    Derived,
+    LinkAddress,
+    derive,
+    interface_of,
+    network_addresses,
+    node_addresses,
+    replication_network,
+)
 from hakvm.spec.loader import LoadedSpec, PathKey, SpecLoadError, load_spec_file
-from hakvm.spec.models import ClusterSpec, DiskMode
+from hakvm.spec.models import ClusterSpec, DiskMode, OsFamily, vlan_parent
 from hakvm.spec.paths import resolve
 from hakvm.spec.units import format_size
 
@@ -214,8 +222,10 @@ class _Checks:
             self.unique_names,
             self.node_references,
             self.interfaces,
+            self.vlans,
             self.addresses,
             self.heartbeat,
+            self.replication,
             self.fencing,
             self.storage,
             self.memory,
@@ -223,6 +233,7 @@ class _Checks:
             self.derived_values,
             self.quorum_device,
             self.secrets,
+            self.monitoring,
         ):
             check()
         return self.problems
@@ -308,12 +319,54 @@ class _Checks:
                             f"bond {port!r} has addresses; put them on bridge {br_name!r}",
                         )
                     owner[port] = br_name
-            names = list(ifaces.bonds) + list(ifaces.ethernets) + list(ifaces.bridges)
+            names = [*ifaces.bonds, *ifaces.ethernets, *ifaces.bridges, *ifaces.vlans]
             for name in {n for n in names if names.count(n) > 1}:
                 self.error(
                     ("nodes", i, "interfaces"),
                     f"interface {name!r} is declared twice (as a bond/ethernet/bridge)",
                 )
+
+    def vlans(self) -> None:
+        for i, node in enumerate(self.spec.nodes):
+            ifaces = node.interfaces
+            members = {m for bond in ifaces.bonds.values() for m in bond.members}
+            ports = {p for bridge in ifaces.bridges.values() for p in bridge.ports}
+            for name, vlan in ifaces.vlans.items():
+                path: PathKey = ("nodes", i, "interfaces", "vlans", name)
+                parent, vlan_id = vlan_parent(name)
+                if not 1 <= vlan_id <= 4094:
+                    self.error(path, f"VLAN id {vlan_id} is out of range; use 1-4094")
+                if len(name) > 15:
+                    self.error(path, f"{name!r} is longer than 15 characters (a Linux limit)")
+                owner = ifaces.bonds.get(parent) or ifaces.ethernets.get(parent)
+                if owner is None or parent in members:
+                    self.error(
+                        path,
+                        f"{parent!r} is not a bond or ethernet of {node.name} (a bond member "
+                        "is not either): a VLAN goes on a bond or NIC declared here",
+                    )
+                elif vlan.mtu > owner.mtu:
+                    self.error(path, f"mtu {vlan.mtu} is above {parent}'s mtu {owner.mtu}")
+                if name in ports:
+                    self.error(path, "a VLAN cannot be a bridge port here; bridge its parent")
+
+    def replication(self) -> None:
+        rep = self.spec.replication
+        if rep is not None:
+            path: PathKey = ("replication", "network")
+            found = network_addresses(self.spec, rep.network)
+            missing = [n.name for n in self.spec.nodes if n.name not in found]
+            if missing:
+                self.error(
+                    path,
+                    f"{', '.join(missing)} has no address in {rep.network}; give both nodes "
+                    "an address on the replication network (e.g. on a VLAN of the bond)",
+                )
+            for j, hb in enumerate(self.spec.heartbeat):
+                if hb.network != rep.network and hb.network.overlaps(rep.network):
+                    self.error(path, f"{rep.network} overlaps heartbeat[{j}] {hb.network}")
+        for where, message, fix in replication_exposure(self.spec, self.derived):
+            self.warn(where, f"{message}; {fix}")
 
     def addresses(self) -> None:
         seen: dict[ipaddress.IPv4Address, str] = {}
@@ -480,6 +533,20 @@ class _Checks:
         for path, file, what in files:
             self._check_secret(path, resolve(base, file), what)
 
+    def monitoring(self) -> None:
+        mon = self.spec.monitoring
+        if mon.node_exporter and self.spec.cluster.os is not OsFamily.DEBIAN12:
+            self.error(("monitoring", "node_exporter"), "installs Debian's "
+                       "prometheus-node-exporter (debian12 only): set it false and run "
+                       "node_exporter yourself, reading /var/lib/prometheus/node-exporter")
+        if mon.alerts.webhook_url_file is None:
+            return
+        path: PathKey = ("monitoring", "alerts", "webhook_url_file")
+        if not mon.events:
+            self.error(path, "forwards the alert agent's events: needs monitoring.events true")
+        file = resolve(self.loaded.path.parent, mon.alerts.webhook_url_file)
+        self._check_secret(path, file, "webhook URL")
+
     def _check_secret(self, path: PathKey, file: Path, what: str) -> None:
         try:
             mode = file.stat().st_mode
@@ -546,6 +613,51 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def replication_exposure(spec: ClusterSpec, derived: Derived) -> list[tuple[PathKey, str, str]]:
+    """(field, what, fix) when guests can reach the replication network: its address sits on
+    a bridge VMs attach to, or on a VLAN whose parent a VM bridge carries while a VM NIC on
+    that bridge has clean_traffic off (it can send frames tagged into the VLAN)."""
+    found = replication_network(spec, derived.links)
+    if found is None:
+        return []
+    if isinstance(found, LinkAddress):
+        where: PathKey = ("heartbeat", found.link, "network")
+    else:
+        where = ("replication", "network")
+    exposed: dict[str, list[str]] = {}  # interface -> the VMs that reach it
+    for node in spec.nodes:
+        address = found.addresses.get(node.name)
+        name = interface_of(node, address) if address is not None else None
+        if name is None:
+            continue
+        ifaces = node.interfaces
+        if name in ifaces.vlans:
+            parent = vlan_parent(name)[0]
+            bridges = {b for b, cfg in ifaces.bridges.items() if parent in cfg.ports}
+            vms = [
+                f"{vm.name} ({net.bridge}, clean_traffic off)"
+                for vm in spec.vms
+                for net in vm.networks
+                if net.bridge in bridges and not net.clean_traffic
+            ]
+        else:
+            vms = [vm.name for vm in spec.vms if any(n.bridge == name for n in vm.networks)]
+        seen = exposed.setdefault(name, [])
+        seen += [vm for vm in dict.fromkeys(vms) if vm not in seen]
+    return [
+        (
+            where,
+            f"DRBD replication and live migration run over {found.network} on {name}, which "
+            f"VMs reach ({', '.join(vms)}): guests see disk writes and migrated memory in "
+            "clear and can send as the peer, whose address the firewall trusts",
+            "give replication a network no VM reaches, e.g. a VLAN on the bond "
+            "(interfaces: vlans: {bond0.20: {addresses: [...]}}) and replication: {network: ...}",
+        )
+        for name, vms in exposed.items()
+        if vms
+    ]
 
 
 def backing_size(disk_size: int, mode: DiskMode) -> int:

@@ -301,6 +301,12 @@ def cib_semantics(text: str) -> dict[str, object]:
             for rule in con.iterfind("rule")
         )
         out[f"{con.tag} {con.get('id')}"] = (tuple(sorted(attrs.items())), rules)
+    for alert in conf.iterfind("alerts/alert"):
+        # Recipient ids are the tool's (crmsh numbers them): compare their values.
+        out[f"alert {alert.get('id')}"] = (
+            alert.get("path"), tuple(sorted(str(r.get("value")) for r in alert.iter("recipient"))),
+            tuple(sorted(etree.tostring(c).decode() for c in alert if c.tag != "recipient")),
+        )
     return out
 
 

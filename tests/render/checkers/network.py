@@ -132,6 +132,9 @@ def check(path):
     ip6 = conn.get_setting_ip6_config()
     if ip6 is not None:
         result["ipv6.method"] = ip6.get_method()
+    vlan = conn.get_setting_vlan()
+    if vlan is not None:
+        result["vlan"] = {"id": vlan.get_id(), "parent": vlan.get_parent()}
     bond = conn.get_setting_bond()
     if bond is not None:
         result["bond"] = {bond.get_option(i)[1]: bond.get_option(i)[2]
@@ -194,7 +197,8 @@ def check_nmconnection(text: str, filename: str = "hakvm.nmconnection") -> dict[
 
 def check_nm_profiles(files: dict[str, str]) -> dict[str, dict[str, object]]:
     """Check every keyfile of one node, then that they fit together: unique ids, uuids and
-    interface names, and every port's master is the uuid of a bond/bridge profile here."""
+    interface names, every port's master is the uuid of a bond/bridge profile here and
+    every VLAN's parent the uuid of a profile here."""
     parsed = check_nmconnections(files)
     by_uuid = {str(p["uuid"]): p for p in parsed.values()}
     for key in ("id", "uuid", "interface-name"):
@@ -202,6 +206,11 @@ def check_nm_profiles(files: dict[str, str]) -> dict[str, dict[str, object]]:
         if len(values) != len(set(values)):
             raise AssertionError(f"duplicate {key} among the NetworkManager profiles: {values}")
     for name, profile in parsed.items():
+        vlan = profile.get("vlan")
+        if isinstance(vlan, dict) and str(vlan["parent"]) not in by_uuid:
+            raise AssertionError(
+                f"{name}: VLAN parent {vlan['parent']} is not one of the rendered profiles"
+            )
         master = profile["master"]
         if master is None:
             continue

@@ -1,0 +1,113 @@
+"""The events the nodes record as they happen, for `hakvm serve`'s timeline: the lines the
+Pacemaker alert agent appends to each node's events file (read with the status batch, the
+last EVENTS_TAIL of them), and the timestamps Pacemaker writes in crm_mon's XML.
+
+Each line is one JSON object: `t` (Unix seconds, a float), `node` (the node that recorded
+it), `kind` (fencing, node, resource or attribute) and Pacemaker's CRM_alert_* values:
+`target` (the node the event is about), `task`, `rc`, `status`, `desc`, `rsc`, and for
+resource events `target_rc` and `interval_ms`. Parsers are pure; a line that is not such an
+object (cut by a rotation, say) is skipped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from hakvm.agent.layout import EVENTS_PATH  # the alert agent's file (docs/metrics.md)
+
+EVENTS_TAIL = 400  # lines read per node and refresh: a few days of a quiet cluster
+MAX_LINE = 8192  # characters; a longer line is not the agent's
+
+
+def events_command(path: str = EVENTS_PATH, tail: int = EVENTS_TAIL) -> tuple[str, list[str]]:
+    """The batch entry: the last `tail` lines of the rotated file and the current one ('' on a
+    node that has none yet)."""
+    script = 'cat -- "$1.1" "$1" 2>/dev/null | tail -n "$2"'
+    return ("events", ["sh", "-c", script, "sh", path, str(tail)])
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    t: float
+    recorded_by: str
+    kind: str
+    target: str | None = None
+    task: str | None = None
+    rc: int | None = None
+    status: int | None = None
+    target_rc: int | None = None
+    interval_ms: int | None = None
+    desc: str | None = None
+    rsc: str | None = None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d{1,18}", value):
+        return int(value)
+    return None
+
+
+def _str(value: Any) -> str | None:
+    return value[:1024] if isinstance(value, str) and value else None
+
+
+def parse_events(text: str) -> list[NodeEvent]:
+    """Every well-formed event of an events file's lines, in file order."""
+    out: list[NodeEvent] = []
+    for line in text.splitlines():
+        if not line.strip() or len(line) > MAX_LINE:
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(data, dict):
+            continue
+        t, kind, node = data.get("t"), _str(data.get("kind")), _str(data.get("node"))
+        if not isinstance(t, int | float) or isinstance(t, bool) or kind is None or node is None:
+            continue
+        out.append(
+            NodeEvent(
+                t=float(t), recorded_by=node, kind=kind, target=_str(data.get("target")),
+                task=_str(data.get("task")), rc=_int(data.get("rc")),
+                status=_int(data.get("status")), target_rc=_int(data.get("target_rc")),
+                interval_ms=_int(data.get("interval_ms")), desc=_str(data.get("desc")),
+                rsc=_str(data.get("rsc")),
+            )
+        )  # fmt: skip
+    return out
+
+
+_ISO_RE = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(\.\d+)?\s*(Z|UTC|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def parse_time(text: str) -> float | None:
+    """Unix seconds of a time as crm_mon writes it: "2026-11-26 06:10:00Z" (with an optional
+    fraction and offset; fence history) or "Thu Nov 26 05:34:42 2026" (ctime, taken as UTC,
+    as the lab's nodes run). None when it is neither."""
+    text = text.strip()
+    if match := _ISO_RE.match(text):
+        zone = match[4] or "Z"
+        offset = "+00:00" if zone in ("Z", "UTC") else zone
+        if ":" not in offset:
+            offset = f"{offset[:3]}:{offset[3:]}"
+        stamp = f"{match[1]}T{match[2]}{match[3] or ''}{offset}"
+        try:
+            return datetime.datetime.fromisoformat(stamp).timestamp()
+        except ValueError:
+            return None
+    try:
+        parsed = datetime.datetime.strptime(" ".join(text.split()), "%a %b %d %H:%M:%S %Y")
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=datetime.UTC).timestamp()
