@@ -45,12 +45,12 @@ lint: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 
-# Lint, unit, real-tool checks, then one session lab for the end-to-end tests of every command:
-# lab, deploy (killed apply and re-run, no-op), the node-crash, fence-failure and
-# heartbeat-partition drills, the switch to a quorum device and its partition, qnetd-down and
-# isolated-node drills, status, doctor, migrate, drain, vm add/remove (the lab is
-# TCG-emulated: that is most of the time). Tests marked `extended` (link loss injected inside
-# the nodes, lab power cycles) run in make test-e2e: CI stops a run at 90 min.
+# Lint, unit, real-tool checks, then one session lab for the end-to-end tests: lab, deploy
+# (killed apply and re-run, no-op), the node-crash failover, guards, locks, status, doctor,
+# migrate, metrics, init, the switch to a quorum device and its partition, qnetd-down and
+# isolated-node drills (the lab is TCG-emulated: that is most of the time). Tests marked
+# `extended` (fence-failure and heartbeat-partition drills, drain, vm add/remove, the web
+# view through a crash, ...) run in make test-e2e: docs/testing.md lists them with durations.
 test: deps venv lint
 	$(BIN)/pytest -q --durations=25 -m "not extended" tests
 

@@ -18,7 +18,9 @@ from tests.e2e.conftest import REPO, LabHandle, hakvm
 pytestmark = [pytest.mark.e2e, pytest.mark.deploy, pytest.mark.drill]
 
 
-# node-crash runs in test_deploy.py (its failover test is that drill).
+# node-crash runs in test_deploy.py (its failover test is that drill). These two took 13-15
+# min each on the lab (CI run of 2026-12-01): make test-e2e (docs/testing.md).
+@pytest.mark.extended
 @pytest.mark.parametrize("scenario", ["fence-failure", "heartbeat-partition"])
 def test_drill(deployed: LabHandle, spec_file: Path, scenario: str) -> None:
     drill = _passing_drill(deployed, spec_file, scenario)

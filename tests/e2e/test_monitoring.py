@@ -1,7 +1,7 @@
 """End to end on the deployed lab: what watches the cluster without hakvm (issue 18 items 1
 and 3). A node's hakvm.prom passes the host's `promtool check metrics` and holds what
 dashboard 12229 reads, node_exporter serves it; a cut heartbeat link moves
-hakvm_corosync_link_up within ~40 s and the heal brings it back; a live migration lands in
+hakvm_corosync_link_up within a collector run and the heal brings it back; a live migration lands in
 both nodes' events files.
 
 Lab time: seconds for the first two (the timer writes every 15 s), one live migration for
@@ -24,6 +24,9 @@ from tests.unit.agent_samples import dashboard_problems, promtool_check, samples
 pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
 
 NODES = ("node01", "node02")
+# The lab spec's collector interval (examples/lab.yaml: 60 s on TCG nodes): a metric follows a
+# change within one run, so the tests allow two intervals (a check, not a speed target).
+INTERVAL_S = 60
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -38,7 +41,7 @@ def value(text: str, name: str, **labels: str) -> float | None:
     return found[0] if found else None
 
 
-def fresh_textfile(lab: LabHandle, node: str, timeout: float = 60) -> str:
+def fresh_textfile(lab: LabHandle, node: str, timeout: float = 2 * INTERVAL_S) -> str:
     """The node's hakvm.prom as written after this call (its own clock): a new run."""
     since = float(lab.check(node, ["date", "+%s.%N"]))
     text = ""
@@ -54,11 +57,11 @@ def fresh_textfile(lab: LabHandle, node: str, timeout: float = 60) -> str:
     return text
 
 
-
 def test_textfile_passes_promtool_and_holds_what_dashboard_12229_reads(lab: LabHandle) -> None:
     for node in NODES:
         assert lab.check(node, ["systemctl", "is-active", "hakvm-metrics.timer"]).strip() == (
-            "active")
+            "active"
+        )
         text = fresh_textfile(lab, node)
         promtool_check(text, missing="fail")  # CI installs it: make deps
         assert dashboard_problems(text) == [], node
@@ -83,7 +86,7 @@ def test_textfile_passes_promtool_and_holds_what_dashboard_12229_reads(lab: LabH
         assert re.search(r'^ha_cluster_pacemaker_nodes\{.*status="dc"', served, re.M)
 
 
-def test_a_cut_link_moves_link_up_within_40s_and_heal_brings_it_back(lab: LabHandle) -> None:
+def test_a_cut_link_moves_link_up_within_a_collector_run_then_heals(lab: LabHandle) -> None:
     def link0(up: float) -> bool:
         text = lab.check("node01", ["cat", layout.TEXTFILE_PATH])
         return value(text, "hakvm_corosync_link_up", link="0", peer="node02") == up
@@ -92,10 +95,11 @@ def test_a_cut_link_moves_link_up_within_40s_and_heal_brings_it_back(lab: LabHan
     cut = time.monotonic()
     assert lab.hakvm("cut", "hb").returncode == 0
     try:
-        wait_for("hakvm_corosync_link_up{link=0} 0 on node01", lambda: link0(0), 90, interval=2)
-        # knet notices in seconds; the lab's collector writes every 30 s (15 s by default).
+        wait_for("hakvm_corosync_link_up{link=0} 0 on node01", lambda: link0(0),
+                 2 * INTERVAL_S, interval=2)  # fmt: skip
+        # knet notices in seconds; the collector writes once per interval.
         took = time.monotonic() - cut
-        assert took <= 45, f"link_up moved after {took:.0f}s"
+        assert took <= INTERVAL_S + 30, f"link_up moved after {took:.0f}s"
         text = lab.check("node01", ["cat", layout.TEXTFILE_PATH])
         assert value(text, "ha_cluster_corosync_ring_errors") == 1
         assert value(text, "ha_cluster_corosync_rings", number="0") == 0
@@ -103,7 +107,7 @@ def test_a_cut_link_moves_link_up_within_40s_and_heal_brings_it_back(lab: LabHan
         assert value(text, "hakvm_cluster_status") == 1
     finally:
         assert lab.hakvm("heal").returncode == 0
-    wait_for("hakvm_corosync_link_up{link=0} 1 again", lambda: link0(1), 90, interval=2)
+    wait_for("hakvm_corosync_link_up{link=0} 1 again", lambda: link0(1), 2 * INTERVAL_S, interval=2)
 
 
 def events(lab: LabHandle, node: str) -> list[dict[str, object]]:
@@ -112,9 +116,7 @@ def events(lab: LabHandle, node: str) -> list[dict[str, object]]:
         else []  # fmt: skip
 
 
-def test_a_live_migration_lands_in_both_nodes_events_files(
-    lab: LabHandle, spec_file: Path
-) -> None:
+def test_a_live_migration_lands_in_both_nodes_events_files(lab: LabHandle, spec_file: Path) -> None:
     before = {node: len(events(lab, node)) for node in NODES}
     status = json.loads(hakvm("status", "--json", str(spec_file), timeout=300).stdout)
     source = next(vm["running_on"][0] for vm in status["vms"] if vm["name"] == "vm-a")

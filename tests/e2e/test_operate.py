@@ -141,6 +141,7 @@ def test_migrate_refuses_bad_requests(spec_file: Path) -> None:
     assert result.returncode == 3 and f"already runs on {here}" in result.stderr
 
 
+@pytest.mark.extended  # two VM moves and back: minutes of emulated CPU (docs/testing.md)
 def test_drain_moves_everything_then_undrain_keeps_placement(spec_file: Path) -> None:
     result = hakvm("drain", "--json", str(spec_file), "node02", timeout=2400)
     assert result.returncode == 0, result.stderr

@@ -105,6 +105,7 @@ def titles(page: Any, kind: str) -> list[str]:
     return found
 
 
+@pytest.mark.extended  # a node crash and its fencing: about 8 min on the lab (docs/testing.md)
 def test_serve_shows_a_cut_link_then_a_crash_and_its_failover(
     deployed: LabHandle, spec_file: Path, server: str, page: Any
 ) -> None:

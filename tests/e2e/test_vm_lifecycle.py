@@ -38,6 +38,7 @@ def vm_list(spec: Path) -> dict[str, dict[str, Any]]:
     return {vm["name"]: vm for vm in json.loads(result.stdout)["vms"]}
 
 
+@pytest.mark.extended  # a third VM created, started, moved, removed (docs/testing.md)
 def test_vm_add_then_remove_touches_only_that_vm(
     deployed: LabHandle, spec_file: Path, tmp_path: Path
 ) -> None:

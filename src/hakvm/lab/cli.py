@@ -239,11 +239,17 @@ def up_cmd(
     def step(text: str) -> None:
         err.print(f"[bold]lab:[/] {text}")
 
-    if needs_build:
-        with progress:
-            result = lifecycle.up(lab_, config, step, update, timeout)
-    else:
-        result = lifecycle.up(lab_, config, step, None, timeout)
+    def first_update(text: str, fraction: float) -> None:
+        # The bar appears with the build's first report: never before preflight has passed
+        # (a failed check is the one line printed).
+        if not progress.live.is_started:
+            progress.start()
+        update(text, fraction)
+
+    try:
+        result = lifecycle.up(lab_, config, step, first_update if needs_build else None, timeout)
+    finally:
+        progress.stop()
     mem = lifecycle.memory_kib(lab_)
     click.echo(
         f"lab up in {result.seconds:.0f}s (image {result.image_seconds:.0f}s, "

@@ -234,10 +234,13 @@ class NodeConnection:
         if self._conn is None:
             raise RemoteError(f"{self.name}: not connected")
         command = quote_argv(argv, env)
+        # encoding=None (output may be binary) makes asyncssh take bytes only: a str input
+        # raised TypeError mid-drill (drill --heal's nft script, CI run of 2026-12-01).
+        data = stdin.encode() if isinstance(stdin, str) else stdin
         try:
             async with self._sessions:
                 proc = await asyncio.wait_for(
-                    self._conn.run(command, input=stdin, check=False, encoding=None),
+                    self._conn.run(command, input=data, check=False, encoding=None),
                     timeout=timeout,
                 )
         except TimeoutError:

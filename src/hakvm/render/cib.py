@@ -417,6 +417,11 @@ def _vm_constraints(vm: Vm, stickiness: int) -> list[Constraint]:
 
 
 ALERT_ID = "hakvm-events"
+# Pacemaker kills an alert agent after 30 s by default. On a TCG lab node starting its VMs,
+# python3 alone took 6-8 s to start and agents were killed at 30 s, their events lost
+# (node01's journal, 2026-12-01); alerts run beside the cluster, so a longer bound costs
+# nothing on hardware where the agent takes milliseconds.
+ALERT_TIMEOUT = "120s"
 
 
 def alerts(ctx: RenderContext) -> tuple[Alert, ...]:
@@ -622,6 +627,14 @@ def cib_xml(ctx: RenderContext) -> str:
         section = etree.SubElement(conf, "alerts")
         for alert in m.alerts:
             el = etree.SubElement(section, "alert", id=alert.id, path=alert.path)
+            meta = etree.SubElement(el, "meta_attributes", id=f"{alert.id}-meta_attributes")
+            etree.SubElement(
+                meta,
+                "nvpair",
+                id=f"{alert.id}-meta_attributes-timeout",
+                name="timeout",
+                value=ALERT_TIMEOUT,
+            )
             for rid, value in alert.recipients:
                 etree.SubElement(el, "recipient", id=rid, value=value)
     etree.SubElement(root, "status")

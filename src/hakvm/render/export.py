@@ -16,6 +16,7 @@ import shlex
 
 from hakvm.render.base import CLUSTER, RenderContext, Rendered, RenderedFile
 from hakvm.render.cib import (
+    ALERT_TIMEOUT,
     ClusterModel,
     Colocation,
     Constraint,
@@ -157,7 +158,10 @@ def pcs_script(ctx: RenderContext) -> str:
     if m.alerts:
         lines += ["", "# Alerts: hakvm's agent records every cluster event on each node"]
     for alert in m.alerts:
-        lines.append(f'pcs -f "$CIB" alert create id={alert.id} path={shlex.quote(alert.path)}')
+        lines.append(
+            f'pcs -f "$CIB" alert create id={alert.id} path={shlex.quote(alert.path)}'
+            f" meta timeout={ALERT_TIMEOUT}"
+        )
         lines += [
             f'pcs -f "$CIB" alert recipient add {alert.id} id={rid} value={shlex.quote(value)}'
             for rid, value in alert.recipients
@@ -233,7 +237,9 @@ def crmsh_script(ctx: RenderContext) -> str:
     body += [_crm_constraint(c) for c in m.constraints]
     for alert in m.alerts:
         recipients = " ".join(f"to {_crm_value(value)}" for _, value in alert.recipients)
-        body.append(f"alert {alert.id} {_crm_value(alert.path)} {recipients}")
+        body.append(
+            f"alert {alert.id} {_crm_value(alert.path)} meta timeout={ALERT_TIMEOUT} {recipients}"
+        )
     lines = _header(ctx, "crmsh (4.x)")
     lines += [
         "WAIT=(-w)  # live: wait for the cluster to finish the transition",

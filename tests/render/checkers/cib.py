@@ -305,9 +305,18 @@ def cib_semantics(text: str) -> dict[str, object]:
         # Recipient ids are the tool's (crmsh numbers them): compare their values.
         out[f"alert {alert.get('id')}"] = (
             alert.get("path"), tuple(sorted(str(r.get("value")) for r in alert.iter("recipient"))),
-            tuple(sorted(etree.tostring(c).decode() for c in alert if c.tag != "recipient")),
+            tuple(sorted(_alert_part(c) for c in alert if c.tag != "recipient")),
         )
     return out
+
+
+def _alert_part(element: etree._Element) -> str:
+    """An alert's attribute set by its name=value pairs (ids and attribute order are the
+    tool's), anything else by its XML."""
+    if element.tag in ("meta_attributes", "instance_attributes"):
+        pairs = sorted(f"{n.get('name')}={n.get('value')}" for n in element.iter("nvpair"))
+        return f"{element.tag} {' '.join(pairs)}"
+    return str(etree.tostring(element).decode())
 
 
 def assert_same_configuration(expected_cib: str, actual_cib: str) -> None:

@@ -66,6 +66,6 @@ colocation vm-b_with_drbd inf: vm-b vm-b_drbd_clone:Promoted
 order vm-b_after_drbd Mandatory: vm-b_drbd_clone:promote vm-b:start
 location vm-b_needs_good_data vm-b rule -inf: not_defined master-vm-b_drbd or master-vm-b_drbd number:lt 1000 or defined hakvm-resyncing-vm-b
 location vm-b_prefers_node02 vm-b 100: node02
-alert hakvm-events /usr/local/lib/hakvm/alert-agent to /var/log/hakvm/events/events.jsonl
+alert hakvm-events /usr/local/lib/hakvm/alert-agent meta timeout=120s to /var/log/hakvm/events/events.jsonl
 commit
 EOF

@@ -53,7 +53,7 @@ pcs -f "$CIB" constraint location vm-b rule constraint-id=vm-b_needs_good_data s
 pcs -f "$CIB" constraint location add vm-b_prefers_node02 vm-b node02 -- 100
 
 # Alerts: hakvm's agent records every cluster event on each node
-pcs -f "$CIB" alert create id=hakvm-events path=/usr/local/lib/hakvm/alert-agent
+pcs -f "$CIB" alert create id=hakvm-events path=/usr/local/lib/hakvm/alert-agent meta timeout=120s
 pcs -f "$CIB" alert recipient add hakvm-events id=hakvm-events-file value=/var/log/hakvm/events/events.jsonl
 
 if [ "$PUSH" = 1 ]; then pcs cluster cib-push "$CIB" --config; fi

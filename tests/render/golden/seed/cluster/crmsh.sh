@@ -132,6 +132,6 @@ colocation vm4_with_fs inf: vm4 vm4_fs
 order vm4_after_fs Mandatory: vm4_fs:start vm4:start
 location vm4_fs_needs_good_data vm4_fs rule -inf: not_defined master-vm4_drbd or master-vm4_drbd number:lt 1000 or defined hakvm-resyncing-vm4
 location vm4_prefers_node02 vm4 100: node02
-alert hakvm-events /usr/local/lib/hakvm/alert-agent to /var/log/hakvm/events/events.jsonl
+alert hakvm-events /usr/local/lib/hakvm/alert-agent meta timeout=120s to /var/log/hakvm/events/events.jsonl
 commit
 EOF

@@ -97,7 +97,7 @@ pcs -f "$CIB" constraint location vm4_fs rule constraint-id=vm4_fs_needs_good_da
 pcs -f "$CIB" constraint location add vm4_prefers_node02 vm4 node02 -- 100
 
 # Alerts: hakvm's agent records every cluster event on each node
-pcs -f "$CIB" alert create id=hakvm-events path=/usr/local/lib/hakvm/alert-agent
+pcs -f "$CIB" alert create id=hakvm-events path=/usr/local/lib/hakvm/alert-agent meta timeout=120s
 pcs -f "$CIB" alert recipient add hakvm-events id=hakvm-events-file value=/var/log/hakvm/events/events.jsonl
 
 if [ "$PUSH" = 1 ]; then pcs cluster cib-push "$CIB" --config; fi
