@@ -5,9 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages, by what needs them (README "What the two commands install").
 # The demo: the lab (QEMU as an unprivileged user, debootstrap image, debugfs identity,
-# the BMC daemons on Debian's python3 with pyghmi, the local package repository index).
+# the BMC daemons on Debian's python3 with pyghmi, the local package repository index, the
+# quorum device's qnetd and the NSS tools its CA is made with: install-debs masks the
+# corosync-qnetd service the package enables, the lab runs its own as the lab user).
 DEMO_PACKAGES := python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs util-linux \
-	openssh-client dpkg-dev debian-archive-keyring iproute2 python3-pyghmi ipmitool
+	openssh-client dpkg-dev debian-archive-keyring iproute2 python3-pyghmi ipmitool \
+	corosync-qnetd libnss3-tools
 # The tests, for their binaries only (corosync -t, crm_verify, crm_simulate, drbdadm dump,
 # virt-xml-validate, ifquery, nft -c, firewall-offline, pcs and crm offline, promtool check
 # metrics/rules and test rules; chromium for hakvm serve's browser tests, driven by
@@ -44,7 +47,8 @@ lint: venv
 
 # Lint, unit, real-tool checks, then one session lab for the end-to-end tests: lab, deploy
 # (killed apply and re-run, no-op), the node-crash failover, guards, locks, status, doctor,
-# migrate, metrics, init (the lab is TCG-emulated: that is most of the time). Tests marked
+# migrate, metrics, init, the switch to a quorum device and its partition, qnetd-down and
+# isolated-node drills (the lab is TCG-emulated: that is most of the time). Tests marked
 # `extended` (fence-failure and heartbeat-partition drills, drain, vm add/remove, the web
 # view through a crash, ...) run in make test-e2e: docs/testing.md lists them with durations.
 test: deps venv lint

@@ -101,6 +101,22 @@ def test_priority_fencing_delay_mode() -> None:
     assert vm_b is not None and _nv(vm_b, "meta_attributes", "target-role") == "Stopped"
 
 
+@pytest.mark.parametrize("protection", ["static-delay", "priority-fencing-delay"])
+def test_a_quorum_device_drops_every_fence_delay(protection: str) -> None:
+    """qnetd's vote decides a split: the half without it loses quorum and cannot fence, so
+    neither race protection is rendered, and a priority-fencing-delay from before is zeroed
+    (apply keeps live cluster properties it does not render)."""
+    data = example_data("lab-qdevice")
+    data["cluster"]["fencing"] = {"race_protection": protection, "preferred_survivor": "node02"}
+    data["cluster"]["timing"]["fence_delay_s"] = 30
+    root = _tree(render_context(data))
+    props = "configuration/crm_config/cluster_property_set"
+    assert _nv(root, props, "priority-fencing-delay") == "0s"
+    assert _nv(root, props, "no-quorum-policy") == "stop"
+    names = {nv.get("name") for nv in root.iter("nvpair")}
+    assert not {"pcmk_delay_base", "pcmk_delay_max", "priority"} & names
+
+
 def test_block_mode_is_dual_primary_and_migratable() -> None:
     root = _tree(render_context(example_data("lab")))
     clone = root.find("configuration/resources/clone[@id='vm-a_drbd_clone']")
@@ -219,7 +235,7 @@ def test_deterministic_and_ids_unique() -> None:
 
 
 @pytest.mark.realtool
-@pytest.mark.parametrize("example", ["lab", "seed", "priority"])
+@pytest.mark.parametrize("example", ["lab", "seed", "priority", "lab-qdevice"])
 def test_crm_verify(example: str) -> None:
     data = _priority_lab() if example == "priority" else example_data(example)
     check_cib(cib.cib_xml(render_context(data)))

@@ -140,6 +140,20 @@ def test_corosync_accepts_three_links_and_consensus() -> None:
 
 
 @pytest.mark.realtool
+@pytest.mark.parametrize("consensus", [1500, 2999, 60])
+def test_corosync_accepts_consensus_below_the_token(consensus: int) -> None:
+    """corosync.conf(5): "For two node clusters, a consensus larger than the join timeout
+    but less than token is safe"; corosync 3 refuses only a consensus below the join timeout
+    (50 ms), which the next test shows."""
+    require("corosync", "unshare")
+    data = example_data("lab")
+    data["cluster"]["timing"].update({"token_ms": 3000, "consensus_ms": consensus})
+    text = _text(data)
+    assert f"consensus: {consensus}" in _directives(text)
+    check_corosync_conf(text, "node01")
+
+
+@pytest.mark.realtool
 @pytest.mark.parametrize(
     ("old", "new"),
     [
@@ -148,6 +162,7 @@ def test_corosync_accepts_three_links_and_consensus() -> None:
         ("link_mode: passive", "link_mode: sideways"),
         ("crypto_hash: sha256", "crypto_hash: none"),  # encryption without a hash
         ("nodeid: 2", "nodeid: 1"),  # two nodes, one id
+        ("token: 3000", "token: 3000\n    consensus: 40"),  # below the join timeout (50 ms)
     ],
 )
 def test_checker_rejects_broken_config(old: str, new: str) -> None:
@@ -157,3 +172,85 @@ def test_checker_rejects_broken_config(old: str, new: str) -> None:
     with pytest.raises(AssertionError, match="corosync -t rejected") as failure:
         check_corosync_conf(text.replace(old, new, 1), "node01")
     assert "error" in str(failure.value)  # corosync's reason is shown, not just an exit code
+
+
+# --- a quorum device ---------------------------------------------------------------------------
+
+
+def _qdevice(**device: Any) -> dict[str, Any]:
+    data = example_data("lab-qdevice")
+    data["quorum_device"].update(device)
+    return data
+
+
+def _quorum_section(text: str) -> list[str]:
+    section = re.search(r"^quorum \{\n(.*?)^\}", text, flags=re.M | re.S)
+    assert section is not None
+    return _directives(section.group(1))
+
+
+def test_qdevice_replaces_two_node_and_keeps_wait_for_all() -> None:
+    lines = _quorum_section(_text(example_data("lab-qdevice")))
+    # corosync refuses to start with two_node and a device both set (votequorum.c); without
+    # two_node nothing implies wait_for_all, so it is written explicitly.
+    assert not any(line.startswith("two_node") for line in lines)
+    assert lines == [
+        "provider: corosync_votequorum",
+        "wait_for_all: 1",
+        "device {",
+        "model: net",
+        "votes: 1",
+        "net {",
+        "host: 10.0.2.2",
+        "port: 5403",
+        "algorithm: ffsplit",
+        "tie_breaker: lowest",
+        "tls: required",
+        "}",
+        "}",
+    ]
+    assert "two_node: 1" in _quorum_section(_text(example_data("lab")))
+
+
+def test_qdevice_tie_breaker_by_node_name_is_its_nodeid_and_heuristics() -> None:
+    data = _qdevice(
+        algorithm="lms",
+        tie_breaker="node02",
+        tls="on",
+        heuristics={
+            "mode": "on",
+            "commands": [
+                {"name": "gateway", "argv": ["/usr/bin/ping", "-q", "-c", "1", "10.88.0.254"]},
+                {"name": "uplink", "argv": ["/usr/bin/test", "-e", "/sys/class/net/br0"]},
+            ],
+        },
+    )
+    lines = _quorum_section(_text(data))
+    assert "tie_breaker: 2" in lines and "algorithm: lms" in lines and "tls: on" in lines
+    heuristics = lines[lines.index("heuristics {") :]
+    assert heuristics == [
+        "heuristics {",
+        "mode: on",
+        "exec_gateway: /usr/bin/ping -q -c 1 10.88.0.254",
+        "exec_uplink: /usr/bin/test -e /sys/class/net/br0",
+        "}",
+        "}",
+    ]
+
+
+@pytest.mark.realtool
+@pytest.mark.parametrize("node", ["node01", "node02"])
+def test_corosync_accepts_the_device_block(node: str) -> None:
+    require("corosync", "unshare")
+    check_corosync_conf(_text(example_data("lab-qdevice")), node)
+
+
+@pytest.mark.realtool
+def test_corosync_accepts_heuristics_and_lms() -> None:
+    require("corosync", "unshare")
+    data = _qdevice(
+        algorithm="lms",
+        tie_breaker="highest",
+        heuristics={"commands": [{"name": "gw", "argv": ["/usr/bin/ping", "-c", "1", "gw"]}]},
+    )
+    check_corosync_conf(_text(data), "node01")

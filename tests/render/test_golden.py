@@ -42,7 +42,7 @@ def _tree(root: Path) -> dict[str, bytes]:
     return tree
 
 
-@pytest.mark.parametrize("example", ["seed", "lab"])
+@pytest.mark.parametrize("example", ["seed", "lab", "lab-qdevice"])
 def test_render_matches_golden(example: str, tmp_path: Path) -> None:
     out = tmp_path / example
     assert main(["render", str(REPO / "examples" / f"{example}.yaml"), "-o", str(out)]) == 0

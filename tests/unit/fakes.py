@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 from hakvm.remote.connection import RemoteError, Result, StreamResult, UnreachableError
+from hakvm.remote.qnetd import STANDARD, QnetdCa
 
 
 class Sent(NamedTuple):
@@ -136,6 +137,9 @@ class FakeNodes:
         self.dropped: list[str] = []
         self.probes: list[str] = []
         self.probe_error: str | None = None  # probe() raises RemoteError with it
+        # The quorum device's qnetd host (a third machine), logging into the same list.
+        self.qnetd_host = FakeNode("qnetd", answer, log=self.sent)
+        self.qnetd_ca: QnetdCa = STANDARD
 
     def __getitem__(self, name: str) -> FakeNode:
         return self.nodes[name]
@@ -148,6 +152,9 @@ class FakeNodes:
 
     async def drop(self, name: str) -> None:
         self.dropped.append(name)
+
+    async def qnetd(self) -> tuple[FakeNode, QnetdCa]:
+        return self.qnetd_host, self.qnetd_ca
 
     async def probe(self, name: str) -> None:
         self.probes.append(name)

@@ -283,8 +283,8 @@ def test_only_the_session_and_the_connection_build_a_node_connection() -> None:
 FILE_READS = {"open", "read_text", "read_bytes", "stat", "exists", "iterdir", "glob"}
 
 
-def test_deploy_phases_awaits_nothing_reads_no_file_imports_no_command() -> None:
-    name = "hakvm.deploy.phases"
+@pytest.mark.parametrize("name", ["hakvm.deploy.phases", "hakvm.deploy.quorum"])
+def test_deploy_phases_awaits_nothing_reads_no_file_imports_no_command(name: str) -> None:
     found = []
     for node in ast.walk(tree(name)):
         if isinstance(node, ast.Await | ast.AsyncFunctionDef | ast.AsyncFor | ast.AsyncWith):

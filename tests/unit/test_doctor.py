@@ -43,7 +43,8 @@ EVERY_ID = [
     "heartbeat-single-link", dr.GUEST_NET, "heartbeat-down", "heartbeat-link-down",
     "vm-no-replication",
     "drbd-split-brain", "drbd-not-uptodate", "clock-skew", "bond-degraded",
-    "local-secret-readable", "secret-readable", "proc-hidepid", "drift",
+    "qdevice-not-voting", "qdevice-with-two-node", "local-secret-readable", "secret-readable",
+    "proc-hidepid", "drift",
 ]  # fmt: skip
 NODE01_FENCE = '<resource id="node01_fence" resource_agent="stonith:fence_ipmilan" role="Started"'
 
@@ -530,6 +531,69 @@ def test_table_shows_problem_and_fix(spec: ClusterSpec) -> None:
     narrow = Console(record=True, width=60)
     narrow.print(cli_doctor.doctor_view(run(spec, seen)))
     assert "…" not in narrow.export_text()  # a fix is folded, never cut
+
+
+# --- the quorum device ---------------------------------------------------------------------------
+
+QDEVICE = DATA / "qdevice"
+
+
+def qdevice_answers(quorumtool: str, qdevice_tool: str) -> dict[str, NodeAnswer]:
+    """The recorded healthy answers, plus the quorum device's two outputs on each node (the
+    same view from both: node01's recording, with the "(local)" mark moved for node02)."""
+    seen = answers("healthy")
+    for name, answer in seen.items():
+        assert answer.raw is not None
+        text = (QDEVICE / quorumtool).read_text()
+        if name == "node02":
+            text = text.replace(" node01 (local)", " node01")
+            text = text.replace(" node02\n", " node02 (local)\n")
+        answer.raw["quorumtool"] = (0, text.encode())
+        answer.raw["qdevice_tool"] = (0, (QDEVICE / qdevice_tool).read_bytes())
+    return seen
+
+
+@pytest.fixture(scope="module")
+def qdevice_spec() -> ClusterSpec:
+    report = validate_file(REPO / "examples" / "lab-qdevice.yaml")
+    assert report.spec is not None
+    return report.spec
+
+
+def test_a_voting_quorum_device_has_no_finding(qdevice_spec: ClusterSpec) -> None:
+    seen = qdevice_answers("quorumtool-voting-node01.txt", "qdevice-tool-connected.txt")
+    report = dr.diagnose(qdevice_spec, inputs(qdevice_spec, seen))
+    assert report.findings == [] and "qdevice-not-voting" in report.checks_run
+
+
+def test_a_quorum_device_without_qnetd_is_a_warning_with_its_fix(
+    qdevice_spec: ClusterSpec,
+) -> None:
+    seen = qdevice_answers("quorumtool-qnetd-down-node01.txt", "qdevice-tool-connect-failed.txt")
+    report = dr.diagnose(qdevice_spec, inputs(qdevice_spec, seen))
+    assert found(report) == [
+        ("qdevice-not-voting", "warning", "node01"),
+        ("qdevice-not-voting", "warning", "node02"),
+    ]
+    finding = report.findings[0]
+    assert finding.message == (
+        "corosync-qdevice on node01 is Connect failed: quorum holds while both nodes are up, "
+        "but a node failure now stops the survivor's VMs"
+    )
+    assert finding.fix.startswith("check qnetd at 10.0.2.2:5403 (there: corosync-qnetd-tool -l)")
+    # Connected to qnetd, but qnetd gives the vote to the other half: not voting either.
+    seen = qdevice_answers("quorumtool-qnetd-down-node01.txt", "qdevice-tool-connected.txt")
+    report = dr.diagnose(qdevice_spec, inputs(qdevice_spec, seen))
+    assert "does not cast the device's vote" in report.findings[0].message
+
+
+def test_two_node_and_a_device_in_one_file_is_critical(spec: ClusterSpec) -> None:
+    files = deployed_files(spec)
+    conf = "quorum {\n    provider: corosync_votequorum\n    two_node: 1\n    device {\n"
+    files["node02"]["/etc/corosync/corosync.conf"] = FileFact(conf.encode(), 0o644)
+    report = dr.diagnose(spec, inputs(spec, deployed=dr.DeployView(files=files)))
+    assert found(report) == [("qdevice-with-two-node", "critical", "node02")]
+    assert "corosync refuses to start with both" in report.findings[0].message
 
 
 # --- /proc hidepid (issue 16 item 4d) --------------------------------------------------------

@@ -18,11 +18,14 @@ import yaml
 from hakvm.drill.faults import (
     BMC_TABLE,
     CUT_TABLE,
+    QNETD_TABLE,
     FaultError,
+    LabFaults,
     NodeFaults,
     bmc_ruleset,
     cut_ruleset,
     delete_table_script,
+    qnetd_ruleset,
 )
 from hakvm.spec.models import ClusterSpec
 from tests.unit.fakes import FakeNodes
@@ -36,6 +39,12 @@ def _lab(**change: Any) -> dict[str, Any]:
     for key, value in change.items():
         data[key] = value
     return data
+
+
+def _qdevice_spec(**device: Any) -> ClusterSpec:
+    data = yaml.safe_load((REPO / "examples" / "lab-qdevice.yaml").read_text())
+    data["quorum_device"].update(device)
+    return ClusterSpec.model_validate(data)
 
 
 def _faults(data: dict[str, Any] | None = None) -> tuple[NodeFaults, FakeNodes]:
@@ -108,6 +117,7 @@ def test_refuses_a_node_without_bmc() -> None:
         (cut_ruleset([ipaddress.IPv4Address("10.88.1.2"), ipaddress.IPv4Address("10.88.0.2")]),
          CUT_TABLE),
         (bmc_ruleset(ipaddress.IPv4Address("10.0.2.2"), 6231), BMC_TABLE),
+        (qnetd_ruleset(_qdevice_spec()), QNETD_TABLE),
     ],
 )  # fmt: skip
 def test_nft_loads_the_rules_twice_and_deletes_them(script: str, table: str) -> None:
@@ -131,3 +141,58 @@ def test_nft_loads_the_rules_twice_and_deletes_them(script: str, table: str) -> 
     assert f"table inet {table}" in loaded and loaded.count("chain input") == 1
     assert " drop" in loaded
     assert table not in remaining
+
+
+# --- the quorum device's qnetd ------------------------------------------------------------------
+
+
+def test_qnetd_rule_drops_only_qnetd_and_needs_an_address() -> None:
+    script = qnetd_ruleset(_qdevice_spec())
+    assert "ip daddr 10.0.2.2 tcp dport 5403 drop" in script
+    assert "ip saddr 10.0.2.2 tcp sport 5403 drop" in script
+    with pytest.raises(FaultError, match="blocks qnetd by IP address"):
+        qnetd_ruleset(_qdevice_spec(host="qnetd.example.org"))
+    with pytest.raises(FaultError, match="no quorum_device"):
+        qnetd_ruleset(ClusterSpec.model_validate(_lab()))
+
+
+def test_real_nodes_lose_qnetd_by_dropping_its_traffic_and_get_it_back() -> None:
+    recorder = FakeNodes()
+    faults = NodeFaults(_qdevice_spec(), recorder)
+    asyncio.run(faults.qnetd_down())
+    down = [(node, stdin) for node, _, stdin in recorder.sent]
+    assert [n for n, _ in down] == ["node01", "node02"]
+    assert all("tcp dport 5403 drop" in stdin for _, stdin in down)
+    recorder.sent.clear()
+    asyncio.run(faults.isolate("node01"))
+    isolate = [(node, stdin) for node, _, stdin in recorder.sent]
+    assert "tcp dport 5403 drop" in isolate[0][1] and isolate[0][0] == "node01"
+    assert all(CUT_TABLE in stdin for _, stdin in isolate[1:])  # then every link, both ways
+    recorder.sent.clear()
+    asyncio.run(faults.heal())
+    healed = [stdin for _, _, stdin in recorder.sent]
+    assert healed.count(delete_table_script(QNETD_TABLE)) == 2
+
+
+def test_the_lab_stops_qnetd_and_isolates_with_a_rule_inside_the_node() -> None:
+    recorder = FakeNodes()
+    lab = LabFaults(Path("/nonexistent"), spec=_qdevice_spec(), cluster=recorder)
+    commands: list[tuple[str, ...]] = []
+
+    async def lab_command(*args: str) -> None:
+        commands.append(args)
+
+    lab.run = lab_command  # type: ignore[method-assign]
+    asyncio.run(lab.qnetd_down())
+    asyncio.run(lab.isolate("node02"))
+    assert commands == [("qnetd-stop",), ("cut", "hb"), ("cut", "bond-a"), ("cut", "bond-b")]
+    ((node, argv, script),) = recorder.sent
+    assert (node, argv) == ("node02", ["nft", "-f", "-"]) and "dport 5403 drop" in script
+    commands.clear()
+    recorder.sent.clear()
+    asyncio.run(lab.heal())
+    assert commands == [("heal",), ("qnetd-start",)]
+    assert [(n, s) for n, _, s in recorder.sent] == [("node02", delete_table_script(QNETD_TABLE))]
+    commands.clear()
+    asyncio.run(lab.heal())  # nothing of ours is left to undo
+    assert commands == [("heal",)]

@@ -79,7 +79,9 @@ def test_ports_check_refuses_a_listener_but_not_lingering_connections() -> None:
         ssh_port=port,
         bmc_port=_free_tcp_port(),
         link_port=_free_tcp_port(),
-        repo_port=_free_tcp_port(),  # not 42180: a running lab holds that one
+        # Not the defaults: a lab running on this machine holds those.
+        repo_port=_free_tcp_port(1),
+        qnetd_port=_free_tcp_port(1),
     )
     with socket.socket() as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

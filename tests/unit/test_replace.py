@@ -5,7 +5,9 @@ what it does once the node is in the cluster, against the shared fake nodes."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import shlex
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from hakvm.render.base import MANAGED_HEADER, RenderContext, Secrets
 from hakvm.render.tree import render_all
 from hakvm.spec.models import ClusterSpec, OsFamily
 from hakvm.spec.validate import validate_file
+from tests.unit import test_quorum_plan as qd_plan
 from tests.unit.fakes import FakeNode, FakeNodes
 from tests.unit.test_plan import SECRETS, converged_facts, fresh_facts
 
@@ -63,7 +66,11 @@ def waiting(vm: str, minor: int) -> DrbdResource:
 @pytest.fixture
 def env(tmp_path: Path) -> ph.PlanEnv:
     """examples/lab.yaml: node01 deployed and running both VMs, node02 reinstalled (empty)."""
-    data = yaml.safe_load((REPO / "examples" / "lab.yaml").read_text())
+    return replacing_env(tmp_path, "lab")
+
+
+def replacing_env(tmp_path: Path, example: str) -> ph.PlanEnv:
+    data = yaml.safe_load((REPO / "examples" / f"{example}.yaml").read_text())
     for node in data["nodes"]:
         secret = tmp_path / f"{node['name']}.pw"
         secret.write_text("secret\n")
@@ -254,6 +261,66 @@ def test_keep_runs_only_the_new_nodes_steps_and_the_peer_host_key() -> None:
     assert replace.keep(trust, NEW) and not replace.keep(other, NEW)
     assert not replace.keep(wait, NEW) and replace.drift([wait], NEW) == []
     assert replace.drift([other], NEW) == ["node01: libvirt: update x"]
+
+
+# --- with a quorum device -------------------------------------------------------------------------
+
+
+def _qdevice_env(tmp_path: Path) -> ph.PlanEnv:
+    """examples/lab-qdevice.yaml: node01 deployed with the device and voting, node02 new."""
+    env = replacing_env(tmp_path, "lab-qdevice")
+    env.qnetd_ca = qd_plan.CA
+    qd_plan.running({SURVIVOR: env.facts[SURVIVOR]}, device=True)
+    return env
+
+
+def test_the_new_node_gets_the_survivors_qdevice_certificates_and_votes_first(
+    tmp_path: Path,
+) -> None:
+    """Nothing is signed again and the survivor's qdevice database is not touched (a setup
+    would make both nodes' anew); the new node's corosync-qdevice votes before its
+    Pacemaker starts."""
+    env = _qdevice_env(tmp_path)
+    steps, problems = replace.plan(env, NEW)
+    assert problems == []
+    assert [(s.phase, s.node, s.title) for s in steps if s.phase in ("qdevice", "quorum")] == [
+        ("qdevice", NEW, "copy the qdevice certificates from node01"),
+        ("quorum", NEW, "start corosync-qdevice"),
+        ("quorum", NEW, "wait for the quorum device's vote"),
+    ]
+    phases = list(dict.fromkeys(s.phase for s in steps))
+    assert phases.index("qdevice") < phases.index("corosync") < phases.index("quorum")
+    assert phases.index("quorum") < phases.index("pacemaker")
+    assert [s.phase for s in steps if s.node == SURVIVOR] == ["libvirt"]
+
+
+def test_a_survivor_without_valid_qdevice_certificates_is_refused(tmp_path: Path) -> None:
+    env = _qdevice_env(tmp_path)
+    env.facts[SURVIVOR].qdevice_certs = None
+    _, problems = replace.plan(env, NEW)
+    assert problems[0].startswith(
+        "qdevice: node01 holds no valid qdevice certificate for lab to copy to node02"
+    )
+
+
+def test_the_certificates_are_copied_read_only_from_the_survivor() -> None:
+    nodes = FakeNodes()
+    ca_text = "QNet CA dump\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    nodes[SURVIVOR].on("cat", out=ca_text)
+    nodes[SURVIVOR].on("base64", out=base64.b64encode(b"\x30bundle").decode())
+    asyncio.run(actions.copy_qdevice_certificates(nodes[SURVIVOR], nodes[NEW]))
+    db = "/etc/corosync/qdevice/net/nssdb"
+    assert [f"{s.node}: {shlex.join(s.argv)}" for s in nodes.sent] == [
+        "node01: cat /etc/corosync/qdevice/net/qnetd-cacert.crt",
+        f"node01: base64 -w0 {db}/qdevice-net-node.p12",
+        f"node02: rm -rf {db}",
+        "node02: corosync-qdevice-net-certutil -i -c /etc/corosync/qdevice/net/qnetd-cacert.crt",
+        f"node02: corosync-qdevice-net-certutil -m -c {db}/qdevice-net-node.p12",
+        "node02: systemctl try-restart corosync-qdevice",
+    ]
+    assert nodes[NEW].files["/etc/corosync/qdevice/net/qnetd-cacert.crt"] == ca_text.encode()
+    assert nodes[NEW].files[f"{db}/qdevice-net-node.p12"] == b"\x30bundle"
+    assert not nodes[SURVIVOR].files  # nothing written there
 
 
 # --- the DRBD join: the direction, checked before any data moves ---------------------------------

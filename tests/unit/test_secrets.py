@@ -110,7 +110,9 @@ def _fake_nodes(
     async def connect_all(wanted: Any, directory: Path) -> list[FakeNode]:
         return [nodes[n.name] for n in wanted]
 
-    async def gather(conn: FakeNode, paths: Any, minors: Any, *secret: Any) -> NodeFacts:
+    async def gather(
+        conn: FakeNode, paths: Any, minors: Any, *secret: Any, **_: Any
+    ) -> NodeFacts:
         conn.sent.append(SimpleNamespace(node=conn.name, argv=["gather", *paths], stdin=""))
         return facts[conn.name]
 

@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from hakvm.ops.status import assess
+from hakvm.ops.status import QdeviceStatus, assess
 from hakvm.remote.probes import NodeAnswer, parse_bonding, parse_cfgtool
 from tests.unit.recorded import answers, edit
 
@@ -127,3 +127,43 @@ def test_stale_resync_flag_is_degraded(spec) -> None:  # type: ignore[no-untyped
          "1: cs:SyncTarget ro:Primary/Primary ds:Inconsistent/UpToDate")  # fmt: skip
     report = assess(spec, seen)
     assert not any("stale" in p for p in report.problems), report.problems
+
+
+def test_quorum_device_vote_per_node() -> None:
+    """status --json: each node's qdevice connection and vote (node01's recordings of
+    corosync-quorumtool -s and corosync-qdevice-tool -s, in tests/unit/data/qdevice)."""
+    from hakvm.spec.validate import validate_file
+    from tests.unit.test_doctor import qdevice_answers
+
+    report = validate_file(REPO / "examples" / "lab-qdevice.yaml")
+    assert report.spec is not None
+    voting = assess(
+        report.spec, qdevice_answers("quorumtool-voting-node01.txt", "qdevice-tool-connected.txt")
+    )
+    assert voting.exit_code == 0, voting.problems
+    assert [(n.name, n.qdevice) for n in voting.nodes] == [
+        (name, QdeviceStatus(connected=True, vote_cast=True, state="Connected"))
+        for name in ("node01", "node02")
+    ]
+    down = assess(
+        report.spec,
+        qdevice_answers("quorumtool-qnetd-down-node01.txt", "qdevice-tool-connect-failed.txt"),
+    )
+    assert (down.health, down.quorate) == ("degraded", True)
+    assert down.problems == [
+        f"{n}: the quorum device is Connect failed: a node failure now stops the survivor's VMs"
+        for n in ("node01", "node02")
+    ]
+    assert down.nodes[0].qdevice == QdeviceStatus(
+        connected=False, vote_cast=False, state="Connect failed"
+    )
+    # Without a quorum device in the spec, no node reports one.
+    assert all(n.qdevice is None for n in assess(spec_of("lab"), answers("healthy")).nodes)
+
+
+def spec_of(example: str):  # type: ignore[no-untyped-def]
+    from hakvm.spec.validate import validate_file
+
+    report = validate_file(REPO / "examples" / f"{example}.yaml")
+    assert report.spec is not None
+    return report.spec

@@ -92,6 +92,27 @@ def test_status_logs_in_once_per_node_and_reads_crm_mon_once(
     assert "date" not in ran.split()  # the clock is doctor's
 
 
+def test_a_quorum_device_is_asked_in_the_same_one_batch_per_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a quorum_device, each node's one batch also asks its qdevice vote and its
+    connection to qnetd (corosync-quorumtool -s, corosync-qdevice-tool -s)."""
+    from hakvm.spec.validate import validate_file
+    from tests.unit.test_doctor import qdevice_answers
+
+    path = REPO / "examples" / "lab-qdevice.yaml"
+    spec = validate_file(path).spec
+    assert spec is not None
+    nodes = cluster(monkeypatch, qdevice_answers("quorumtool-voting-node01.txt",
+                                                 "qdevice-tool-connected.txt"))  # fmt: skip
+    report = asyncio.run(st.status(spec, path))
+    for name in ("node01", "node02"):
+        (batch,) = batches(nodes, name)
+        assert {"quorumtool", "qdevice_tool"} <= set(batch), batch
+    assert [(n.qdevice and n.qdevice.vote_cast) for n in report.nodes] == [True, True]
+    assert report.health == "healthy"
+
+
 def test_a_partition_asks_the_other_node_its_own_view(
     spec: ClusterSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:

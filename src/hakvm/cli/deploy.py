@@ -42,6 +42,8 @@ def _print_run(report: engine.RunReport, *, planned: bool) -> None:
             console.print(f"  {line}", markup=False, soft_wrap=True)
     for phase in report.phases:
         if not phase.steps:
+            for note in phase.notes:
+                console.print(f"[bold]{phase.name}[/bold]: {note}")
             continue
         took = "" if planned else f" ({phase.seconds:.1f}s)"
         console.print(f"[bold]{phase.name}[/bold]{took}")

@@ -14,7 +14,7 @@ from hakvm.cli.common import SPEC_ARG, WAIT_OPTION, load_spec, say
 from hakvm.drill.harness import DrillResult
 from hakvm.drill.heal import heal_drills
 from hakvm.drill.run import run_drills
-from hakvm.drill.scenarios import ALL, NAMED_ONLY, SCENARIOS
+from hakvm.drill.scenarios import NAMED_ONLY, SCENARIOS, scenarios_for
 from hakvm.errors import ExitCode, StateError
 from hakvm.lab.state import lab_dir_from_env
 from hakvm.ops.migrate import MoveError
@@ -69,7 +69,7 @@ def drill_view(results: list[DrillResult]) -> Group:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable results")
 @click.option(
     "--heal", is_flag=True, help="no drill: remove every trace of one (nftables tables, a "
-    "downed bond member, witness processes, DRBD runtime options; the lab's links and BMCs)"
+    "downed bond member, witness processes, DRBD runtime options; the lab's links, BMCs, qnetd)"
 )  # fmt: skip
 @WAIT_OPTION
 def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
@@ -94,14 +94,14 @@ def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
         if scenarios or run_all:
             raise click.UsageError("--heal runs no drill: drop --scenario and --all")
         return _heal(spec, lab_dir or lab_dir_from_env(), as_json=as_json, wait=wait)
-    names = list(ALL) if run_all else list(scenarios)
-    unknown = [n for n in names if n not in SCENARIOS]
-    if not names or unknown:
+    unknown = [n for n in scenarios if n not in SCENARIOS]
+    if not (run_all or scenarios) or unknown:
         raise click.UsageError(
             f"--scenario: {', '.join(unknown) or 'none given'}; "
             f"choose from {', '.join(SCENARIOS)} or --all"
         )
     cluster = load_spec(spec)
+    names = scenarios_for(cluster) if run_all else list(scenarios)
     try:
         results = asyncio.run(
             run_drills(

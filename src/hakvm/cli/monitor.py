@@ -27,9 +27,18 @@ def _yes_no(value: bool | None) -> str:
     return "?" if value is None else "yes" if value else "[red]NO[/red]"
 
 
+def _qdevice(q: st.QdeviceStatus | None) -> str:
+    if q is None:
+        return "-"
+    link = "connected" if q.connected else f"[red]{q.state or 'not running'}[/red]"
+    return f"{link}, " + ("vote cast" if q.vote_cast else "[red]vote not cast[/red]")
+
+
 def _nodes_table(report: st.StatusReport) -> Table:
     nodes = Table(title="nodes", title_justify="left")
-    for col in ("node", "state", "DC", "quorate", "knet links", "bonds"):
+    qdevice = any(n.qdevice for n in report.nodes)
+    columns = ("node", "state", "DC", "quorate", "knet links", "bonds", "qdevice")
+    for col in columns[: 6 + qdevice]:
         nodes.add_column(col)
     for n in report.nodes:
         links = " ".join(
@@ -43,7 +52,9 @@ def _nodes_table(report: st.StatusReport) -> Table:
             or "-"
         )
         quorate = "-" if n.quorate is None else "yes" if n.quorate else "[red]no[/red]"
-        nodes.add_row(n.name, n.state, "yes" if n.is_dc else "", quorate, links, bonds)
+        dc = "yes" if n.is_dc else ""
+        row = [n.name, n.state, dc, quorate, links, bonds, _qdevice(n.qdevice)]
+        nodes.add_row(*row[: 6 + qdevice])
     return nodes
 
 

@@ -14,10 +14,19 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from hakvm.deploy import cib_merge
+from hakvm.deploy.steps import Nodes
 from hakvm.locks import RUN_ID
-from hakvm.remote import drbd, pacemaker
+from hakvm.remote import drbd, pacemaker, qnetd
 from hakvm.remote.connection import Remote, RemoteError
 from hakvm.remote.pacemaker import PacemakerError
+from hakvm.remote.quorum import (
+    CMAP_QUORUM,
+    QDEVICE_TOOL,
+    QUORUMTOOL,
+    parse_qdevice_state,
+    parse_quorumtool,
+    runtime_quorum,
+)
 from hakvm.spec.models import OsFamily
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -271,10 +280,14 @@ async def wait_cluster(
         await sleep(POLL_S)
 
 
-async def push_cib(node: Remote, rendered: str, sleep: Sleep = asyncio.sleep) -> None:
+async def push_cib(
+    node: Remote, rendered: str, sleep: Sleep = asyncio.sleep, *, fencing_only: bool = False
+) -> None:
     """Merge the rendered CIB into the live one and patch it in: fencing first (resources
-    must never run in a cluster that cannot fence), then everything."""
-    for only in (cib_merge.stonith_ids(rendered), None):
+    must never run in a cluster that cannot fence), then everything (`fencing_only`: the
+    fence devices and cluster properties alone)."""
+    passes = (cib_merge.stonith_ids(rendered), None)
+    for only in passes[:1] if fencing_only else passes:
 
         def wanted(live: str, only: set[str] | None = only) -> str | None:
             desired = cib_merge.desired_cib(live, rendered, only_ids=only)
@@ -310,3 +323,135 @@ async def wait_vms(
         if clock() > deadline:
             raise RemoteError(f"VMs not running after {timeout:.0f}s: {', '.join(pending)}")
         await sleep(POLL_S)
+
+
+# --- the quorum device ----------------------------------------------------------------------------
+
+QDEVICE_VOTE_S = 180.0  # qdevice connects, TLS, heuristics: seconds on a loaded TCG node
+QDEVICE = "corosync-qdevice"
+
+
+async def setup_qdevice_certificates(nodes: Nodes, names: Sequence[str], cluster: str) -> None:
+    """crmsh's certificate process (qdevice.py, `init`), without pcsd: the qnetd host's CA
+    (made if a standard host has none), a fresh qdevice database trusting it on every node,
+    a request for CN=`cluster` on the first node signed by the qnetd CA, imported there and
+    carried to the others as PKCS#12. A running corosync-qdevice is restarted to read it."""
+    host, ca = await nodes.qnetd()
+    ca_text = await qnetd.ensure_ca(host, ca)
+    conns = [nodes.connected(name) for name in names]
+    for conn in conns:
+        await qnetd.init_node(conn, ca_text)
+    signed = await qnetd.sign(host, ca, await qnetd.request(conns[0], cluster), cluster)
+    bundle = await qnetd.import_signed(conns[0], signed, cluster)
+    for conn in conns[1:]:
+        await qnetd.import_bundle(conn, bundle)
+    for conn in conns:
+        await conn.run(["systemctl", "try-restart", QDEVICE], check=True)
+
+
+async def copy_qdevice_certificates(source: Remote, target: Remote) -> None:
+    """`target` (a node replace-node brings back) gets the qdevice database `source` holds:
+    the same qnetd CA and cluster certificate with its key; nothing changes on `source`."""
+    ca_text, bundle = await qnetd.read_bundle(source)
+    await qnetd.init_node(target, ca_text)
+    await qnetd.import_bundle(target, bundle)
+    await target.run(["systemctl", "try-restart", QDEVICE], check=True)
+
+
+RELOAD_S = 15.0  # corosync-cfgtool -R returns once the local node reloaded; the peer follows
+
+
+async def _runtime_device(
+    conns: Sequence[Remote], device: bool, sleep: Sleep, clock: Clock = time.monotonic
+) -> None:
+    """Until every node's running corosync has (or has not) the device, as reloaded."""
+    deadline = clock() + RELOAD_S
+    for conn in conns:
+        while True:
+            found = runtime_quorum((await conn.run(CMAP_QUORUM)).stdout)
+            if found is not None and found.device == device and found.two_node != device:
+                break
+            if clock() > deadline:
+                want = "the quorum device" if device else "two_node"
+                raise RemoteError(f"{conn.name}: corosync did not take {want} on reload")
+            await sleep(1)
+
+
+async def switch_to_qdevice(
+    conns: Sequence[Remote],
+    host: str,
+    port: int,
+    sleep: Sleep = asyncio.sleep,
+    clock: Clock = time.monotonic,
+) -> None:
+    """A running two_node cluster onto the quorum device, quorum kept (docs/qdevice.md):
+    both nodes' corosync.conf already hold the device (written by the corosync phase, not
+    yet read); both nodes must be members (the reload gives 3 expected votes: alone, a node
+    would hold 1 and lose quorum) and reach qnetd. One `corosync-cfgtool -R` reloads both
+    at once (a restart would take Pacemaker and every VM down): 2 of 3 votes, quorate. Then
+    corosync-qdevice starts on both and its vote is awaited."""
+    first = conns[0]
+    view = parse_quorumtool((await first.run(QUORUMTOOL)).stdout)
+    if view is None or not view.quorate or view.nodes < len(conns):
+        raise RemoteError(
+            f"{first.name}: switching to the quorum device needs every node in a quorate "
+            "corosync membership (alone, a node would hold 1 of 3 votes and lose quorum): "
+            "bring the peer back, then re-run apply"
+        )
+    probe = 'exec 3<>"/dev/tcp/$0/$1"'
+    for conn in conns:
+        reach = await conn.run(["timeout", "10", "bash", "-c", probe, host, str(port)])
+        if not reach.ok:
+            raise RemoteError(
+                f"{conn.name}: qnetd at {host}:{port} does not answer (TCP): nothing was "
+                "switched; make it reachable from the nodes, then re-run apply"
+            )
+    await first.run(["corosync-cfgtool", "-R"], check=True)
+    await _runtime_device(conns, True, sleep, clock)
+    for conn in conns:
+        await conn.run(["systemctl", "enable", QDEVICE], check=True)
+        await conn.run(["systemctl", "restart", QDEVICE], check=True)
+    await wait_qdevice_vote(conns, sleep=sleep, clock=clock)
+
+
+async def wait_qdevice_vote(
+    conns: Sequence[Remote],
+    timeout: float = QDEVICE_VOTE_S,
+    sleep: Sleep = asyncio.sleep,
+    clock: Clock = time.monotonic,
+) -> None:
+    """Until the first node's corosync-quorumtool shows every node's qdevice alive and
+    casting qnetd's vote (A,V) and the device's vote counted."""
+    deadline = clock() + timeout
+    while True:
+        view = parse_quorumtool((await conns[0].run(QUORUMTOOL)).stdout)
+        voting = [m.name for m in view.members if m.qdevice_vote] if view else []
+        if view is not None and view.device_voting and len(voting) >= len(conns):
+            return
+        if clock() > deadline:
+            states = []
+            for conn in conns:
+                state = parse_qdevice_state((await conn.run(QDEVICE_TOOL)).stdout)
+                states.append(f"{conn.name}: {state or 'no answer'}")
+            raise RemoteError(
+                f"the quorum device casts no vote after {timeout:.0f}s ({', '.join(states)}; "
+                "voting: " + (", ".join(voting) or "none") + "): quorum holds while both "
+                "nodes are up, but a node failure now stops the survivor's VMs. Check qnetd "
+                "and corosync-qdevice-tool -sv on the nodes"
+            )
+        await sleep(POLL_S)
+
+
+async def switch_to_two_node(
+    conns: Sequence[Remote], rendered_cib: str | None, sleep: Sleep = asyncio.sleep
+) -> None:
+    """Back from the quorum device to two_node, quorum kept: the fence-race protection is
+    pushed first (with `rendered_cib`, when Pacemaker runs), then one `corosync-cfgtool -R`
+    gives both nodes two_node (quorum 1: a node failure from here on keeps the survivor
+    quorate), then corosync-qdevice stops."""
+    if rendered_cib is not None:
+        await push_cib(conns[0], rendered_cib, sleep, fencing_only=True)
+    await conns[0].run(["corosync-cfgtool", "-R"], check=True)
+    await _runtime_device(conns, False, sleep)
+    for conn in conns:
+        await conn.run(["systemctl", "disable", "--now", QDEVICE], check=True)

@@ -33,9 +33,11 @@ from hakvm.deploy.secrets import (
 )
 from hakvm.deploy.steps import Call, Run, Step, Write
 from hakvm.errors import FailedError, StateError
+from hakvm.remote import qnetd
 from hakvm.remote.connection import NodeConnection, RemoteError
 from hakvm.remote.facts import FileFact, NodeFacts, gather_facts
 from hakvm.remote.pacemaker import simulate
+from hakvm.remote.quorum import pem_body
 from hakvm.remote.session import Session
 from hakvm.render import migration
 from hakvm.render.base import RenderContext, Rendered, Secrets
@@ -66,6 +68,7 @@ class PhaseReport:
     name: str
     steps: list[Step] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what it found in place (no change)
 
 
 @dataclass
@@ -88,6 +91,7 @@ class RunReport:
                     "phase": p.name,
                     "seconds": round(p.seconds, 2),
                     "steps": [s.as_dict() for s in p.steps],
+                    "notes": p.notes,
                 }
                 for p in self.phases
             ],
@@ -160,6 +164,7 @@ class Deployment:
     async def gather(self) -> tuple[dict[str, NodeFacts], PlanEnvBuilder]:
         draft = render_all(RenderContext(self.spec, derive(self.spec), Secrets.redacted()))
         minors_guess = {d.minor: name for name, d in derive(self.spec).vms.items()}
+        qdevice = self.spec.quorum_device is not None
         hashed, masked = secret_paths(self.spec), masked_paths(self.spec)
         results = await asyncio.gather(
             *(
@@ -169,21 +174,34 @@ class Deployment:
                     minors_guess,
                     hashed,
                     masked,
+                    qdevice=qdevice,
                 )
                 for name, conn in self.conns.items()
             )
         )
         facts = {f.name: f for f in results}
+        qnetd_ca = await self.qnetd_ca() if qdevice else None
         if self.secrets is None:
             read = self._read_secret if self.adopt_secrets else None
             self.secrets = await resolve_secrets(self.spec.cluster.name, facts, read)
         derived = derive(self.spec, existing_minors(self.spec, facts))
         ctx = RenderContext(self.spec, derived, self.secrets.for_render)
         passwords = read_bmc_passwords(self.spec, self.spec_dir)
-        return facts, PlanEnvBuilder(
+        builder = PlanEnvBuilder(
             ctx, render_all(ctx), self.secrets, self.spec_dir, passwords, self.options
         )
+        builder.qnetd_ca = qnetd_ca
+        return facts, builder
 
+    async def qnetd_ca(self) -> str | None:
+        """The qnetd host's CA (base64; "" when it has none yet); None when it could not be
+        read: the nodes' certificates are then only compared with each other."""
+        try:
+            host, ca = await self.session.qnetd()
+            text = await qnetd.read_ca(host, ca)
+        except RemoteError:
+            return None
+        return pem_body(text) if text else ""
 
     async def _read_secret(self, node: str, path: str) -> bytes:
         """A node's copy of a secret, for apply to adopt (base64: any byte survives)."""
@@ -199,11 +217,12 @@ class PlanEnvBuilder:
     spec_dir: Path
     bmc_passwords: dict[str, BmcPassword]
     options: RunOptions = field(default_factory=RunOptions)
+    qnetd_ca: str | None = None
 
     def env(self, facts: dict[str, NodeFacts], replacing: str | None = None) -> ph.PlanEnv:
         return ph.PlanEnv(
             self.ctx, self.rendered, facts, self.secrets, self.spec_dir, self.bmc_passwords,
-            self.options, replacing=replacing,
+            self.options, replacing=replacing, qnetd_ca=self.qnetd_ca,
         )  # fmt: skip
 
 
@@ -217,10 +236,12 @@ async def plan(spec: ClusterSpec, spec_path: Path, options: RunOptions | None = 
         preflight(env)
         for name, phase in ph.PHASES:
             t0 = time.monotonic()
+            noted = len(env.notes)
             steps = _compute(name, phase, env)
             if name == "cib" and steps:
                 steps = await _with_prediction(steps, env, dep.conns)
-            report.phases.append(PhaseReport(name, steps, time.monotonic() - t0))
+            seconds = time.monotonic() - t0
+            report.phases.append(PhaseReport(name, steps, seconds, env.notes[noted:]))
     report.seconds = time.monotonic() - started
     return report
 
@@ -309,8 +330,8 @@ async def apply(
             if dirty:
                 facts, builder = await dep.gather()
                 dirty = False
-            steps = _compute(name, phase, builder.env(facts, replacing))
-            steps = [s for s in steps if keep is None or keep(s)]
+            env = builder.env(facts, replacing)
+            steps = [s for s in _compute(name, phase, env) if keep is None or keep(s)]
             progress(name, "", None, f"{len(steps)} step(s)")
             by_node: dict[str, list[Step]] = {}
             for step in steps:
@@ -320,7 +341,7 @@ async def apply(
                 return_exceptions=True,
             )
             errors = [r for r in results if isinstance(r, BaseException)]
-            report.phases.append(PhaseReport(name, steps, time.monotonic() - t0))
+            report.phases.append(PhaseReport(name, steps, time.monotonic() - t0, env.notes))
             if steps:
                 progress(name, "", None, f"done in {time.monotonic() - t0:.1f}s")
             if errors:

@@ -1,7 +1,8 @@
 """Apply's phases, in order. Each phase reads fresh facts and yields steps for differences.
 
-packages -> network -> hosts -> firewall -> storage -> replication -> corosync -> pacemaker
--> libvirt -> fencing -> monitoring -> cib -> vms. A phase that yields nothing changes nothing.
+packages -> network -> hosts -> firewall -> storage -> replication -> qdevice -> corosync ->
+quorum -> pacemaker -> libvirt -> fencing -> monitoring -> cib -> vms (qdevice and quorum:
+deploy/quorum.py). A phase that yields nothing changes nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hakvm.deploy import actions, cib_merge, guards
+from hakvm.deploy import actions, cib_merge, guards, quorum
 from hakvm.deploy import monitoring as mon
 from hakvm.deploy.actions import FRESH_TAG
 from hakvm.deploy.guards import RunOptions
@@ -63,6 +64,9 @@ class PlanEnv:
     bmc_passwords: dict[str, BmcPassword] = field(default_factory=dict)
     options: RunOptions = field(default_factory=RunOptions)  # --replace-cluster, --adopt
     replacing: str | None = None  # replace-node's new node: its DRBD joins as SyncTarget
+    qnetd_ca: str | None = None  # the qnetd host's CA (base64; "": none yet; None: not read)
+    notes: list[str] = field(default_factory=list)  # what plan says beside its steps
+    restarts_corosync: set[str] = field(default_factory=set)  # by the corosync phase
 
     def __post_init__(self) -> None:
         if not self.bmc_passwords:
@@ -135,7 +139,8 @@ def packages(env: PlanEnv) -> list[Step]:
     for node in env.nodes:
         facts = env.facts[node.name]
         debian = env.ctx.spec.cluster.os is OsFamily.DEBIAN12
-        missing = sorted(set(DEBIAN_PACKAGES if debian else RHEL_PACKAGES) - facts.packages)
+        wanted = {*(DEBIAN_PACKAGES if debian else RHEL_PACKAGES), *quorum.packages(env)}
+        missing = sorted(wanted - facts.packages)
         if missing and debian:
             install = (
                 run("apt-get", "update", "-q", timeout=900),
@@ -460,6 +465,10 @@ def corosync(env: PlanEnv) -> list[Step]:
             steps.append(takeover)
         if writes or not active or takeover is not None:
             steps.extend(writes)
+            conf = facts.files.get("/etc/corosync/corosync.conf")
+            if active and takeover is None and quorum.reload_only(writes, conf):
+                continue  # two_node <-> quorum device: the quorum phase reloads both nodes
+            env.restarts_corosync.add(node.name)
             restart = "restart" if (takeover is not None or not active) else "reload-or-restart"
             start = (run("systemctl", "enable", "corosync"), run("systemctl", restart, "corosync"))
             steps.append(Step(node.name, "corosync", "start corosync", start))
@@ -671,7 +680,9 @@ PHASES: tuple[tuple[str, Phase], ...] = (
     ("firewall", firewall),
     ("storage", storage),
     ("replication", replication),
+    ("qdevice", quorum.qdevice),
     ("corosync", corosync),
+    ("quorum", quorum.quorum),
     ("pacemaker", pacemaker),
     ("libvirt", libvirt),
     ("fencing", fencing),

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from hakvm.remote.connection import Remote
+from hakvm.remote.qnetd import QnetdCa
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Nodes(Protocol):
     def connected(self, name: str) -> Remote: ...
 
     async def probe(self, name: str) -> None: ...
+
+    async def qnetd(self) -> tuple[Remote, QnetdCa]: ...
 
 
 # A Call needs live feedback (waiting for DRBD to connect, a rollback-guarded network

@@ -10,8 +10,15 @@ Both offer the same faults, named by what they do to the cluster:
   heal()              undo every cut and partition
   bmc_down(node)      node's BMC unreachable from its peer (fencing it fails)
   bmc_up(node)        reachable again
+  qnetd_down()        the quorum device's qnetd gone (the lab stops it; real nodes drop
+                      their traffic to it, which is the same to the cluster)
+  qnetd_up()          back
+  isolate(node)       node cut off from its peer and from qnetd (partition, plus an
+                      nftables rule on node dropping its traffic to qnetd: in the lab too)
   clear()             every fault of the kind undone on every node, whatever was injected;
                       says what it found (a drill's `finally`, and `hakvm drill --heal`)
+
+heal() undoes every cut, partition and qnetd fault this injector made.
 
 On real nodes cuts are nftables rules in a table of their own (`inet hakvm_drill`), never
 a link taken down that the management path might need; only the bond member is really
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import re
@@ -43,6 +51,7 @@ from hakvm.spec.models import ClusterSpec, Node
 
 CUT_TABLE = "hakvm_drill"
 BMC_TABLE = "hakvm_drill_bmc"
+QNETD_TABLE = "hakvm_drill_qnetd"
 
 
 class FaultError(StateError):
@@ -67,6 +76,9 @@ class Faults(Protocol):
     async def heal(self) -> None: ...
     async def bmc_down(self, node: str) -> None: ...
     async def bmc_up(self, node: str) -> None: ...
+    async def qnetd_down(self) -> None: ...
+    async def qnetd_up(self) -> None: ...
+    async def isolate(self, node: str) -> None: ...
     async def clear(self) -> Healed: ...
 
 
@@ -82,6 +94,12 @@ class Connections(Protocol):
 class LabFaults:
     lab_dir: Path
     kind: str = "lab"
+    # For isolate(): the node's own nftables rule against qnetd (the lab cannot cut one
+    # guest's user-mode NIC from the host's loopback alone).
+    spec: ClusterSpec | None = None
+    cluster: Connections | None = None
+    qnetd_stopped: bool = False
+    isolated: list[str] = field(default_factory=list)
 
     def _lab(self, *args: str) -> str:
         result = subprocess.run(
@@ -110,6 +128,11 @@ class LabFaults:
 
     async def heal(self) -> None:
         await self.run("heal")
+        if self.qnetd_stopped:
+            await self.qnetd_up()
+        if self.isolated and self.spec is not None and self.cluster is not None:
+            await unblock_qnetd(self.cluster, self.isolated)
+        self.isolated = []
 
     async def bmc_down(self, node: str) -> None:
         await self.run("bmc-stop", node)
@@ -117,8 +140,25 @@ class LabFaults:
     async def bmc_up(self, node: str) -> None:
         await self.run("bmc-start", node)
 
+    async def qnetd_down(self) -> None:
+        self.qnetd_stopped = True
+        await self.run("qnetd-stop")
+
+    async def qnetd_up(self) -> None:
+        await self.run("qnetd-start")
+        self.qnetd_stopped = False
+
+    async def isolate(self, node: str) -> None:
+        if self.spec is None or self.cluster is None:
+            raise FaultError("isolate: this lab injector has no spec and no node connections")
+        self.isolated.append(node)
+        await block_qnetd(self.spec, self.cluster, node)
+        await self.partition()
+
     async def clear(self) -> Healed:
-        """`lab heal` and `lab bmc-start` for every node; what `lab status` saw cut or stopped."""
+        """`lab heal`, `lab bmc-start` for every node and `lab qnetd-start` if a drill
+        stopped it (what `lab status` saw cut or stopped), and the qnetd rule on the nodes
+        this injector isolated."""
         state = json.loads(await self.run("status", "--json"))
         healed = Healed()
         await self.run("heal")
@@ -127,6 +167,12 @@ class LabFaults:
             await self.run("bmc-start", node)
             if info["bmc"] != "running":
                 healed.undone.append(f"lab: {node}'s BMC started")
+        if state.get("qnetd", {}).get("state") == "stopped":  # as `lab qnetd-stop` left it
+            await self.qnetd_up()
+            healed.undone.append("lab: qnetd started")
+        if self.cluster is not None:
+            await _clear_nodes(self.cluster, self.isolated, {}, healed)
+            self.isolated = []
         return healed
 
 
@@ -180,6 +226,45 @@ def delete_table_script(name: str) -> str:
     return f"table inet {name}\ndelete table inet {name}\n"
 
 
+def qnetd_ruleset(spec: ClusterSpec) -> str:
+    """Drop a node's traffic to and from the quorum device's qnetd (its TCP port)."""
+    qd = spec.quorum_device
+    if qd is None:
+        raise FaultError("the spec has no quorum_device: there is no qnetd to cut off")
+    try:
+        address = ipaddress.ip_address(qd.host)
+    except ValueError:
+        raise FaultError(
+            f"quorum_device.host {qd.host!r}: the drill blocks qnetd by IP address; give it as one"
+        ) from None
+    family = "ip" if address.version == 4 else "ip6"
+    match = f"{family} daddr {address} tcp dport {qd.port}"
+    return _table(QNETD_TABLE, f"{family} saddr {address} tcp sport {qd.port}", match)
+
+
+async def block_qnetd(spec: ClusterSpec, cluster: Connections, node: str) -> None:
+    conn = await cluster.conn(node)
+    await conn.run(["nft", "-f", "-"], stdin=qnetd_ruleset(spec).encode(), check=True, timeout=60)
+
+
+UNBLOCK_S = 10.0  # a node fenced meanwhile reboots without the rule: do not wait for it
+
+
+async def unblock_qnetd(cluster: Connections, nodes: list[str]) -> None:
+    """Remove the qnetd rule where it is (a node fenced since has rebooted without it)."""
+    script = delete_table_script(QNETD_TABLE).encode()
+
+    async def unblock(node: str) -> None:
+        conn = await cluster.conn(node)
+        await conn.run(["nft", "-f", "-"], stdin=script, timeout=UNBLOCK_S)
+
+    for node in nodes:
+        try:
+            await asyncio.wait_for(unblock(node), UNBLOCK_S)
+        except (RemoteError, TimeoutError):
+            await cluster.drop(node)
+
+
 def bond_member(spec: ClusterSpec) -> tuple[str, str] | None:
     """(node, interface): the bond member bond-member-loss takes down, if the spec has one."""
     for node in spec.nodes:
@@ -201,7 +286,7 @@ async def clear_node(conn: Remote, member: str | None) -> list[str]:
     undone = []
     listed = await conn.run(["nft", "list", "tables"], timeout=60)
     tables = set(listed.stdout.split("\n")) if listed.ok else set()
-    for name in (CUT_TABLE, BMC_TABLE):
+    for name in (CUT_TABLE, BMC_TABLE, QNETD_TABLE):
         if f"table inet {name}" in tables:
             await conn.run(["nft", "-f", "-"], stdin=delete_table_script(name), check=True)
             undone.append(f"{conn.name}: removed nftables table inet {name}")
@@ -308,9 +393,21 @@ class NodeFaults:
         conn = await self.cluster.conn(node)
         await conn.run(["ip", "link", "set", "dev", member, "down"], check=True, timeout=60)
 
+    async def qnetd_down(self) -> None:
+        await self._each({n.name: qnetd_ruleset(self.spec) for n in self.spec.nodes})
+
+    async def qnetd_up(self) -> None:
+        await unblock_qnetd(self.cluster, [n.name for n in self.spec.nodes])
+
+    async def isolate(self, node: str) -> None:
+        await self._each({node: qnetd_ruleset(self.spec)})
+        await self.partition()
+
     async def heal(self) -> None:
         scripts = {n.name: delete_table_script(CUT_TABLE) for n in self.spec.nodes}
         await self._each(scripts, tolerate_down=True)
+        if self.spec.quorum_device is not None:
+            await self.qnetd_up()
         found = self._bond_member()
         if found is not None:
             node, member = found
@@ -340,18 +437,26 @@ class NodeFaults:
         await self._each({self._peer(node): delete_table_script(BMC_TABLE)})
 
     async def clear(self) -> Healed:
-        """clear_node on every node; a node that does not answer is reported, not fatal (a
-        node that fencing rebooted lost the tables with its memory)."""
+        """clear_node on every node."""
         found = self._bond_member()
+        members = dict([found]) if found is not None else {}
         healed = Healed()
-        for node in self.spec.nodes:
-            member = found[1] if found is not None and found[0] == node.name else None
-            try:
-                healed.undone += await clear_node(await self.cluster.conn(node.name), member)
-            except RemoteError as exc:
-                await self.cluster.drop(node.name)
-                healed.unchecked.append(f"{node.name}: {exc}")
+        await _clear_nodes(self.cluster, [n.name for n in self.spec.nodes], members, healed)
         return healed
+
+
+async def _clear_nodes(
+    cluster: Connections, nodes: list[str], members: dict[str, str], healed: Healed
+) -> None:
+    """clear_node on each of `nodes` (with its bond member in `members`); a node that does
+    not answer is reported, not fatal (a node that fencing rebooted lost the tables with its
+    memory)."""
+    for node in nodes:
+        try:
+            healed.undone += await clear_node(await cluster.conn(node), members.get(node))
+        except RemoteError as exc:
+            await cluster.drop(node)
+            healed.unchecked.append(f"{node}: {exc}")
 
 
 def faults_for(
@@ -361,7 +466,7 @@ def faults_for(
     injected from inside the nodes, which a real cluster gets only with --yes-really."""
     lab = lab_of(spec, lab_dir)
     if isinstance(lab, LabFaults) and inject in ("auto", "lab"):
-        return lab
+        return dataclasses.replace(lab, spec=spec, cluster=cluster)
     if inject == "lab":
         raise DrillError(f"drill: --inject lab: {lab}")
     if not yes_really:

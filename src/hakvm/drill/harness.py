@@ -91,6 +91,7 @@ class Cluster(Session):
         self.witness_vm = witness_vm
         self.problems: list[str] = []  # what the last wait_healthy saw
         self.only_failures: list[str] = []  # failed actions, when they were all it saw
+        self.inquorate: list[str] = []  # nodes whose own partition had no quorum, last seen
 
     async def record(self, result: DrillResult) -> list[str]:
         """Leave the result on every node (DRILLS_DIR/<scenario>.json, replaced whole); the
@@ -116,6 +117,7 @@ class Cluster(Session):
 
     async def healthy(self) -> tuple[bool, list[str]]:
         report = assess(self.spec, await collect(self.spec, self.spec_path))
+        self.inquorate = [n.name for n in report.nodes if n.quorate is False]
         # Degraded by failed actions alone (every VM running, every node and link up).
         self.only_failures = (
             report.failed_actions if report.exit_code == 1 and len(report.problems) == 1 else []

@@ -3,16 +3,18 @@
 A drill heals its faults in a `finally`, Ctrl-C included; this is for what even that cannot
 reach (the machine running the drill lost power, its connection hung). On each node:
 
-- the nftables tables `inet hakvm_drill` (cuts, partitions) and `inet hakvm_drill_bmc` (a
-  blocked BMC: fencing is disabled while it is there);
+- the nftables tables `inet hakvm_drill` (cuts, partitions), `inet hakvm_drill_bmc` (a
+  blocked BMC: fencing is disabled while it is there) and `inet hakvm_drill_qnetd` (the
+  quorum device's qnetd cut off: it casts no vote while it is there);
 - the bond member bond-member-loss takes down, if it is down;
 - witness processes still writing;
 - DRBD runtime options that differ from the configuration (the resync rate
   node-crash-during-resync lowers): `drbdadm adjust`, only when resetting options is all it
   would do (attaching or connecting a resource is Pacemaker's job, not a heal's);
 
-and in the lab, `lab heal` (every link) and `lab bmc-start` for both nodes. Only what is
-found is touched, so it is idempotent and safe on a cluster that no drill ever touched.
+and in the lab, `lab heal` (every link), `lab bmc-start` for both nodes and, if it was
+stopped, `lab qnetd-start`. Only what is found is touched, so it is idempotent and safe on a
+cluster that no drill ever touched.
 """
 
 from __future__ import annotations

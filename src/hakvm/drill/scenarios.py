@@ -30,6 +30,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
+from hakvm.drill import qdevice as qd
 from hakvm.drill import replacement
 from hakvm.drill.faults import Faults
 from hakvm.drill.harness import Cluster, DrillError, DrillResult, Say, fence_successes
@@ -52,7 +53,7 @@ from hakvm.ops import migrate as moves
 from hakvm.remote import pacemaker
 from hakvm.remote.connection import RemoteError
 from hakvm.remote.drbd import DrbdResource
-from hakvm.spec.models import DiskMode
+from hakvm.spec.models import ClusterSpec, DiskMode
 
 QUIET_WATCH_S = 90  # how long a fault that must change nothing is watched
 # How often a drill reads the survivor's state while it recovers. Each crm_mon costs ~0.7 s
@@ -362,9 +363,15 @@ async def heartbeat_partition(
     cluster: Cluster, faults: Faults, bound: float, say: Say
 ) -> DrillResult:
     """Every link between the nodes cut: fence-race protection must leave exactly one."""
-    result = DrillResult("heartbeat-partition")
     keep = cluster.spec.cluster.fencing.preferred_survivor if cluster.spec.cluster.fencing else None
     victim = cluster.other(keep) if keep else cluster.spec.nodes[1].name
+    result = DrillResult("heartbeat-partition")
+    return await _partition(cluster, faults, bound, say, result, victim=victim)
+
+
+async def _partition(
+    cluster: Cluster, faults: Faults, bound: float, say: Say, result: DrillResult, *, victim: str
+) -> DrillResult:
     survivor = cluster.other(victim)
     await _place_a_vm_on(cluster, victim, result, say, why="which the fence race takes down")
     fenced_before = {
@@ -462,11 +469,13 @@ async def _quiet_fault(
     }
     t0 = time.monotonic()
     degraded_seen = False
+    inquorate: list[str] = []
     try:
         await cut()  # in the `try`: a cut interrupted half-way (one node done) is healed too
         result.timeline.mark(0.0, Event(f"cut {what}"))
         while time.monotonic() - t0 < QUIET_WATCH_S:
             ok, problems = await cluster.healthy()
+            inquorate += [n for n in cluster.inquorate if n not in inquorate]
             if not ok and not degraded_seen:
                 degraded_seen = True
                 result.timeline.mark(time.monotonic() - t0, Degraded(problems[0]))
@@ -485,6 +494,7 @@ async def _quiet_fault(
         "nothing restarted", after_pids == before_pids, f"QEMU pids {before_pids} -> {after_pids}"
     )
     result.check("nobody fenced", not fenced, f"fenced: {fenced or 'none'}")
+    result.check("quorum kept", not inquorate, f"without quorum: {inquorate or 'none'}")
     result.check(
         "status saw the fault",
         degraded_seen,
@@ -639,6 +649,12 @@ async def node_replacement(
     return result
 
 
+# The quorum device's drills (drill/qdevice.py) are built on the shared bodies above.
+QDEVICE_DRILLS = qd.drills(
+    qd.Bodies(recover=_crash_and_recover, partition=_partition, quiet=_quiet_fault,
+              place=_place_a_vm_on)
+)  # fmt: skip
+
 # The one list of drills, in the order `--all` runs them (but those in NAMED_ONLY).
 DRILLS: dict[str, Drill] = {
     "node-crash": node_crash,
@@ -649,9 +665,15 @@ DRILLS: dict[str, Drill] = {
     "vm-crash": vm_crash,
     "fence-failure": fence_failure,
     "rolling-maintenance": rolling_maintenance,
+    **QDEVICE_DRILLS,  # run by `--all` only for a spec with a quorum device
     "node-replacement": node_replacement,
 }
 SCENARIOS = tuple(DRILLS)
 # Run only when named: node-replacement reinstalls a lab node (and forgets the lab's snapshots).
 NAMED_ONLY = ("node-replacement",)
 ALL = tuple(name for name in DRILLS if name not in NAMED_ONLY)  # the order of `--all`
+
+
+def scenarios_for(spec: ClusterSpec) -> list[str]:
+    """`--all`: every drill in ALL; the quorum device's only for a spec that has one."""
+    return [n for n in ALL if spec.quorum_device is not None or n not in QDEVICE_DRILLS]

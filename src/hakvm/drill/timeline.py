@@ -119,6 +119,18 @@ class LiveMigrated(Mark):
 
 
 @dataclass(frozen=True)
+class QuorumLost(Mark):
+    template = "{node} lost quorum (seen by itself)"
+    node: str
+
+
+@dataclass(frozen=True)
+class VmsStopped(Mark):
+    template = "{node} stopped its VMs"
+    node: str
+
+
+@dataclass(frozen=True)
 class Degraded(Mark):
     template = "status degraded: {problem}"
     problem: str

@@ -21,11 +21,23 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hakvm.lab import bmcs, faults, image, lifecycle, nodes, preflight, procs, snapshots, ssh
+from hakvm.lab import (
+    bmcs,
+    faults,
+    image,
+    lifecycle,
+    nodes,
+    preflight,
+    procs,
+    qnetd,
+    snapshots,
+    ssh,
+)
 from hakvm.lab.qmp import QmpError
 from hakvm.lab.state import (
     DEFAULT_BMC_PORT,
     DEFAULT_LINK_PORT,
+    DEFAULT_QNETD_PORT,
     DEFAULT_REPO_PORT,
     DEFAULT_SSH_PORT,
     LINKS,
@@ -66,6 +78,7 @@ def handle_errors(fn: F) -> F:
             image.ImageError,
             nodes.NodeError,
             bmcs.BmcError,
+            qnetd.QnetdError,
             procs.DaemonError,
             QmpError,
             OSError,
@@ -170,6 +183,12 @@ def _env_int(name: str, default: int) -> int:
     help=f"Package repository TCP port [env HAKVM_LAB_REPO_PORT, {DEFAULT_REPO_PORT}].",
 )
 @click.option(
+    "--qnetd-port",
+    type=int,
+    default=None,
+    help=f"qnetd (quorum device) TCP port [env HAKVM_LAB_QNETD_PORT, {DEFAULT_QNETD_PORT}].",
+)
+@click.option(
     "--memory",
     "memory_mib",
     type=int,
@@ -190,6 +209,7 @@ def up_cmd(
     bmc_port: int | None,
     link_port: int | None,
     repo_port: int | None,
+    qnetd_port: int | None,
     memory_mib: int,
     cpus: int,
     timeout: float,
@@ -204,6 +224,7 @@ def up_cmd(
         bmc_port=bmc_port or _env_int("HAKVM_LAB_BMC_PORT", DEFAULT_BMC_PORT),
         link_port=link_port or _env_int("HAKVM_LAB_LINK_PORT", DEFAULT_LINK_PORT),
         repo_port=repo_port or _env_int("HAKVM_LAB_REPO_PORT", DEFAULT_REPO_PORT),
+        qnetd_port=qnetd_port or _env_int("HAKVM_LAB_QNETD_PORT", DEFAULT_QNETD_PORT),
         memory_mib=memory_mib,
         cpus=cpus,
     )
@@ -242,13 +263,14 @@ def up_cmd(
             f"  {node}: ssh 127.0.0.1:{config.ssh_port_of(node)}, "
             f"BMC 127.0.0.1:{config.bmc_port_of(node)}/udp (guests: 10.0.2.2)"
         )
+    click.echo(f"  qnetd (quorum device): 127.0.0.1:{config.qnetd_port}/tcp (guests: 10.0.2.2)")
 
 
 @lab.command("down")
 @click.pass_context
 @handle_errors
 def down_cmd(ctx: click.Context) -> None:
-    """Stop every QEMU and BMC process of the lab (also strays of a crashed run)."""
+    """Stop every QEMU, BMC, repository and qnetd process of the lab (strays too)."""
     killed = lifecycle.down(_lab(ctx))
     click.echo(f"lab down: stopped {len(killed)} processes" if killed else "lab down: nothing ran")
 
@@ -293,8 +315,16 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
     click.echo("links: " + ", ".join(f"{k} {v}" for k, v in state["links"].items()))
     repo_state = state["repository"]
     click.echo(f"package repository: {repo_state['state']} on {repo_state['address']}")
+    qnetd_state = state["qnetd"]
+    click.echo(
+        f"qnetd (quorum device): {qnetd_state['state']} on {qnetd_state['address']} "
+        f"(guests: {qnetd_state['guest_address']})"
+    )
     if not state["healthy"]:
-        click.echo("a node or BMC process died (see its serial_log / bmc_log in --json)", err=True)
+        click.echo(
+            "a node, BMC or qnetd process died (see its serial_log / bmc_log / log in --json)",
+            err=True,
+        )
 
 
 @lab.command("kill")
@@ -385,6 +415,28 @@ def bmc_start_cmd(ctx: click.Context, node: str) -> None:
     lifecycle.require_up(lab_)
     pid = bmcs.start_bmc(lab_, node, procs.ensure_lab_user())
     click.echo(f"{node}: BMC running (pid {pid})")
+
+
+@lab.command("qnetd-stop")
+@click.pass_context
+@handle_errors
+def qnetd_stop_cmd(ctx: click.Context) -> None:
+    """Stop the lab's qnetd (the quorum device casts no vote until it is back)."""
+    lab_ = _lab(ctx)
+    lifecycle.require_up(lab_)
+    was = qnetd.stop(lab_)
+    click.echo("qnetd: stopped" if was else "qnetd: was not running")
+
+
+@lab.command("qnetd-start")
+@click.pass_context
+@handle_errors
+def qnetd_start_cmd(ctx: click.Context) -> None:
+    """Start the lab's qnetd (on 127.0.0.1, reached by the guests at 10.0.2.2)."""
+    lab_ = _lab(ctx)
+    lifecycle.require_up(lab_)
+    pid = qnetd.start(lab_, procs.ensure_lab_user())
+    click.echo(f"qnetd: running (pid {pid})")
 
 
 @lab.command("ssh", context_settings={"ignore_unknown_options": True})

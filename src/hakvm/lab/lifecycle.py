@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hakvm.lab import bmcs, image, nodes, preflight, procs, repo, snapshots, ssh
+from hakvm.lab import bmcs, image, nodes, preflight, procs, qnetd, repo, snapshots, ssh
 from hakvm.lab.state import (
     LINKS,
     LOOPBACK,
@@ -62,6 +62,7 @@ def up(
     stage_code(lab.run)
     client_pub = _client_key(lab)
     bmcs.write_credentials(lab, config)
+    qnetd.prepare(lab, user)  # a fresh CA for the fresh nodes
     nodes.install_boot_files(lab.run, img.kernel, img.initrd)
     with concurrent.futures.ThreadPoolExecutor(len(NODES)) as pool:
         futures = {
@@ -99,7 +100,7 @@ def up(
 def _start_and_wait(
     lab: Lab, config: LabConfig, user: procs.LabUser, report: Report, ssh_timeout: float
 ) -> dict[str, float]:
-    """Start QEMU, the BMCs and the repository; check the BMCs; wait for SSH."""
+    """Start QEMU, the BMCs, the repository and qnetd; check the BMCs; wait for SSH."""
     report("starting QEMU and BMCs")
     boot_started = time.monotonic()
     for node in NODES:
@@ -107,6 +108,7 @@ def _start_and_wait(
         bmcs.start_bmc(lab, node, user)
     repo.build_repo(lab, image.cache_root() / "debs")
     repo.start_repo(lab, config.repo_port, user)
+    qnetd.start(lab, user)
     for node in NODES:
         bmcs.check_answers(lab, node)
 
@@ -238,6 +240,7 @@ def down(lab: Lab) -> list[procs.LabProcess]:
             if nodes.node_paths(lab.run, node).dir.is_dir():
                 nodes.set_wanted_power(lab.run, node, "off")
                 bmcs.set_wanted(lab, node, "stopped")
+        qnetd.set_wanted(lab, "stopped")
     return killed
 
 
@@ -291,7 +294,8 @@ def status(lab: Lab) -> dict[str, Any]:
         }
     healthy = all(n["power"] != "dead" and n["bmc"] != "dead" for n in out_nodes.values())
     repo_pid = repo.repod_pid(lab)
-    healthy = healthy and repo_pid is not None
+    qnetd_state = qnetd.status(lab, config.qnetd_port)
+    healthy = healthy and repo_pid is not None and qnetd_state["state"] != "dead"
     return {
         "lab_dir": str(lab.dir),
         "run_dir": str(lab.run.dir),
@@ -301,6 +305,7 @@ def status(lab: Lab) -> dict[str, Any]:
             "state": "running" if repo_pid is not None else "dead",
             "address": f"127.0.0.1:{config.repo_port}/tcp",
         },
+        "qnetd": qnetd_state,
         "nodes": out_nodes,
         "links": {link: ("cut" if link in cut else "up") for link in LINKS},
         "ssh_key": str(lab.ssh_key),

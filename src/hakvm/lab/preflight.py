@@ -29,6 +29,11 @@ TOOLS: tuple[tuple[str, str], ...] = (
     ("ssh-keygen", "openssh-client"),
     ("dpkg-scanpackages", "dpkg-dev"),
     ("ipmitool", "ipmitool"),
+    # The quorum device's server (on this host, never a node) and the NSS tools its CA is
+    # made with; tools/install-debs masks the system service the package enables.
+    ("corosync-qnetd", "corosync-qnetd"),
+    ("certutil", "libnss3-tools"),
+    ("pk12util", "libnss3-tools"),
 )
 # Measured: a node image is 1.2 GiB used, each node's copy of it grows to about 2 GiB and
 # its DRBD disk to 2-3 GiB over a make test; a build needs 1.5 GiB of .deb files plus the tree.
@@ -71,6 +76,7 @@ def wanted_ports(config: LabConfig) -> list[tuple[int, int, str]]:
             local, _ = config.link_ports(link, node)
             wanted.append((socket.SOCK_DGRAM, local, f"{link} port of {node}"))
     wanted.append((socket.SOCK_STREAM, config.repo_port, "package repository port"))
+    wanted.append((socket.SOCK_STREAM, config.qnetd_port, "qnetd (quorum device) port"))
     return wanted
 
 

@@ -33,6 +33,7 @@ from hakvm.lab.state import LAB_USER, NODES, Lab, read_private_text, write_atomi
 
 BMCD_MODULE = "hakvm.lab.bmcd"
 REPOD_MODULE = "http.server"
+QNETD_BINARY = "corosync-qnetd"  # the lab's quorum device server (hakvm.lab.qnetd)
 # The interpreter the lab user's daemons run on: Debian's, with python3-pyghmi.
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -130,7 +131,7 @@ def real_uid(pid: int) -> int | None:
 @dataclasses.dataclass(frozen=True)
 class LabProcess:
     pid: int
-    kind: str  # "qemu" | "bmcd" | "repod"
+    kind: str  # "qemu" | "bmcd" | "repod" | "qnetd"
     node: str
 
 
@@ -150,6 +151,10 @@ def classify(argv: Sequence[str], run_dir: pathlib.Path) -> tuple[str, str] | No
         return None
     if REPOD_MODULE in argv and str(run_dir / "repo") in argv:
         return "repod", "repo"
+    if os.path.basename(argv[0]) == os.path.basename(QNETD_BINARY) and any(
+        arg.startswith(f"nss_db_dir={run_dir}/qnetd/") for arg in argv
+    ):
+        return "qnetd", "qnetd"
     if BMCD_MODULE in argv:
         rest = list(argv[argv.index(BMCD_MODULE) + 1 :])
         if len(rest) >= 2 and rest[0] == str(run_dir):
@@ -186,11 +191,12 @@ def pidfiles(lab: Lab) -> list[tuple[str, str, pathlib.Path]]:
         found.append(("bmcd", node, lab.pidfile("bmcd", node)))
         found.append(("qemu", node, qemu_pidfile(lab.run.dir, node)))
     found.append(("repod", "repo", lab.pidfile("repod", "repo")))
+    found.append(("qnetd", "qnetd", lab.pidfile("qnetd", "qnetd")))
     return found
 
 
 def find_lab_processes(lab: Lab) -> list[LabProcess]:
-    """Every live QEMU / bmcd / repod process of this lab, found through its pid file."""
+    """Every live QEMU / bmcd / repod / qnetd process of this lab, found through its pid file."""
     found: list[LabProcess] = []
     for kind, node, path in pidfiles(lab):
         pid = read_pidfile(path)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hakvm.lab import bmcs, nodes, procs, repo, ssh
+from hakvm.lab import bmcs, nodes, procs, qnetd, repo, ssh
 from hakvm.lab.qmp import QmpClient
 from hakvm.lab.state import LINKS, NODES, Lab, LabStateError, write_atomic
 
@@ -130,9 +130,11 @@ def restore(lab: Lab, name: str, ssh_timeout: float = 120.0) -> dict[str, Any]:
     for node in NODES:
         _qmp(lab, node).command("cont")
     loaded = round(time.monotonic() - started, 1)
-    for node in NODES:  # after `lab down`: the BMCs and the repository come back too
+    for node in NODES:  # after `lab down`: the BMCs, the repository and qnetd come back too
         bmcs.start_bmc(lab, node, user)
     repo.start_repo(lab, config.repo_port, user)
+    if qnetd.prepared(lab):  # after `lab qnetd-stop` too: a snapshot was saved with it up
+        qnetd.start(lab, user)
     # The guests' clocks resumed at the save: give them the host's time again.
     for node in NODES:
         port = config.ssh_port_of(node)

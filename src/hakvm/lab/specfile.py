@@ -1,7 +1,8 @@
 """A cluster spec pointed at one lab: its SSH ports, client key, known_hosts and BMCs.
 
-``examples/lab.yaml`` targets the default lab (``.hakvm/lab``, ports 2201/2202); tests,
-benchmarks and the demo may run a lab elsewhere, so they derive their spec with this.
+``examples/lab.yaml`` (and ``lab-qdevice.yaml``) target the default lab (``.hakvm/lab``,
+ports 2201/2202, qnetd 5403); tests, benchmarks and the demo may run a lab elsewhere, so
+they derive their spec with this.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from hakvm.lab import qnetd
 from hakvm.lab.state import Lab
 
 
@@ -42,6 +44,10 @@ def lab_spec(
         node["bmc"]["password_file"] = str(lab.bmc_password_file(name))
         if pool_size is not None:
             node["storage"]["size"] = pool_size
+    device = spec.get("quorum_device")
+    if device is not None and "local" in device:  # the lab's own qnetd (lab-qdevice.yaml)
+        device["port"] = config.qnetd_port
+        device["local"]["nss_db"] = str(qnetd.nss_db_link(lab))
     for vm in spec.get("vms", []):
         vm.update(overrides or {})
     spec_timing = spec["cluster"].setdefault("timing", {})

@@ -11,7 +11,8 @@ A lab has two directories:
     known_hosts              the nodes' real host keys, [127.0.0.1]:PORT entries
     bmc.json                 BMC user and addresses (no secret)
     bmc-nodeNN.password      BMC password (0600)
-    pids/                    pid files of the daemons root started (bmcd, repod)
+    pids/                    pid files of the daemons root started (bmcd, repod, qnetd)
+    qnetd-nssdb              link to the runtime dir's qnetd/nssdb (a lab spec names it)
     logs/                    their stdout/stderr, opened by root, inherited by them
 
 * the **runtime dir** (``/var/lib/hakvm-lab/<key>``, one per state dir): what the
@@ -22,6 +23,7 @@ A lab has two directories:
     boot/vmlinuz initrd.img  kernel + initrd for -kernel/-initrd
     repo/                    the local package repository
     links.json               links currently cut
+    qnetd/                   the lab user's, 0700: corosync-qnetd's NSS database, lock, socket
     nodeNN/                  owned by the QEMU user, 0700: disks, sockets, logs, QEMU's pid
 """
 
@@ -49,6 +51,8 @@ DEFAULT_LINK_PORT = 42100
 # Local apt repository (the image build's .deb cache) served on host loopback: nodes have
 # no route out, so apply's package phase installs from here (10.0.2.2 in the guests).
 DEFAULT_REPO_PORT = 42180
+# The lab's corosync-qnetd (quorum device server), on host loopback: 10.0.2.2 in the guests.
+DEFAULT_QNETD_PORT = 5403
 DEFAULT_BMC_USER = "hakvm"
 LAB_USER = "hakvm-lab"
 LOOPBACK = "127.0.0.1"
@@ -77,6 +81,7 @@ class LabConfig:
     bmc_port: int = DEFAULT_BMC_PORT
     link_port: int = DEFAULT_LINK_PORT
     repo_port: int = DEFAULT_REPO_PORT
+    qnetd_port: int = DEFAULT_QNETD_PORT
     memory_mib: int = 1536
     # One vCPU: measured faster than two on a 2-core host running both TCG nodes.
     cpus: int = 1
@@ -90,11 +95,13 @@ class LabConfig:
         check_port(self.bmc_port, len(NODES), "BMC")
         check_port(self.link_port, 2 * len(LINKS), "link")
         check_port(self.repo_port, 1, "repository")
+        check_port(self.qnetd_port, 1, "qnetd")
         ranges = [
             (self.ssh_port, len(NODES), "SSH"),
             (self.bmc_port, len(NODES), "BMC"),
             (self.link_port, 2 * len(LINKS), "link"),
             (self.repo_port, 1, "repository"),
+            (self.qnetd_port, 1, "qnetd"),
         ]
         for i, (a, na, wa) in enumerate(ranges):
             for b, nb, wb in ranges[i + 1 :]:

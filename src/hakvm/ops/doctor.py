@@ -22,6 +22,8 @@ from hakvm.deploy.engine import Deployment
 from hakvm.deploy.secrets import SecretFileError, local_secret_modes, masked_paths, secret_paths
 from hakvm.deploy.steps import Step
 from hakvm.errors import MonitorCode
+from hakvm.ops.findings import Finding, Skipped, critical, warning
+from hakvm.ops.quorum_checks import CONFIG_ID, VOTE_ID, check_qdevice_config, check_qdevice_vote
 from hakvm.ops.status import pick_view
 from hakvm.remote.connection import RemoteError
 from hakvm.remote.drbd import DrbdResource
@@ -51,21 +53,10 @@ SKEW_THRESHOLD_S = 2.0
 
 # Phases whose steps mean "a managed file or service differs from the spec". The others
 # (packages, storage, replication, pacemaker, vms) create things rather than correct drift.
-DRIFT_PHASES = ("network", "hosts", "firewall", "corosync", "libvirt", "fencing", "cib")
+DRIFT_PHASES = ("network", "hosts", "firewall", "qdevice", "corosync", "quorum", "libvirt",
+                "fencing", "cib")  # fmt: skip
 SAFE_NO_QUORUM = ("stop", "freeze", "demote")
 DRIFT_FIX = "hakvm plan SPEC to review, hakvm apply SPEC to restore"
-
-# advice: hardening that leaves the health as it is (a monitoring system is not paged for it)
-Severity = Literal["critical", "warning", "advice"]
-
-
-class Finding(BaseModel):
-    check: str = Field(description="short id, e.g. fencing-disabled")
-    severity: Severity
-    node: str | None = Field(description="the node it is on; null: cluster-wide or local")
-    message: str = Field(description="what is wrong (one line)")
-    fix: str = Field(description="the command or spec change that fixes it (one line)")
-
 
 class DoctorReport(BaseModel):
     cluster: str
@@ -79,16 +70,7 @@ class DoctorReport(BaseModel):
     skipped: list[str] = Field(description="checks that could not run, and why")
 
 
-class Skipped(Exception):
-    """A check's inputs are missing: it is reported as not run, never as passed."""
-
-
-def _critical(check: str, node: str | None, message: str, fix: str) -> Finding:
-    return Finding(check=check, severity="critical", node=node, message=message, fix=fix)
-
-
-def _warning(check: str, node: str | None, message: str, fix: str) -> Finding:
-    return Finding(check=check, severity="warning", node=node, message=message, fix=fix)
+_critical, _warning = critical, warning  # (ops/findings.py) as every check below names them
 
 
 # --- inputs --------------------------------------------------------------------------------------
@@ -634,6 +616,8 @@ def checks(spec: ClusterSpec, inputs: Inputs) -> list[Check]:
         ),
         Check(("clock-skew",), lambda: check_clock(spec, inputs.answers)),
         Check(("bond-degraded",), lambda: check_bonds(spec, inputs.reachable())),
+        Check((VOTE_ID,), lambda: check_qdevice_vote(spec, inputs.reachable())),
+        Check((CONFIG_ID,), lambda: check_qdevice_config(_facts(deployed))),
         Check(("local-secret-readable",), lambda: check_local_secrets(inputs.local_modes)),
         Check(("secret-readable",), lambda: check_node_secrets(spec, _facts(deployed))),
         Check(("proc-hidepid",), lambda: check_hidepid(spec, deployed)),

@@ -55,10 +55,12 @@ POLL_S = 5.0
 SAY_EVERY_S = 15.0
 # The new node gets everything its resources need (domain XML, libvirtd, the fence devices'
 # passwords) before its Pacemaker starts and probes them, and joins the survivor's DRBD
-# before its cluster stack starts. The CIB and the VMs are the survivor's: not touched.
+# before its cluster stack starts; with a quorum device, a copy of the survivor's qdevice
+# certificates, and its corosync-qdevice voting before Pacemaker starts. The CIB and the
+# VMs are the survivor's: not touched.
 REPLACE_ORDER = (
     "packages", "network", "hosts", "firewall", "libvirt", "fencing", "storage",
-    "replication", "corosync", "pacemaker",
+    "replication", "qdevice", "corosync", "quorum", "pacemaker",
 )  # fmt: skip
 REPLACE_PHASES: tuple[tuple[str, ph.Phase], ...] = tuple(
     (name, dict(ph.PHASES)[name]) for name in REPLACE_ORDER

@@ -33,6 +33,7 @@ from hakvm.remote.probes import (
     node_commands,
     parse_bonding,
     parse_cfgtool,
+    qdevice_vote,
     reach,
     view_command,
 )
@@ -45,6 +46,17 @@ VmState = Literal["running", "stopped", "failed", "multiple", "unknown"]
 # --- the report (its JSON Schema is `hakvm status --schema`) -----------------------------------
 
 
+class QdeviceStatus(BaseModel):
+    connected: bool = Field(description="its corosync-qdevice is connected to qnetd")
+    vote_cast: bool = Field(
+        description="its corosync-qdevice casts qnetd's vote (corosync-quorumtool -s: V)"
+    )
+    state: str | None = Field(
+        description="corosync-qdevice-tool -s: Connected, Connecting, Connect failed, "
+        "Disconnected; null: corosync-qdevice did not answer"
+    )
+
+
 class NodeStatus(BaseModel):
     name: str
     reachable: bool = Field(description="hakvm reached it over SSH")
@@ -53,6 +65,9 @@ class NodeStatus(BaseModel):
     quorate: bool | None = Field(None, description="its own partition has quorum")
     links: list[LinkStatus] = []
     bonds: list[BondStatus] = []
+    qdevice: QdeviceStatus | None = Field(
+        None, description="the quorum device's vote from this node (null: the spec has none)"
+    )
     error: str | None = None
 
 
@@ -120,7 +135,8 @@ async def gather(
         error = reached[node.name]
         if error is not None:
             return NodeAnswer(node.name, error=error)
-        commands = node_commands(bonds_of(node), view=node.name == viewer)
+        view, qdevice = node.name == viewer, session.spec.quorum_device is not None
+        commands = node_commands(bonds_of(node), view=view, qdevice=qdevice)
         return await ask_kept(session, node.name, [*commands, *extra], timeout)
 
     answers = {a.name: a for a in await asyncio.gather(*(ask(n) for n in session.spec.nodes))}
@@ -283,6 +299,18 @@ def _node_status(
     return status
 
 
+def _qdevice_status(node: NodeStatus, answer: NodeAnswer | None, found: _Problems) -> None:
+    if answer is None or answer.raw is None:
+        return
+    connected, voting, state = qdevice_vote(answer)
+    node.qdevice = QdeviceStatus(connected=connected, vote_cast=voting, state=state)
+    if node.state == "online" and not (connected and voting):
+        how = "casts no vote" if connected else f"is {state or 'not running'}"
+        found.degraded.append(
+            f"{node.name}: the quorum device {how}: a node failure now stops the survivor's VMs"
+        )
+
+
 def _cluster_wide(
     spec: ClusterSpec,
     answers: Mapping[str, NodeAnswer],
@@ -399,6 +427,9 @@ def assess(spec: ClusterSpec, answers: Mapping[str, NodeAnswer]) -> StatusReport
         )
         for nodeid, node in enumerate(spec.nodes, start=1)
     ]  # fmt: skip
+    if spec.quorum_device is not None:
+        for node in nodes:
+            _qdevice_status(node, answers.get(node.name), found)
     _cluster_wide(spec, answers, seen_from, state, found)
     drbd_by_node = {name: drbd_of(a) for name, a in answers.items() if a.raw is not None}
     vms = [_vm_status(vm, state, drbd_by_node, found) for vm in spec.vms]

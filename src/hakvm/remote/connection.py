@@ -95,8 +95,8 @@ class Remote(Protocol):
 
 
 class Endpoint(Protocol):
-    """What a connection needs of a node: its name and SSH target (a spec's node, or a
-    machine `hakvm init` surveys before any spec exists)."""
+    """What a connection needs of a machine: its name and SSH target (a spec's node, the
+    quorum device's qnetd host, or a machine `hakvm init` surveys before any spec exists)."""
 
     @property
     def name(self) -> str: ...
@@ -135,9 +135,12 @@ def quote_argv(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str
 class NodeConnection:
     """One node's SSH connection. `run` never raises on a non-zero exit unless `check`."""
 
-    def __init__(self, node: Endpoint, spec_dir: Path, connect_timeout: float = 20.0) -> None:
+    def __init__(
+        self, node: Endpoint, spec_dir: Path, connect_timeout: float = 20.0, field: str = ""
+    ) -> None:
         self.node = node
         self.name = node.name
+        self._field = field or f"nodes.{node.name}.ssh"  # the spec field of its SSH settings
         self._spec_dir = spec_dir
         self._connect_timeout = connect_timeout
         self._conn: asyncssh.SSHClientConnection | None = None
@@ -189,7 +192,7 @@ class NodeConnection:
     def _check_key(self, key: Path) -> None:
         """The spec's key file, read before any connection: KeyFileError (bad input, one
         line naming the field) if it is missing, garbage or passphrase-protected."""
-        field = f"nodes.{self.name}.ssh.key_file"
+        field = f"{self._field}.key_file"
         try:
             asyncssh.read_private_key(str(key))
         except OSError as exc:
@@ -256,9 +259,7 @@ class NodeConnection:
             redact(err.decode("utf-8", "replace")),
         )
         if check and not result.ok:
-            detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            last = detail[-1] if detail else f"exit {result.returncode}"
-            raise RemoteError(f"{self.name}: {shlex.join(argv)} failed: {last}")
+            raise command_failed(self.name, shlex.join(argv), result)
         return result
 
     async def stream(
@@ -315,6 +316,13 @@ class NodeConnection:
             stdin=content,
             check=True,
         )
+
+
+def command_failed(where: str, command: str, result: Result) -> RemoteError:
+    """One line: where, the command, and the last line it printed (or its exit code)."""
+    detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
+    last = detail[-1] if detail else f"exit {result.returncode}"
+    return RemoteError(f"{where}: {command} failed: {last}")
 
 
 # $1 path, $2 mode, $3 owner:group, stdin the content. The data and the rename are each on

@@ -17,10 +17,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from hakvm.redact import GENERATED, contains_placeholder, stand_in_digest
-from hakvm.remote import disks, drbd, pacemaker
+from hakvm.remote import disks, drbd, pacemaker, quorum
 from hakvm.remote.connection import NodeConnection
 from hakvm.remote.disks import Disks, parse_disks
 from hakvm.remote.drbd import DrbdResource, parse_drbdsetup_json, parse_proc_drbd
+from hakvm.remote.quorum import NodeCerts
 
 SECRET_LINE = b"shared-secret"  # a DRBD resource file's secret is on the lines holding it
 LVS_FIELDS = "lv_name,vg_name,lv_size,lv_attr,pool_lv,lv_tags"
@@ -105,6 +106,10 @@ class NodeFacts:
     domains: dict[str, str] = field(default_factory=dict)  # name -> state
     # libvirt has probed the QEMU binary (its capability cache); None: not asked
     qemu_caps_cached: bool | None = None
+    # corosync's running quorum configuration (`corosync-cmapctl -b quorum.`); None: not running
+    cmap_quorum: str | None = None
+    # the qdevice NSS database (read only for a spec with a quorum device)
+    qdevice_certs: NodeCerts | None = None
     # /proc hides other users' processes (hidepid); None: not known
     proc_hides_processes: bool | None = None
 
@@ -274,7 +279,7 @@ def parse_virsh_list(text: str) -> dict[str, str]:
 
 QEMU_CAPS_DIR = "/var/cache/libvirt/qemu/capabilities"
 SERVICES = ["corosync", "pacemaker", "libvirtd", "hakvm-firewall", "hakvm-metrics.timer",
-            "prometheus-node-exporter"]  # fmt: skip
+            "prometheus-node-exporter", "corosync-qdevice"]  # fmt: skip
 SERVICES_COMMAND = ["systemctl", "show", "-p", "Id,ActiveState,UnitFileState", "--", *SERVICES,
                     "libvirtd.socket"]  # fmt: skip
 
@@ -343,7 +348,10 @@ def secret_files_command(secret_paths: Iterable[str], masked_paths: Iterable[str
 
 
 def fact_commands(
-    paths: Iterable[str], secret_paths: Iterable[str] = (), masked_paths: Iterable[str] = ()
+    paths: Iterable[str],
+    secret_paths: Iterable[str] = (),
+    masked_paths: Iterable[str] = (),
+    qdevice: bool = False,
 ) -> list[tuple[str, list[str]]]:
     return [
         ("os_release", ["cat", "/etc/os-release"]),
@@ -362,6 +370,8 @@ def fact_commands(
         ("qemu_caps", ["find", QEMU_CAPS_DIR, "-name", "*.xml"]),
         *pacemaker.batch_commands(),
         ("proc_mount", ["findmnt", "-n", "-o", "OPTIONS", "/proc"]),
+        ("cmap_quorum", quorum.CMAP_QUORUM),
+        *(quorum.cert_commands() if qdevice else []),
     ]
 
 
@@ -371,13 +381,16 @@ async def gather_facts(
     minors: dict[int, str],
     secret_paths: Iterable[str] = (),
     masked_paths: Iterable[str] = (),
+    *,
+    qdevice: bool = False,
 ) -> NodeFacts:
     """Everything plan needs from one node, in one remote shell session. `paths` are read
-    whole; `secret_paths` and `masked_paths` (DRBD resource files) by hash only."""
+    whole; `secret_paths` and `masked_paths` (DRBD resource files) by hash only; `qdevice`:
+    the quorum device's state and certificates too."""
     facts = NodeFacts(conn.name)
     paths = sorted(set(paths))
     secret = sorted({*secret_paths, *masked_paths})
-    commands = fact_commands(paths, secret_paths, masked_paths)
+    commands = fact_commands(paths, secret_paths, masked_paths, qdevice)
     result = await conn.run(batch_argv(commands), timeout=300, check=True)
     return facts_from_batch(facts, parse_batch(result.stdout), paths, minors, secret)
 
@@ -417,4 +430,7 @@ def facts_from_batch(
     facts.cib = text("cib") or None
     facts.cib_on_disk = text("cib_disk") or None
     facts.crm_mon = text("crm_mon") or None
+    facts.cmap_quorum = text("cmap_quorum") or None
+    if "qdevice_ca" in batch:
+        facts.qdevice_certs = quorum.node_certs(batch)
     return facts

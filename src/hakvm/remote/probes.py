@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from hakvm.remote import drbd, pacemaker
+from hakvm.remote import drbd, pacemaker, quorum
 from hakvm.remote.connection import NodeConnection, Remote, RemoteError
 from hakvm.remote.drbd import DrbdResource
 from hakvm.remote.facts import batch_argv, parse_batch
@@ -53,6 +53,18 @@ class NodeAnswer:
         rc, out = self.raw.get(key, (1, b""))
         return out.decode("utf-8", "replace") if rc == 0 else ""
 
+    def output(self, key: str) -> str:
+        """What the command printed, whatever its exit code (corosync-quorumtool exits 2
+        when not quorate, and says so)."""
+        _, out = (self.raw or {}).get(key, (1, b""))
+        return out.decode("utf-8", "replace")
+
+
+def qdevice_vote(answer: NodeAnswer) -> tuple[bool, bool, str | None]:
+    """(connected to qnetd, casting the vote, qdevice's state) of the node that answered
+    (`node_commands` with `qdevice`)."""
+    return quorum.local_vote(answer.output("quorumtool"), answer.output("qdevice_tool"))
+
 
 @dataclass
 class TimedAnswer:
@@ -63,23 +75,26 @@ class TimedAnswer:
     received: float = 0.0
 
 
-def status_commands(bonds: list[str]) -> list[tuple[str, list[str]]]:
+def status_commands(bonds: list[str], qdevice: bool = False) -> list[tuple[str, list[str]]]:
     """doctor's batch: the clock, then everything `node_commands` asks (crm_mon included)."""
     return [
         # First, so it is read as close as possible to the moment the batch starts (doctor
         # bounds each node's clock offset by the batch's round trip).
         ("clock", ["date", "+%s.%N"]),
-        *node_commands(bonds, view=True),
+        *node_commands(bonds, view=True, qdevice=qdevice),
     ]
 
 
-def node_commands(bonds: list[str], *, view: bool) -> list[tuple[str, list[str]]]:
+def node_commands(
+    bonds: list[str], *, view: bool, qdevice: bool = False
+) -> list[tuple[str, list[str]]]:
     """status's batch for one node: Pacemaker's state (`view`: only on the node whose view
-    is read), corosync's links, DRBD, the bonds."""
+    is read), corosync's links, DRBD, the bonds, and (`qdevice`: the spec has a quorum
+    device) the device's vote and connection."""
     commands = [pacemaker.status_command()] if view else []
     commands += [("cfgtool", ["corosync-cfgtool", "-s"]), *drbd.state_commands()]
     commands += [(f"bond_{b}", ["cat", f"/proc/net/bonding/{b}"]) for b in bonds]
-    return commands
+    return commands + (quorum.status_commands() if qdevice else [])
 
 
 def view_command() -> list[tuple[str, list[str]]]:
@@ -108,8 +123,9 @@ async def ask_all(session: Session) -> dict[str, TimedAnswer]:
     """Every node of the session asked the status probes at once, each on a connection of
     its own (closed after)."""
     nodes = session.spec.nodes
+    qdevice = session.spec.quorum_device is not None
     answers = await asyncio.gather(
-        *(ask(session.fresh(n.name), status_commands(bonds_of(n))) for n in nodes)
+        *(ask(session.fresh(n.name), status_commands(bonds_of(n), qdevice)) for n in nodes)
     )
     return {a.answer.name: a for a in answers}
 

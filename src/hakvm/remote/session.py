@@ -7,15 +7,23 @@ It knows the spec, the directory its file names are relative to, each node's con
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from hakvm.errors import InputError
-from hakvm.remote.connection import Endpoint, NodeConnection, RemoteError, UnreachableError
+from hakvm.remote.connection import (
+    Endpoint,
+    NodeConnection,
+    Remote,
+    RemoteError,
+    UnreachableError,
+)
+from hakvm.remote.qnetd import STANDARD, LocalUser, QnetdCa
 from hakvm.spec.models import ClusterSpec, Node, SshTarget
-from hakvm.spec.paths import spec_dir
+from hakvm.spec.paths import resolve, spec_dir
 
 CONNECT_TIMEOUT_S = 20.0  # an SSH handshake on a loaded emulated node can take 10 s
 
@@ -26,7 +34,8 @@ class UnknownNodeError(InputError):
 
 @dataclass(frozen=True)
 class Target:
-    """A machine reached before any spec names it (`hakvm init`): a name and how to log in."""
+    """A machine that is not a spec's node: one `hakvm init` reaches before any spec names
+    it, or the quorum device's qnetd host (a third machine): a name and how to log in."""
 
     name: str
     ssh: SshTarget
@@ -63,6 +72,7 @@ class Session:
         self.spec_dir = spec_dir(spec_path)
         self.connect_timeout = connect_timeout
         self.conns: dict[str, NodeConnection] = {}
+        self.qnetd_conn: NodeConnection | None = None
 
     @property
     def names(self) -> list[str]:
@@ -122,9 +132,30 @@ class Session:
         finally:
             await conn.close()
 
+    async def qnetd(self) -> tuple[Remote, QnetdCa]:
+        """The quorum device's qnetd host, and where its CA is: over SSH (connected now, as
+        root: a standard qnetd host), or this machine as the user qnetd runs as (the lab)."""
+        qd = self.spec.quorum_device
+        if qd is None:
+            raise InputError("quorum_device: the spec has none")
+        if qd.local is not None:
+            database = os.path.realpath(resolve(self.spec_dir, qd.local.nss_db))
+            return LocalUser(qd.local.user), QnetdCa(database, wrapper=False)
+        assert qd.ssh is not None  # the spec allows exactly one of local and ssh
+        if self.qnetd_conn is None:
+            endpoint = Target(f"qnetd host {qd.ssh.host}", qd.ssh)
+            conn = NodeConnection(
+                endpoint, self.spec_dir, self.connect_timeout, field="quorum_device.ssh"
+            )
+            self.qnetd_conn = await conn.connect()
+        return self.qnetd_conn, STANDARD
+
     async def close(self) -> None:
         await asyncio.gather(*(conn.close() for conn in self.conns.values()))
         self.conns.clear()
+        if self.qnetd_conn is not None:
+            await self.qnetd_conn.close()
+            self.qnetd_conn = None
 
     async def __aenter__(self) -> Session:
         return self

@@ -39,8 +39,8 @@ from hakvm.render.base import CLUSTER, RenderContext, Rendered, RenderedFile
 from hakvm.render.drbd import resync_attribute
 from hakvm.render.libvirt import domain_path, qcow2_dir
 from hakvm.render.migration import SUFFIX as MIGRATION_SUFFIX
-from hakvm.spec.derive import uses_static_delay
-from hakvm.spec.models import DiskMode, Node, Vm
+from hakvm.spec.derive import race_protection, uses_static_delay
+from hakvm.spec.models import DiskMode, FenceRaceProtection, Node, Vm
 
 RENDERER = "cib"
 CIB_PATH = "cib.xml"
@@ -246,7 +246,7 @@ def _fence_device(ctx: RenderContext, node: Node) -> Primitive | None:
         if node.name == ctx.derived.preferred_survivor and timing.fence_delay_s > 0:
             # Fencing the preferred survivor waits, so in a split it shoots first and wins.
             params.append(("pcmk_delay_base", _s(timing.fence_delay_s)))
-    elif timing.fence_delay_s > 1:
+    elif race_protection(ctx.spec) is not None and timing.fence_delay_s > 1:
         # With priority-fencing-delay, equal priorities (say, no VM running) would still let
         # both nodes shoot at once; a small random delay breaks that tie (crmsh's recipe).
         params.append(("pcmk_delay_max", _s(timing.fence_delay_s // 2)))
@@ -330,7 +330,7 @@ def _virtual_domain(ctx: RenderContext, vm: Vm) -> Primitive:
     meta: list[tuple[str, str]] = [("target-role", "Started" if vm.autostart else "Stopped")]
     if block:
         meta.append(("allow-migrate", "true"))
-    if not uses_static_delay(ctx.spec):
+    if race_protection(ctx.spec) is FenceRaceProtection.PRIORITY:
         meta.append(("priority", str(VM_PRIORITY)))
     ops = [
         Op("monitor", _s(timing.monitor_interval_s), _s(timing.monitor_timeout_s)),
@@ -454,8 +454,14 @@ def model(ctx: RenderContext) -> ClusterModel:
         properties.append(("load-threshold", f"{timing.load_threshold_pct}%"))
     if timing.node_action_limit is not None:
         properties.append(("node-action-limit", str(timing.node_action_limit)))
-    if not uses_static_delay(spec):
+    protection = race_protection(spec)
+    if protection is FenceRaceProtection.PRIORITY:
         properties.append(("priority-fencing-delay", _s(timing.fence_delay_s)))
+    elif protection is None:
+        # A quorum device decides a split: the half without qnetd's vote loses quorum and
+        # cannot fence, so no delay is needed. Written as 0 (not left out): apply keeps live
+        # properties it does not render, and a delay from before the qdevice must go.
+        properties.append(("priority-fencing-delay", "0s"))
 
     fence_devices: list[Primitive] = []
     scripts: dict[str, str] = {}

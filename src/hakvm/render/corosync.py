@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hakvm.render.base import RenderContext, Rendered, RenderedFile, templates
+from hakvm.spec.derive import tie_breaker
+from hakvm.spec.models import ClusterSpec
 
 PATH = "/etc/corosync/corosync.conf"
 KEYFILE = "/etc/corosync/authkey"
@@ -28,6 +30,35 @@ class _Node:
     name: str
     nodeid: int
     addresses: tuple[str, ...]  # index = knet link number (ring<N>_addr)
+
+
+@dataclass(frozen=True)
+class _Heuristics:
+    mode: str
+    commands: tuple[tuple[str, str], ...]  # (name, command line: no character needs quoting)
+
+
+@dataclass(frozen=True)
+class _Device:
+    host: str
+    port: int
+    algorithm: str
+    tie_breaker: str  # lowest, highest or a nodeid
+    tls: str
+    heuristics: _Heuristics | None
+
+
+def _device(spec: ClusterSpec) -> _Device | None:
+    qd = spec.quorum_device
+    if qd is None:
+        return None
+    heuristics = None
+    if qd.heuristics is not None:
+        heuristics = _Heuristics(
+            qd.heuristics.mode.value,
+            tuple((c.name, " ".join(c.argv)) for c in qd.heuristics.commands),
+        )
+    return _Device(qd.host, qd.port, qd.algorithm.value, tie_breaker(spec), qd.tls, heuristics)
 
 
 def render_text(ctx: RenderContext) -> str:
@@ -69,6 +100,7 @@ def render_text(ctx: RenderContext) -> str:
             keyfile=KEYFILE,
             links=links,
             nodes=nodes,
+            device=_device(spec),
         )
     )
 

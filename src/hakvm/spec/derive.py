@@ -191,5 +191,31 @@ def derive(spec: ClusterSpec, existing_minors: Mapping[str, int] | None = None) 
     )
 
 
+def race_protection(spec: ClusterSpec) -> FenceRaceProtection | None:
+    """How a fence race between the two halves of a split is decided in the CIB; None with a
+    quorum device: the half without qnetd's vote loses quorum and cannot fence at all."""
+    if spec.quorum_device is not None:
+        return None
+    return spec.cluster.fencing.race_protection
+
+
 def uses_static_delay(spec: ClusterSpec) -> bool:
-    return spec.cluster.fencing.race_protection is FenceRaceProtection.STATIC_DELAY
+    return race_protection(spec) is FenceRaceProtection.STATIC_DELAY
+
+
+def tie_breaker(spec: ClusterSpec) -> str:
+    """quorum.device.net.tie_breaker: lowest, highest, or the named node's corosync nodeid
+    (position in the spec from 1, as the corosync renderer numbers them)."""
+    wanted = spec.quorum_device.tie_breaker if spec.quorum_device else "lowest"
+    names = [n.name for n in spec.nodes]
+    return str(names.index(wanted) + 1) if wanted in names else wanted
+
+
+def tie_breaker_node(spec: ClusterSpec) -> str:
+    """The node ffsplit gives the vote to when both halves are equal (and both reach qnetd)."""
+    rule = tie_breaker(spec)
+    if rule == "lowest":
+        return spec.nodes[0].name
+    if rule == "highest":
+        return spec.nodes[-1].name
+    return spec.nodes[int(rule) - 1].name

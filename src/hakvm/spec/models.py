@@ -34,6 +34,8 @@ Name = Annotated[str, Field(pattern=NAME_RE, description="lower-case letters, di
 IfName = Annotated[str, Field(pattern=IFNAME_RE, description="a Linux interface name")]
 VlanName = Annotated[str, Field(pattern=VLAN_RE, description="<parent>.<VLAN id>, e.g. bond0.20")]
 Port = Annotated[int, Field(ge=1, le=65535)]
+# corosync's totem.join default (ms); hakvm never sets join, so this is the cluster's value.
+COROSYNC_JOIN_MS = 50
 
 
 class Model(BaseModel):
@@ -74,7 +76,12 @@ class FenceRaceProtection(StrEnum):
 class Timing(Model):
     token_ms: int = Field(3000, ge=1000, le=60000, description="corosync totem token timeout (ms)")
     consensus_ms: int | None = Field(
-        None, ge=1200, le=72000, description="corosync consensus timeout; default 1.2 x token"
+        None,
+        ge=1,
+        le=72000,
+        description="corosync consensus timeout; default 1.2 x token. Two nodes: any value "
+        f"above the join timeout ({COROSYNC_JOIN_MS} ms) is safe, below the token included "
+        "(corosync.conf(5))",
     )
     fence_delay_s: int = Field(
         10,
@@ -122,14 +129,20 @@ class Timing(Model):
     )
     migrate_timeout_s: int = Field(300, ge=10, le=7200)
 
-    @model_validator(mode="after")
-    def _consensus_above_token(self) -> Timing:
-        if self.consensus_ms is not None and self.consensus_ms < int(self.token_ms * 1.2):
+    @field_validator("consensus_ms")
+    @classmethod
+    def _consensus_above_join(cls, value: int | None) -> int | None:
+        # corosync.conf(5), consensus: "For two node clusters, a consensus larger than the
+        # join timeout but less than token is safe." (Its "minimum value for consensus must
+        # be 1.2 * token" describes the default: corosync 3 only refuses a consensus below
+        # the join timeout, exec/totemconfig.c totem_volatile_config_validate, 3.1.7.)
+        if value is not None and value <= COROSYNC_JOIN_MS:
             raise ValueError(
-                f"consensus_ms {self.consensus_ms} is below 1.2 x token_ms "
-                f"({int(self.token_ms * 1.2)}); corosync refuses it: raise it or leave it unset"
+                f"{value} is not above corosync's join timeout ({COROSYNC_JOIN_MS} ms); "
+                "corosync.conf(5) calls any consensus above it safe for two nodes, below "
+                "the token included: raise it or leave it unset (1.2 x token)"
             )
-        return self
+        return value
 
 
 class Fencing(Model):
@@ -350,6 +363,156 @@ class Replication(Model):
     _network = field_validator("network", mode="before")(_strict_network)
 
 
+# --- the quorum device (corosync-qdevice, voting through a corosync-qnetd on a third host) ---
+
+# A heuristics argument: corosync-qdevice splits exec_NAME values itself (quotes and
+# backslashes have meaning there) and runs them with execv, never a shell; hakvm allows no
+# character that would need quoting.
+HEURISTIC_ARG_RE = r"^[A-Za-z0-9_@%+=:,./-]+$"
+
+
+class QdeviceAlgorithm(StrEnum):
+    FFSPLIT = "ffsplit"  # fifty-fifty split: the vote goes to one partition (even node counts)
+    LMS = "lms"  # last man standing: any single node that still reaches qnetd gets it
+
+
+class HeuristicsMode(StrEnum):
+    SYNC = "sync"  # at start, membership change and (re)connect to qnetd
+    ON = "on"  # also every interval
+    OFF = "off"
+
+
+class HeuristicCommand(Model):
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        description="names the check (corosync quorum.device.heuristics.exec_<name>)",
+    )
+    argv: list[str] = Field(
+        min_length=1,
+        max_length=16,
+        description="the command: an absolute path, then its arguments (letters, digits and "
+        "_@%+=:,./- only); run by corosync-qdevice with execv, no shell; exit 0 = pass",
+    )
+
+    @field_validator("argv")
+    @classmethod
+    def _strict_argv(cls, value: list[str]) -> list[str]:
+        if not value[0].startswith("/"):
+            raise ValueError(
+                f"{value[0]!r} is not an absolute path: corosync-qdevice runs the command "
+                "with execv (no PATH, no shell); write e.g. /usr/bin/ping"
+            )
+        for arg in value:
+            if not re.fullmatch(HEURISTIC_ARG_RE, arg):
+                raise ValueError(
+                    f"{arg!r}: a heuristics argument may hold letters, digits and _@%+=:,./- "
+                    "only (no spaces, quotes or shell syntax: there is no shell)"
+                )
+        return value
+
+
+class Heuristics(Model):
+    mode: HeuristicsMode = Field(
+        HeuristicsMode.SYNC,
+        description="sync: at start, membership change and qnetd (re)connect; on: also "
+        "periodically; off: disabled",
+    )
+    commands: list[HeuristicCommand] = Field(
+        min_length=1,
+        max_length=32,
+        description="all must pass for this node's partition to score (e.g. ping the gateway)",
+    )
+
+    @field_validator("commands")
+    @classmethod
+    def _unique_names(cls, value: list[HeuristicCommand]) -> list[HeuristicCommand]:
+        names = [c.name for c in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"command name {twice[0]!r} is used twice; names must be unique")
+        return value
+
+
+class QnetdLocal(Model):
+    nss_db: Path = Field(
+        description="qnetd's NSS database on this machine (the lab: `hakvm lab up` links "
+        "it into the lab's state dir as qnetd-nssdb)"
+    )
+    user: str = Field(
+        pattern=r"^[a-z_][a-z0-9_-]*$",
+        description="the user qnetd runs as and owns the database: certutil runs as it",
+    )
+
+
+class QuorumDevice(Model):
+    host: str = Field(
+        description="address or DNS name of the qnetd host as the nodes reach it "
+        "(quorum.device.net.host): a third machine, never a cluster node"
+    )
+    port: Port = Field(5403, description="qnetd's TCP port")
+    algorithm: QdeviceAlgorithm = QdeviceAlgorithm.FFSPLIT
+    tie_breaker: str = Field(
+        "lowest",
+        description="who gets the vote when both halves are equal: lowest or highest node "
+        "id, or a node name",
+    )
+    tls: Literal["on", "required"] = Field(
+        "required",
+        description="required: TLS or no connection; on: TLS if qnetd offers it (apply "
+        "always sets up the certificates, off is not offered)",
+    )
+    heuristics: Heuristics | None = None
+    ssh: SshTarget | None = Field(
+        None,
+        description="how hakvm reaches the qnetd host to sign the cluster's certificate "
+        "(host key checked against known_hosts, as for the nodes)",
+    )
+    local: QnetdLocal | None = Field(
+        None,
+        description="instead of ssh, when qnetd runs on the machine hakvm runs on (the "
+        "lab): sign with its NSS database directly, as the user qnetd runs as",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _strict_host(cls, value: str) -> str:
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            address = None
+        if address is None:
+            if not is_host_address(value):  # a DNS name: written into corosync.conf as is
+                raise ValueError(
+                    f"{value!r} is neither an IP address nor a DNS name; write e.g. "
+                    "192.0.2.10 or qnetd.example.org"
+                )
+            if value.lower() == "localhost":
+                raise ValueError("'localhost' is each node itself: name the qnetd host")
+            return value
+        if address.is_loopback or address.is_unspecified or address.is_multicast:
+            raise ValueError(
+                f"{value} is not a host the nodes can reach as a third machine (loopback, "
+                "unspecified or multicast): give the qnetd host's own address"
+            )
+        return value
+
+    @field_validator("tie_breaker")
+    @classmethod
+    def _tie_breaker(cls, value: str) -> str:
+        if value in ("lowest", "highest") or re.fullmatch(NAME_RE, value):
+            return value
+        raise ValueError(f"{value!r} is not allowed; use lowest, highest or a node name")
+
+    @model_validator(mode="after")
+    def _one_way_to_sign(self) -> QuorumDevice:
+        if (self.ssh is None) == (self.local is None):
+            raise ValueError(
+                "give exactly one of ssh (the qnetd host's SSH target, where its CA signs "
+                "the cluster's certificate) or local (qnetd on this machine: the lab)"
+            )
+        return self
+
+
 class DiskMode(StrEnum):
     BLOCK = "block"  # the DRBD device is the VM disk: live migration possible
     QCOW2_ON_XFS = "qcow2-on-xfs"  # the original recipe: restart-only failover
@@ -459,6 +622,11 @@ class ClusterSpec(Model):
     allow_memory_overcommit: bool = Field(
         False,
         description="turn 'one node cannot hold every VM after a failover' into a warning",
+    )
+    quorum_device: QuorumDevice | None = Field(
+        None,
+        description="a corosync-qnetd on a third host decides which half of a split keeps "
+        "quorum: replaces two_node and the fence delay",
     )
 
     @field_validator("nodes")

@@ -231,6 +231,7 @@ class _Checks:
             self.memory,
             self.vm_networks,
             self.derived_values,
+            self.quorum_device,
             self.secrets,
             self.monitoring,
         ):
@@ -497,18 +498,40 @@ class _Checks:
             if port > 65535:
                 self.error(("cluster", "ports", "drbd_base"), f"DRBD port of {name} is above 65535")
 
+    def quorum_device(self) -> None:
+        qd = self.spec.quorum_device
+        if qd is None:
+            return
+        for severity, path, message in quorum_device_problems(self.spec):
+            (self.error if severity is Severity.ERROR else self.warn)(path, message)
+        cluster = self.spec.cluster
+        ignored = [
+            (("cluster", "fencing", name), name)
+            for name in sorted(cluster.fencing.model_fields_set)
+        ]
+        if "fence_delay_s" in cluster.timing.model_fields_set:
+            ignored.append((("cluster", "timing", "fence_delay_s"), "fence_delay_s"))
+        for path, name in ignored:
+            self.warn(
+                path,
+                f"{name} is ignored with a quorum device: qnetd's vote decides a split (the "
+                "other half cannot fence), no fence delay is configured; remove it",
+            )
+
     def secrets(self) -> None:
         base = self.loaded.path.parent
+        files: list[tuple[PathKey, Path, str]] = []
         for i, node in enumerate(self.spec.nodes):
-            files: list[tuple[PathKey, Path, str]] = [
-                (("nodes", i, "ssh", "key_file"), node.ssh.key_file, "SSH key"),
-            ]
+            files.append((("nodes", i, "ssh", "key_file"), node.ssh.key_file, "SSH key"))
             if node.bmc is not None:
                 files.append(
                     (("nodes", i, "bmc", "password_file"), node.bmc.password_file, "BMC password")
                 )
-            for path, file, what in files:
-                self._check_secret(path, resolve(base, file), what)
+        qd = self.spec.quorum_device
+        if qd is not None and qd.ssh is not None:
+            files.append((("quorum_device", "ssh", "key_file"), qd.ssh.key_file, "SSH key"))
+        for path, file, what in files:
+            self._check_secret(path, resolve(base, file), what)
 
     def monitoring(self) -> None:
         mon = self.spec.monitoring
@@ -539,6 +562,57 @@ class _Checks:
                 f"{what} file {file} is readable by group/others (mode "
                 f"{stat.S_IMODE(mode):04o}); run chmod 600",
             )
+
+
+def quorum_device_problems(spec: ClusterSpec) -> list[tuple[Severity, PathKey, str]]:
+    """The quorum device's cross-field rules: the qnetd host is a third machine (a node
+    cannot break its own tie), its tie-breaker a node, and what the device implies."""
+    qd = spec.quorum_device
+    if qd is None:
+        return []
+    found: list[tuple[Severity, PathKey, str]] = []
+
+    def error(path: PathKey, message: str) -> None:
+        found.append((Severity.ERROR, ("quorum_device", *path), message))
+
+    third = "the qnetd host is a third machine, never a cluster node"
+    for node in spec.nodes:
+        owned = {str(a.ip) for a in node_addresses(node)} | {node.name, node.ssh.host}
+        if qd.host in owned and not _loopback(qd.host):
+            error(("host",), f"{qd.host} is {node.name}'s address: {third}")
+        ssh = qd.ssh
+        if ssh is not None and (ssh.host, ssh.port) == (node.ssh.host, node.ssh.port):
+            error(("ssh",), f"{ssh.host}:{ssh.port} is {node.name}'s SSH target: {third}")
+    names = [n.name for n in spec.nodes]
+    if qd.tie_breaker not in ("lowest", "highest", *names):
+        choices = f"lowest, highest or {', '.join(names)}"
+        error(("tie_breaker",), f"{qd.tie_breaker!r} is not a node; use {choices}")
+    policy = spec.cluster.no_quorum_policy
+    if policy != "stop":
+        found.append(
+            (
+                Severity.ERROR,
+                ("cluster", "no_quorum_policy"),
+                f"{policy!r} with a quorum device: the half that loses quorum must stop its "
+                "VMs (the other half fences it and starts them); set it to stop",
+            )
+        )
+    if qd.heuristics is not None and qd.heuristics.mode.value == "off":
+        found.append(
+            (
+                Severity.WARNING,
+                ("quorum_device", "heuristics", "mode"),
+                "off: the commands never run; remove them or use sync",
+            )
+        )
+    return found
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def replication_exposure(spec: ClusterSpec, derived: Derived) -> list[tuple[PathKey, str, str]]:

@@ -1,0 +1,379 @@
+"""The quorum device's drills, and what they read (docs/qdevice.md, docs/drills.md).
+
+scenarios.py has those built on its shared bodies (qnetd-down, partition-with-qdevice,
+node-crash-with-qdevice, isolated-node); this module holds qnetd-down-then-crash, the one
+whose outcome is no recovery at all (until qnetd is back), and the helpers they share.
+
+With a quorum device a split is decided by qnetd's vote: the half that gets it has 2 of 3
+votes, keeps quorum and fences the other; the other half has 1 and, with
+no-quorum-policy=stop, stops its VMs and cannot fence. No fencing delay is configured.
+The price: qnetd down plus a node down leaves the survivor 1 of 3, and it stops its VMs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from hakvm.drill.faults import Faults
+from hakvm.drill.harness import Cluster, DrillError, DrillResult, Say, fence_successes
+from hakvm.drill.timeline import Event, Fault, Fenced, QuorumLost, Running, VmsStopped
+from hakvm.remote import pacemaker
+from hakvm.remote.connection import RemoteError
+from hakvm.remote.pacemaker import ClusterState
+from hakvm.remote.quorum import QUORUMTOOL, QuorumView, fence_delays, parse_quorumtool
+from hakvm.spec.derive import tie_breaker_node
+from hakvm.spec.models import ClusterSpec, QuorumDevice
+
+POLL_S = 5  # as scenarios.POLL_S: crm_mon is seconds of CPU on a TCG node
+VOTE_GONE_S = 120.0  # qdevice notices a lost qnetd within its heartbeat (8 s) and timeouts
+
+
+Drill = Callable[[Cluster, Faults, float, Say], Awaitable[DrillResult]]
+Action = Callable[[], Awaitable[None]]
+
+
+class Recover(Protocol):
+    """scenarios.py's node failure body: fault, watch, verdicts, witness, rejoin."""
+
+    async def __call__(
+        self,
+        cluster: Cluster,
+        result: DrillResult,
+        *,
+        bound: float,
+        say: Say,
+        inject: Callable[[str], Awaitable[None]],
+        victim: str,
+        heal: Action | None = None,
+    ) -> None: ...
+
+
+class Partition(Protocol):
+    """scenarios.py's every-link-cut body, `victim` the half that must lose."""
+
+    async def __call__(
+        self,
+        cluster: Cluster,
+        faults: Faults,
+        bound: float,
+        say: Say,
+        result: DrillResult,
+        *,
+        victim: str,
+    ) -> DrillResult: ...
+
+
+class Quiet(Protocol):
+    """scenarios.py's body of a fault that must change nothing."""
+
+    async def __call__(
+        self, cluster: Cluster, scenario: str, *, cut: Action, what: str, faults: Faults, say: Say
+    ) -> DrillResult: ...
+
+
+class Place(Protocol):
+    """scenarios.py's set-up that puts a VM on a node first (a fault must move something)."""
+
+    async def __call__(
+        self, cluster: Cluster, node: str, result: DrillResult, say: Say, *, why: str,
+        at: float = 0.0,
+    ) -> None: ...  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Bodies:
+    """The shared drill bodies of scenarios.py (private there), handed to these drills."""
+
+    recover: Recover
+    partition: Partition
+    quiet: Quiet
+    place: Place
+
+
+def drills(bodies: Bodies) -> dict[str, Drill]:
+    """The quorum device's drills, in the order `--all` runs them (with a device only)."""
+
+    async def qnetd_down(cluster: Cluster, faults: Faults, _: float, say: Say) -> DrillResult:
+        """qnetd stopped: 2 of 3 votes remain, nothing moves, status says degraded."""
+        require_qdevice(cluster.spec, "qnetd-down")
+        return await bodies.quiet(
+            cluster, "qnetd-down", cut=faults.qnetd_down,
+            what="qnetd (the quorum device's server)", faults=faults, say=say,
+        )  # fmt: skip
+
+    async def partition(cluster: Cluster, faults: Faults, bound: float, say: Say) -> DrillResult:
+        return await partition_with_qdevice(bodies, cluster, faults, bound, say)
+
+    async def crash(cluster: Cluster, faults: Faults, bound: float, say: Say) -> DrillResult:
+        return await node_crash_with_qdevice(bodies, cluster, faults, bound, say)
+
+    async def isolated(cluster: Cluster, faults: Faults, bound: float, say: Say) -> DrillResult:
+        return await isolated_node(bodies, cluster, faults, bound, say)
+
+    return {
+        "qnetd-down": qnetd_down,
+        "partition-with-qdevice": partition,
+        "node-crash-with-qdevice": crash,
+        "isolated-node": isolated,
+        "qnetd-down-then-crash": qnetd_down_then_crash,
+    }
+
+
+async def partition_with_qdevice(
+    bodies: Bodies, cluster: Cluster, faults: Faults, bound: float, say: Say
+) -> DrillResult:
+    """Every heartbeat link cut, qnetd up: its vote goes to one half (the tie-breaker's), the
+    other half loses quorum and cannot fence; no delay anywhere, no race."""
+    spec = cluster.spec
+    require_qdevice(spec, "partition-with-qdevice")
+    survivor = tie_breaker_node(spec)
+    victim = cluster.other(survivor)
+    delays = await configured_delays(cluster, survivor)
+    pids = await qemu_pids_on(cluster, survivor)
+    attempts = fence_attempts(await cluster.state(survivor), survivor)
+    result = DrillResult("partition-with-qdevice")
+    await bodies.partition(cluster, faults, bound, say, result, victim=victim)
+    check_no_delay(result, delays, victim, spec.cluster.timing.stonith_timeout_s)
+    after = await qemu_pids_on(cluster, survivor)
+    kept = {vm: after.get(vm) for vm in pids}
+    result.check("the winning half's VMs kept running", kept == pids, f"{pids} -> {kept}")
+    tried = fence_attempts(await cluster.state(survivor), survivor) - attempts
+    result.check("the losing half fenced nobody", not tried, f"attempts on {survivor}: {tried}")
+    return result
+
+
+async def node_crash_with_qdevice(
+    bodies: Bodies, cluster: Cluster, faults: Faults, bound: float, say: Say
+) -> DrillResult:
+    """The first node crashes (the one a static delay protects, so its fencing waited): with
+    a quorum device the survivor has 2 of 3 votes and fences it at once."""
+    spec = cluster.spec
+    require_qdevice(spec, "node-crash-with-qdevice")
+    result = DrillResult("node-crash-with-qdevice")
+    victim = spec.nodes[0].name
+    await bodies.place(cluster, victim, result, say, why="whose crash this drill is")
+    delays = await configured_delays(cluster, cluster.other(victim))
+    await bodies.recover(cluster, result, bound=bound, say=say, inject=faults.crash, victim=victim)
+    check_no_delay(result, delays, victim, spec.cluster.timing.stonith_timeout_s)
+    return result
+
+
+async def isolated_node(
+    bodies: Bodies, cluster: Cluster, faults: Faults, bound: float, say: Say
+) -> DrillResult:
+    """The node an equal split would keep (the tie-breaker's) cut off from its peer and from
+    qnetd: it loses quorum and stops its VMs; the other half gets the vote, fences it and
+    runs its VMs."""
+    require_qdevice(cluster.spec, "isolated-node")
+    result = DrillResult("isolated-node")
+    victim = tie_breaker_node(cluster.spec)
+    other = cluster.other(victim)
+    await bodies.place(cluster, victim, result, say, why="which loses quorum")
+    seen = await cluster.state(other)
+    before = {n.name: fence_successes(seen, n.name) for n in cluster.spec.nodes}
+    stop = asyncio.Event()
+    watch: list[asyncio.Task[None]] = []
+
+    async def isolate(node: str) -> None:
+        started = time.monotonic()
+        await faults.isolate(node)
+        watch.append(asyncio.create_task(watch_quorum_loss(cluster, node, result, started, stop)))
+
+    try:
+        await bodies.recover(
+            cluster, result, bound=bound, say=say, inject=isolate, victim=victim, heal=faults.heal
+        )
+    finally:
+        stop.set()
+        await asyncio.gather(*watch, return_exceptions=True)
+        await faults.heal()
+    marks = ((QuorumLost(victim), "lost quorum"), (VmsStopped(victim), "stopped its VMs"))
+    for mark, what in marks:
+        at = result.timeline.at(mark)
+        result.check(f"the isolated node {what}", at is not None, f"{victim} at {at}s")
+    seen = await cluster.state(other)
+    fenced = [n.name for n in cluster.spec.nodes if fence_successes(seen, n.name) - before[n.name]]
+    result.check("exactly one node fenced", fenced == [victim], f"fenced: {fenced}")
+    return result
+
+
+def require_qdevice(spec: ClusterSpec, scenario: str) -> QuorumDevice:
+    if spec.quorum_device is None:
+        raise DrillError(
+            f"drill {scenario}: the spec has no quorum_device (e.g. examples/lab-qdevice.yaml)"
+        )
+    return spec.quorum_device
+
+
+async def configured_delays(cluster: Cluster, node: str) -> list[str]:
+    """The fencing delays the live CIB configures (a quorum device needs none)."""
+    return fence_delays(await pacemaker.live_cib(await cluster.conn(node)))
+
+
+async def quorum_view(cluster: Cluster, node: str) -> QuorumView | None:
+    try:
+        answer = await (await cluster.conn(node)).run(QUORUMTOOL, timeout=60)
+    except RemoteError:
+        await cluster.drop(node)
+        return None
+    return parse_quorumtool(answer.stdout)
+
+
+async def qemu_pids_on(cluster: Cluster, node: str) -> dict[str, str]:
+    """VM -> QEMU pid of the VMs running on `node` (a restart changes the pid)."""
+    return {
+        vm: where.split(":", 1)[1]
+        for vm, where in (await cluster.qemu_pids()).items()
+        if where.startswith(f"{node}:")
+    }
+
+
+def fence_attempts(state: ClusterState | None, target: str) -> set[str]:
+    """Every fencing of `target` in the history, whatever its outcome."""
+    return {e.completed for e in state.fencing if e.target == target} if state else set()
+
+
+def check_no_delay(result: DrillResult, delays: list[str], victim: str, timeout_s: int) -> None:
+    """A quorum device needs no fencing delay: none configured, and the victim fenced in the
+    fence agent's first attempt (within stonith-timeout of the fault)."""
+    result.check("no fence delay configured", not delays, "; ".join(delays) or "none in the CIB")
+    fenced = result.timeline.at(Fenced(victim))
+    result.check(
+        "fenced without a delay",
+        fenced is not None and fenced <= timeout_s,
+        f"{victim} fenced {fenced}s after the fault (stonith-timeout {timeout_s}s)",
+    )
+
+
+async def watch_quorum_loss(
+    cluster: Cluster, node: str, result: DrillResult, started: float, stop: asyncio.Event
+) -> None:
+    """Poll `node`'s own view until it is gone (fenced) or `stop`: when it loses quorum,
+    and when none of the spec's VMs is active on it any more."""
+    vms = [vm.name for vm in cluster.spec.vms]
+    while not stop.is_set():
+        state = await cluster.state(node)
+        if state is None and result.timeline.at(QuorumLost(node)) is not None:
+            return  # gone (fenced), after losing quorum
+        now = time.monotonic() - started
+        if state is not None and not state.quorate:
+            result.timeline.mark(now, QuorumLost(node))
+            mine = [v for v in vms if (r := state.resources.get(v)) and node in r.active_on]
+            if not mine:
+                result.timeline.mark(now, VmsStopped(node))
+                return
+        try:
+            await asyncio.wait_for(stop.wait(), POLL_S)
+        except TimeoutError:
+            continue
+
+
+async def _until_not_voting(cluster: Cluster, node: str, result: DrillResult, t0: float) -> bool:
+    deadline = time.monotonic() + VOTE_GONE_S
+    while time.monotonic() < deadline:
+        view = await quorum_view(cluster, node)
+        if view is not None and not view.device_voting:
+            result.timeline.mark(time.monotonic() - t0, Event("the quorum device stopped voting"))
+            result.check(
+                "quorum kept without qnetd",
+                view.quorate,
+                f"{node}: {view.total_votes} vote(s), quorum {view.quorum}, quorate {view.quorate}",
+            )
+            return True
+        await asyncio.sleep(POLL_S)
+    return False
+
+
+async def qnetd_down_then_crash(  # noqa: PLR0915 - set-up, two faults, the watch and the recovery of one story, in order
+    cluster: Cluster, faults: Faults, bound: float, say: Say
+) -> DrillResult:
+    """qnetd stopped, then a node crashes: the survivor has 1 of 3 votes, loses quorum and
+    stops its VMs (no-quorum-policy=stop); it fences nobody and starts nothing. Once qnetd
+    is back it has 2 of 3, fences the crashed node (already off) and runs every VM."""
+    require_qdevice(cluster.spec, "qnetd-down-then-crash")
+    result = DrillResult("qnetd-down-then-crash")
+    victim = await cluster.victim()
+    survivor = cluster.other(victim)
+    placement = await cluster.placement(survivor)
+    kept = [vm for vm, nodes in placement.items() if nodes == [survivor]]
+    before = await cluster.state(survivor)
+    attempts = {n.name: fence_attempts(before, n.name) for n in cluster.spec.nodes}
+    t0 = time.monotonic()
+
+    def now() -> float:
+        return time.monotonic() - t0
+
+    say("fault: qnetd stopped")
+    await faults.qnetd_down()
+    result.timeline.mark(0.0, Event("qnetd stopped"))
+    started: list[str] = []
+    try:
+        if not await _until_not_voting(cluster, survivor, result, t0):
+            raise DrillError(f"drill: the quorum device still voted {VOTE_GONE_S:.0f}s later")
+        say(f"fault: {victim} crashes while qnetd is down")
+        await faults.crash(victim)
+        result.timeline.mark(now(), Fault(victim, "node-crash"))
+        deadline = now() + bound
+        while now() < deadline:
+            state = await cluster.state(survivor)
+            if state is not None:
+                if not state.quorate:
+                    result.timeline.mark(now(), QuorumLost(survivor))
+                active = [
+                    v.name
+                    for v in cluster.spec.vms
+                    if (r := state.resources.get(v.name)) and survivor in r.active_on
+                ]
+                started += [v for v in active if v not in kept and v not in started]
+                if not state.quorate and not active:
+                    result.timeline.mark(now(), VmsStopped(survivor))
+                    break
+            await asyncio.sleep(POLL_S)
+        # Watched a little longer: without quorum nothing may be fenced or started.
+        await asyncio.sleep(2 * POLL_S)
+        during = await cluster.state(survivor)
+    finally:
+        await faults.heal()  # qnetd back
+    result.timeline.mark(now(), Event("qnetd started"))
+    lost = result.timeline.at(QuorumLost(survivor))
+    result.check("the survivor lost quorum", lost is not None, f"{survivor} at {lost}s")
+    stopped = result.timeline.at(VmsStopped(survivor))
+    result.check(
+        "the survivor stopped its VMs",
+        stopped is not None,
+        f"{', '.join(kept) or 'no VM'} stopped on {survivor} at {stopped}s (no-quorum-policy=stop)",
+    )
+    fenced = [n for n, seen in attempts.items() if fence_attempts(during, n) - seen]
+    detail = f"fencing attempts: {fenced or 'none'}"
+    result.check("nobody fenced without quorum", not fenced, detail)
+    result.check("nothing started without quorum", not started, f"started: {started or 'none'}")
+    # qnetd back: 2 of 3 votes again, the crashed node is fenced, every VM runs again.
+    every = [vm.name for vm in cluster.spec.vms if vm.autostart]
+    while now() < 2 * bound:
+        state = await cluster.state(survivor)
+        if fence_attempts(state, victim) - attempts[victim]:
+            result.timeline.mark(now(), Fenced(victim))
+        running = [
+            v for v in every if state and (r := state.resources.get(v)) and survivor in r.running_on
+        ]
+        for vm in running:
+            result.timeline.mark(now(), Running(vm, survivor))
+        if state is not None and len(running) == len(every):
+            break
+        await asyncio.sleep(POLL_S)
+    back = [result.timeline.at(Running(vm, survivor)) for vm in every]
+    whole = all(t is not None for t in back)
+    result.recovery_s = max(t for t in back if t is not None) if whole else None
+    result.check(
+        "recovered once qnetd was back",
+        result.recovery_s is not None,
+        f"every VM running {result.recovery_s}s after qnetd stopped",
+    )
+    await cluster.drop(victim)
+    waited = await cluster.wait_healthy(900, say)
+    result.check("healthy again", waited >= 0, "; ".join(cluster.problems[:3]) or "healthy")
+    return result

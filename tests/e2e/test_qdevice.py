@@ -1,0 +1,123 @@
+"""The quorum device on the lab: the deployed two_node cluster switched to it with its VMs
+running (one apply, which saves the lab snapshot ``qdevice`` the drills start from), then
+the three most telling drills: a partition decided by qnetd with no delay, qnetd down
+changing nothing, a node cut off from its peer and qnetd losing quorum. qnetd runs on the
+lab host (started by `lab up`), never on a node; the guests reach it at 10.0.2.2.
+
+The other two quorum device drills (node crash with the device, qnetd down then a crash)
+are marked extended (make test-e2e).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from hakvm.lab import specfile
+from tests.e2e.conftest import REPO, LabHandle, hakvm, restore_deployed, wait_for
+from tests.e2e.test_drills import _passing_drill
+
+pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
+
+
+@pytest.fixture(scope="session")
+def qdevice_spec_file(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/lab-qdevice.yaml pointed at the session's lab (its qnetd included)."""
+    directory = tmp_path_factory.mktemp("qdevice-spec")
+    return specfile.lab_spec(
+        REPO / "examples" / "lab-qdevice.yaml", lab.state_dir, directory / "lab-qdevice.yaml"
+    )
+
+
+def _qemu_pids(lab: LabHandle) -> dict[str, str]:
+    pids = {}
+    for node in ("node01", "node02"):
+        found = lab.run(node, ["sh", "-c", "cat /run/libvirt/qemu/*.pid"])
+        pids[node] = found.stdout.strip()
+    return pids
+
+
+def _fence_history(lab: LabHandle) -> str:
+    return lab.check("node01", ["crm_mon", "--output-as=xml", "-1"])
+
+
+def switch_to_qdevice(lab: LabHandle, qdevice_spec_file: Path) -> None:
+    """The deployed two_node cluster onto the device: one apply; snapshot ``qdevice`` after."""
+    result = hakvm("apply", str(qdevice_spec_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+    wait_for(
+        "a healthy cluster with the device",
+        lambda: hakvm("status", str(qdevice_spec_file)).returncode == 0,
+        600,
+    )
+    lab.save("qdevice")
+
+
+@pytest.fixture
+def qdevice(lab: LabHandle, spec_file: Path, qdevice_spec_file: Path) -> LabHandle:
+    """The deployed lab on the quorum device (snapshot ``qdevice``), restored."""
+    if lab.has_snapshot("qdevice"):
+        lab.restore("qdevice")
+    else:
+        restore_deployed(lab, spec_file)
+        switch_to_qdevice(lab, qdevice_spec_file)
+    return lab
+
+
+def test_lab_runs_qnetd_on_the_host(lab: LabHandle) -> None:
+    state = lab.status()["qnetd"]
+    assert state["state"] == "running" and state["address"] == "127.0.0.1:5403/tcp"
+    assert state["guest_address"] == "10.0.2.2:5403"
+
+
+def test_a_running_cluster_switches_to_the_device_with_its_vms_running(
+    lab: LabHandle, spec_file: Path, qdevice_spec_file: Path
+) -> None:
+    restore_deployed(lab, spec_file)
+    pids, fencing = _qemu_pids(lab), _fence_history(lab)
+    assert all(pids.values()), pids
+    switch_to_qdevice(lab, qdevice_spec_file)
+    # Not one VM restarted, nobody fenced: corosync was reloaded, never restarted.
+    assert _qemu_pids(lab) == pids
+    assert _fence_history(lab).count("<fence_event") == fencing.count("<fence_event")
+    quorum = lab.check("node01", ["corosync-quorumtool", "-s"])
+    assert "Quorate:          Yes" in quorum and "Qdevice" in quorum, quorum
+    assert re.search(r"^\s+0\s+1\s+Qdevice$", quorum, flags=re.M), quorum  # its vote counts
+    assert len(re.findall(r"\bA,V,N?MW\b", quorum)) == 2, quorum  # both nodes' qdevice vote
+    conf = lab.check("node02", ["cat", "/etc/corosync/corosync.conf"])
+    assert "two_node: 1" not in conf and "wait_for_all: 1" in conf and "model: net" in conf
+    cib = lab.check("node01", ["cibadmin", "-Q"])
+    assert "pcmk_delay_base" not in cib and "pcmk_delay_max" not in cib
+    # A second apply has nothing to do; plan says the certificates are there.
+    plan = hakvm("plan", str(qdevice_spec_file))
+    assert plan.returncode == 0, plan.stderr
+    assert "qdevice certificates: present" in plan.stdout and "no changes" in plan.stdout, (
+        plan.stdout
+    )
+    status = hakvm("status", "--json", str(qdevice_spec_file))
+    assert status.returncode == 0, status.stdout
+    for node in json.loads(status.stdout)["nodes"]:
+        assert node["qdevice"] == {"connected": True, "vote_cast": True, "state": "Connected"}
+    doctor = hakvm("doctor", "--json", str(qdevice_spec_file))
+    found = [f["check"] for f in json.loads(doctor.stdout)["findings"]]
+    assert not [f for f in found if f.startswith("qdevice")], found
+
+
+@pytest.mark.drill
+@pytest.mark.parametrize("scenario", ["partition-with-qdevice", "qnetd-down", "isolated-node"])
+def test_qdevice_drill(qdevice: LabHandle, qdevice_spec_file: Path, scenario: str) -> None:
+    drill = _passing_drill(qdevice, qdevice_spec_file, scenario)
+    if scenario != "qnetd-down":
+        assert drill["witness"]["acked"] > 0 and drill["witness"]["lost"] == []
+    if scenario == "qnetd-down":
+        assert qdevice.status()["qnetd"]["state"] == "running"  # healed
+
+
+@pytest.mark.drill
+@pytest.mark.extended
+@pytest.mark.parametrize("scenario", ["node-crash-with-qdevice", "qnetd-down-then-crash"])
+def test_qdevice_drill_extended(qdevice: LabHandle, qdevice_spec_file: Path, scenario: str) -> None:
+    _passing_drill(qdevice, qdevice_spec_file, scenario)

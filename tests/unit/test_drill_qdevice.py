@@ -1,0 +1,388 @@
+"""The quorum device's drills, their logic against scripted clusters (the shared bodies of
+scenarios.py, tested in test_drill.py, are stand-ins here): which node each one fails, what
+it must see, and the verdicts when the cluster does or does not behave."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pathlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from hakvm.drill import faults, scenarios
+from hakvm.drill import qdevice as qd
+from hakvm.drill.harness import Cluster, DrillError, DrillResult
+from hakvm.drill.timeline import Fenced, QuorumLost, VmsStopped
+from hakvm.remote.pacemaker import ClusterState, FenceEvent, NodeState, ResourceState
+from hakvm.render import cib
+from hakvm.spec.models import ClusterSpec
+from hakvm.spec.validate import validate_file
+from tests.render.examples import example_data, render_context
+from tests.unit.fakes import FakeNode
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+QDEVICE_DATA = pathlib.Path(__file__).parent / "data" / "qdevice"
+NODES = ("node01", "node02")
+
+
+def _spec(example: str) -> ClusterSpec:
+    report = validate_file(REPO / "examples" / f"{example}.yaml")
+    assert report.spec is not None
+    return report.spec
+
+
+def state(
+    *,
+    quorate: bool = True,
+    online: tuple[str, ...] = NODES,
+    vms: dict[str, str] | None = None,
+    fenced: tuple[tuple[str, str], ...] = (),
+) -> ClusterState:
+    """A crm_mon view: which nodes are online, where each VM runs, fencings (target, when)."""
+    placed = {"vm-a": "node01", "vm-b": "node02"} if vms is None else vms
+    return ClusterState(
+        dc="node01",
+        quorate=quorate,
+        nodes={n: NodeState(n, n in online, False, False, False, n == "node01") for n in NODES},
+        resources={
+            vm: ResourceState(vm, "ocf:heartbeat:VirtualDomain", [node] if node else [])
+            for vm, node in placed.items()
+        },
+        fencing=[FenceEvent("reboot", t, "x", "success", when) for t, when in fenced],
+    )
+
+
+class Scripted(Cluster):
+    """Each node's crm_mon answers come from a list (the last one stays); `conn` gives fake
+    nodes that answer cibadmin with `cib_text`, QEMU pid files and corosync-quorumtool."""
+
+    def __init__(self, example: str, views: dict[str, list[ClusterState | None]]) -> None:
+        super().__init__(_spec(example), REPO / "examples" / f"{example}.yaml")
+        self.views = views
+        self.cib_text = cib.cib_xml(render_context(example_data(example)))
+        self.pids = {"node01": {"vm-a": "101"}, "node02": {"vm-b": "202"}}
+        self.quorumtool: list[str] = []
+        self.dropped: list[str] = []
+
+    async def state(self, name: str) -> ClusterState | None:
+        views = self.views[name]
+        return views.pop(0) if len(views) > 1 else views[0]
+
+    async def conn(self, name: str):  # type: ignore[no-untyped-def]
+        node = FakeNode(name)
+        node.on("cibadmin", out=self.cib_text)
+        for vm, pid in self.pids.get(name, {}).items():
+            node.on("cat", f"/run/libvirt/qemu/{vm}.pid", out=pid)
+        node.on("cat", rc=1)
+        if self.quorumtool:  # one answer per connection, the last one stays
+            text = self.quorumtool.pop(0) if len(self.quorumtool) > 1 else self.quorumtool[0]
+            node.on("corosync-quorumtool", out=(QDEVICE_DATA / text).read_text())
+        return node
+
+    async def drop(self, name: str) -> None:
+        self.dropped.append(name)
+
+    async def wait_healthy(self, timeout: float, say, cleared=None) -> float:  # type: ignore[no-untyped-def]
+        return 1.0
+
+
+class Faults:
+    """Records what was injected; `then` runs a callback after each injection."""
+
+    kind = "lab"
+
+    def __init__(self, then: Callable[[str], None] | None = None) -> None:
+        self.done: list[str] = []
+        self.then = then or (lambda _: None)
+
+    async def _do(self, what: str) -> None:
+        self.done.append(what)
+        self.then(what)
+
+    async def crash(self, node: str) -> None:
+        await self._do(f"crash {node}")
+
+    async def qnetd_down(self) -> None:
+        await self._do("qnetd down")
+
+    async def qnetd_up(self) -> None:
+        await self._do("qnetd up")
+
+    async def isolate(self, node: str) -> None:
+        await self._do(f"isolate {node}")
+
+    async def heal(self) -> None:
+        await self._do("heal")
+
+
+@pytest.fixture
+def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def instant(_: float) -> None:
+        return None
+
+    monkeypatch.setattr("hakvm.drill.qdevice.asyncio.sleep", instant)
+    monkeypatch.setattr("hakvm.drill.qdevice.POLL_S", 0)
+    monkeypatch.setattr("hakvm.drill.qdevice.VOTE_GONE_S", 5.0)
+
+
+def _say(_: str) -> None:
+    return None
+
+
+# --- which drills, and refusals -----------------------------------------------------------------
+
+
+def test_all_runs_the_quorum_device_drills_only_with_a_device() -> None:
+    names = set(scenarios.QDEVICE_DRILLS)
+    assert names == {"qnetd-down", "partition-with-qdevice", "node-crash-with-qdevice",
+                     "isolated-node", "qnetd-down-then-crash"}  # fmt: skip
+    assert not names & set(scenarios.scenarios_for(_spec("lab")))
+    assert names <= set(scenarios.scenarios_for(_spec("lab-qdevice")))
+    assert scenarios.scenarios_for(_spec("lab-qdevice"))[:8] == list(scenarios.SCENARIOS[:8])
+    # Named only, as without a device: node-replacement reinstalls a lab node.
+    assert all("node-replacement" not in scenarios.scenarios_for(_spec(example))
+               for example in ("lab", "lab-qdevice"))  # fmt: skip
+
+
+# --- what a drill's `finally` and `hakvm drill --heal` undo -------------------------------------
+
+
+@pytest.mark.parametrize("qnetd", ["stopped", "running", None])
+def test_lab_clear_starts_a_qnetd_a_drill_stopped(
+    tmp_path: pathlib.Path, qnetd: str | None
+) -> None:
+    lab = faults.LabFaults(tmp_path)
+    ran: list[str] = []
+    status: dict[str, Any] = {"links": {"hb": "up"}, "nodes": {"node01": {"bmc": "running"}}}
+    if qnetd is not None:  # a lab from before the quorum device has none
+        status["qnetd"] = {"state": qnetd}
+
+    def lab_command(*args: str) -> str:
+        ran.append(" ".join(args))
+        return json.dumps(status) if args[0] == "status" else ""
+
+    lab._lab = lab_command  # type: ignore[method-assign]
+    healed = asyncio.run(lab.clear())
+    started = qnetd == "stopped"
+    assert ran[-1] == ("qnetd-start" if started else "bmc-start node01")
+    assert healed.undone == (["lab: qnetd started"] if started else [])
+
+
+def test_a_node_clear_removes_the_qnetd_rule_it_finds() -> None:
+    node = FakeNode("node02").on("nft", "list", out=f"table inet {faults.QNETD_TABLE}\n")
+    undone = asyncio.run(faults.clear_node(node, None))
+    assert undone == [f"node02: removed nftables table inet {faults.QNETD_TABLE}"]
+    assert node.sent[-1].stdin == faults.delete_table_script(faults.QNETD_TABLE)
+
+
+@pytest.mark.parametrize("name", sorted(scenarios.QDEVICE_DRILLS))
+def test_each_refuses_a_spec_without_a_device_before_touching_anything(name: str) -> None:
+    cluster = Scripted("lab", {n: [state()] for n in NODES})
+    faults = Faults()
+    with pytest.raises(DrillError, match=f"drill {name}: the spec has no quorum_device"):
+        asyncio.run(scenarios.DRILLS[name](cluster, faults, 60, _say))  # type: ignore[arg-type]
+    assert faults.done == []
+
+
+# --- partition, node crash: no delay ------------------------------------------------------------
+
+
+def _bodies(**bodies: Callable[..., Awaitable[Any]]) -> qd.Bodies:
+    async def unused(*_: object, **__: object) -> Any:
+        raise AssertionError("not this body")
+
+    names = ("recover", "partition", "quiet", "place")
+    return qd.Bodies(**{k: bodies.get(k, unused) for k in names})  # type: ignore[arg-type]
+
+
+def test_partition_loses_the_non_tie_breaker_and_needs_no_delay() -> None:
+    before = state()
+    after = state(vms={"vm-a": "node01", "vm-b": "node01"}, fenced=(("node02", "t1"),))
+    cluster = Scripted("lab-qdevice", {"node01": [before, before, after], "node02": [before]})
+    seen: dict[str, str] = {}
+
+    async def partition(cluster, faults, bound, say, result, *, victim):  # type: ignore[no-untyped-def]
+        seen["victim"] = victim
+        result.timeline.mark(12.0, Fenced(victim))
+        cluster.pids["node01"]["vm-b"] = "303"  # node02's VM now runs on node01 too
+        return result
+
+    result = asyncio.run(
+        qd.partition_with_qdevice(_bodies(partition=partition), cluster, Faults(), 600, _say)  # type: ignore[arg-type]
+    )
+    assert seen == {"victim": "node02"}  # tie_breaker: lowest keeps node01
+    assert result.passed, [(i.name, i.detail) for i in result.invariants if not i.ok]
+    assert {i.name for i in result.invariants} == {
+        "no fence delay configured", "fenced without a delay",
+        "the winning half's VMs kept running", "the losing half fenced nobody",
+    }  # fmt: skip
+
+
+def test_a_delay_left_in_the_cib_or_a_restarted_winner_vm_fails_the_partition() -> None:
+    cluster = Scripted("lab-qdevice", {n: [state()] for n in NODES})
+    cluster.cib_text = cib.cib_xml(render_context(example_data("lab")))  # static delay 45 s
+
+    async def partition(cluster, faults, bound, say, result, *, victim):  # type: ignore[no-untyped-def]
+        result.timeline.mark(200.0, Fenced(victim))  # after a retry: beyond stonith-timeout
+        cluster.pids["node01"]["vm-a"] = "999"
+        return result
+
+    result = asyncio.run(
+        qd.partition_with_qdevice(_bodies(partition=partition), cluster, Faults(), 600, _say)  # type: ignore[arg-type]
+    )
+    failed = {i.name: i.detail for i in result.invariants if not i.ok}
+    assert failed["no fence delay configured"] == "node01_fence: pcmk_delay_base=45s"
+    assert failed["fenced without a delay"] == (
+        "node02 fenced 200.0s after the fault (stonith-timeout 150s)"
+    )
+    assert "'vm-a': '101'" in failed["the winning half's VMs kept running"]
+
+
+def test_node_crash_with_a_device_crashes_the_node_a_static_delay_protects() -> None:
+    cluster = Scripted("lab-qdevice", {n: [state()] for n in NODES})
+    calls: list[str] = []
+
+    async def place(cluster, node, result, say, *, why, at=0.0):  # type: ignore[no-untyped-def]
+        calls.append(f"place {node}")
+
+    async def recover(cluster, result, *, bound, say, inject, victim, heal=None):  # type: ignore[no-untyped-def]
+        calls.append(f"recover {victim}")
+        await inject(victim)
+        result.timeline.mark(25.0, Fenced(victim))
+
+    faults = Faults()
+    bodies = _bodies(place=place, recover=recover)
+    result = asyncio.run(qd.node_crash_with_qdevice(bodies, cluster, faults, 600, _say))  # type: ignore[arg-type]
+    assert calls == ["place node01", "recover node01"] and faults.done == ["crash node01"]
+    assert result.passed
+
+
+# --- isolated node ------------------------------------------------------------------------------
+
+
+def test_the_isolated_node_is_seen_losing_quorum_and_stopping_its_vms(no_sleep: None) -> None:
+    # node01 (the tie-breaker's) as it sees itself: quorate, then alone without quorum with its
+    # VM still up, then stopped, then gone (fenced).
+    alone = ("node01",)
+    stopped = state(quorate=False, online=alone, vms={"vm-a": "", "vm-b": "node02"})
+    node01 = [state(), state(), state(quorate=False, online=alone), stopped, None]
+    node02 = [state(), state(vms={"vm-a": "node02", "vm-b": "node02"}, fenced=(("node01", "t"),))]
+    cluster = Scripted("lab-qdevice", {"node01": node01, "node02": node02})
+    faults = Faults()
+
+    async def place(cluster, node, result, say, *, why, at=0.0):  # type: ignore[no-untyped-def]
+        return None
+
+    async def recover(cluster, result, *, bound, say, inject, victim, heal=None):  # type: ignore[no-untyped-def]
+        await inject(victim)
+        loop = asyncio.get_running_loop()
+        for _ in range(20):  # the watcher runs meanwhile (asyncio.sleep is patched away)
+            done = loop.create_future()
+            loop.call_soon(done.set_result, None)
+            await done
+        result.timeline.mark(30.0, Fenced(victim))
+        await heal()
+
+    result = asyncio.run(
+        qd.isolated_node(_bodies(place=place, recover=recover), cluster, faults, 600, _say)  # type: ignore[arg-type]
+    )
+    assert faults.done[0] == "isolate node01" and "heal" in faults.done
+    assert result.timeline.at(QuorumLost("node01")) is not None
+    assert result.timeline.at(VmsStopped("node01")) is not None
+    assert result.passed, [(i.name, i.detail) for i in result.invariants if not i.ok]
+
+
+# --- qnetd down, then a crash --------------------------------------------------------------------
+
+
+def _qnetd_then_crash(started_without_quorum: bool) -> tuple[DrillResult, Faults]:
+    cluster = Scripted("lab-qdevice", {"node01": [], "node02": []})
+    cluster.quorumtool = ["quorumtool-voting-node01.txt", "quorumtool-qnetd-down-node01.txt"]
+    phase = {"now": "before", "crashed": ""}
+
+    def survivor_views(s: str, victim: str) -> dict[str, list[ClusterState | None]]:
+        wrong = state(quorate=False, online=(s,), vms={"vm-a": s, "vm-b": s})
+        stopped = state(quorate=False, online=(s,), vms={"vm-a": "", "vm-b": ""})
+        return {
+            "crashed": [state(quorate=False, online=(s,)), wrong if started_without_quorum
+                        else stopped],
+            "healed": [state(online=(s,), vms={"vm-a": s, "vm-b": s}, fenced=((victim, "t9"),))],
+        }  # fmt: skip
+
+    views: dict[str, list[ClusterState | None]] = {"before": [state()]}
+
+    async def node_state(name: str) -> ClusterState | None:
+        if name == phase["crashed"]:
+            return None
+        script = views[phase["now"]]
+        return script.pop(0) if len(script) > 1 else script[0]
+
+    cluster.state = node_state  # type: ignore[method-assign]
+
+    def then(what: str) -> None:
+        if what.startswith("crash "):
+            victim = what.split()[1]
+            phase["now"], phase["crashed"] = "crashed", victim
+            views.update(survivor_views(cluster.other(victim), victim))
+        elif what == "heal":
+            phase["now"] = "healed"
+
+    faults = Faults(then)
+    bound = 0.5 if started_without_quorum else 600  # it never stops them: the bound ends it
+    result = asyncio.run(qd.qnetd_down_then_crash(cluster, faults, bound, _say))  # type: ignore[arg-type]
+    return result, faults
+
+
+def test_qnetd_down_then_a_crash_leaves_the_survivor_without_quorum_until_qnetd_returns(
+    no_sleep: None,
+) -> None:
+    result, faults = _qnetd_then_crash(started_without_quorum=False)
+    assert faults.done == ["qnetd down", "crash node01", "heal"]  # one VM each: node01
+    assert result.passed, [(i.name, i.detail) for i in result.invariants if not i.ok]
+    names = [i.name for i in result.invariants]
+    assert names == [
+        "quorum kept without qnetd", "the survivor lost quorum", "the survivor stopped its VMs",
+        "nobody fenced without quorum", "nothing started without quorum",
+        "recovered once qnetd was back", "healthy again",
+    ]  # fmt: skip
+    events = [m.text for _, m in result.timeline.marks]
+    assert events.index("the quorum device stopped voting") < events.index(
+        "fault injected (node-crash) on node01"
+    )
+
+
+def test_a_survivor_that_runs_vms_without_quorum_fails_the_drill(no_sleep: None) -> None:
+    result, _ = _qnetd_then_crash(started_without_quorum=True)
+    failed = {i.name: i.detail for i in result.invariants if not i.ok}
+    assert failed["nothing started without quorum"] == "started: ['vm-a']"
+    assert "the survivor stopped its VMs" in failed
+
+
+# --- quiet faults keep quorum --------------------------------------------------------------------
+
+
+def test_a_quiet_fault_that_costs_quorum_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def instant(_: float) -> None:
+        return None
+
+    monkeypatch.setattr("hakvm.drill.scenarios.asyncio.sleep", instant)
+    monkeypatch.setattr(scenarios, "QUIET_WATCH_S", 0.05)
+    cluster = Scripted("lab-qdevice", {n: [state()] for n in NODES})
+
+    async def healthy() -> tuple[bool, list[str]]:
+        cluster.inquorate = ["node02"]
+        return False, ["the partition seen from node02 has no quorum"]
+
+    cluster.healthy = healthy  # type: ignore[method-assign]
+
+    async def healthy_again(timeout: float, say, cleared=None) -> float:  # type: ignore[no-untyped-def]
+        return 1.0
+
+    cluster.wait_healthy = healthy_again  # type: ignore[method-assign]
+    drill = scenarios.DRILLS["qnetd-down"]
+    result = asyncio.run(drill(cluster, Faults(), 60, _say))  # type: ignore[arg-type]
+    failed = {i.name: i.detail for i in result.invariants if not i.ok}
+    assert failed == {"quorum kept": "without quorum: ['node02']"}
