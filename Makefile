@@ -47,10 +47,10 @@ lint: venv
 
 # Lint, unit, real-tool checks, then one session lab for the end-to-end tests: lab, deploy
 # (killed apply and re-run, no-op), the node-crash failover, guards, locks, status, doctor,
-# migrate, metrics, init, the switch to a quorum device and its partition, qnetd-down and
-# isolated-node drills (the lab is TCG-emulated: that is most of the time). Tests marked
-# `extended` (fence-failure and heartbeat-partition drills, drain, vm add/remove, the web
-# view through a crash, ...) run in make test-e2e: docs/testing.md lists them with durations.
+# migrate, metrics, init, the lab's qnetd (the lab is TCG-emulated: that is most of the
+# time). Tests marked `extended` (fence-failure and heartbeat-partition drills, drain, vm
+# add/remove, the web view through a crash, the quorum device's switch and drills, ...) run
+# in make test-e2e: docs/testing.md lists them with their durations.
 test: deps venv lint
 	$(BIN)/pytest -q --durations=25 -m "not extended" tests
 
