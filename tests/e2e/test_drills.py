@@ -95,12 +95,12 @@ def test_drill_heal_removes_what_an_interrupted_drill_left(
     deployed: LabHandle, spec_file: Path
 ) -> None:
     """`hakvm drill --heal` after a drill that left its nftables table (injected here, with a
-    rule for a TEST-NET address only, so that the cluster does not notice) and a stopped
+    rule for a loopback address nothing uses, so that the cluster does not notice) and a stopped
     BMC: exit 0, both gone; a second heal finds nothing. Seconds of lab time."""
     table = (
         "table inet hakvm_drill {\n  chain input {\n"
         "    type filter hook input priority -200; policy accept;\n"
-        "    ip saddr 192.0.2.1 drop\n  }\n}\n"
+        "    ip saddr 127.255.255.254 drop\n  }\n}\n"
     )
     injected = deployed.run("node01", ["nft", "-f", "-"], input=table)
     assert injected.returncode == 0, injected.stderr

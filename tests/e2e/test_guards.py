@@ -26,7 +26,8 @@ import yaml
 from hakvm.remote.disks import LINKS_ARGV, parse_links
 from tests.e2e.conftest import LabHandle, hakvm
 
-pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
+# Each test restores the deployed lab twice and plans or applies: make test-e2e (CI's time).
+pytestmark = [pytest.mark.e2e, pytest.mark.deploy, pytest.mark.extended]
 
 NODES = ("node01", "node02")
 

@@ -29,6 +29,7 @@ def _init(lab: LabHandle, out: Path) -> None:
     assert out.is_file()
 
 
+@pytest.mark.extended  # CI's time: make test-e2e (docs/testing.md)
 def test_init_lab_spec_validates_and_plans(lab: LabHandle, tmp_path: Path) -> None:
     lab.restore("bare")
     before = {node: _link_states(lab, node) for node in ("node01", "node02")}

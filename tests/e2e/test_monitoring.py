@@ -86,6 +86,7 @@ def test_textfile_passes_promtool_and_holds_what_dashboard_12229_reads(lab: LabH
         assert re.search(r'^ha_cluster_pacemaker_nodes\{.*status="dc"', served, re.M)
 
 
+@pytest.mark.extended  # CI's time: make test-e2e (docs/testing.md)
 def test_a_cut_link_moves_link_up_within_a_collector_run_then_heals(lab: LabHandle) -> None:
     def link0(up: float) -> bool:
         text = lab.check("node01", ["cat", layout.TEXTFILE_PATH])
@@ -116,6 +117,7 @@ def events(lab: LabHandle, node: str) -> list[dict[str, object]]:
         else []  # fmt: skip
 
 
+@pytest.mark.extended  # CI's time: make test-e2e (docs/testing.md)
 def test_a_live_migration_lands_in_both_nodes_events_files(lab: LabHandle, spec_file: Path) -> None:
     before = {node: len(events(lab, node)) for node in NODES}
     status = json.loads(hakvm("status", "--json", str(spec_file), timeout=300).stdout)

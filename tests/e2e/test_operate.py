@@ -50,6 +50,7 @@ def test_status_reports_healthy_cluster(lab: LabHandle, spec_file: Path) -> None
         assert {(d["disk"], d["peer_disk"]) for d in vm["drbd"]} == {("UpToDate", "UpToDate")}
 
 
+@pytest.mark.extended  # CI's time: make test-e2e (docs/testing.md)
 def test_status_sees_a_cut_heartbeat_link(lab: LabHandle, spec_file: Path) -> None:
     assert lab.hakvm("cut", "hb").returncode == 0
     try:
@@ -115,6 +116,7 @@ def test_the_migration_key_opens_only_libvirts_tunnel(lab: LabHandle) -> None:
     assert lab.run("node02", ["test", "-e", probe]).returncode == 1
 
 
+@pytest.mark.extended  # CI's time: make test-e2e (docs/testing.md)
 def test_live_migration_reports_libvirt_downtime(lab: LabHandle, spec_file: Path) -> None:
     _, before = status(spec_file)
     source = placement(before)["vm-a"][0]

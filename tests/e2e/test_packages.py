@@ -16,6 +16,7 @@ from tests.e2e.conftest import REPO, LabHandle, lab_spec
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.extended  # CI's time: make test-e2e (docs/testing.md)
 def test_package_phase_installs_missing_package_from_lab_repo(
     deployed: LabHandle, tmp_path: Path
 ) -> None:

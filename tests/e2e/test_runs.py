@@ -74,6 +74,7 @@ def test_a_second_writer_is_refused_naming_the_first_then_waits_for_it(
     assert _free(deployed)  # both runs ended: nobody holds the nodes
 
 
+@pytest.mark.extended  # CI's time: make test-e2e (docs/testing.md)
 def test_a_killed_writer_releases_the_nodes(deployed: LabHandle, spec_file: Path) -> None:
     run = _start(spec_file)
     try:

@@ -139,13 +139,7 @@ def restore(lab: Lab, name: str, ssh_timeout: float = 120.0) -> dict[str, Any]:
     for node in NODES:
         port = config.ssh_port_of(node)
         ssh.wait_for_ssh(port, lab.ssh_key, lab.known_hosts, ssh_timeout)
-        argv = ssh.ssh_argv(
-            port, lab.ssh_key, lab.known_hosts,
-            ssh.remote_command(["date", "-u", "-s", f"@{time.time():.3f}"]),
-        )  # fmt: skip
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-        if result.returncode != 0:
-            raise LabStateError(f"{node}: setting the clock after restore failed: {result.stderr}")
+        _set_clock(lab, node, port, time.monotonic() + ssh_timeout)
     return {"loaded_seconds": loaded, "seconds": round(time.monotonic() - started, 1)}
 
 
@@ -177,3 +171,24 @@ def forget_all(lab: Lab) -> list[str]:
     if names:
         _save_index(lab, {})
     return names
+
+
+def _set_clock(lab: Lab, node: str, port: int, deadline: float) -> None:
+    """The host's time on the node, tried until `deadline`: a node just resumed answered SSH
+    once and then timed out in the banner exchange of the next login (CI run of
+    2026-12-01, both guests catching up at once)."""
+    while True:
+        argv = ssh.ssh_argv(
+            port, lab.ssh_key, lab.known_hosts,
+            ssh.remote_command(["date", "-u", "-s", f"@{time.time():.3f}"]),
+        )  # fmt: skip
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        except subprocess.TimeoutExpired:
+            result = subprocess.CompletedProcess(argv, 255, "", "ssh timed out after 60s")
+        if result.returncode == 0:
+            return
+        if time.monotonic() >= deadline:
+            why = result.stderr.strip() or f"exit {result.returncode}"
+            raise LabStateError(f"{node}: setting the clock after restore failed: {why}")
+        time.sleep(3)
