@@ -216,7 +216,14 @@ def test_status_watch_command_uses_one_session(
 
     monkeypatch.setattr(asyncio, "sleep", no_wait)
     monkeypatch.setattr(time, "sleep", sleeps.append)
-    assert main(["status", "--watch", "2", *(["--json"] if as_json else []), str(LAB)]) == 0
+    # Python keeps SIGINT ignored when started so (a shell's background job): the test's
+    # Ctrl-C then never came and the watch ran forever (a local make test, 2026-12-01).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = main(["status", "--watch", "2", *(["--json"] if as_json else []), str(LAB)])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == 0
     assert [n.connects for n in nodes.nodes.values()] == [1, 1]
     assert sleeps == [2.0, 2.0, 2.0]
     out = capsys.readouterr().out
