@@ -62,9 +62,10 @@ test-deploy: deps venv
 test-drills: deps venv
 	$(BIN)/pytest -q tests/e2e -k "test_apply_killed or test_killed_node or test_drill"
 
-# Every end-to-end test, extended ones included (about an hour here).
+# Every end-to-end test, extended ones included (hours here: the suite's 75-min budget,
+# which guards CI's limit in make test, is lifted).
 test-e2e: deps venv
-	$(BIN)/pytest -q -m e2e tests/e2e
+	HAKVM_TEST_BUDGET_S=$${HAKVM_TEST_BUDGET_S:-21600} $(BIN)/pytest -q -m e2e tests/e2e
 
 demo: deps-demo venv
 	$(BIN)/hakvm demo examples/lab.yaml

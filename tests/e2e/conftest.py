@@ -8,8 +8,10 @@ inside the clone). Nothing of the lab may need that directory to be reachable by
 unprivileged lab user, and nothing changes its mode.
 
 Right after ``lab up`` the fixture saves the lab snapshot ``bare`` (nodes as after an OS
-install); the deploy tests save ``deployed``. Test groups that change the cluster restore
-the snapshot they start from (seconds) instead of depending on what ran before them.
+install); the deploy tests save ``deployed``. A test starts from the snapshot it needs, restored
+only if an earlier test may have changed the lab: tests marked ``readonly`` leave it as they
+found it (when they pass), run before the others, and share one state (a restore costs about
+a minute of emulated CPU; the read-only checks seconds each).
 
 Environment:
   HAKVM_E2E_KEEP=1   leave the lab running and the clone in place (for debugging)
@@ -50,6 +52,8 @@ class LabHandle:
     known_hosts: pathlib.Path
     up_seconds: float = 0.0
     ring_ids: dict[str, str] = dataclasses.field(default_factory=dict)  # snapshot -> ring id
+    # The snapshot the lab still equals (saved or restored, and only readonly tests since).
+    current: str | None = None
 
     def run(
         self, node: str, argv: Sequence[str], timeout: float = 120, input: str | None = None
@@ -95,18 +99,26 @@ class LabHandle:
         in 47975 ms", a new membership, then node01 fenced: CI run of 2026-12-01), and a test
         would then start from a cluster in recovery. A snapshot of a cluster is restored
         again until its membership is the one saved (corosync's ring id unchanged)."""
+        self.current = None
         for _ in range(3):
             result = self.hakvm("snapshot", "restore", snapshot, timeout=900)
             assert result.returncode == 0, f"restore {snapshot}: {result.stdout}{result.stderr}"
             saved = self.ring_ids.get(snapshot)
             if saved is None or self._ring_id_stays(saved):
+                self.current = snapshot
                 return
             sys.stderr.write(f"\n[restore {snapshot}: membership changed on resume, again]\n")
         pytest.fail(f"restore {snapshot}: the membership changed after each of 3 restores")
 
+    def ensure(self, snapshot: str) -> None:
+        """The lab as saved in `snapshot`: restored unless it still is."""
+        if self.current != snapshot:
+            self.restore(snapshot)
+
     def save(self, snapshot: str) -> None:
         result = self.hakvm("snapshot", "save", snapshot, timeout=900)
         assert result.returncode == 0, f"save {snapshot}: {result.stdout}{result.stderr}"
+        self.current = snapshot
         ring = self.ring_id()
         if ring is not None:
             self.ring_ids[snapshot] = ring
@@ -149,17 +161,49 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "lab_last: runs after every other test of the session (takes the lab down)"
     )
+    config.addinivalue_line(
+        "markers",
+        "readonly: leaves the lab as it found it when it passes (no snapshot restore after it)",
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Lab checks first (they leave bare nodes), other e2e tests next, lab_last at the end."""
+    """Lab checks first (they leave bare nodes), then the deploy (it saves ``deployed``), the
+    read-only tests (one shared cluster), the tests that change it (each from a restore),
+    lab_last at the end."""
 
     def rank(item: pytest.Item) -> int:
         if item.get_closest_marker("lab_last"):
-            return 2
-        return 0 if item.path.name == "test_lab.py" else 1
+            return 4
+        if item.path.name == "test_lab.py":
+            return 0
+        if item.path.name == "test_deploy.py":
+            return 1
+        return 2 if item.get_closest_marker("readonly") else 3
 
     items.sort(key=rank)  # stable: file order is kept within each rank
+
+
+@pytest.fixture(autouse=True)
+def _lab_changed_unless_readonly(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a lab test that is not readonly, or that failed, the lab no longer equals the
+    snapshot it started from: the next test restores."""
+    yield
+    if "lab" not in request.fixturenames:
+        return
+    failed = getattr(request.node, "_hakvm_failed", False)
+    if failed or request.node.get_closest_marker("readonly") is None:
+        handle: LabHandle = request.getfixturevalue("lab")
+        handle.current = None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None]:
+    outcome: Any = yield
+    if outcome.get_result().failed:
+        item._hakvm_failed = True  # type: ignore[attr-defined]
 
 
 def lab_spec(lab: LabHandle, directory: pathlib.Path, **overrides: Any) -> pathlib.Path:
@@ -253,11 +297,14 @@ def spec_file(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> pathl
 @pytest.fixture
 def deployed(lab: LabHandle, spec_file: pathlib.Path) -> LabHandle:
     """The lab as the deploy tests leave it (snapshot ``deployed``: both VMs running where
-    the spec prefers, DRBD UpToDate), restored; deployed here first if no test did."""
+    the spec prefers, DRBD UpToDate), restored unless it still is; deployed here first if no
+    test did."""
     return restore_deployed(lab, spec_file)
 
 
 def restore_deployed(lab: LabHandle, spec_file: pathlib.Path) -> LabHandle:
+    if lab.current == "deployed":
+        return lab
     if lab.has_snapshot("deployed"):
         lab.restore("deployed")
         return lab

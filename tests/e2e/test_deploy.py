@@ -30,7 +30,7 @@ def cluster_state(lab: LabHandle, node: str = "node01") -> ClusterState:
 
 
 def test_apply_killed_in_storage_phase_then_converges(lab: LabHandle, spec_file: Path) -> None:
-    lab.restore("bare")
+    lab.ensure("bare")
     env = dict(os.environ, HAKVM_STATE_DIR=str(STATE_DIR))
     proc = subprocess.Popen(
         [sys.executable, "-m", "hakvm.cli", "apply", str(spec_file)],
@@ -84,6 +84,7 @@ def test_apply_killed_in_storage_phase_then_converges(lab: LabHandle, spec_file:
         assert domains.strip(), f"{node} runs no VM"
 
 
+@pytest.mark.readonly
 def test_second_apply_changes_nothing(lab: LabHandle, spec_file: Path) -> None:
     started = time.monotonic()
     result = hakvm("apply", "--json", str(spec_file))
@@ -99,6 +100,7 @@ def test_second_apply_changes_nothing(lab: LabHandle, spec_file: Path) -> None:
     lab.save("deployed")
 
 
+@pytest.mark.extended  # 11-12 min of emulated CPU: make test-e2e, make demo (docs/testing.md)
 def test_killed_node_is_fenced_and_vm_stays_on_survivor(
     deployed: LabHandle, spec_file: Path
 ) -> None:

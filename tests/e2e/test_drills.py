@@ -62,6 +62,7 @@ def _passing_drill(lab: LabHandle, spec_file: Path, scenario: str) -> dict[str, 
     return cast(dict[str, Any], drill)
 
 
+@pytest.mark.readonly
 def test_drill_refuses_what_is_not_a_lab(spec_file: Path, tmp_path: Path) -> None:
     result = hakvm("drill", str(spec_file), "--scenario", "node-crash", "--lab-dir", str(tmp_path))
     assert result.returncode == 3

@@ -27,7 +27,8 @@ from hakvm.remote.disks import LINKS_ARGV, parse_links
 from tests.e2e.conftest import LabHandle, hakvm
 
 # Each test restores the deployed lab twice and plans or applies: make test-e2e (CI's time).
-pytestmark = [pytest.mark.e2e, pytest.mark.deploy, pytest.mark.extended]
+# readonly: each puts the lab back itself (`restored`), so the next test need not.
+pytestmark = [pytest.mark.e2e, pytest.mark.deploy, pytest.mark.extended, pytest.mark.readonly]
 
 NODES = ("node01", "node02")
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.conftest import LabHandle
 
-pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
+pytestmark = [pytest.mark.e2e, pytest.mark.deploy, pytest.mark.readonly]
 
 VIRSH = ["virsh", "-c", "qemu:///system"]
 NODES = {"node01": ("10.88.2.1", "10.88.2.2", "node02", "vm-a"),

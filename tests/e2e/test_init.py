@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.conftest import LabHandle, hakvm, wait_for
+from tests.e2e.conftest import REPO, LabHandle, hakvm, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
 
@@ -52,6 +52,7 @@ def test_init_lab_spec_validates_and_plans(lab: LabHandle, tmp_path: Path) -> No
     assert yaml.safe_load(again.read_text()) == data
 
 
+@pytest.mark.readonly
 def test_init_refuses_a_host_key_it_was_not_told_to_trust(lab: LabHandle, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
@@ -72,6 +73,7 @@ def test_init_then_apply_gives_a_healthy_cluster(lab: LabHandle, tmp_path: Path)
     lab.restore("bare")
     spec = tmp_path / "cluster.yaml"
     _init(lab, spec)
+    (REPO / ".hakvm" / "e2e-init-spec.yaml").write_text(spec.read_text())  # for the record
     assert hakvm("validate", str(spec)).returncode == 0
     applied = hakvm("apply", str(spec), timeout=3600)
     assert applied.returncode == 0, applied.stdout + applied.stderr

@@ -50,9 +50,10 @@ def bare_again(lab: LabHandle) -> Iterator[None]:
     e2e tests that run after these."""
     yield
     if lab.has_snapshot("bare"):
-        lab.restore("bare")
+        lab.ensure("bare")
 
 
+@pytest.mark.readonly
 def test_lab_is_up_and_nodes_have_own_identity(lab: LabHandle) -> None:
     status = lab.status()
     assert status["healthy"]
@@ -72,6 +73,7 @@ def test_lab_is_up_and_nodes_have_own_identity(lab: LabHandle) -> None:
         assert (lab.state_dir / f"bmc-{node}.password").stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.readonly
 def test_nodes_are_bare_with_no_default_route(lab: LabHandle) -> None:
     for node in NODES:
         assert lab.check(node, ["ip", "route", "show", "default"]).strip() == ""
@@ -89,6 +91,7 @@ def test_nodes_are_bare_with_no_default_route(lab: LabHandle) -> None:
         assert re.search(r"^vdb\s+21474836480$", disks, re.M), disks
 
 
+@pytest.mark.readonly
 def test_lacp_bond_finds_partner_and_links_carry_traffic(lab: LabHandle) -> None:
     for index, node in enumerate(NODES, start=1):
         for argv in (
@@ -125,6 +128,7 @@ def _carrier_is(lab: LabHandle, node: str, nic: str, value: str) -> Callable[[],
     return lambda: lab.check(node, ["cat", f"/sys/class/net/{nic}/carrier"]).strip() == value
 
 
+@pytest.mark.readonly
 def test_cut_one_bond_member_keeps_connectivity(lab: LabHandle) -> None:
     result = lab.hakvm("cut", "bond-a")
     assert result.returncode == 0, result.stderr
@@ -194,6 +198,7 @@ def test_fence_ipmilan_powers_node_off_and_on(lab: LabHandle) -> None:
     )
 
 
+@pytest.mark.readonly
 def test_supervision_reports_dead_processes(lab: LabHandle) -> None:
     # Each BMC speaks IPMI 2.0 (a daemon that merely holds its port is no BMC).
     for node in NODES:

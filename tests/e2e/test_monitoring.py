@@ -57,6 +57,7 @@ def fresh_textfile(lab: LabHandle, node: str, timeout: float = 2 * INTERVAL_S) -
     return text
 
 
+@pytest.mark.readonly
 def test_textfile_passes_promtool_and_holds_what_dashboard_12229_reads(lab: LabHandle) -> None:
     for node in NODES:
         assert lab.check(node, ["systemctl", "is-active", "hakvm-metrics.timer"]).strip() == (

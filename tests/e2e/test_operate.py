@@ -37,6 +37,7 @@ def placement(report: dict[str, Any]) -> dict[str, list[str]]:
     return {vm["name"]: vm["running_on"] for vm in report["vms"]}
 
 
+@pytest.mark.readonly
 def test_status_reports_healthy_cluster(lab: LabHandle, spec_file: Path) -> None:
     wait_for("hakvm status healthy", lambda: status(spec_file)[0] == 0, 600, interval=10)
     code, report = status(spec_file)
@@ -67,6 +68,7 @@ def test_status_sees_a_cut_heartbeat_link(lab: LabHandle, spec_file: Path) -> No
     wait_for("links back", lambda: status(spec_file)[0] == 0, 180, interval=5)
 
 
+@pytest.mark.readonly
 def test_doctor_finds_nothing_on_the_deployed_cluster(spec_file: Path) -> None:
     result = hakvm("doctor", "--json", str(spec_file), timeout=600)
     report = json.loads(result.stdout)
@@ -77,6 +79,7 @@ def test_doctor_finds_nothing_on_the_deployed_cluster(spec_file: Path) -> None:
     assert {(f["check"], f["severity"]) for f in report["findings"]} <= {("proc-hidepid", "advice")}
 
 
+@pytest.mark.readonly
 def test_plan_from_a_machine_without_the_secrets_reads_none(
     lab: LabHandle, spec_file: Path, tmp_path: Path
 ) -> None:
@@ -100,6 +103,7 @@ def test_plan_from_a_machine_without_the_secrets_reads_none(
     assert report["changes"] == 0, steps
 
 
+@pytest.mark.readonly
 def test_the_migration_key_opens_only_libvirts_tunnel(lab: LabHandle) -> None:
     """Issue 16 item 9: node02 runs libvirt's tunnel (virt-ssh-helper) for the migration key
     and refuses anything else; the live migration below proves the tunnel carries a move."""
@@ -134,6 +138,7 @@ def test_live_migration_reports_libvirt_downtime(lab: LabHandle, spec_file: Path
     assert "cli-prefer-vm-a" not in constraints
 
 
+@pytest.mark.readonly
 def test_migrate_refuses_bad_requests(spec_file: Path) -> None:
     result = hakvm("migrate", str(spec_file), "no-such-vm")
     assert result.returncode == 2 and "no VM named 'no-such-vm'" in result.stderr

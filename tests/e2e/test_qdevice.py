@@ -68,6 +68,7 @@ def qdevice(lab: LabHandle, spec_file: Path, qdevice_spec_file: Path) -> LabHand
     return lab
 
 
+@pytest.mark.readonly
 def test_lab_runs_qnetd_on_the_host(lab: LabHandle) -> None:
     state = lab.status()["qnetd"]
     assert state["state"] == "running" and state["address"] == "127.0.0.1:5403/tcp"

@@ -13,6 +13,7 @@ from tests.e2e.conftest import LabHandle, hakvm
 pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
 
 
+@pytest.mark.readonly
 def test_replace_node_refuses_a_node_that_was_not_reinstalled(
     deployed: LabHandle, spec_file: Path
 ) -> None:

@@ -47,6 +47,8 @@ def _free(lab: LabHandle) -> bool:
     return all(lab.run(n, ["flock", "-n", LOCK, "true"]).returncode == 0 for n in lab.ssh_ports)
 
 
+@pytest.mark.readonly
+@pytest.mark.extended  # three applies on the lab, about 2 min: make test-e2e (docs/testing.md)
 def test_a_second_writer_is_refused_naming_the_first_then_waits_for_it(
     deployed: LabHandle, spec_file: Path
 ) -> None:

@@ -134,3 +134,36 @@ def test_a_node_without_pacemaker_reports_degraded_not_critical() -> None:
     verdict = agent_verdict("node02", seen["node02"])
     assert verdict.status == 1
     assert verdict.problems == ["node02: Pacemaker's state (crm_mon) unavailable"]
+
+
+@pytest.mark.parametrize(
+    ("recorded", "vote", "status"),
+    [("voting", 1, health.HEALTHY), ("qnetd-down", 0, health.DEGRADED)],
+)
+def test_the_quorum_devices_vote_is_read_from_quorumtool(
+    recorded: str, vote: int, status: int
+) -> None:
+    """With a quorum device in the spec, a node whose corosync-qdevice casts no vote is
+    degraded, as `hakvm status` says (its next failure stops the survivor's VMs), and
+    hakvm_qdevice_vote_cast follows quorumtool's V/NV; without one, nothing is said."""
+    from dataclasses import replace
+
+    from hakvm.agent import hakvm_metrics
+    from hakvm.agent.exposition import render
+
+    quorum = parsers.parse_quorumtool(
+        (DATA / "qdevice" / f"quorumtool-{recorded}-node01.txt").read_text()
+    )
+    cfg = replace(lab_config("node01"), qdevice=True)
+    assert health.qdevice_flags(cfg, quorum) == (("A", "V", "NMW") if vote else ("A", "NV", "NMW"))
+    verdict = health.Verdict()
+    health._qdevice(cfg, quorum, verdict)
+    assert verdict.status == status
+    assert verdict.problems == ([] if vote else [
+        "node01: the quorum device casts no vote: a node failure now stops the survivor's VMs"
+    ])  # fmt: skip
+    text = render([hakvm_metrics.qdevice(cfg, quorum)])
+    assert f'hakvm_qdevice_vote_cast{{node="node01"}} {vote}' in text
+    without = replace(cfg, qdevice=False)
+    assert health.qdevice_flags(without, quorum) is None
+    assert "hakvm_qdevice_vote_cast{" not in render([hakvm_metrics.qdevice(without, quorum)])

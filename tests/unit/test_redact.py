@@ -6,9 +6,12 @@ and a node's stderr are made, so neither the terminal, a --json report nor a log
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
 import secrets
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,7 +20,8 @@ import pytest
 
 from hakvm.errors import FailedError
 from hakvm.redact import REDACTED, redact, remember_secret
-from hakvm.remote.connection import NodeConnection, RemoteError
+from hakvm.remote import qnetd as qnetd_remote
+from hakvm.remote.connection import NodeConnection, RemoteError, Result
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -150,3 +154,30 @@ def test_no_secret_reaches_the_terminal_or_a_json_report(
     assert code != 0
     assert "--shared-secret=" in out + err  # the line itself was shown ...
     assert secret not in out + err  # ... without its secret
+
+
+class _BundleNode:
+    """A node whose qdevice database holds `bundle` (what `base64 -w0` prints of it)."""
+
+    name = "node01"
+
+    def __init__(self, bundle: bytes) -> None:
+        self.bundle = bundle
+
+    async def run(self, argv: Sequence[str], **_: object) -> Result:
+        out = base64.b64encode(self.bundle).decode() if argv[0] == "base64" else ""
+        return Result(tuple(argv), 0, out, "")
+
+    async def write_file(self, path: str, data: bytes, mode: int) -> None:
+        return None
+
+
+def test_the_qdevice_bundle_is_a_secret_once_read() -> None:
+    """The PKCS#12 bundle carries the cluster's qnetd client key under no password: from the
+    moment hakvm reads it, no text it shows holds it (as read: base64; or hex)."""
+    bundle = os.urandom(64)
+    node = _BundleNode(bundle)
+    shown = f"answer: {base64.b64encode(bundle).decode()} / {bundle.hex()}"
+    assert redact(shown) == shown  # not known yet
+    asyncio.run(qnetd_remote.import_signed(node, b"certificate", "lab"))
+    assert redact(shown) == f"answer: {REDACTED} / {REDACTED}"

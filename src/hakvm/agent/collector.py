@@ -202,7 +202,9 @@ def read_drills(directory: str, read: Reader = read_file) -> list[dict[str, Any]
 
 def families(cfg: AgentConfig, seen: Seen, started: float, now: float) -> list[Family]:
     """Every family of this run, the collector's own last."""
-    verdict = health.assess(cfg, seen.mon, seen.links or [], seen.bonds, seen.drbd or [])
+    verdict = health.assess(
+        cfg, seen.mon, seen.links or [], seen.bonds, seen.drbd or [], quorum=seen.quorum
+    )
     out = [hakvm_metrics.info(cfg), *hakvm_metrics.health(verdict)]
     if seen.mon is not None:
         out += hacluster.pacemaker(seen.mon)
@@ -219,6 +221,7 @@ def families(cfg: AgentConfig, seen: Seen, started: float, now: float) -> list[F
         out += hakvm_metrics.vms(cfg, seen.mon)
         out.append(hakvm_metrics.fencing(seen.mon))
     out.append(hakvm_metrics.bonds(cfg, seen.bonds))
+    out.append(hakvm_metrics.qdevice(cfg, seen.quorum))
     out.append(hakvm_metrics.bmc(cfg, seen.bmc))
     out += hakvm_metrics.drills(seen.drills)
     return out + hakvm_metrics.collector(seen, time.monotonic() - started, now)

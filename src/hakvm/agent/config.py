@@ -44,6 +44,7 @@ class AgentConfig:
     interval_s: int = 15
     bmc_check_interval_s: int = 60
     version: str = ""
+    qdevice: bool = False  # the spec has a quorum device: this node's corosync-qdevice votes
 
     @property
     def peers(self) -> list[str]:
@@ -68,6 +69,7 @@ class AgentConfig:
             "peer_bmc": None if self.peer_bmc is None else self.peer_bmc.__dict__,
             "interval_s": self.interval_s,
             "bmc_check_interval_s": self.bmc_check_interval_s,
+            "qdevice": self.qdevice,
         }
 
     def to_json(self) -> str:
@@ -100,6 +102,7 @@ def from_dict(data: dict[str, Any]) -> AgentConfig:
             peer_bmc=peer_bmc,
             interval_s=int(data.get("interval_s", 15)),
             bmc_check_interval_s=int(data.get("bmc_check_interval_s", 60)),
+            qdevice=bool(data.get("qdevice", False)),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"agent config: missing or wrong key {exc}") from None

@@ -10,8 +10,8 @@ from typing import Any
 
 from .config import AgentConfig
 from .exposition import Family
-from .health import Verdict
-from .parsers import CrmMon, Drbd, Link
+from .health import Verdict, qdevice_flags
+from .parsers import CrmMon, Drbd, Link, Quorum
 
 # DRBD 8.4 connection states in which the replication link is up (a resync or an online
 # verify runs over it); DRBD 9 reports the connection ("Connected") apart from them.
@@ -129,6 +129,17 @@ def links(cfg: AgentConfig, links: list[Link]) -> Family:
     for link in links:
         for peer, up in sorted(link.peers.items()):
             family.add(1 if up else 0, {"link": str(link.number), "peer": cfg.node_name(peer)})
+    return family
+
+
+def qdevice(cfg: AgentConfig, quorum: Quorum | None) -> Family:
+    """Only with a quorum device in the spec, and from quorumtool's Qdevice column."""
+    family = Family("hakvm_qdevice_vote_cast", "1 when this node's corosync-qdevice casts the "
+                    "quorum device's vote (corosync-quorumtool: V), 0 when not (NV) or not "
+                    "alive")  # fmt: skip
+    flags = qdevice_flags(cfg, quorum)
+    if flags is not None:
+        family.add(1 if "V" in flags else 0, {"node": cfg.node})
     return family
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .config import AgentConfig, VmConfig
-from .parsers import CrmMon, Drbd, Link
+from .parsers import CrmMon, Drbd, Link, Quorum
 
 HEALTHY, DEGRADED, CRITICAL = 0, 1, 2
 
@@ -71,6 +71,25 @@ def _own_links(
             found.degraded.append(f"{cfg.node}: {bond} member(s) down: {', '.join(down)}")
 
 
+def qdevice_flags(cfg: AgentConfig, quorum: Quorum | None) -> tuple[str, ...] | None:
+    """This node's Qdevice flags in corosync-quorumtool (None: no quorum device in the spec,
+    or quorumtool did not answer)."""
+    if not cfg.qdevice or quorum is None:
+        return None
+    return next((m.qdevice for m in quorum.members if m.local), ())
+
+
+def _qdevice(cfg: AgentConfig, quorum: Quorum | None, found: Verdict) -> None:
+    """The rule of `hakvm status` (ops/status.py `_qdevice_status`): a node whose
+    corosync-qdevice casts no vote leaves the survivor of the next failure without quorum."""
+    flags = qdevice_flags(cfg, quorum)
+    if flags is not None and "V" not in flags:
+        how = "casts no vote" if "A" in flags else "is not running"
+        found.degraded.append(
+            f"{cfg.node}: the quorum device {how}: a node failure now stops the survivor's VMs"
+        )
+
+
 def _cluster_wide(mon: CrmMon, found: Verdict, seen_from: str) -> None:
     if not mon.quorate:
         found.critical.append(f"the partition seen from {seen_from} has no quorum")
@@ -117,15 +136,18 @@ def assess(
     links: Sequence[Link],
     bonds: Mapping[str, Mapping[str, bool]],
     drbd: Sequence[Drbd],
+    *,
+    quorum: Quorum | None = None,
 ) -> Verdict:
     """This node's verdict from its own crm_mon (None: it did not answer), knet links, bonds
-    (bond -> member -> up) and DRBD volumes."""
+    (bond -> member -> up), DRBD volumes and corosync-quorumtool (the quorum device's vote)."""
     found = Verdict()
     if mon is None:
         found.degraded.append(f"{cfg.node}: Pacemaker's state (crm_mon) unavailable")
     _nodes(cfg, mon, found)
     if node_state(mon, cfg.node) == "online":
         _own_links(cfg, links, bonds, found)
+        _qdevice(cfg, quorum, found)
     if mon is not None:
         _cluster_wide(mon, found, cfg.node)
         for vm in cfg.vms:

@@ -296,6 +296,8 @@ class Member:
     name: str
     votes: int
     local: bool
+    # corosync-quorumtool's Qdevice column: A/NA alive, V/NV vote cast, MW/NMW master wins
+    qdevice: tuple[str, ...] = ()
 
 
 @dataclass
@@ -340,7 +342,8 @@ def parse_quorumtool(text: str) -> Quorum:
     if section is None:
         raise ValueError("corosync-quorumtool: no membership information")
     members = [
-        Member(m["node_id"], m["name"], int(m["votes"]), bool(m["local"]))
+        Member(m["node_id"], m["name"], int(m["votes"]), bool(m["local"]),
+               tuple(m["qdevice"].split(",")) if m["qdevice"] else ())
         for m in _MEMBER_RE.finditer(section[1])
     ]
     keys = ("expected_votes", "highest_expected", "total_votes", "quorum")

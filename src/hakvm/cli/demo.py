@@ -115,6 +115,13 @@ def run_demo(spec: ClusterSpec, spec_path: Path) -> int:
     report = asyncio.run(_apply(spec, spec_path, progress))
     console.print(f"apply: {report.changes} step(s) in {report.seconds:.0f}s")
     console.rule("4. status: the cluster as hakvm sees it")
+    # A plug is pulled only on a healthy cluster: on a degraded one (a node unclean, a fence
+    # device failed) the failover would show the earlier fault, not hakvm's recovery.
+    if demo.wait_healthy(spec_path) is None:
+        demo.run_hakvm("status", str(spec_path))
+        console.print(f"[red]the cluster is not healthy after {demo.HEALTHY_WAIT_S:.0f}s: "
+                      "no failover on it (hakvm status above says why)[/red]")  # fmt: skip
+        return ExitCode.FAILED
     demo.run_hakvm("status", str(spec_path))
     console.rule("5. failover: hard power-off of a node")
     timeline = asyncio.run(_failover(spec, spec_path, console))

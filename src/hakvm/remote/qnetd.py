@@ -23,6 +23,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from hakvm.redact import remember_secret
 from hakvm.remote.connection import Remote, RemoteError, Result, command_failed
 from hakvm.remote.quorum import CA_NICKNAME, NODE_DB, NODE_DIR, pem_body
 
@@ -135,7 +136,7 @@ async def import_signed(node: Remote, certificate: bytes, cluster: str) -> bytes
     path = f"{NODE_DB}/cluster-{cluster}.crt"
     await node.write_file(path, certificate, 0o600)
     await node.run(["corosync-qdevice-net-certutil", "-M", "-c", path], check=True)
-    return await _read_bytes(node, NODE_P12)
+    return await _node_bundle(node)
 
 
 async def read_bundle(node: Remote) -> tuple[str, bytes]:
@@ -143,7 +144,15 @@ async def read_bundle(node: Remote) -> tuple[str, bytes]:
     init_node and import_signed/import_bundle left them: what a new node is given (crmsh's
     join fetches the same file from a cluster node)."""
     found = await node.run(["cat", NODE_CA], check=True)
-    return found.stdout, await _read_bytes(node, NODE_P12)
+    return found.stdout, await _node_bundle(node)
+
+
+async def _node_bundle(node: Remote) -> bytes:
+    """The node's PKCS#12 bundle: the cluster's private key for qnetd, under no password
+    (certutil's pk12util call sets none), so a secret to every text hakvm shows."""
+    bundle = await _read_bytes(node, NODE_P12)
+    remember_secret(bundle)
+    return bundle
 
 
 async def import_bundle(node: Remote, bundle: bytes) -> None:

@@ -76,6 +76,7 @@ def agent_config(ctx: RenderContext, node: Node) -> AgentConfig:
         peer_bmc=bmc,
         interval_s=spec.monitoring.interval_s,
         version=hakvm.__version__,
+        qdevice=spec.quorum_device is not None,
     )
 
 

@@ -14,10 +14,14 @@ rsc_defaults rsc-options: resource-stickiness=200 migration-threshold=3
 op_defaults op-options: timeout=60s
 primitive node01_fence stonith:fence_ipmilan \
     params ip=10.0.2.2 ipport=6230 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node01.password.sh pcmk_host_list=node01 pcmk_host_check=static-list pcmk_delay_base=45s \
-    op monitor interval=300s timeout=120s
+    op monitor interval=300s timeout=120s \
+    op start interval=0s timeout=120s \
+    op stop interval=0s timeout=120s
 primitive node02_fence stonith:fence_ipmilan \
     params ip=10.0.2.2 ipport=6231 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node02.password.sh pcmk_host_list=node02 pcmk_host_check=static-list \
-    op monitor interval=300s timeout=120s
+    op monitor interval=300s timeout=120s \
+    op start interval=0s timeout=120s \
+    op stop interval=0s timeout=120s
 primitive vm-a_drbd ocf:linbit:drbd \
     params drbd_resource=vm-a \
     op monitor interval=59s timeout=120s role=Promoted \

@@ -14,10 +14,14 @@ rsc_defaults rsc-options: resource-stickiness=200 migration-threshold=3
 op_defaults op-options: timeout=60s
 primitive node01_fence stonith:fence_ipmilan \
     params ip=10.0.30.11 ipport=623 username=fence lanplus=1 password_script=/etc/hakvm/fence/node01.password.sh pcmk_host_list=node01 pcmk_host_check=static-list pcmk_delay_base=10s \
-    op monitor interval=60s timeout=30s
+    op monitor interval=60s timeout=30s \
+    op start interval=0s timeout=60s \
+    op stop interval=0s timeout=60s
 primitive node02_fence stonith:fence_ipmilan \
     params ip=10.0.30.12 ipport=623 username=fence lanplus=1 password_script=/etc/hakvm/fence/node02.password.sh pcmk_host_list=node02 pcmk_host_check=static-list \
-    op monitor interval=60s timeout=30s
+    op monitor interval=60s timeout=30s \
+    op start interval=0s timeout=60s \
+    op stop interval=0s timeout=60s
 primitive vm1_drbd ocf:linbit:drbd \
     params drbd_resource=vm1 \
     op monitor interval=29s timeout=30s role=Promoted \
