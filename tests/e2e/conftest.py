@@ -167,12 +167,16 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Lab checks first (they leave bare nodes), then the deploy (it saves ``deployed``), the
-    read-only tests (one shared cluster), the tests that change it (each from a restore),
-    lab_last at the end."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Unit and render tests first; then the lab checks (they leave bare nodes), the deploy
+    (it saves ``deployed``), the read-only tests (one shared cluster), the tests that change
+    it (each from a restore), lab_last at the end. When lab tests were selected, the lab
+    starts coming up now, in the background: the image build and the nodes' boot overlap
+    the unit tests (minutes of CI's 30)."""
 
     def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("e2e") is None:
+            return -1  # unit and render tests first, while the lab comes up (below)
         if item.get_closest_marker("lab_last"):
             return 4
         if item.path.name == "test_lab.py":
@@ -182,6 +186,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return 2 if item.get_closest_marker("readonly") else 3
 
     items.sort(key=rank)  # stable: file order is kept within each rank
+    wants_lab = any("lab" in getattr(item, "fixturenames", ()) for item in items)
+    if wants_lab and not config.option.collectonly and lab_missing() is None and not _EARLY:
+        _EARLY.append(start_lab())
+
+
+def pytest_sessionfinish() -> None:
+    """A lab started early that no test took (the session ended first) is destroyed."""
+    while _EARLY:
+        start = _EARLY.pop()
+        if start.proc.poll() is None:
+            start.proc.terminate()
+            start.proc.wait(timeout=120)
+        start.destroy()
 
 
 @pytest.fixture(autouse=True)
@@ -197,13 +214,31 @@ def _lab_changed_unless_readonly(request: pytest.FixtureRequest) -> Iterator[Non
         handle.current = None
 
 
+# What explains most lab failures (a node fenced, an operation timed out on a loaded node),
+# from each node's Pacemaker log: in CI the lab is gone once the session ends.
+EVIDENCE = (
+    "grep -E 'fenc|Fenc|Timed Out|timed out|UNCLEAN|unclean|unresponsive|error:' "
+    "/var/log/pacemaker/pacemaker.log | tail -n 30"
+)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Iterator[None]:
     outcome: Any = yield
-    if outcome.get_result().failed:
-        item._hakvm_failed = True  # type: ignore[attr-defined]
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    item._hakvm_failed = True  # type: ignore[attr-defined]
+    handle = getattr(item, "funcargs", {}).get("lab")
+    if report.when == "call" and isinstance(handle, LabHandle) and handle.ssh_ports:
+        for node in NODES:
+            try:
+                found = handle.run(node, ["sh", "-c", EVIDENCE], timeout=60).stdout
+            except (OSError, subprocess.SubprocessError) as exc:
+                found = f"unreachable: {exc}"
+            report.sections.append((f"{node}: pacemaker.log", found))
 
 
 def lab_spec(lab: LabHandle, directory: pathlib.Path, **overrides: Any) -> pathlib.Path:
@@ -234,39 +269,82 @@ def clone_checkout(dest: pathlib.Path) -> None:
             shutil.copy2(source, target)
 
 
-@pytest.fixture(scope="session")
-def lab() -> Iterator[LabHandle]:
+@dataclasses.dataclass
+class LabStart:
+    """`hakvm lab up` running from a fresh clone of this checkout in a new 0700 directory."""
+
+    home: pathlib.Path
+    clone: pathlib.Path
+    proc: subprocess.Popen[bytes]
+    log: pathlib.Path
+    started: float
+
+    @property
+    def state_dir(self) -> pathlib.Path:
+        return self.clone / ".hakvm" / "lab"
+
+    def destroy(self) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "hakvm.cli", "lab", "--lab-dir", str(self.state_dir),
+             "destroy"],
+            capture_output=True, timeout=600, check=False,
+        )  # fmt: skip
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+_EARLY: list[LabStart] = []  # started by pytest_collection_modifyitems, taken by `lab`
+
+
+def lab_missing() -> str | None:
+    """Why this machine cannot run the lab (None: it can)."""
     if os.geteuid() != 0:
-        pytest.skip("the QEMU lab needs root (image build, unprivileged QEMU user)")
+        return "the QEMU lab needs root (image build, unprivileged QEMU user)"
     for tool in ("qemu-system-x86_64", "debootstrap", "debugfs", "ssh", "setpriv", "git"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed (make deps)")
-    # Like root's home: a directory nobody else may enter, and a space in the path.
+            return f"{tool} not installed (make deps)"
+    return None
+
+
+def start_lab() -> LabStart:
+    """Clone, then start `lab up` as a new user would: the clone's own code, from inside
+    the clone, with the default state dir; like root's home, a directory nobody else may
+    enter, and a space in the path. Its output goes to a file (a pipe nobody reads while
+    the unit tests run would fill and stall it)."""
     home = pathlib.Path(tempfile.mkdtemp(prefix="hakvm-e2e-"))
     assert home.stat().st_mode & 0o777 == 0o700
     clone = home / "hakvm clone"
     clone_checkout(clone)
     env = dict(os.environ, PYTHONPATH=str(clone / "src"))
-    state_dir = clone / ".hakvm" / "lab"
+    log = home / "lab-up.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hakvm.cli", "lab", "up"],
+            cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    return LabStart(home, clone, proc, log, time.monotonic())
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[LabHandle]:
+    missing = lab_missing()
+    if missing is not None:
+        pytest.skip(missing)
+    start = _EARLY.pop() if _EARLY else start_lab()
     handle = LabHandle(
-        state_dir=state_dir,
+        state_dir=start.state_dir,
         ssh_ports={},
         bmc_ports={},
         bmc_user="",
-        key=state_dir / "id_ed25519",
-        known_hosts=state_dir / "known_hosts",
+        key=start.state_dir / "id_ed25519",
+        known_hosts=start.state_dir / "known_hosts",
     )
     try:
-        started = time.monotonic()
-        # The clone's own code, from inside the clone, with the default state dir.
-        result = subprocess.run(
-            [sys.executable, "-m", "hakvm.cli", "lab", "up"],
-            cwd=clone, env=env, capture_output=True, text=True, timeout=1800, check=False,
-        )  # fmt: skip
-        assert result.returncode == 0, f"lab up failed:\n{result.stdout}\n{result.stderr}"
-        handle.up_seconds = time.monotonic() - started
-        assert home.stat().st_mode & 0o777 == 0o700, "lab up changed the mode of a directory"
-        lab_state = Lab(state_dir)
+        returncode = start.proc.wait(timeout=1800)
+        output = start.log.read_text(errors="replace")
+        assert returncode == 0, f"lab up failed:\n{output}"
+        handle.up_seconds = time.monotonic() - start.started
+        assert start.home.stat().st_mode & 0o777 == 0o700, "lab up changed a directory's mode"
+        lab_state = Lab(start.state_dir)
         config = lab_state.load()
         handle.state_dir = lab_state.dir
         handle.ssh_ports = {n: config.ssh_port_of(n) for n in NODES}
@@ -274,15 +352,16 @@ def lab() -> Iterator[LabHandle]:
         handle.bmc_user = config.bmc_user
         handle.save("bare")
     except BaseException:
-        handle.hakvm("destroy")
-        shutil.rmtree(home, ignore_errors=True)
+        if start.proc.poll() is None:
+            start.proc.terminate()
+            start.proc.wait(timeout=120)
+        start.destroy()
         raise
     try:
         yield handle
     finally:
         if os.environ.get("HAKVM_E2E_KEEP") != "1":
-            handle.hakvm("destroy")
-            shutil.rmtree(home, ignore_errors=True)
+            start.destroy()
 
 
 STATE_DIR = REPO / ".hakvm" / "e2e-state"

@@ -195,10 +195,14 @@ class LiveCib:
         self.cib = _live()
         self.moves = moves
         self.pushed: list[str] = []
+        # crm_mon's answers while apply waits for the fence devices (the last one repeats).
+        self.crm_mon = [_crm_mon()]
 
     def __call__(self, node: FakeNode, argv: tuple[str, ...], stdin: bytes | None) -> Reply:
         if argv == ("cibadmin", "-Q"):
             return 0, self.cib
+        if argv == tuple(pacemaker.CRM_MON_ARGV):
+            return 0, self.crm_mon.pop(0) if len(self.crm_mon) > 1 else self.crm_mon[0]
         if argv[0] == "crm_diff":
             return 1, "<diff/>"  # 1: there are differences
         if argv == PATCH:
@@ -210,13 +214,77 @@ class LiveCib:
         return 0, ""
 
 
+def _crm_mon(*edits: tuple[str, str]) -> str:
+    """The recorded healthy cluster's crm_mon (both fence devices started), edited."""
+    from tests.unit.recorded import answers
+
+    text = answers("healthy")["node01"].text("crm_mon")
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new)
+    return text
+
+
+STARTED = 'id="node02_fence" resource_agent="stonith:fence_ipmilan" role="Started" active="true"'
+STOPPED = 'id="node02_fence" resource_agent="stonith:fence_ipmilan" role="Stopped" active="false"'
+
+
 def test_cib_push_patches_fencing_first_then_everything() -> None:
     cib = LiveCib()
-    asyncio.run(actions.push_cib(FakeNode(answer=cib), _rendered(), _no_sleep))
+    node = FakeNode(answer=cib)
+    asyncio.run(actions.push_cib(node, _rendered(), _no_sleep))
     fencing, everything = cib.pushed
     fence_ids = cib_merge.stonith_ids(_rendered())
     assert fence_ids and all(f'id="{i}"' in fencing for i in fence_ids)
     assert 'id="vm-a"' not in fencing and 'id="vm-a"' in everything
+    # Between the two, the new fence devices were seen started.
+    patches = [i for i, a in enumerate(node.argvs) if a == PATCH]
+    between = node.argvs[patches[0] : patches[1]]
+    assert tuple(pacemaker.CRM_MON_ARGV) in between
+
+
+def test_resources_wait_until_the_new_fence_devices_run() -> None:
+    cib = LiveCib()
+    cib.crm_mon = [_crm_mon((STARTED, STOPPED)), _crm_mon((STARTED, STOPPED)), _crm_mon()]
+    node = FakeNode(answer=cib)
+    asyncio.run(actions.push_cib(node, _rendered(), _no_sleep))
+    assert node.argvs.count(tuple(pacemaker.CRM_MON_ARGV)) == 3 and len(cib.pushed) == 2
+
+
+def test_a_fence_device_that_failed_to_start_stops_the_apply_before_any_resource() -> None:
+    cib = LiveCib()
+    failure = (
+        '<failure op_key="node02_fence_start_0" node="node01" exitstatus="error" '
+        'exitreason="" exitcode="1" call="28" status="Timed Out" task="start"/>'
+    )
+    failures = ("</resources>", f"</resources><failures>{failure}</failures>")
+    cib.crm_mon = [_crm_mon((STARTED, STOPPED), failures)]
+    node = FakeNode(answer=cib)
+    with pytest.raises(RemoteError, match=r"fence device node02_fence start on node01 .*"
+                       r"crm_resource --cleanup --resource node02_fence"):  # fmt: skip
+        asyncio.run(actions.push_cib(node, _rendered(), _no_sleep))
+    assert len(cib.pushed) == 1  # fencing only: no VM in a cluster that cannot fence
+
+
+def test_a_fence_device_whose_node_is_offline_is_not_waited_for() -> None:
+    """node02_fence runs only on node01: with node01 offline it cannot start, and the apply
+    (on a cluster missing a node) goes on."""
+    cib = LiveCib()
+    node01 = '<node name="node01" id="1" online='
+    offline = (f'{node01}"true"', f'{node01}"false"')
+    cib.crm_mon = [_crm_mon((STARTED, STOPPED), offline)]
+    asyncio.run(actions.push_cib(FakeNode(answer=cib), _rendered(), _no_sleep))
+    assert len(cib.pushed) == 2
+
+
+def test_a_fence_device_that_never_starts_times_out_by_name() -> None:
+    cib = LiveCib()
+    cib.crm_mon = [_crm_mon((STARTED, STOPPED))]
+    ticks = iter(range(0, 10_000, 60))
+    late = r"fence device\(s\) not started after 360s: node02_fence"
+    with pytest.raises(RemoteError, match=late):
+        asyncio.run(actions.push_cib(FakeNode(answer=cib), _rendered(), _no_sleep,
+                                     clock=lambda: float(next(ticks))))  # fmt: skip
 
 
 def test_cib_push_rereads_and_retries_when_the_cib_moved() -> None:

@@ -438,14 +438,14 @@ def test_drift_reports_each_managed_file_step(spec: ClusterSpec) -> None:
     steps = [
         Step("node01", "hosts", "update /etc/hosts", ()),
         Step("node02", "packages", "install drbd-utils", ()),  # not drift: not in DRIFT_PHASES
-        Step("node01", "cib", "push fencing, then resources (CIB patch)", ()),
+        Step("node01", "cib", "push fencing (waited for when new), then resources (CIB patch)", ()),
     ]
     view = dr.DeployView(files=deployed_files(spec), drift=steps)
     report = dr.diagnose(spec, inputs(spec, deployed=view))
     assert found(report) == [("drift", "warning", "node01"), ("drift", "warning", "node01")]
     assert [f.message for f in report.findings] == [
         "drifted: update /etc/hosts",
-        "drifted: push fencing, then resources (CIB patch)",
+        "drifted: push fencing (waited for when new), then resources (CIB patch)",
     ]
     assert report.findings[0].fix == dr.DRIFT_FIX
 

@@ -85,7 +85,7 @@ def test_a_running_two_node_cluster_switches_to_the_device_without_a_restart(
         # The agent reads the device's vote from then on (hakvm_qdevice_vote_cast).
         ("monitoring", "node01", "update /etc/hakvm/agent.json"),
         ("monitoring", "node02", "update /etc/hakvm/agent.json"),
-        ("cib", "node01", "push fencing, then resources (CIB patch)"),
+        ("cib", "node01", "push fencing (waited for when new), then resources (CIB patch)"),
     ]  # fmt: skip
     # Never a corosync restart (it would take Pacemaker and every VM down with it).
     assert not [a for a in _argvs(steps) if a[:1] == ("systemctl",) and "corosync" in a]
@@ -125,7 +125,7 @@ def test_back_from_the_device_to_two_node_without_a_restart(tmp_path: Path) -> N
         ("quorum", "node01", "switch corosync from the quorum device back to two_node"),
         ("monitoring", "node01", "update /etc/hakvm/agent.json"),
         ("monitoring", "node02", "update /etc/hakvm/agent.json"),
-        ("cib", "node01", "push fencing, then resources (CIB patch)"),
+        ("cib", "node01", "push fencing (waited for when new), then resources (CIB patch)"),
     ]
     assert not [a for a in _argvs(steps) if "corosync" in a]
 

@@ -281,20 +281,74 @@ async def wait_cluster(
 
 
 async def push_cib(
-    node: Remote, rendered: str, sleep: Sleep = asyncio.sleep, *, fencing_only: bool = False
+    node: Remote,
+    rendered: str,
+    sleep: Sleep = asyncio.sleep,
+    *,
+    fencing_only: bool = False,
+    clock: Clock = time.monotonic,
 ) -> None:
-    """Merge the rendered CIB into the live one and patch it in: fencing first (resources
-    must never run in a cluster that cannot fence), then everything (`fencing_only`: the
-    fence devices and cluster properties alone)."""
+    """Merge the rendered CIB into the live one and patch it in: fencing first, waited for
+    when it changed (resources must never run in a cluster that cannot fence), then
+    everything (`fencing_only`: the fence devices and cluster properties alone)."""
     passes = (cib_merge.stonith_ids(rendered), None)
     for only in passes[:1] if fencing_only else passes:
+        changed = False
 
         def wanted(live: str, only: set[str] | None = only) -> str | None:
+            nonlocal changed
             desired = cib_merge.desired_cib(live, rendered, only_ids=only)
             same = cib_merge.configuration_text(live) == cib_merge.configuration_text(desired)
+            changed = changed or not same
             return None if same else desired
 
         await pacemaker.change_cib(node, wanted, what="the CIB patch", sleep=sleep)
+        if only is not None and changed and not fencing_only:
+            await wait_fence_devices(node, cib_merge.fence_targets(rendered), sleep, clock)
+
+
+FENCE_START_S = 360.0  # stonith-timeout-sized: a device's start runs its agent twice
+
+
+async def wait_fence_devices(
+    node: Remote,
+    targets: Mapping[str, str],
+    sleep: Sleep = asyncio.sleep,
+    clock: Clock = time.monotonic,
+    timeout: float = FENCE_START_S,
+) -> None:
+    """Until every fence device that has a node to run on (one online besides the node it
+    fences) is started, before any resource is pushed: the VMs' starts then do not compete
+    with the fence agents' (make demo and CI, 2026-12-02: on a lab node starting everything
+    at once, a fence device's start and stop outlasted their timeouts and the node was
+    fenced). A device that failed stops the apply: resources never run in a cluster that
+    cannot fence."""
+    deadline = clock() + timeout
+    waiting = sorted(targets)
+    while True:
+        try:
+            state = await pacemaker.cluster_state(node)
+        except PacemakerError:
+            state = None  # busy: ask again
+        if state is not None:
+            online = {name for name, n in state.nodes.items() if n.online}
+            waiting = [
+                rid for rid, target in sorted(targets.items())
+                if online - {target}
+                and not ((r := state.resources.get(rid)) and r.running_on)
+            ]  # fmt: skip
+            failed = [f for f in state.failures if f.resource in waiting]
+            if failed:
+                raise RemoteError(
+                    f"fence device {failed[0].describe()}: fix its BMC access, then "
+                    f"crm_resource --cleanup --resource {failed[0].resource} and apply again"
+                )
+            if not waiting:
+                return
+        if clock() > deadline:
+            raise RemoteError(f"fence device(s) not started after {timeout:.0f}s: "
+                              f"{', '.join(waiting)}")  # fmt: skip
+        await sleep(POLL_S)
 
 
 async def wait_vms(

@@ -303,6 +303,16 @@ def stonith_ids(rendered_text: str) -> set[str]:
     return ids
 
 
+def fence_targets(rendered_text: str) -> dict[str, str]:
+    """Each fence device -> the node it fences (its pcmk_host_list)."""
+    root = _parse(rendered_text, "rendered")
+    return {
+        p.get("id") or "": nv.get("value") or ""
+        for p in root.iterfind("configuration/resources/primitive[@class='stonith']")
+        for nv in p.iterfind("instance_attributes/nvpair[@name='pcmk_host_list']")
+    }
+
+
 # --- whose CIB ----------------------------------------------------------------------------
 
 

@@ -613,7 +613,7 @@ def cib(env: PlanEnv) -> list[Step]:
             Step(
                 target,
                 "cib",
-                "push fencing, then resources (CIB patch)",
+                "push fencing (waited for when new), then resources (CIB patch)",
                 (Call("patch the CIB", _push_cib(target, rendered)),),
                 "(cluster not running yet)",
             )
@@ -632,7 +632,7 @@ def cib(env: PlanEnv) -> list[Step]:
         Step(
             target,
             "cib",
-            "push fencing, then resources (CIB patch)",
+            "push fencing (waited for when new), then resources (CIB patch)",
             (Call("patch the CIB", _push_cib(target, rendered)),),
             diff,
         )
