@@ -54,6 +54,9 @@ class LabHandle:
     ring_ids: dict[str, str] = dataclasses.field(default_factory=dict)  # snapshot -> ring id
     # The snapshot the lab still equals (saved or restored, and only readonly tests since).
     current: str | None = None
+    # States the lab reached and equals that are not saved yet (`keep` saves one when a test
+    # may change the lab; read-only tests alone never pay for the save).
+    unsaved: set[str] = dataclasses.field(default_factory=set)
 
     def run(
         self, node: str, argv: Sequence[str], timeout: float = 120, input: str | None = None
@@ -115,10 +118,21 @@ class LabHandle:
         if self.current != snapshot:
             self.restore(snapshot)
 
+    def reached(self, snapshot: str) -> None:
+        """The lab is now in the state `snapshot` names: saved by `keep` when needed."""
+        self.current = snapshot
+        self.unsaved.add(snapshot)
+
+    def keep(self, snapshot: str) -> None:
+        """Save `snapshot` now if the lab is in that state and it was never saved."""
+        if self.current == snapshot and snapshot in self.unsaved:
+            self.save(snapshot)
+
     def save(self, snapshot: str) -> None:
         result = self.hakvm("snapshot", "save", snapshot, timeout=900)
         assert result.returncode == 0, f"save {snapshot}: {result.stdout}{result.stderr}"
         self.current = snapshot
+        self.unsaved.discard(snapshot)
         ring = self.ring_id()
         if ring is not None:
             self.ring_ids[snapshot] = ring
@@ -374,15 +388,27 @@ def spec_file(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> pathl
 
 
 @pytest.fixture
-def deployed(lab: LabHandle, spec_file: pathlib.Path) -> LabHandle:
+def deployed(
+    request: pytest.FixtureRequest, lab: LabHandle, spec_file: pathlib.Path
+) -> LabHandle:
     """The lab as the deploy tests leave it (snapshot ``deployed``: both VMs running where
     the spec prefers, DRBD UpToDate), restored unless it still is; deployed here first if no
     test did."""
-    return restore_deployed(lab, spec_file)
+    return restore_deployed(lab, spec_file, keep=not is_readonly(request))
 
 
-def restore_deployed(lab: LabHandle, spec_file: pathlib.Path) -> LabHandle:
+def is_readonly(request: pytest.FixtureRequest) -> bool:
+    return request.node.get_closest_marker("readonly") is not None
+
+
+def restore_deployed(lab: LabHandle, spec_file: pathlib.Path, *, keep: bool = True) -> LabHandle:
+    """The deployed cluster: as it is if it still is (saved first when `keep`: the caller
+    may change it), else restored, else deployed from bare and saved."""
     if lab.current == "deployed":
+        if keep and "deployed" in lab.unsaved:
+            healthy = lambda: hakvm("status", str(spec_file)).returncode == 0  # noqa: E731
+            wait_for("a healthy cluster to save", healthy, 600)
+            lab.keep("deployed")
         return lab
     if lab.has_snapshot("deployed"):
         lab.restore("deployed")

@@ -92,6 +92,7 @@ def test_drill_with_faults_injected_from_inside_the_nodes(lab: LabHandle, spec_f
         assert "hakvm_drill" not in lab.check(node, ["nft", "list", "tables"])
 
 
+@pytest.mark.extended  # 85 s and a snapshot save: make test-e2e (docs/testing.md)
 def test_drill_heal_removes_what_an_interrupted_drill_left(
     deployed: LabHandle, spec_file: Path
 ) -> None:

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from hakvm.remote.disks import LINKS_ARGV, parse_links
-from tests.e2e.conftest import LabHandle, hakvm
+from tests.e2e.conftest import LabHandle, hakvm, restore_deployed
 
 # Each test restores the deployed lab twice and plans or applies: make test-e2e (CI's time).
 # readonly: each puts the lab back itself (`restored`), so the next test need not.
@@ -34,8 +34,9 @@ NODES = ("node01", "node02")
 
 
 @pytest.fixture
-def restored(deployed: LabHandle) -> Iterator[LabHandle]:
-    """The deployed lab, put back as it was after the test."""
+def restored(deployed: LabHandle, spec_file: Path) -> Iterator[LabHandle]:
+    """The deployed lab, put back as it was after the test (saved first if it never was)."""
+    restore_deployed(deployed, spec_file)
     try:
         yield deployed
     finally:

@@ -15,16 +15,16 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import REPO, LabHandle, hakvm, restore_deployed, wait_for
+from tests.e2e.conftest import REPO, LabHandle, hakvm, is_readonly, restore_deployed, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
 
 FIGURES: dict[str, Any] = {}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def from_deployed(lab: LabHandle, spec_file: Path) -> None:
-    restore_deployed(lab, spec_file)
+@pytest.fixture(autouse=True)
+def from_deployed(request: pytest.FixtureRequest, lab: LabHandle, spec_file: Path) -> None:
+    restore_deployed(lab, spec_file, keep=not is_readonly(request))
 
 
 def status(spec_file: Path) -> tuple[int, dict[str, Any]]:

@@ -14,6 +14,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
 
 
 @pytest.mark.readonly
+@pytest.mark.extended  # three replace-node runs, 121 s: make test-e2e (docs/testing.md)
 def test_replace_node_refuses_a_node_that_was_not_reinstalled(
     deployed: LabHandle, spec_file: Path
 ) -> None:
