@@ -18,7 +18,7 @@ from hakvm.deploy.steps import Nodes
 from hakvm.locks import RUN_ID
 from hakvm.remote import drbd, pacemaker, qnetd
 from hakvm.remote.connection import Remote, RemoteError
-from hakvm.remote.pacemaker import PacemakerError
+from hakvm.remote.pacemaker import ClusterState, PacemakerError
 from hakvm.remote.quorum import (
     CMAP_QUORUM,
     QDEVICE_TOOL,
@@ -323,31 +323,48 @@ async def wait_fence_devices(
     at once, a fence device's start and stop outlasted their timeouts and the node was
     fenced). A device that failed stops the apply: resources never run in a cluster that
     cannot fence."""
-    deadline = clock() + timeout
     waiting = sorted(targets)
+
+    def started(state: ClusterState) -> bool:
+        nonlocal waiting
+        online = {name for name, n in state.nodes.items() if n.online}
+        waiting = [
+            rid for rid, target in sorted(targets.items())
+            if online - {target} and not ((r := state.resources.get(rid)) and r.running_on)
+        ]  # fmt: skip
+        failed = [f for f in state.failures if f.resource in waiting]
+        if failed:
+            raise RemoteError(
+                f"fence device {failed[0].describe()}: fix its BMC access, then "
+                f"crm_resource --cleanup --resource {failed[0].resource} and apply again"
+            )
+        return not waiting
+
+    late = lambda: f"fence device(s) not started after {timeout:.0f}s: {', '.join(waiting)}"  # noqa: E731
+    await _until(node, started, late, timeout, sleep=sleep, clock=clock)
+
+
+async def _until(
+    node: Remote,
+    done: Callable[[ClusterState], bool],
+    late: Callable[[], str],
+    timeout: float,
+    *,
+    sleep: Sleep,
+    clock: Clock,
+) -> None:
+    """Poll `node`'s crm_mon until `done` (which may raise); RemoteError(late()) after
+    `timeout` seconds."""
+    deadline = clock() + timeout
     while True:
         try:
             state = await pacemaker.cluster_state(node)
         except PacemakerError:
-            state = None  # busy: ask again
-        if state is not None:
-            online = {name for name, n in state.nodes.items() if n.online}
-            waiting = [
-                rid for rid, target in sorted(targets.items())
-                if online - {target}
-                and not ((r := state.resources.get(rid)) and r.running_on)
-            ]  # fmt: skip
-            failed = [f for f in state.failures if f.resource in waiting]
-            if failed:
-                raise RemoteError(
-                    f"fence device {failed[0].describe()}: fix its BMC access, then "
-                    f"crm_resource --cleanup --resource {failed[0].resource} and apply again"
-                )
-            if not waiting:
-                return
+            state = None  # busy or restarting: ask again
+        if state is not None and done(state):
+            return
         if clock() > deadline:
-            raise RemoteError(f"fence device(s) not started after {timeout:.0f}s: "
-                              f"{', '.join(waiting)}")  # fmt: skip
+            raise RemoteError(late())
         await sleep(POLL_S)
 
 
@@ -362,21 +379,17 @@ async def wait_vms(
     time has passed (Pacemaker may still recover it elsewhere before that)."""
     deadline = clock() + timeout
     pending = list(vms)
-    while True:
-        try:
-            state = await pacemaker.cluster_state(node)
-        except PacemakerError:
-            state = None  # busy or restarting: ask again
-        if state is not None:
-            pending = [vm for vm in vms if not ((r := state.resources.get(vm)) and r.running_on)]
-            failed = [f for f in state.failures if f.resource in set(vms)]
-            if not pending:
-                return
-            if failed and clock() > deadline - timeout / 2:
-                raise RemoteError(f"VM start failed: {failed[0].describe()}")
-        if clock() > deadline:
-            raise RemoteError(f"VMs not running after {timeout:.0f}s: {', '.join(pending)}")
-        await sleep(POLL_S)
+
+    def running(state: ClusterState) -> bool:
+        nonlocal pending
+        pending = [vm for vm in vms if not ((r := state.resources.get(vm)) and r.running_on)]
+        failed = [f for f in state.failures if f.resource in set(vms)]
+        if pending and failed and clock() > deadline - timeout / 2:
+            raise RemoteError(f"VM start failed: {failed[0].describe()}")
+        return not pending
+
+    late = lambda: f"VMs not running after {timeout:.0f}s: {', '.join(pending)}"  # noqa: E731
+    await _until(node, running, late, timeout, sleep=sleep, clock=clock)
 
 
 # --- the quorum device ----------------------------------------------------------------------------
