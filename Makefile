@@ -45,12 +45,13 @@ lint: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 
-# Lint, unit, real-tool checks, then one session lab for the end-to-end tests: lab, deploy
-# (killed apply and re-run, no-op), the node-crash failover, guards, locks, status, doctor,
-# migrate, metrics, init, the lab's qnetd (the lab is TCG-emulated: that is most of the
-# time). Tests marked `extended` (fence-failure and heartbeat-partition drills, drain, vm
-# add/remove, the web view through a crash, the quorum device's switch and drills, ...) run
-# in make test-e2e: docs/testing.md lists them with their durations.
+# Lint, then one pytest session: the unit and real-tool checks while the lab comes up in the
+# background, then the lab (identity, LACP, BMCs, qnetd), the deploy (a killed apply and its
+# re-run, a no-op re-apply) and read-only checks on that cluster (status, doctor, plan without
+# secrets, migrate's refusals, the metrics textfile, guest isolation); the lab is TCG-emulated:
+# that is most of the time. Tests marked `extended` (the node-crash failover and every other
+# drill, the guards, drain, vm add/remove, the web view through a crash, the quorum device's
+# switch and drills, ...) run in make test-e2e: docs/testing.md lists them with durations.
 test: deps venv lint
 	$(BIN)/pytest -q --durations=25 -m "not extended" tests
 
