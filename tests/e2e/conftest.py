@@ -54,8 +54,8 @@ class LabHandle:
     ring_ids: dict[str, str] = dataclasses.field(default_factory=dict)  # snapshot -> ring id
     # The snapshot the lab still equals (saved or restored, and only readonly tests since).
     current: str | None = None
-    # States the lab reached and equals that are not saved yet (`keep` saves one when a test
-    # may change the lab; read-only tests alone never pay for the save).
+    # States the lab reached and equals that are not saved yet (saved before a test that may
+    # change the lab; read-only tests alone never pay for the save).
     unsaved: set[str] = dataclasses.field(default_factory=set)
 
     def run(
@@ -119,14 +119,9 @@ class LabHandle:
             self.restore(snapshot)
 
     def reached(self, snapshot: str) -> None:
-        """The lab is now in the state `snapshot` names: saved by `keep` when needed."""
+        """The lab is now in the state `snapshot` names, not saved yet."""
         self.current = snapshot
         self.unsaved.add(snapshot)
-
-    def keep(self, snapshot: str) -> None:
-        """Save `snapshot` now if the lab is in that state and it was never saved."""
-        if self.current == snapshot and snapshot in self.unsaved:
-            self.save(snapshot)
 
     def save(self, snapshot: str) -> None:
         result = self.hakvm("snapshot", "save", snapshot, timeout=900)
@@ -222,8 +217,7 @@ def _lab_changed_unless_readonly(request: pytest.FixtureRequest) -> Iterator[Non
     yield
     if "lab" not in request.fixturenames:
         return
-    failed = getattr(request.node, "_hakvm_failed", False)
-    if failed or request.node.get_closest_marker("readonly") is None:
+    if getattr(request.node, "_hakvm_failed", False) or not is_readonly(request):
         handle: LabHandle = request.getfixturevalue("lab")
         handle.current = None
 
@@ -404,11 +398,14 @@ def is_readonly(request: pytest.FixtureRequest) -> bool:
 def restore_deployed(lab: LabHandle, spec_file: pathlib.Path, *, keep: bool = True) -> LabHandle:
     """The deployed cluster: as it is if it still is (saved first when `keep`: the caller
     may change it), else restored, else deployed from bare and saved."""
+
+    def healthy() -> bool:
+        return hakvm("status", str(spec_file)).returncode == 0
+
     if lab.current == "deployed":
         if keep and "deployed" in lab.unsaved:
-            healthy = lambda: hakvm("status", str(spec_file)).returncode == 0  # noqa: E731
             wait_for("a healthy cluster to save", healthy, 600)
-            lab.keep("deployed")
+            lab.save("deployed")
         return lab
     if lab.has_snapshot("deployed"):
         lab.restore("deployed")
@@ -416,7 +413,7 @@ def restore_deployed(lab: LabHandle, spec_file: pathlib.Path, *, keep: bool = Tr
     lab.restore("bare")
     result = hakvm("apply", str(spec_file))
     assert result.returncode == 0, result.stdout + result.stderr
-    wait_for("a healthy cluster", lambda: hakvm("status", str(spec_file)).returncode == 0, 900)
+    wait_for("a healthy cluster", healthy, 900)
     lab.save("deployed")
     return lab
 

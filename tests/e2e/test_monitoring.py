@@ -18,20 +18,16 @@ from pathlib import Path
 import pytest
 
 from hakvm.agent import layout
-from tests.e2e.conftest import LabHandle, hakvm, is_readonly, restore_deployed, wait_for
+from tests.e2e.conftest import LabHandle, hakvm, wait_for
 from tests.unit.agent_samples import dashboard_problems, promtool_check, samples
 
-pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
+# Each test starts from the deployed cluster (conftest `deployed`: restored unless it still is).
+pytestmark = [pytest.mark.e2e, pytest.mark.deploy, pytest.mark.usefixtures("deployed")]
 
 NODES = ("node01", "node02")
 # The lab spec's collector interval (examples/lab.yaml: 60 s on TCG nodes): a metric follows a
 # change within one run, so the tests allow two intervals (a check, not a speed target).
 INTERVAL_S = 60
-
-
-@pytest.fixture(autouse=True)
-def from_deployed(request: pytest.FixtureRequest, lab: LabHandle, spec_file: Path) -> None:
-    restore_deployed(lab, spec_file, keep=not is_readonly(request))
 
 
 def value(text: str, name: str, **labels: str) -> float | None:

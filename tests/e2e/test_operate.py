@@ -15,16 +15,12 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import REPO, LabHandle, hakvm, is_readonly, restore_deployed, wait_for
+from tests.e2e.conftest import REPO, LabHandle, hakvm, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
+# Each test starts from the deployed cluster (conftest `deployed`: restored unless it still is).
+pytestmark = [pytest.mark.e2e, pytest.mark.deploy, pytest.mark.usefixtures("deployed")]
 
 FIGURES: dict[str, Any] = {}
-
-
-@pytest.fixture(autouse=True)
-def from_deployed(request: pytest.FixtureRequest, lab: LabHandle, spec_file: Path) -> None:
-    restore_deployed(lab, spec_file, keep=not is_readonly(request))
 
 
 def status(spec_file: Path) -> tuple[int, dict[str, Any]]:

@@ -229,6 +229,11 @@ def _fence_device(ctx: RenderContext, node: Node) -> Primitive | None:
     if bmc is None:
         return None
     timing = ctx.spec.cluster.timing
+    # A device's start runs the agent (metadata, then a monitor) and its stop waits for the
+    # fencer: on a loaded node both outlast op_defaults' 60 s, and a failed stop gets the node
+    # fenced (make demo, 2026-12-02: the lab's node01, its fencer "unresponsive to ipc" while
+    # the cib phase started everything, was rebooted).
+    start_stop = _s(max(60, timing.monitor_timeout_s))
     params: list[tuple[str, str]] = [
         ("ip", bmc.address),
         ("ipport", str(bmc.port)),
@@ -262,12 +267,8 @@ def _fence_device(ctx: RenderContext, node: Node) -> Primitive | None:
                 _s(timing.fence_monitor_interval_s),
                 _s(max(20, timing.monitor_timeout_s)),
             ),
-            # A device's start runs the agent (metadata, then a monitor) and its stop waits
-            # for the fencer: on a loaded node both outlast op_defaults' 60 s, and a failed
-            # stop gets the node fenced (make demo, 2026-12-02: the lab's node01, its fencer
-            # "unresponsive to ipc" while the cib phase started everything, was rebooted).
-            Op("start", "0s", _s(max(60, timing.monitor_timeout_s))),
-            Op("stop", "0s", _s(max(60, timing.monitor_timeout_s))),
+            Op("start", "0s", start_stop),
+            Op("stop", "0s", start_stop),
         ),
     )
 
