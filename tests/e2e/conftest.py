@@ -36,6 +36,7 @@ import pytest
 
 from hakvm.lab import specfile, ssh
 from hakvm.lab.state import NODES, Lab
+from hakvm.redact import redact
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -243,7 +244,8 @@ def pytest_runtest_makereport(
     if report.when == "call" and isinstance(handle, LabHandle) and handle.ssh_ports:
         for node in NODES:
             try:
-                found = handle.run(node, ["sh", "-c", EVIDENCE], timeout=60).stdout
+                # A fence agent's failure line may carry its options: redacted as hakvm does.
+                found = redact(handle.run(node, ["sh", "-c", EVIDENCE], timeout=60).stdout)
             except (OSError, subprocess.SubprocessError) as exc:
                 found = f"unreachable: {exc}"
             report.sections.append((f"{node}: pacemaker.log", found))
