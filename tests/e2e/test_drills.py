@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import yaml
 
 from tests.e2e.conftest import REPO, LabHandle, hakvm
 
@@ -45,6 +46,28 @@ def test_drill_extended(deployed: LabHandle, spec_file: Path, scenario: str) -> 
     drill = _passing_drill(deployed, spec_file, scenario)
     if scenario == "node-crash-during-resync":
         assert drill["witness"]["acked"] > 0 and drill["witness"]["lost"] == []
+
+
+@pytest.mark.extended  # an apply and a node crash: about 15 min on the lab
+def test_node_crash_with_fencing_action_off(
+    deployed: LabHandle, spec_file: Path, tmp_path: Path
+) -> None:
+    """fencing.action off: Pacemaker powers the crashed node02 off (not reboot), vm-b
+    recovers on node01, and node02 stays off until the drill powers it on through its fence
+    device (stonith_admin --unfence), as the docs tell an admin to."""
+    data = yaml.safe_load(spec_file.read_text())
+    data["cluster"]["fencing"]["action"] = "off"
+    spec = tmp_path / "lab.yaml"
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    applied = hakvm("apply", str(spec), timeout=1800)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    action = ["crm_attribute", "--type", "crm_config", "--name", "stonith-action", "--query"]
+    assert "value=off" in deployed.check("node01", action)
+    drill = _passing_drill(deployed, spec, "node-crash")
+    healthy = next(i for i in drill["invariants"] if i["name"] == "no split-brain, back to healthy")
+    assert "node02 powered on first: fencing.action off" in healthy["detail"], healthy
+    history = deployed.check("node01", ["stonith_admin", "--history", "node02", "--output-as=xml"])
+    assert 'action="off"' in history and 'action="reboot"' not in history, history
 
 
 def _passing_drill(lab: LabHandle, spec_file: Path, scenario: str) -> dict[str, Any]:

@@ -100,6 +100,8 @@ def cluster_specs(draw: st.DrawFn) -> dict[str, Any]:
                     st.sampled_from(["static-delay", "priority-fencing-delay"])
                 ),
                 "preferred_survivor": draw(st.sampled_from([*node_names, None])),
+                "action": draw(st.sampled_from(["reboot", "off"])),
+                "power_wait_s": draw(st.sampled_from([None, 0, 2, 5])),
             },
             "ports": {"corosync": draw(st.sampled_from([5405, 5420])), "drbd_base": 7789},
         },

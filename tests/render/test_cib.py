@@ -89,6 +89,26 @@ def test_fencing_static_delay_on_survivor_only_and_no_password() -> None:
     assert not {"password", "passwd"} & names
 
 
+def test_fencing_reboots_and_leaves_power_wait_to_the_agent_by_default() -> None:
+    data = example_data("lab")
+    data["cluster"]["fencing"].pop("power_wait_s", None)
+    root = _tree(render_context(data))
+    assert _nv(root, "configuration/crm_config/cluster_property_set", "stonith-action") == (
+        "reboot"
+    )
+    assert not [nv for nv in root.iter("nvpair") if nv.get("name") == "power_wait"]
+
+
+def test_fencing_action_off_and_a_tuned_power_wait() -> None:
+    data = example_data("lab")
+    data["cluster"]["fencing"].update(action="off", power_wait_s=0)
+    root = _tree(render_context(data))
+    assert _nv(root, "configuration/crm_config/cluster_property_set", "stonith-action") == "off"
+    for node in ("node01", "node02"):
+        dev = root.find(f"configuration/resources/primitive[@id='{node}_fence']")
+        assert dev is not None and _nv(dev, "instance_attributes", "power_wait") == "0"
+
+
 def test_priority_fencing_delay_mode() -> None:
     root = _tree(render_context(_priority_lab()))
     props = "configuration/crm_config/cluster_property_set"
@@ -239,6 +259,20 @@ def test_deterministic_and_ids_unique() -> None:
 def test_crm_verify(example: str) -> None:
     data = _priority_lab() if example == "priority" else example_data(example)
     check_cib(cib.cib_xml(render_context(data)))
+
+
+@pytest.mark.realtool
+def test_simulate_fencing_action_off(tmp_path: Path) -> None:
+    """Pacemaker itself reads stonith-action: the lost node is powered off, not rebooted."""
+    data = example_data("lab")
+    data["cluster"]["fencing"].update(action="off", power_wait_s=0)
+    text = cib.cib_xml(render_context(data))
+    check_cib(text)
+    sim = Simulation(text, tmp_path)
+    sim.run(up=sim.nodes)
+    failed = sim.run(fail=["node02"])
+    assert "Fence (off) node02" in failed.summary, failed.summary
+    assert failed.started["vm-b"] == {"node01"}, failed.summary
 
 
 @pytest.mark.realtool

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import pathlib
 
@@ -12,6 +13,7 @@ from hakvm.drill.faults import LabFaults, NodeFaults, faults_for
 from hakvm.drill.harness import Cluster, DrillError, DrillResult, busiest, fence_successes
 from hakvm.remote.facts import parse_batch
 from hakvm.remote.pacemaker import ClusterState, parse_crm_mon
+from hakvm.spec.models import FenceAction
 from hakvm.spec.validate import validate_file
 from tests.unit.fakes import FakeNode, FakeNodes
 
@@ -437,3 +439,45 @@ def test_node_replacement_is_for_the_lab_and_only_when_named(spec) -> None:  # t
     with pytest.raises(DrillError, match="only on the lab"):
         asyncio.run(replacement.replace_and_check(Cluster(spec, REPO / "x.yaml"), nodes, 1,
                                                   lambda _: None))  # fmt: skip
+
+
+class FencedOff(Cluster):
+    """node01 up and answering; node02 as node01's crm_mon shows it (fenced: offline, clean)."""
+
+    def __init__(self, spec, node02_unclean: bool = False) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(spec, REPO / "examples" / "lab.yaml")
+        self.node01 = FakeNode("node01")
+        self.node02_unclean = node02_unclean
+
+    async def state(self, name: str) -> ClusterState | None:
+        if name != "node01":
+            return None  # node02 is off: no answer
+        state = parse_crm_mon(_recorded_crm_mon())
+        node02 = state.nodes["node02"]
+        state.nodes["node02"] = dataclasses.replace(
+            node02, online=False, unclean=self.node02_unclean
+        )
+        return state
+
+    async def conn(self, name: str):  # type: ignore[no-untyped-def]
+        assert name == "node01", name
+        return self.node01
+
+
+def _off(spec):  # type: ignore[no-untyped-def]
+    fencing = spec.cluster.fencing.model_copy(update={"action": FenceAction.OFF})
+    return spec.model_copy(update={"cluster": spec.cluster.model_copy(update={"fencing": fencing})})
+
+
+def test_fencing_action_off_powers_the_fenced_node_on_through_its_fence_device(spec) -> None:  # type: ignore[no-untyped-def]
+    cluster = FencedOff(_off(spec))
+    assert asyncio.run(cluster.power_on_fenced(lambda _: None)) == ["node02"]
+    assert cluster.node01.argvs == [("stonith_admin", "--unfence", "node02", "--timeout=150")]
+    # Still unclean: its fencing has not ended; nothing is powered on.
+    cluster = FencedOff(_off(spec), node02_unclean=True)
+    assert asyncio.run(cluster.power_on_fenced(lambda _: None)) == []
+    assert cluster.node01.argvs == []
+    # reboot (the default): the node comes back by itself.
+    cluster = FencedOff(spec)
+    assert asyncio.run(cluster.power_on_fenced(lambda _: None)) == []
+    assert cluster.node01.argvs == []

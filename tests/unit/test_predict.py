@@ -59,6 +59,7 @@ def _lab(**vm_a: Any) -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load((REPO / "examples" / "lab.yaml").read_text())
     data = copy.deepcopy(data)
     data["cluster"]["timing"]["fence_delay_s"] = 10  # as on the recorded CIB's fence device
+    del data["cluster"]["fencing"]["power_wait_s"]  # which has no power_wait either
     data["vms"][0].update(vm_a)
     return data
 

@@ -10,6 +10,7 @@ import pytest
 
 from hakvm.ops.status import QdeviceStatus, assess
 from hakvm.remote.probes import NodeAnswer, parse_bonding, parse_cfgtool
+from hakvm.spec.models import FenceAction
 from tests.unit.recorded import answers, edit
 
 DATA = pathlib.Path(__file__).parent / "data"
@@ -167,3 +168,19 @@ def spec_of(example: str):  # type: ignore[no-untyped-def]
     report = validate_file(REPO / "examples" / f"{example}.yaml")
     assert report.spec is not None
     return report.spec
+
+
+def test_a_node_fenced_off_is_degraded_with_how_to_power_it_on(spec) -> None:  # type: ignore[no-untyped-def]
+    """fencing.action off: a fenced node stays off, and status says how to bring it back."""
+    fencing = spec.cluster.fencing.model_copy(update={"action": FenceAction.OFF})
+    off = spec.model_copy(update={"cluster": spec.cluster.model_copy(update={"fencing": fencing})})
+    seen = answers("healthy")
+    seen["node02"] = NodeAnswer("node02", error="connection timed out")
+    edit(seen["node01"], "crm_mon", '<node name="node02" id="2" online="true"',
+         '<node name="node02" id="2" online="false"')  # fmt: skip
+    hint = (
+        "node02 stays powered off after fencing (fencing.action off): power it on through "
+        "its BMC, or `stonith_admin --unfence node02` on a node that is up"
+    )
+    assert hint in assess(off, seen).problems
+    assert hint not in assess(spec, seen).problems  # reboot: it comes back by itself

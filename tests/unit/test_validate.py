@@ -340,7 +340,9 @@ def test_lab_qdevice_example_is_the_lab_plus_a_quorum_device() -> None:
     fence delay: nothing else may drift apart."""
     lab, qdevice = base_spec(), qdevice_spec()
     del qdevice["quorum_device"]
-    del lab["cluster"]["fencing"], lab["cluster"]["timing"]["fence_delay_s"]
+    del lab["cluster"]["timing"]["fence_delay_s"]
+    fencing = lab["cluster"]["fencing"]
+    del fencing["race_protection"], fencing["preferred_survivor"]
     assert qdevice == lab
 
 

@@ -21,7 +21,7 @@ from hakvm.remote.connection import RemoteError
 from hakvm.remote.drbd import DrbdResource
 from hakvm.remote.pacemaker import ClusterState, PacemakerError
 from hakvm.remote.session import Session
-from hakvm.spec.models import ClusterSpec
+from hakvm.spec.models import ClusterSpec, FenceAction
 
 Say = Callable[[str], None]
 
@@ -147,6 +147,31 @@ class Cluster(Session):
             await asyncio.sleep(10)
         say(f"still not healthy after {timeout:.0f}s: {'; '.join(self.problems[:3])}")
         return -1.0
+
+    async def power_on_fenced(self, say: Say) -> list[str]:
+        """With fencing.action off a fenced node stays off: power each node an answering
+        node sees offline back on through its fence device, as its admin would."""
+        if self.spec.cluster.fencing.action is not FenceAction.OFF:
+            return []
+        names = [n.name for n in self.spec.nodes]
+        for name in names:
+            state = await self.state(name)
+            if state is None or name not in state.nodes or not state.nodes[name].online:
+                continue
+            # Offline and clean: fenced (an unclean node is still waiting for its fencing).
+            off = [
+                n for n in names
+                if n in state.nodes and not state.nodes[n].online and not state.nodes[n].unclean
+            ]  # fmt: skip
+            for target in off:
+                say(f"fencing.action is off: powering {target} on (stonith_admin --unfence)")
+                timeout_s = self.spec.cluster.timing.stonith_timeout_s
+                try:
+                    await pacemaker.power_on(await self.conn(name), target, timeout_s)
+                except RemoteError as exc:
+                    say(f"could not power {target} on: {exc}")
+            return off
+        return []
 
     async def cleanup(self) -> None:
         """`crm_resource --cleanup`: forget failed actions; Pacemaker re-probes."""

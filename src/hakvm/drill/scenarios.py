@@ -189,6 +189,7 @@ async def check_healthy_again(
     cluster: Cluster, result: DrillResult, timeout: float, say: Say
 ) -> None:
     # Healthy once is the invariant: a later SSH timeout on a loaded node would not undo it.
+    powered = await cluster.power_on_fenced(say)
     cleared: list[str] = []
     waited = await cluster.wait_healthy(timeout, say, cleared)
     detail = (
@@ -196,6 +197,8 @@ async def check_healthy_again(
     )
     if cleared:
         detail += f" (failed actions recorded and cleaned up: {'; '.join(cleared)})"
+    if powered:
+        detail += f" ({', '.join(powered)} powered on first: fencing.action off)"
     result.check("no split-brain, back to healthy", waited >= 0, detail)
 
 

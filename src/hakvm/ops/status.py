@@ -39,7 +39,7 @@ from hakvm.remote.probes import (
 )
 from hakvm.remote.session import Session
 from hakvm.spec.derive import resync_attribute
-from hakvm.spec.models import ClusterSpec, Node, Vm
+from hakvm.spec.models import ClusterSpec, FenceAction, Node, Vm
 
 VmState = Literal["running", "stopped", "failed", "multiple", "unknown"]
 
@@ -430,6 +430,13 @@ def assess(spec: ClusterSpec, answers: Mapping[str, NodeAnswer]) -> StatusReport
     if spec.quorum_device is not None:
         for node in nodes:
             _qdevice_status(node, answers.get(node.name), found)
+    if spec.cluster.fencing.action is FenceAction.OFF:
+        found.degraded += [
+            f"{n.name} stays powered off after fencing (fencing.action off): power it on "
+            f"through its BMC, or `stonith_admin --unfence {n.name}` on a node that is up"
+            for n in nodes
+            if n.state == "offline"
+        ]
     _cluster_wide(spec, answers, seen_from, state, found)
     drbd_by_node = {name: drbd_of(a) for name, a in answers.items() if a.raw is not None}
     vms = [_vm_status(vm, state, drbd_by_node, found) for vm in spec.vms]

@@ -297,6 +297,13 @@ async def clear_fence_history(node: Remote, target: str) -> None:
     await node.run(argv, timeout=CHANGE_S)
 
 
+async def power_on(node: Remote, target: str, timeout_s: int) -> None:
+    """Power `target` on through its fence device (the fencer runs the agent's "on", as
+    for unfencing): how a node fenced with stonith-action=off comes back."""
+    argv = ["stonith_admin", "--unfence", target, f"--timeout={timeout_s}"]
+    await node.run(argv, check=True, timeout=timeout_s + READ_S)
+
+
 # --- what ran: the operation history in the CIB status -------------------------------------------
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True)

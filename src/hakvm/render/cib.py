@@ -247,6 +247,8 @@ def _fence_device(ctx: RenderContext, node: Node) -> Primitive | None:
         ("pcmk_host_list", node.name),
         ("pcmk_host_check", "static-list"),
     ]
+    if ctx.spec.cluster.fencing.power_wait_s is not None:
+        params.append(("power_wait", str(ctx.spec.cluster.fencing.power_wait_s)))
     if uses_static_delay(ctx.spec):
         if node.name == ctx.derived.preferred_survivor and timing.fence_delay_s > 0:
             # Fencing the preferred survivor waits, so in a split it shoots first and wins.
@@ -453,6 +455,8 @@ def model(ctx: RenderContext) -> ClusterModel:
     properties: list[tuple[str, str]] = [
         ("stonith-enabled", "true"),
         ("stonith-timeout", _s(timing.stonith_timeout_s)),
+        # Written even as the default: apply keeps live properties it does not render.
+        ("stonith-action", cluster.fencing.action.value),
         ("no-quorum-policy", cluster.no_quorum_policy),
         # Time-based rules and failure-timeouts are re-evaluated at least this often.
         ("cluster-recheck-interval", "5min"),

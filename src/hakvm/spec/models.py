@@ -73,6 +73,13 @@ class FenceRaceProtection(StrEnum):
     PRIORITY = "priority-fencing-delay"
 
 
+class FenceAction(StrEnum):
+    """Pacemaker's stonith-action."""
+
+    REBOOT = "reboot"
+    OFF = "off"
+
+
 class Timing(Model):
     token_ms: int = Field(3000, ge=1000, le=60000, description="corosync totem token timeout (ms)")
     consensus_ms: int | None = Field(
@@ -151,6 +158,22 @@ class Fencing(Model):
         None,
         description="with static-delay: the node that wins a fence race (fencing it is "
         "delayed); default the first node",
+    )
+    action: FenceAction = Field(
+        FenceAction.REBOOT,
+        description="what fencing does to a node (Pacemaker's stonith-action): reboot (it "
+        "comes back and rejoins by itself) or off (fencing ends as soon as the power is off, "
+        "with no power-on and its wait: recovery is that much faster, but the node stays "
+        "powered off until someone powers it on, e.g. `stonith_admin --unfence NODE` on the "
+        "survivor)",
+    )
+    power_wait_s: int | None = Field(
+        None,
+        ge=0,
+        le=60,
+        description="fence_ipmilan's power_wait: seconds it waits after each power off and on "
+        "before it reads the power state back (default: the agent's, 2 s). A reboot of a "
+        "running node pays it twice; 0 suits a BMC whose power state is exact at once",
     )
 
 

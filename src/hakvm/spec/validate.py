@@ -508,6 +508,7 @@ class _Checks:
         ignored = [
             (("cluster", "fencing", name), name)
             for name in sorted(cluster.fencing.model_fields_set)
+            if name in ("race_protection", "preferred_survivor")  # the fence-race settings
         ]
         if "fence_delay_s" in cluster.timing.model_fields_set:
             ignored.append((("cluster", "timing", "fence_delay_s"), "fence_delay_s"))

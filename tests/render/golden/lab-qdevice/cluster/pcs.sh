@@ -10,16 +10,16 @@ else CIB=$(mktemp); trap 'rm -f "$CIB"' EXIT; pcs cluster cib > "$CIB"; PUSH=1
 fi
 
 # Cluster properties and defaults
-pcs -f "$CIB" property set stonith-enabled=true stonith-timeout=150s no-quorum-policy=stop cluster-recheck-interval=5min load-threshold=2000% node-action-limit=6 priority-fencing-delay=0s
+pcs -f "$CIB" property set stonith-enabled=true stonith-timeout=150s stonith-action=reboot no-quorum-policy=stop cluster-recheck-interval=5min load-threshold=2000% node-action-limit=6 priority-fencing-delay=0s
 pcs -f "$CIB" resource defaults update resource-stickiness=200 migration-threshold=3
 pcs -f "$CIB" resource op defaults update timeout=60s
 
 # Fence devices: one per node, never run by the node it fences
 pcs -f "$CIB" stonith create node01_fence fence_ipmilan \
-    ip=10.0.2.2 ipport=6230 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node01.password.sh pcmk_host_list=node01 pcmk_host_check=static-list \
+    ip=10.0.2.2 ipport=6230 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node01.password.sh pcmk_host_list=node01 pcmk_host_check=static-list power_wait=0 \
     op monitor interval=300s timeout=120s start interval=0s timeout=120s stop interval=0s timeout=120s
 pcs -f "$CIB" stonith create node02_fence fence_ipmilan \
-    ip=10.0.2.2 ipport=6231 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node02.password.sh pcmk_host_list=node02 pcmk_host_check=static-list \
+    ip=10.0.2.2 ipport=6231 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node02.password.sh pcmk_host_list=node02 pcmk_host_check=static-list power_wait=0 \
     op monitor interval=300s timeout=120s start interval=0s timeout=120s stop interval=0s timeout=120s
 
 # Resources

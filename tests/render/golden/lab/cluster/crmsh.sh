@@ -9,16 +9,16 @@ WAIT=(-w)  # live: wait for the cluster to finish the transition
 if [ $# -ge 1 ]; then export CIB_file="$1"; WAIT=(); fi
 # One transaction: nothing reaches the cluster before 'commit'.
 crm "${WAIT[@]}" configure <<'EOF'
-property cib-bootstrap-options: stonith-enabled=true stonith-timeout=150s no-quorum-policy=stop cluster-recheck-interval=5min load-threshold=2000% node-action-limit=6
+property cib-bootstrap-options: stonith-enabled=true stonith-timeout=150s stonith-action=reboot no-quorum-policy=stop cluster-recheck-interval=5min load-threshold=2000% node-action-limit=6
 rsc_defaults rsc-options: resource-stickiness=200 migration-threshold=3
 op_defaults op-options: timeout=60s
 primitive node01_fence stonith:fence_ipmilan \
-    params ip=10.0.2.2 ipport=6230 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node01.password.sh pcmk_host_list=node01 pcmk_host_check=static-list pcmk_delay_base=45s \
+    params ip=10.0.2.2 ipport=6230 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node01.password.sh pcmk_host_list=node01 pcmk_host_check=static-list power_wait=0 pcmk_delay_base=45s \
     op monitor interval=300s timeout=120s \
     op start interval=0s timeout=120s \
     op stop interval=0s timeout=120s
 primitive node02_fence stonith:fence_ipmilan \
-    params ip=10.0.2.2 ipport=6231 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node02.password.sh pcmk_host_list=node02 pcmk_host_check=static-list \
+    params ip=10.0.2.2 ipport=6231 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node02.password.sh pcmk_host_list=node02 pcmk_host_check=static-list power_wait=0 \
     op monitor interval=300s timeout=120s \
     op start interval=0s timeout=120s \
     op stop interval=0s timeout=120s

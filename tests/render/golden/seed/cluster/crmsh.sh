@@ -9,7 +9,7 @@ WAIT=(-w)  # live: wait for the cluster to finish the transition
 if [ $# -ge 1 ]; then export CIB_file="$1"; WAIT=(); fi
 # One transaction: nothing reaches the cluster before 'commit'.
 crm "${WAIT[@]}" configure <<'EOF'
-property cib-bootstrap-options: stonith-enabled=true stonith-timeout=60s no-quorum-policy=stop cluster-recheck-interval=5min
+property cib-bootstrap-options: stonith-enabled=true stonith-timeout=60s stonith-action=reboot no-quorum-policy=stop cluster-recheck-interval=5min
 rsc_defaults rsc-options: resource-stickiness=200 migration-threshold=3
 op_defaults op-options: timeout=60s
 primitive node01_fence stonith:fence_ipmilan \

@@ -10,7 +10,7 @@ else CIB=$(mktemp); trap 'rm -f "$CIB"' EXIT; pcs cluster cib > "$CIB"; PUSH=1
 fi
 
 # Cluster properties and defaults
-pcs -f "$CIB" property set stonith-enabled=true stonith-timeout=60s no-quorum-policy=stop cluster-recheck-interval=5min
+pcs -f "$CIB" property set stonith-enabled=true stonith-timeout=60s stonith-action=reboot no-quorum-policy=stop cluster-recheck-interval=5min
 pcs -f "$CIB" resource defaults update resource-stickiness=200 migration-threshold=3
 pcs -f "$CIB" resource op defaults update timeout=60s
 
