@@ -36,6 +36,7 @@ def test_drill(deployed: LabHandle, spec_file: Path, scenario: str) -> None:
     "scenario",
     [
         "node-crash-during-resync",
+        "node-hang",
         "vm-crash",
         "bond-member-loss",
         "heartbeat-link-loss",

@@ -481,3 +481,44 @@ def test_fencing_action_off_powers_the_fenced_node_on_through_its_fence_device(s
     cluster = FencedOff(spec)
     assert asyncio.run(cluster.power_on_fenced(lambda _: None)) == []
     assert cluster.node01.argvs == []
+
+
+def test_node_hang_freezes_the_victim_and_never_leaves_it_hung(spec, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """node-hang injects faults.hang into node-crash's body, and thaws the victim however
+    the drill ends (a failed fencing must not leave a lab node hung)."""
+    from hakvm.drill import scenarios
+
+    ran: list[str] = []
+    lab = LabFaults(tmp_path)
+
+    def lab_command(*args: str) -> str:
+        ran.append(" ".join(args))
+        return ""
+
+    lab._lab = lab_command  # type: ignore[method-assign]
+
+    async def body(cluster, result, *, inject, victim, **_):  # type: ignore[no-untyped-def]
+        await inject(victim)
+        raise DrillError("fencing never came")
+
+    async def victim() -> str:
+        return "node02"
+
+    monkeypatch.setattr(scenarios, "_crash_and_recover", body)
+    cluster = Cluster(spec, REPO / "examples" / "lab.yaml")
+    monkeypatch.setattr(cluster, "victim", victim)
+    with pytest.raises(DrillError):
+        asyncio.run(scenarios.node_hang(cluster, lab, 600, lambda _: None))
+    assert ran == ["freeze node02", "thaw node02"]
+    assert "node-hang" in scenarios.ALL
+
+
+def test_a_real_node_hangs_by_a_panic_that_leaves_it_on(spec) -> None:  # type: ignore[no-untyped-def]
+    nodes = FakeNodes("node01", "node02")
+    faults = NodeFaults(spec, nodes)
+    asyncio.run(faults.hang("node02"))
+    assert nodes["node02"].argvs == [
+        ("sh", "-c", "sysctl -qw kernel.panic=0 && echo c > /proc/sysrq-trigger")
+    ]
+    asyncio.run(faults.unhang("node02"))  # only its fencing brings it back
+    assert len(nodes["node02"].argvs) == 1 and nodes["node01"].argvs == []

@@ -277,7 +277,7 @@ def test_lab_clear_heals_links_and_starts_both_bmcs(tmp_path: pathlib.Path) -> N
     ran: list[str] = []
     status = {
         "links": {"hb": "cut", "bond-a": "up", "bond-b": "up"},
-        "nodes": {"node01": {"bmc": "running"}, "node02": {"bmc": "stopped"}},
+        "nodes": {"node01": {"bmc": "running", "frozen": True}, "node02": {"bmc": "stopped"}},
     }
 
     def lab_command(*args: str) -> str:
@@ -286,8 +286,10 @@ def test_lab_clear_heals_links_and_starts_both_bmcs(tmp_path: pathlib.Path) -> N
 
     lab._lab = lab_command  # type: ignore[method-assign]
     healed = asyncio.run(lab.clear())
-    assert ran == ["status --json", "heal", "bmc-start node01", "bmc-start node02"]
-    assert healed.undone == ["lab: link hb healed", "lab: node02's BMC started"]
+    assert ran == ["status --json", "heal", "bmc-start node01", "thaw node01", "bmc-start node02"]
+    assert healed.undone == [
+        "lab: link hb healed", "lab: node01 thawed", "lab: node02's BMC started"
+    ]
 
 
 def _traces(node: FakeNode, argv: tuple[str, ...], stdin: bytes | None) -> tuple[int, str]:

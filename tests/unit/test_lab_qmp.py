@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -137,3 +138,21 @@ def test_silent_peer_times_out(tmp_path: pathlib.Path) -> None:
         with pytest.raises(QmpError, match="timed out"):
             QmpClient(path, timeout=0.3).command("query-status")
         assert time.monotonic() - start < 2.0
+
+
+def test_freeze_and_thaw_a_node(qmp_socket: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lab freeze`: the vCPUs stop with the power on (QMP stop), `lab thaw` lets them run."""
+    from types import SimpleNamespace
+
+    from hakvm.lab import nodes
+
+    monkeypatch.setattr(nodes, "qemu_pid", lambda run, node: 4242)
+    monkeypatch.setattr(nodes, "node_paths", lambda run, node: SimpleNamespace(qmp=qmp_socket))
+    run: Any = None
+    QmpClient(qmp_socket).command("cont")
+    assert not nodes.is_frozen(run, "node01")
+    assert nodes.freeze_node(run, "node01") and nodes.is_frozen(run, "node01")
+    assert nodes.thaw_node(run, "node01") and not nodes.is_frozen(run, "node01")
+    monkeypatch.setattr(nodes, "qemu_pid", lambda run, node: None)  # off: nothing to do
+    assert not nodes.freeze_node(run, "node01") and not nodes.thaw_node(run, "node01")
+    assert not nodes.is_frozen(run, "node01")

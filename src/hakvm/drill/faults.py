@@ -70,6 +70,8 @@ class Faults(Protocol):
     kind: str  # "lab" or "nodes"
 
     async def crash(self, node: str) -> None: ...
+    async def hang(self, node: str) -> None: ...
+    async def unhang(self, node: str) -> None: ...
     async def cut_heartbeat(self) -> None: ...
     async def cut_bond_member(self) -> None: ...
     async def partition(self) -> None: ...
@@ -115,6 +117,12 @@ class LabFaults:
 
     async def crash(self, node: str) -> None:
         await self.run("kill", node)
+
+    async def hang(self, node: str) -> None:
+        await self.run("freeze", node)
+
+    async def unhang(self, node: str) -> None:
+        await self.run("thaw", node)
 
     async def cut_heartbeat(self) -> None:
         await self.run("cut", "hb")
@@ -167,6 +175,9 @@ class LabFaults:
             await self.run("bmc-start", node)
             if info["bmc"] != "running":
                 healed.undone.append(f"lab: {node}'s BMC started")
+            if info.get("frozen"):
+                await self.unhang(node)
+                healed.undone.append(f"lab: {node} thawed")
         if state.get("qnetd", {}).get("state") == "stopped":  # as `lab qnetd-stop` left it
             await self.qnetd_up()
             healed.undone.append("lab: qnetd started")
@@ -366,6 +377,18 @@ class NodeFaults:
         with contextlib.suppress(RemoteError, TimeoutError, OSError):
             await conn.run(["sh", "-c", "echo o > /proc/sysrq-trigger"], timeout=10)
         await self.cluster.drop(node)
+
+    async def hang(self, node: str) -> None:
+        """A kernel panic that leaves the machine on and dead (kernel.panic=0: no reboot by
+        itself), so fencing must power off a machine that is on."""
+        conn = await self.cluster.conn(node)
+        script = "sysctl -qw kernel.panic=0 && echo c > /proc/sysrq-trigger"
+        with contextlib.suppress(RemoteError, TimeoutError, OSError):
+            await conn.run(["sh", "-c", script], timeout=10)
+        await self.cluster.drop(node)
+
+    async def unhang(self, node: str) -> None:
+        """Nothing to undo from here: a panicked node comes back only by its fencing."""
 
     async def _cut(self, links: list[NetworkAddresses]) -> None:
         scripts = {}

@@ -215,11 +215,26 @@ async def _rejoin_checks(
 async def node_crash(cluster: Cluster, faults: Faults, bound: float, say: Say) -> DrillResult:
     result = DrillResult("node-crash")
     victim = await cluster.victim()
+    await _crash_and_recover(
+        cluster, result, bound=bound, say=say, inject=faults.crash, victim=victim
+    )
+    return result
 
-    async def kill(node: str) -> None:
-        await faults.crash(node)
 
-    await _crash_and_recover(cluster, result, bound=bound, say=say, inject=kill, victim=victim)
+async def node_hang(cluster: Cluster, faults: Faults, bound: float, say: Say) -> DrillResult:
+    """The victim hangs with its power on (the lab stops its vCPUs; a real node panics with
+    kernel.panic=0). Unlike a pulled plug, fencing must power off a machine that is on: the
+    agent's whole off, wait and poll path. Checked like node-crash."""
+    result = DrillResult("node-hang")
+    victim = await cluster.victim()
+    try:
+        await _crash_and_recover(
+            cluster, result, bound=bound, say=say, inject=faults.hang, victim=victim
+        )
+    finally:
+        # Fenced, the node runs anew; if not, the hung one must not stay hung.
+        with contextlib.suppress(RemoteError):
+            await faults.unhang(victim)
     return result
 
 
@@ -661,6 +676,7 @@ QDEVICE_DRILLS = qd.drills(
 # The one list of drills, in the order `--all` runs them (but those in NAMED_ONLY).
 DRILLS: dict[str, Drill] = {
     "node-crash": node_crash,
+    "node-hang": node_hang,
     "node-crash-during-resync": node_crash_during_resync,
     "heartbeat-link-loss": heartbeat_link_loss,
     "heartbeat-partition": heartbeat_partition,

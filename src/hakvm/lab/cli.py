@@ -300,8 +300,8 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
     for col in ("node", "power", "qemu pid", "bmc", "ssh", "bmc address"):
         table.add_column(col)
     for node, info in state["nodes"].items():
-        power = info["power"]
-        style = {"on": "green", "off": "yellow"}.get(power, "bold red")
+        power = info["power"] + (" (frozen)" if info.get("frozen") else "")
+        style = {"on": "green", "off": "yellow"}.get(info["power"], "bold red")
         bstyle = {"running": "green", "stopped": "yellow"}.get(info["bmc"], "bold red")
         table.add_row(
             node,
@@ -337,6 +337,31 @@ def kill_cmd(ctx: click.Context, node: str) -> None:
     lifecycle.require_up(lab_)
     was_on = nodes.kill_node(lab_.run, node)
     click.echo(f"{node}: powered off" if was_on else f"{node}: was already off")
+
+
+@lab.command("freeze")
+@click.argument("node", type=NODE, metavar="NODE")
+@click.pass_context
+@handle_errors
+def freeze_cmd(ctx: click.Context, node: str) -> None:
+    """Hang NODE with its power on (its vCPUs stop): fencing must power it off."""
+    lab_ = _lab(ctx)
+    lifecycle.require_up(lab_)
+    if not nodes.freeze_node(lab_.run, node):
+        _fail(EXIT_STATE, f"{node} is off: nothing to freeze")
+    click.echo(f"{node}: frozen (power on, vCPUs stopped)")
+
+
+@lab.command("thaw")
+@click.argument("node", type=NODE, metavar="NODE")
+@click.pass_context
+@handle_errors
+def thaw_cmd(ctx: click.Context, node: str) -> None:
+    """Let a frozen NODE run again (nothing to do if fencing already power-cycled it)."""
+    lab_ = _lab(ctx)
+    lifecycle.require_up(lab_)
+    was_on = nodes.thaw_node(lab_.run, node)
+    click.echo(f"{node}: running" if was_on else f"{node}: is off")
 
 
 @lab.command("start")

@@ -283,6 +283,7 @@ def status(lab: Lab) -> dict[str, Any]:
             bmc = "dead" if bmcs.wanted(lab, node) == "running" else "stopped"
         out_nodes[node] = {
             "power": power,
+            "frozen": pid is not None and nodes.is_frozen(lab.run, node),
             "qemu_pid": pid,
             "bmc": bmc,
             "bmc_pid": bpid,

@@ -376,6 +376,36 @@ def kill_node(run: Runtime, node: str) -> bool:
     return True
 
 
+def freeze_node(run: Runtime, node: str) -> bool:
+    """A hang with the power on: the node's vCPUs stop (QMP ``stop``), so its kernel neither
+    runs nor answers, and its BMC must power off a machine that is on. QMP rather than
+    SIGSTOP: the monitor keeps answering, so link cuts, heals and snapshots still work, and
+    the BMC's power-off (SIGKILL) works either way. False if the node is off."""
+    if qemu_pid(run, node) is None:
+        return False
+    QmpClient(node_paths(run, node).qmp).command("stop")
+    return True
+
+
+def thaw_node(run: Runtime, node: str) -> bool:
+    """Undo freeze_node (QMP ``cont``). False if the node is off (fencing replaced it)."""
+    if qemu_pid(run, node) is None:
+        return False
+    QmpClient(node_paths(run, node).qmp).command("cont")
+    return True
+
+
+def is_frozen(run: Runtime, node: str) -> bool:
+    """The node is on with its vCPUs stopped (frozen, or paused for a snapshot)."""
+    if qemu_pid(run, node) is None:
+        return False
+    try:
+        answer = QmpClient(node_paths(run, node).qmp).command("query-status")
+    except QmpError:
+        return False
+    return isinstance(answer, dict) and answer.get("running") is False
+
+
 def reset_node(run: Runtime, node: str) -> None:
     QmpClient(node_paths(run, node).qmp).command("system_reset")
 
