@@ -361,8 +361,9 @@ class ReplacementFaults(LabFaults):
         super().__init__(pathlib.Path("/nonexistent"))
         self.log = log
 
-    async def run(self, *args: str) -> None:
+    async def run(self, *args: str) -> str:
         self.log.append("lab " + " ".join(args))
+        return '{"at": 1764150854.5}' if "--json" in args else ""
 
 
 def _replacement(spec, monkeypatch, *, restarted: bool = False):  # type: ignore[no-untyped-def]
@@ -412,7 +413,7 @@ def test_node_replacement_kills_reinstalls_then_replaces_with_the_witness_writin
 ) -> None:
     lab, result = _replacement(spec, monkeypatch)
     assert lab.events == [
-        "lab bmc-stop node02", "lab kill node02", "drop node02", "lab reimage node02",
+        "lab bmc-stop node02", "lab kill node02 --json", "drop node02", "lab reimage node02",
         "lab bmc-start node02", "lab start node02 --wait",
         "witness on node01 (vm-a)", "replace-node node02", "witness read on node02",
     ]  # fmt: skip
@@ -493,7 +494,7 @@ def test_node_hang_freezes_the_victim_and_never_leaves_it_hung(spec, monkeypatch
 
     def lab_command(*args: str) -> str:
         ran.append(" ".join(args))
-        return ""
+        return '{"node": "node02", "at": 1764150854.5}' if "--json" in args else ""
 
     lab._lab = lab_command  # type: ignore[method-assign]
 
@@ -509,7 +510,7 @@ def test_node_hang_freezes_the_victim_and_never_leaves_it_hung(spec, monkeypatch
     monkeypatch.setattr(cluster, "victim", victim)
     with pytest.raises(DrillError):
         asyncio.run(scenarios.node_hang(cluster, lab, 600, lambda _: None))
-    assert ran == ["freeze node02", "thaw node02"]
+    assert ran == ["freeze node02 --json", "thaw node02"]
     assert "node-hang" in scenarios.ALL
 
 
@@ -522,3 +523,16 @@ def test_a_real_node_hangs_by_a_panic_that_leaves_it_on(spec) -> None:  # type: 
     ]
     asyncio.run(faults.unhang("node02"))  # only its fencing brings it back
     assert len(nodes["node02"].argvs) == 1 and nodes["node01"].argvs == []
+
+
+def test_the_clock_starts_at_the_faults_own_moment() -> None:
+    """A drill's t=0 is the injector's reading at the fault (`lab kill --json`'s `at`), not
+    the moment before a command that first imports the whole CLI."""
+    import time
+
+    from hakvm.drill.harness import fault_moment
+
+    before = time.monotonic()
+    assert fault_moment(None, before) == before
+    two_s_ago = fault_moment(time.time() - 2.0, before)
+    assert abs(time.monotonic() - two_s_ago - 2.0) < 0.1

@@ -179,7 +179,7 @@ def test_a_stopped_lab_bmc_is_started_again_when_interrupted(
     lab._lab = lab_command  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
         asyncio.run(scenarios.fence_failure(Stub(spec), lab, 60, _quiet))
-    assert ran == ["bmc-stop node02", "kill node02", "bmc-start node02"]
+    assert ran == ["bmc-stop node02", "kill node02 --json", "bmc-start node02"]
 
 
 def test_a_partition_is_healed_when_the_drill_is_cancelled(

@@ -36,6 +36,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -69,8 +70,10 @@ class Healed:
 class Faults(Protocol):
     kind: str  # "lab" or "nodes"
 
-    async def crash(self, node: str) -> None: ...
-    async def hang(self, node: str) -> None: ...
+    # crash and hang return the fault's moment (Unix time on this machine) when the injector
+    # read it right at the fault: a drill's clock starts there, not before a command's start.
+    async def crash(self, node: str) -> float | None: ...
+    async def hang(self, node: str) -> float | None: ...
     async def unhang(self, node: str) -> None: ...
     async def cut_heartbeat(self) -> None: ...
     async def cut_bond_member(self) -> None: ...
@@ -115,11 +118,11 @@ class LabFaults:
     async def run(self, *args: str) -> str:
         return await asyncio.to_thread(self._lab, *args)
 
-    async def crash(self, node: str) -> None:
-        await self.run("kill", node)
+    async def crash(self, node: str) -> float | None:
+        return float(json.loads(await self.run("kill", node, "--json"))["at"])
 
-    async def hang(self, node: str) -> None:
-        await self.run("freeze", node)
+    async def hang(self, node: str) -> float | None:
+        return float(json.loads(await self.run("freeze", node, "--json"))["at"])
 
     async def unhang(self, node: str) -> None:
         await self.run("thaw", node)
@@ -371,21 +374,25 @@ class NodeFaults:
                     raise
                 await self.cluster.drop(node)  # fenced and rebooting: its rules are gone
 
-    async def crash(self, node: str) -> None:
-        conn = await self.cluster.conn(node)
-        # The node is gone before it can answer: that is the point.
-        with contextlib.suppress(RemoteError, TimeoutError, OSError):
-            await conn.run(["sh", "-c", "echo o > /proc/sysrq-trigger"], timeout=10)
-        await self.cluster.drop(node)
+    async def crash(self, node: str) -> float | None:
+        return await self._last_words(node, "echo o > /proc/sysrq-trigger")
 
-    async def hang(self, node: str) -> None:
-        """A kernel panic that leaves the machine on and dead (kernel.panic=0: no reboot by
-        itself), so fencing must power off a machine that is on."""
+    async def _last_words(self, node: str, script: str) -> float:
+        """Run a script that takes the node down; the moment it was sent (it reaches the
+        node within half a round trip)."""
         conn = await self.cluster.conn(node)
-        script = "sysctl -qw kernel.panic=0 && echo c > /proc/sysrq-trigger"
+        at = time.time()
+        # The node is gone before it can answer: that is the point.
         with contextlib.suppress(RemoteError, TimeoutError, OSError):
             await conn.run(["sh", "-c", script], timeout=10)
         await self.cluster.drop(node)
+        return at
+
+    async def hang(self, node: str) -> float | None:
+        """A kernel panic that leaves the machine on and dead (kernel.panic=0: no reboot by
+        itself), so fencing must power off a machine that is on."""
+        script = "sysctl -qw kernel.panic=0 && echo c > /proc/sysrq-trigger"
+        return await self._last_words(node, script)
 
     async def unhang(self, node: str) -> None:
         """Nothing to undo from here: a panicked node comes back only by its fencing."""

@@ -63,6 +63,13 @@ class DrillResult:
         }
 
 
+def fault_moment(at: float | None, otherwise: float) -> float:
+    """The fault's moment on time.monotonic()'s clock: from `at`, the injector's own reading
+    (Unix time on this machine, taken right at the fault: not before a command started),
+    else `otherwise`."""
+    return otherwise if at is None else time.monotonic() - (time.time() - at)
+
+
 def result_record(result: DrillResult, finished: float) -> bytes:
     """The file the nodes keep of a scenario's last drill (the agent exports it as
     hakvm_drill_*; docs/metrics.md): JSON, one object."""
@@ -276,6 +283,23 @@ class Cluster(Session):
                 return False
             await asyncio.sleep(interval)
         return True
+
+
+async def check_healthy_again(
+    cluster: Cluster, result: DrillResult, timeout: float, say: Say
+) -> None:
+    # Healthy once is the invariant: a later SSH timeout on a loaded node would not undo it.
+    powered = await cluster.power_on_fenced(say)
+    cleared: list[str] = []
+    waited = await cluster.wait_healthy(timeout, say, cleared)
+    detail = (
+        f"healthy {waited:.0f}s after recovery" if waited >= 0 else "; ".join(cluster.problems[:4])
+    )
+    if cleared:
+        detail += f" (failed actions recorded and cleaned up: {'; '.join(cleared)})"
+    if powered:
+        detail += f" ({', '.join(powered)} powered on first: fencing.action off)"
+    result.check("no split-brain, back to healthy", waited >= 0, detail)
 
 
 def fence_successes(state: ClusterState | None, target: str) -> set[str]:

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hakvm.drill.faults import Faults
-from hakvm.drill.harness import Cluster, DrillError, DrillResult, Say, fence_successes
+from hakvm.drill.harness import (
+    Cluster,
+    DrillError,
+    DrillResult,
+    Say,
+    fault_moment,
+    fence_successes,
+)
 from hakvm.drill.timeline import Event, Fault, Fenced, QuorumLost, Running, VmsStopped
 from hakvm.remote import pacemaker
 from hakvm.remote.connection import RemoteError
@@ -46,7 +53,7 @@ class Recover(Protocol):
         *,
         bound: float,
         say: Say,
-        inject: Callable[[str], Awaitable[None]],
+        inject: Callable[[str], Awaitable[float | None]],
         victim: str,
         heal: Action | None = None,
     ) -> None: ...
@@ -315,8 +322,8 @@ async def qnetd_down_then_crash(  # noqa: PLR0915 - set-up, two faults, the watc
         if not await _until_not_voting(cluster, survivor, result, t0):
             raise DrillError(f"drill: the quorum device still voted {VOTE_GONE_S:.0f}s later")
         say(f"fault: {victim} crashes while qnetd is down")
-        await faults.crash(victim)
-        result.timeline.mark(now(), Fault(victim, "node-crash"))
+        crashed = fault_moment(await faults.crash(victim), time.monotonic()) - t0
+        result.timeline.mark(crashed, Fault(victim, "node-crash"))
         deadline = now() + bound
         while now() < deadline:
             state = await cluster.state(survivor)

@@ -33,7 +33,15 @@ from collections.abc import Awaitable, Callable
 from hakvm.drill import qdevice as qd
 from hakvm.drill import replacement
 from hakvm.drill.faults import Faults
-from hakvm.drill.harness import Cluster, DrillError, DrillResult, Say, fence_successes
+from hakvm.drill.harness import (
+    Cluster,
+    DrillError,
+    DrillResult,
+    Say,
+    check_healthy_again,
+    fault_moment,
+    fence_successes,
+)
 from hakvm.drill.timeline import (
     Degraded,
     DrbdPrimary,
@@ -82,7 +90,7 @@ async def _crash_and_recover(  # noqa: PLR0912, PLR0915 - one poll loop and its 
     *,
     bound: float,
     say: Say,
-    inject: Callable[[str], Awaitable[None]],
+    inject: Callable[[str], Awaitable[float | None]],
     victim: str,
     heal: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
@@ -104,7 +112,7 @@ async def _crash_and_recover(  # noqa: PLR0912, PLR0915 - one poll loop and its 
     fenced_at: float | None = None
     race_lost = False  # a partition's fence race that took down the survivor instead
     try:
-        await inject(victim)
+        t0 = fault_moment(await inject(victim), t0)
         result.timeline.mark(0.0, Fault(victim, result.scenario))
         while True:
             state = await cluster.state(survivor)
@@ -183,23 +191,6 @@ async def _crash_and_recover(  # noqa: PLR0912, PLR0915 - one poll loop and its 
     await cluster.drop(victim)
     await finish_witness(cluster, w, survivor, result)
     await _rejoin_checks(cluster, result, victim=victim, survivor=survivor, moved=moving, say=say)
-
-
-async def check_healthy_again(
-    cluster: Cluster, result: DrillResult, timeout: float, say: Say
-) -> None:
-    # Healthy once is the invariant: a later SSH timeout on a loaded node would not undo it.
-    powered = await cluster.power_on_fenced(say)
-    cleared: list[str] = []
-    waited = await cluster.wait_healthy(timeout, say, cleared)
-    detail = (
-        f"healthy {waited:.0f}s after recovery" if waited >= 0 else "; ".join(cluster.problems[:4])
-    )
-    if cleared:
-        detail += f" (failed actions recorded and cleaned up: {'; '.join(cleared)})"
-    if powered:
-        detail += f" ({', '.join(powered)} powered on first: fencing.action off)"
-    result.check("no split-brain, back to healthy", waited >= 0, detail)
 
 
 async def _rejoin_checks(
@@ -300,7 +291,7 @@ async def _crash_during_resync(  # noqa: PLR0915 - set-up, fault, watch and verd
         return time.monotonic() - t0
 
     say(f"fault: pulling the plug on {victim} ({survivor} resyncing {vm} from it)")
-    await faults.crash(victim)
+    t0 = fault_moment(await faults.crash(victim), t0)
     result.timeline.mark(0.0, Event(f"fault injected: {victim} killed, {survivor} resyncing {vm}"))
     # The survivor's own settings govern the resync it requests: back to the configured ones.
     await survivor_conn.run(["drbdadm", "adjust", vm])
@@ -431,13 +422,14 @@ async def fence_failure(cluster: Cluster, faults: Faults, bound: float, say: Say
         blocked.remove(node)
         result.timeline.mark(hold_s, Event(f"{node}'s BMC back"))
 
-    async def kill_without_bmc(node: str) -> None:
+    async def kill_without_bmc(node: str) -> float | None:
         # Recorded before it is blocked: however the drill ends from here on, even before
         # the victim is reached, the `finally` below unblocks it.
         blocked.append(node)
         await faults.bmc_down(node)
-        await faults.crash(node)
+        at = await faults.crash(node)
         background.append(asyncio.create_task(bring_bmc_back(node)))
+        return at
 
     try:
         await _crash_and_recover(

@@ -327,29 +327,42 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
         )
 
 
+AT_HELP = "Print JSON with `at`: the fault's moment (Unix time, read right after it)."
+
+
 @lab.command("kill")
 @click.argument("node", type=NODE, metavar="NODE")
+@click.option("--json", "as_json", is_flag=True, help=AT_HELP)
 @click.pass_context
 @handle_errors
-def kill_cmd(ctx: click.Context, node: str) -> None:
+def kill_cmd(ctx: click.Context, node: str, as_json: bool) -> None:
     """Hard power-off NODE (SIGKILL to its QEMU: a pulled plug)."""
     lab_ = _lab(ctx)
     lifecycle.require_up(lab_)
     was_on = nodes.kill_node(lab_.run, node)
-    click.echo(f"{node}: powered off" if was_on else f"{node}: was already off")
+    at = time.time()  # the drills' clock starts here, not before this command's start
+    if as_json:
+        click.echo(json.dumps({"node": node, "was_on": was_on, "at": at}))
+    else:
+        click.echo(f"{node}: powered off" if was_on else f"{node}: was already off")
 
 
 @lab.command("freeze")
 @click.argument("node", type=NODE, metavar="NODE")
+@click.option("--json", "as_json", is_flag=True, help=AT_HELP)
 @click.pass_context
 @handle_errors
-def freeze_cmd(ctx: click.Context, node: str) -> None:
+def freeze_cmd(ctx: click.Context, node: str, as_json: bool) -> None:
     """Hang NODE with its power on (its vCPUs stop): fencing must power it off."""
     lab_ = _lab(ctx)
     lifecycle.require_up(lab_)
     if not nodes.freeze_node(lab_.run, node):
         _fail(EXIT_STATE, f"{node} is off: nothing to freeze")
-    click.echo(f"{node}: frozen (power on, vCPUs stopped)")
+    at = time.time()
+    if as_json:
+        click.echo(json.dumps({"node": node, "at": at}))
+    else:
+        click.echo(f"{node}: frozen (power on, vCPUs stopped)")
 
 
 @lab.command("thaw")
