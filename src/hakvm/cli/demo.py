@@ -44,9 +44,8 @@ async def _failover(spec: ClusterSpec, spec_path: Path, console: Console) -> Tim
         survivor = await session.conn(survivor_node.name)
         console.print(_placement_table("before", await demo.placement(survivor, vms)))
 
-        async def pull_plug() -> None:
-            if await asyncio.to_thread(demo.run_hakvm, "lab", "kill", victim) != 0:
-                raise RemoteError(f"hakvm lab kill {victim} failed")
+        async def pull_plug() -> float:
+            return await asyncio.to_thread(demo.pull_plug, victim)
 
         console.print(f"[bold]pulling the plug on {victim}[/bold] (hakvm lab kill {victim})")
         timeline = await demo.watch_failover(survivor, victim, moving, pull_plug)

@@ -2,18 +2,21 @@
 watch of the failover from the survivor's point of view. The CLI shows them.
 
 Every timeline mark comes from Pacemaker's own state (`crm_mon --output-as=xml` on the
-survivor), polled every 2 s; times are seconds since the fault was injected.
+survivor), polled every 2 s; times are seconds since the fault, as the lab read it right
+after the kill.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from hakvm.drill.harness import fault_moment
 from hakvm.drill.timeline import Event, Fault, Fenced, Lost, Running, Timeline
 from hakvm.remote import pacemaker
 from hakvm.remote.connection import NodeConnection, RemoteError
@@ -27,6 +30,16 @@ def run_hakvm(*args: str, quiet: bool = False) -> int:
     """Run a hakvm subcommand as its own process (what the user would type)."""
     argv = [sys.executable, "-m", "hakvm.cli", *args]
     return subprocess.run(argv, capture_output=quiet, check=False).returncode
+
+
+def pull_plug(victim: str) -> float:
+    """`hakvm lab kill VICTIM`, as the user would type it; the moment of the kill, which
+    the lab read right after it (`--json`): the timeline's zero."""
+    argv = [sys.executable, "-m", "hakvm.cli", "lab", "kill", victim, "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RemoteError(f"hakvm lab kill {victim} failed: {done.stderr.strip()}")
+    return float(json.loads(done.stdout)["at"])
 
 
 def wait_healthy(spec_path: Path, timeout: float = HEALTHY_WAIT_S) -> float | None:
@@ -58,7 +71,7 @@ async def watch_failover(
     survivor: NodeConnection,
     failed: str,
     vms: list[str],
-    inject: Callable[[], Awaitable[None]],
+    inject: Callable[[], Awaitable[float | None]],
     timeout: float = 600,
 ) -> Timeline:
     """Inject the fault, then record: loss detected, node fenced, each VM running on the
@@ -67,8 +80,7 @@ async def watch_failover(
     fenced_before = {
         (e.target, e.completed) for e in ((await cluster_state(survivor)) or ClusterState()).fencing
     }
-    started = time.monotonic()
-    await inject()
+    started = fault_moment(await inject(), time.monotonic())
     timeline.mark(0.0, Fault(failed))
     while True:
         now = time.monotonic() - started
