@@ -47,6 +47,19 @@ def test_drill_extended(deployed: LabHandle, spec_file: Path, scenario: str) -> 
     drill = _passing_drill(deployed, spec_file, scenario)
     if scenario == "node-crash-during-resync":
         assert drill["witness"]["acked"] > 0 and drill["witness"]["lost"] == []
+    if scenario == "node-hang":  # the survivor's own events give each component
+        _journal_in_order(drill)
+
+
+def _journal_in_order(drill: dict[str, Any]) -> None:
+    """Lost, then fenced, then every VM started, on the survivor's clock, within recovery."""
+    found = drill["journal"]
+    assert found is not None and found["uncertainty_s"] < 5, drill
+    assert 0 < found["detected_s"] < found["fenced_s"], found
+    assert found["started_s"] and all(
+        found["fenced_s"] < t < drill["recovery_s"] + found["uncertainty_s"] + 1
+        for t in found["started_s"].values()
+    ), found
 
 
 @pytest.mark.extended  # an apply and a node crash: about 15 min on the lab
@@ -67,6 +80,7 @@ def test_node_crash_with_fencing_action_off(
     drill = _passing_drill(deployed, spec, "node-crash")
     healthy = next(i for i in drill["invariants"] if i["name"] == "no split-brain, back to healthy")
     assert "node02 powered on first: fencing.action off" in healthy["detail"], healthy
+    _journal_in_order(drill)
     history = deployed.check("node01", ["stonith_admin", "--history", "node02", "--output-as=xml"])
     assert 'action="off"' in history and 'action="reboot"' not in history, history
 

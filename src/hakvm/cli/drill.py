@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console, Group, RenderableType
@@ -34,6 +35,8 @@ def drill_view(results: list[DrillResult]) -> Group:
         for t, mark in r.timeline.marks:
             timeline.add_row(f"{t}", mark.text)
         parts.append(timeline)
+        if r.journal is not None:
+            parts.append(journal_line(r.journal))
         checks = Table(show_header=True)
         for col in ("invariant", "ok", "detail"):
             checks.add_column(col)
@@ -41,6 +44,20 @@ def drill_view(results: list[DrillResult]) -> Group:
             checks.add_row(inv.name, "yes" if inv.ok else "[red]NO[/red]", inv.detail)
         parts.append(checks)
     return Group(*parts)
+
+
+def journal_line(found: dict[str, Any]) -> str:
+    """The components the survivor's own events give, to the uncertainty of its clock."""
+
+    def s(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}s"
+
+    started = ", ".join(f"{vm} started {s(t)}" for vm, t in found["started_s"].items())
+    return (
+        f"from {found['clock']} events (±{found['uncertainty_s']:.2f}s): lost "
+        f"{s(found['detected_s'])}, fenced {s(found['fenced_s'])}"
+        + (f", {started}" if started else "")
+    )
 
 
 @click.command("drill")

@@ -13,10 +13,11 @@ from typing import Any
 
 from hakvm import __version__
 from hakvm.agent.layout import DRILLS_DIR
+from hakvm.drill import journal
 from hakvm.drill.timeline import Timeline
 from hakvm.errors import StateError
 from hakvm.ops.status import assess, collect
-from hakvm.remote import drbd, pacemaker
+from hakvm.remote import drbd, events, pacemaker
 from hakvm.remote.connection import RemoteError
 from hakvm.remote.drbd import DrbdResource
 from hakvm.remote.pacemaker import ClusterState, PacemakerError
@@ -44,6 +45,8 @@ class DrillResult:
     invariants: list[Invariant] = field(default_factory=list)
     recovery_s: float | None = None
     witness: dict[str, Any] | None = None
+    # The failover's components from the survivor's own events (drill/journal.py).
+    journal: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -60,6 +63,7 @@ class DrillResult:
             "timeline": self.timeline.as_dict(),
             "invariants": [i.__dict__ for i in self.invariants],
             "witness": self.witness,
+            "journal": self.journal,
         }
 
 
@@ -179,6 +183,20 @@ class Cluster(Session):
                     say(f"could not power {target} on: {exc}")
             return off
         return []
+
+    async def journal(
+        self, survivor: str, *, fault_unix: float, victim: str, vms: list[str]
+    ) -> dict[str, Any] | None:
+        """The failover's components as the survivor recorded them (None: it did not
+        answer); read once the failover is over."""
+        try:
+            record = await events.recorded(await self.conn(survivor), tail=2000)
+        except (RemoteError, ValueError):
+            return None
+        found = journal.components(
+            record, fault_unix=fault_unix, victim=victim, survivor=survivor, vms=vms
+        )
+        return found.as_dict()
 
     async def cleanup(self) -> None:
         """`crm_resource --cleanup`: forget failed actions; Pacemaker re-probes."""

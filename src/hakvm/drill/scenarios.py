@@ -188,6 +188,9 @@ async def _crash_and_recover(  # noqa: PLR0912, PLR0915 - one poll loop and its 
         fenced_at is not None and not started_unfenced,
         f"{victim} fenced at {fenced_at}s; started before fencing: {started_unfenced or 'none'}",
     )
+    fault_unix = time.time() - (time.monotonic() - t0)
+    result.journal = await cluster.journal(survivor, fault_unix=fault_unix, victim=victim,
+                                           vms=moving)  # fmt: skip
     await cluster.drop(victim)
     await finish_witness(cluster, w, survivor, result)
     await _rejoin_checks(cluster, result, victim=victim, survivor=survivor, moved=moving, say=say)

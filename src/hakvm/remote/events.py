@@ -14,10 +14,12 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from hakvm.agent.layout import EVENTS_PATH  # the alert agent's file (docs/metrics.md)
+from hakvm.remote.connection import Remote
 
 EVENTS_TAIL = 400  # lines read per node and refresh: a few days of a quiet cluster
 MAX_LINE = 8192  # characters; a longer line is not the agent's
@@ -111,3 +113,27 @@ def parse_time(text: str) -> float | None:
     except ValueError:
         return None
     return parsed.replace(tzinfo=datetime.UTC).timestamp()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A node's events and where its clock stood against this machine's at the read."""
+
+    events: list[NodeEvent]
+    offset_s: float  # the node's clock minus this machine's
+    uncertainty_s: float  # half the round trip of the clock read: it happened inside it
+
+
+async def recorded(node: Remote, tail: int = EVENTS_TAIL) -> Recorded:
+    """The node's events file (its last `tail` lines) and its clock offset, measured by a
+    `date` of its own between two readings of this machine's clock."""
+    sent = time.time()
+    clock = await node.run(["date", "+%s.%N"], check=True, timeout=60)
+    received = time.time()
+    _, argv = events_command(tail=tail)
+    text = (await node.run(argv, timeout=60)).stdout
+    return Recorded(
+        parse_events(text),
+        offset_s=float(clock.stdout.strip()) - (sent + received) / 2,
+        uncertainty_s=(received - sent) / 2,
+    )

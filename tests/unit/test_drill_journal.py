@@ -1,0 +1,43 @@
+"""A failover's components from the survivor's events (drill/journal.py): the events as the
+alert agent writes them (tests/unit/serve_states.py), the fault placed through a clock offset."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hakvm.drill.journal import components
+from hakvm.remote.events import Recorded, parse_events, recorded
+from tests.unit.fakes import FakeNode
+from tests.unit.serve_states import T0, crash_events
+
+
+def test_components_on_the_survivors_clock() -> None:
+    # node01's clock runs 100 s ahead of this machine's; the fault was at T0 - 10 here.
+    record = Recorded(parse_events("\n".join(crash_events())), offset_s=100.0, uncertainty_s=0.05)
+    found = components(
+        record, fault_unix=T0 - 110, victim="node02", survivor="node01", vms=["vm-b"]
+    )
+    # On node01's clock the fault was at T0 - 10: lost at T0 + 25, fenced T0 + 45, vm-b T0 + 80.
+    assert (found.detected_s, found.fenced_s, found.started_s) == (35.0, 55.0, {"vm-b": 90.0})
+    assert found.as_dict()["clock"] == "node01's (Pacemaker alert timestamps)"
+    # A fault 100 s later (T0 + 90 on node01's clock): the loss, the fencing and vm-b's
+    # start all came before it, and none is taken for its recovery.
+    later = components(record, fault_unix=T0 - 10, victim="node02", survivor="node01",
+                       vms=["vm-b", "vm-a"])  # fmt: skip
+    assert (later.detected_s, later.fenced_s, later.started_s) == (None, None, {})
+
+
+def test_no_event_after_the_fault_is_none_not_zero() -> None:
+    record = Recorded(parse_events("\n".join(crash_events())), offset_s=0.0, uncertainty_s=0.05)
+    found = components(record, fault_unix=T0 + 500, victim="node02", survivor="node01",
+                       vms=["vm-b"])  # fmt: skip
+    assert (found.detected_s, found.fenced_s, found.started_s) == (None, None, {})
+
+
+def test_recorded_reads_the_clock_between_two_local_readings() -> None:
+    node = FakeNode("node01").on("date", out="1764150000.250000000\n")
+    node.on("sh", out="\n".join(crash_events()) + "\n")
+    found = asyncio.run(recorded(node))
+    assert len(found.events) == len(crash_events())
+    assert 0 <= found.uncertainty_s < 1
+    assert node.argvs[0] == ("date", "+%s.%N")
