@@ -64,3 +64,18 @@ def test_the_score_wait_covers_one_drbd_monitor_interval() -> None:
     assert report.spec is not None
     # The lab monitors DRBD every 60 s (Unpromoted 61 s): 45 s refused a move in the bench.
     assert good_data_wait(report.spec) > report.spec.cluster.timing.drbd_monitor_interval_s + 1
+
+
+def test_libvirts_downtime_and_downtime_net_from_the_job_completed_event() -> None:
+    """`virsh event --event job-completed` prints the job's typed parameters one per line;
+    downtime_net is there only when libvirt could take the hosts' clock difference out."""
+    from hakvm.ops.migrate import downtimes
+
+    event = (
+        "event 'job-completed' for domain 'vm-a':\n\toperation: 2\n\ttime_elapsed: 5025\n"
+        "\ttime_elapsed_net: 5001\n\tdowntime: 160\n\tdowntime_net: 136\n\tsetup_time: 9\n"
+        "events received: 1\n"
+    )
+    assert downtimes(event) == (160, 136)
+    assert downtimes(event.replace("\tdowntime_net: 136\n", "")) == (160, None)
+    assert downtimes("") == (None, None)

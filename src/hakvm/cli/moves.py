@@ -17,6 +17,8 @@ from hakvm.remote.lock import node_locks
 def _move_line(m: moves.MoveResult) -> str:
     if m.kind == "live":
         down = f"{m.downtime_ms} ms" if m.downtime_ms is not None else "not reported"
+        if m.downtime_net_ms is not None:
+            down += f" ({m.downtime_net_ms} ms without the switch-over's transfer)"
         return f"{m.vm}: live-migrated {m.source} -> {m.target} in {m.seconds}s, downtime {down}"
     return f"{m.vm}: restarted {m.source} -> {m.target}: outage {m.outage_s}s"
 

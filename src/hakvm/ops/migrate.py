@@ -60,6 +60,9 @@ class MoveResult:
     kind: str  # "live" or "restart"
     seconds: float  # from the move request until Pacemaker reports the VM on the target
     downtime_ms: int | None = None  # libvirt's own figure for a live migration
+    # libvirt's downtime less the time the switch-over took to cross from host to host
+    # (downtime_net): what the figure is without a difference between the two clocks.
+    downtime_net_ms: int | None = None
     outage_s: float | None = None  # restart moves: VM seen stopped until seen running
 
     def as_dict(self) -> dict[str, object]:
@@ -186,6 +189,14 @@ def _mem_available(meminfo: str) -> int | None:
 
 
 _DOWNTIME_RE = re.compile(r"^\s*downtime:\s+(\d+)$", re.MULTILINE)
+_DOWNTIME_NET_RE = re.compile(r"^\s*downtime_net:\s+(\d+)$", re.MULTILINE)
+
+
+def downtimes(event: str) -> tuple[int | None, int | None]:
+    """libvirt's downtime and downtime_net (ms) from a `virsh event` job-completed text."""
+    found = [_DOWNTIME_RE.search(event), _DOWNTIME_NET_RE.search(event)]
+    down, net = (int(m[1]) if m else None for m in found)
+    return down, net
 
 
 async def _job_completed(conn: NodeConnection, domain: str, timeout: float) -> str:
@@ -250,7 +261,7 @@ async def move(
         # Drop the temporary preference whatever happened: stickiness keeps the VM put.
         await pacemaker.clear(any_conn, vm.name)
     seconds = time.monotonic() - started
-    downtime = None
+    downtime = downtime_net = None
     if listener is not None:
         try:
             # Seen stopped: most likely no event will come, so do not wait long for it.
@@ -258,15 +269,14 @@ async def move(
             event = await asyncio.wait_for(listener, timeout=wait)
         except (TimeoutError, RemoteError):
             event = ""
-        match = _DOWNTIME_RE.search(event)
-        downtime = int(match[1]) if match else None
+        downtime, downtime_net = downtimes(event)
     if kind == "live" and stopped_at is not None and downtime is None:
         # Pacemaker stopped and restarted it instead (e.g. a failed migrate_to): say so.
         raise MoveError(
             f"{vm.name}: reached {target}, but by stop/start ({outage or 0:.0f}s outage), not by "
             "live migration; see the failed actions in hakvm status"
         )
-    result = MoveResult(vm.name, source, target, kind, round(seconds, 1), downtime)
+    result = MoveResult(vm.name, source, target, kind, round(seconds, 1), downtime, downtime_net)
     if kind == "restart":
         result.outage_s = round(outage if outage is not None else seconds, 1)
     return result
