@@ -11,11 +11,15 @@ Benchmarks:
            versus a bare `crm_mon --output-as=xml` over SSH, alternated, N each, medians and
            their ratio; live migration of vm-a back and forth N times, libvirt's downtime,
            median and spread.
-  recovery on a deployed lab: `hakvm drill --scenario node-crash` N times with hakvm's lab
-           settings and N times with the defaults the original recipe leaves (Pacemaker and
-           corosync defaults, agents' default monitor intervals, fencing added without a
-           delay), alternated, each from the same placement (vm-b alone on node02, which is
-           killed); recovery medians, spread and their ratio, and every timeline.
+  recovery on a deployed lab: `hakvm drill --scenario node-crash --victim NODE` N times per
+           node and setting, alternated (node01, then node02; for each, the defaults the
+           original recipe leaves with fencing added without a delay, hakvm's lab settings
+           with their static fence delay, hakvm with the lab's quorum device), each from the
+           same placement (vm-a on node01, vm-b on node02); recovery medians and spread over
+           crashes of either node and per node, each recovery's components from the
+           survivor's own events (lost, fenced, started; responsive from the drill) beside
+           their floors (token + consensus, a fence device query, the VM start's own
+           exec-time), and the ratios qdevice/default, hakvm/default, qdevice/floors.
 
 Each run replaces only the benchmarks it ran in bench/results.json (each keeps its date).
 """
@@ -28,6 +32,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -183,51 +188,134 @@ DEFAULT_TIMING: dict[str, Any] = {
 }
 
 
-def place_vm_b_alone_on_node02(spec: pathlib.Path) -> None:
+def place_home(spec: pathlib.Path) -> None:
+    """vm-a on node01, vm-b on node02: each node runs one VM, so a crash of either moves one
+    (the same work whichever node dies)."""
     state = json.loads(hakvm("status", "--json", str(spec), answers=(0, 1)).stdout)
     where = {vm["name"]: vm["running_on"] for vm in state["vms"]}
-    if where.get("vm-b") != ["node02"]:
-        hakvm("migrate", str(spec), "vm-b", "--to", "node02")
-    if where.get("vm-a") != ["node01"]:
-        hakvm("migrate", str(spec), "vm-a", "--to", "node01")
+    for vm, node in (("vm-a", "node01"), ("vm-b", "node02")):
+        if where.get(vm) != [node]:
+            hakvm("migrate", str(spec), vm, "--to", node)
+
+
+def on_node(node: str, script: str) -> str:
+    """A shell script on a bench lab node, its stdout."""
+    lab = Lab(LAB_DIR)
+    port = lab.load().ssh_port_of(node)
+    remote = ssh.remote_command(["sh", "-c", script])
+    argv = ssh.ssh_argv(port, lab.ssh_key, lab.known_hosts, remote)
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=600).stdout
+
+
+def start_exec_s(node: str, vm: str) -> float | None:
+    """The VM's last start on `node` as Pacemaker recorded it: its own execution time
+    (lrm_rsc_op exec-time), the VirtualDomain start alone."""
+    xpath = (
+        f"//node_state[@uname='{node}']//lrm_resource[@id='{vm}']"
+        "/lrm_rsc_op[@operation='start']"
+    )
+    out = on_node(node, f"cibadmin --query --scope status --xpath \"{xpath}\" 2>/dev/null || true")
+    found = re.findall(r'exec-time="(\d+)"', out)
+    return int(found[-1]) / 1000 if found else None
+
+
+def fence_query_s(node: str, device: str) -> float:
+    """One status of a fence device through the fencer (fence_ipmilan started, one ipmitool
+    round trip), timed on the node's own clock: the fencing floor's unit."""
+    out = on_node(node, f"a=$(date +%s.%N); stonith_admin --query {device} >/dev/null; "
+                        "b=$(date +%s.%N); echo $a $b")  # fmt: skip
+    began, ended = (float(x) for x in out.split())
+    return ended - began
+
+
+SETTINGS = ("default", "hakvm", "qdevice")
+VICTIMS = ("node01", "node02")
+
+
+def recovery_specs(directory: pathlib.Path) -> dict[str, pathlib.Path]:
+    """The recipe's defaults (with fencing, no delay), hakvm's lab spec (static fence delay
+    on node01), and hakvm with the lab's quorum device (no delay): apply switches between
+    them (a CIB patch; to and from the device, one corosync reload: docs/qdevice.md)."""
+    examples = REPO / "examples"
+    return {
+        "default": specfile.lab_spec(examples / "lab.yaml", LAB_DIR, directory / "default.yaml",
+                                     timing=DEFAULT_TIMING),
+        "hakvm": deployed_spec(directory),
+        "qdevice": specfile.lab_spec(examples / "lab-qdevice.yaml", LAB_DIR,
+                                     directory / "qdevice.yaml"),
+    }  # fmt: skip
+
+
+def _components(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of each recovery component (the survivor's own events: drill --json journal)."""
+    out: dict[str, Any] = {}
+    for key in ("detected_s", "fenced_s"):
+        values = [r["journal"][key] for r in runs if r.get("journal") and r["journal"][key]]
+        out[key] = spread(values) if values else None
+    started = [t for r in runs if r.get("journal") for t in r["journal"]["started_s"].values()]
+    out["started_s"] = spread(started) if started else None
+    out["responsive_s"] = spread([r["recovery_s"] for r in runs])
+    return out
 
 
 def bench_recovery(reps: int) -> dict[str, Any]:
+    """Node-crash recovery with each node crashed in turn, for each setting, alternated (all
+    see the same machine), from the same placement; each recovery's components beside the
+    floors they add up from."""
     results: dict[str, Any] = {"runs": []}
+    fence_s: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        specs = {
-            "hakvm": deployed_spec(pathlib.Path(tmp)),
-            "default": specfile.lab_spec(
-                REPO / "examples" / "lab.yaml", LAB_DIR, pathlib.Path(tmp) / "default.yaml",
-                timing=DEFAULT_TIMING,
-            ),
-        }
-        recovery: dict[str, list[float]] = {name: [] for name in specs}
+        specs = recovery_specs(pathlib.Path(tmp))
         for rep in range(reps):
-            for name, spec in specs.items():  # alternated: both see the same machine
-                hakvm("apply", str(spec))  # a CIB patch: the timing lives in the CIB
-                place_vm_b_alone_on_node02(spec)
-                drill = json.loads(hakvm(
-                    "drill", "--json", str(spec), "--scenario", "node-crash",
-                    "--lab-dir", str(LAB_DIR), "--bound", "900", answers=(0, 1),
-                ).stdout)[0]  # fmt: skip
-                if not drill["passed"] or drill["recovery_s"] is None:
-                    raise SystemExit(f"bench: {name} node-crash drill failed: {drill}")
-                recovery[name].append(float(drill["recovery_s"]))
-                results["runs"].append({"rep": rep, "settings": name, **drill})
-                # Ten drills take well over an hour: a later failure must not lose these.
-                PARTIAL.write_text(json.dumps(results, indent=2) + "\n")
-                print(
-                    f"bench: recovery rep {rep + 1}/{reps} {name}: {drill['recovery_s']:.1f} s",
-                    file=sys.stderr, flush=True,
-                )  # fmt: skip
+            for victim in VICTIMS:
+                for name in SETTINGS:
+                    spec = specs[name]
+                    hakvm("apply", str(spec))
+                    place_home(spec)
+                    survivor = "node02" if victim == "node01" else "node01"
+                    fence_s.append(fence_query_s(survivor, f"{victim}_fence"))
+                    drill = json.loads(hakvm(
+                        "drill", "--json", str(spec), "--scenario", "node-crash",
+                        "--victim", victim, "--lab-dir", str(LAB_DIR), "--bound", "900",
+                        answers=(0, 1),
+                    ).stdout)[0]  # fmt: skip
+                    if not drill["passed"] or drill["recovery_s"] is None:
+                        raise SystemExit(f"bench: {name} node-crash of {victim} failed: {drill}")
+                    moved = "vm-a" if victim == "node01" else "vm-b"
+                    results["runs"].append({
+                        "rep": rep, "settings": name, "victim": victim,
+                        "start_exec_s": start_exec_s(survivor, moved), **drill,
+                    })  # fmt: skip
+                    # Thirty drills take hours: a later failure must not lose these.
+                    PARTIAL.write_text(json.dumps(results, indent=2) + "\n")
+                    print(f"bench: recovery rep {rep + 1}/{reps} {name}, {victim} crashed: "
+                          f"{drill['recovery_s']:.1f} s", file=sys.stderr, flush=True)  # fmt: skip
         hakvm("apply", str(specs["hakvm"]))  # leave the lab as the spec says
     PARTIAL.unlink(missing_ok=True)
-    for name, values in recovery.items():
-        results[f"recovery_{name}_s"] = spread(values)
-    results["ratio_hakvm_to_default"] = statistics.median(recovery["hakvm"]) / statistics.median(
-        recovery["default"]
-    )
+    runs = results["runs"]
+    medians: dict[str, float] = {}
+    for name in SETTINGS:
+        mine = [r for r in runs if r["settings"] == name]
+        results[f"recovery_{name}_s"] = spread([r["recovery_s"] for r in mine])
+        medians[name] = results[f"recovery_{name}_s"]["median"]
+        for victim in VICTIMS:
+            crashed = [r["recovery_s"] for r in mine if r["victim"] == victim]
+            results[f"recovery_{name}_{victim}_crashed_s"] = spread(crashed)
+        results[f"components_{name}"] = _components(mine)
+    timing = DEFAULT_TIMING | {"token_ms": 3000}  # the lab's token; consensus 1.2 x token
+    starts = [r["start_exec_s"] for r in runs if r["start_exec_s"] is not None]
+    floors = {
+        "token_plus_consensus_s": timing["token_ms"] * 2.2 / 1000,
+        "fence_device_query_s": spread(fence_s),
+        "vm_start_exec_s": spread(starts) if starts else None,
+    }
+    results["floors"] = floors
+    if starts:
+        floor = (floors["token_plus_consensus_s"] + statistics.median(fence_s)
+                 + statistics.median(starts))  # fmt: skip
+        results["ratio_qdevice_to_floors"] = medians["qdevice"] / floor
+    results["ratio_qdevice_to_default"] = medians["qdevice"] / medians["default"]
+    results["ratio_hakvm_to_default"] = medians["hakvm"] / medians["default"]
     return results
 
 

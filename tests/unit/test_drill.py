@@ -536,3 +536,16 @@ def test_the_clock_starts_at_the_faults_own_moment() -> None:
     assert fault_moment(None, before) == before
     two_s_ago = fault_moment(time.time() - 2.0, before)
     assert abs(time.monotonic() - two_s_ago - 2.0) < 0.1
+
+
+def test_the_victim_can_be_named(spec, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """--victim: a node failure takes down the node named, whatever runs where (the
+    benchmark crashes each node in turn)."""
+    from hakvm.drill.run import run_drills
+
+    cluster = Cluster(spec, REPO / "examples" / "lab.yaml", victim="node01")
+    assert asyncio.run(cluster.victim()) == "node01"  # no node asked
+    with pytest.raises(DrillError, match="--victim node03: no such node"):
+        asyncio.run(run_drills(spec, REPO / "examples" / "lab.yaml", ["node-crash"],
+                               lab_dir=tmp_path, bound=60, say=lambda _: None,
+                               victim="node03"))  # fmt: skip

@@ -83,6 +83,10 @@ def journal_line(found: dict[str, Any]) -> str:
 @click.option(
     "--witness-vm", metavar="VM", help="real nodes: the VM whose disk's last 16 MiB is overwritten"
 )
+@click.option(
+    "--victim", metavar="NODE", help="the node a node failure takes down (default: the one "
+    "running the most VMs; with --witness-vm, that VM's node): it must run a VM"
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable results")
 @click.option(
     "--heal", is_flag=True, help="no drill: remove every trace of one (nftables tables, a "
@@ -98,6 +102,7 @@ def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
     inject: str,
     yes_really: bool,
     witness_vm: str | None,
+    victim: str | None,
     as_json: bool,
     heal: bool,
     wait: float,
@@ -124,7 +129,7 @@ def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
             run_drills(
                 cluster, spec, names, lab_dir=lab_dir or lab_dir_from_env(), bound=bound,
                 say=say, inject=inject, yes_really=yes_really, witness_vm=witness_vm,
-                lock=node_locks(cluster, spec, wait=wait),
+                victim=victim, lock=node_locks(cluster, spec, wait=wait),
             )
         )  # fmt: skip
     except (RemoteError, MoveError) as exc:  # a node did not answer, a move was refused

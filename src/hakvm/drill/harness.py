@@ -95,8 +95,15 @@ class Cluster(Session):
     """The drill's session: connections made on demand (a loaded survivor gets 30 s to
     answer), a crashed node's connection simply dropped; and what the drill reads."""
 
-    def __init__(self, spec: ClusterSpec, spec_path: Path, witness_vm: str | None = None) -> None:
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        spec_path: Path,
+        witness_vm: str | None = None,
+        victim: str | None = None,
+    ) -> None:
         super().__init__(spec, spec_path, connect_timeout=30)
+        self.chosen_victim = victim  # --victim: the node a node failure takes down
         # Real nodes: the one VM whose disk the witness may overwrite (its last 16 MiB),
         # named by the user; it decides which node fails. The lab: any VM (BIOS-only).
         self.witness_vm = witness_vm
@@ -242,7 +249,10 @@ class Cluster(Session):
         return state.placement(vm.name for vm in self.spec.vms)
 
     async def victim(self) -> str:
-        """The node to fail: the witness VM's, else the one running the most VMs."""
+        """The node to fail: the one named (--victim), else the witness VM's, else the one
+        running the most VMs."""
+        if self.chosen_victim is not None:
+            return self.chosen_victim
         placement = await self.placement(self.spec.nodes[0].name)
         if self.witness_vm is None:
             return busiest(placement, self.spec)

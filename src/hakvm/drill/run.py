@@ -26,10 +26,13 @@ async def run_drills(
     inject: str = "auto",
     yes_really: bool = False,
     witness_vm: str | None = None,
+    victim: str | None = None,
     lock: AbstractAsyncContextManager[object] | None = None,
 ) -> list[DrillResult]:
     """`lock` (the node lock) is held from the first node contact to the end."""
-    cluster = Cluster(spec, spec_path, witness_vm)
+    if victim is not None and victim not in {n.name for n in spec.nodes}:
+        raise DrillError(f"drill: --victim {victim}: no such node in the spec")
+    cluster = Cluster(spec, spec_path, witness_vm, victim)
     faults = faults_for(spec, cluster, lab_dir, inject=inject, yes_really=yes_really)
     if faults.kind == "nodes" and witness_vm is None and not isinstance(
         lab_of(spec, lab_dir), LabFaults

@@ -1,0 +1,66 @@
+"""bench/run.py's symmetric recovery benchmark, its bookkeeping run against scripted drills
+(the lab run itself is `python bench/run.py --only recovery`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+from typing import Any
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _bench() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_run", REPO / "bench" / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_node_crashed_under_each_setting_alternated(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    bench = _bench()
+    asked: list[tuple[str, ...]] = []
+    recovery = {"default": 70.0, "hakvm": 90.0, "qdevice": 30.0}
+
+    def hakvm(*args: str, **_: Any) -> subprocess.CompletedProcess[str]:
+        asked.append(args)
+        out = ""
+        if args[0] == "drill":
+            setting = pathlib.Path(args[2]).stem.replace("lab", "hakvm")
+            victim = args[args.index("--victim") + 1]
+            moved = "vm-a" if victim == "node01" else "vm-b"
+            extra = 20.0 if (setting, victim) == ("hakvm", "node01") else 0.0  # the delay
+            out = json.dumps([{
+                "passed": True, "recovery_s": recovery[setting] + extra,
+                "journal": {"detected_s": 6.0, "fenced_s": 12.0 + extra,
+                            "started_s": {moved: 25.0 + extra}, "uncertainty_s": 0.01},
+            }])  # fmt: skip
+        return subprocess.CompletedProcess(args, 0, out, "")
+
+    specs = {name: tmp_path / f"{name if name != 'hakvm' else 'lab'}.yaml"
+             for name in bench.SETTINGS}  # fmt: skip
+    monkeypatch.setattr(bench, "hakvm", hakvm)
+    monkeypatch.setattr(bench, "recovery_specs", lambda _: specs)
+    monkeypatch.setattr(bench, "place_home", lambda _: None)
+    monkeypatch.setattr(bench, "fence_query_s", lambda node, device: 3.0)
+    monkeypatch.setattr(bench, "start_exec_s", lambda node, vm: 15.0)
+    monkeypatch.setattr(bench, "PARTIAL", tmp_path / "partial.json")
+    results = bench.bench_recovery(1)
+
+    drills = [(pathlib.Path(a[2]).stem, a[a.index("--victim") + 1]) for a in asked
+              if a[0] == "drill"]  # fmt: skip
+    assert drills == [(s.stem, v) for v in ("node01", "node02") for s in specs.values()]
+    assert results["recovery_hakvm_node01_crashed_s"]["median"] == 110.0
+    assert results["recovery_hakvm_s"]["median"] == 100.0  # over crashes of either node
+    assert results["ratio_qdevice_to_default"] == 30.0 / 70.0
+    assert results["components_qdevice"]["fenced_s"]["median"] == 12.0
+    assert results["floors"]["token_plus_consensus_s"] == pytest.approx(6.6)
+    assert results["ratio_qdevice_to_floors"] == pytest.approx(30.0 / (6.6 + 3.0 + 15.0))
+    assert asked[-1][0] == "apply" and asked[-1][1] == str(specs["hakvm"])
