@@ -126,10 +126,11 @@ def test_live_migration_reports_libvirt_downtime(lab: LabHandle, spec_file: Path
     move = json.loads(result.stdout)
     assert (move["kind"], move["source"], move["target"]) == ("live", source, target)
     assert isinstance(move["downtime_ms"], int), move
-    # libvirt's downtime_net: the same figure without the hosts' clock difference (the lab's
-    # nodes have no time source), never above it.
-    assert isinstance(move["downtime_net_ms"], int), move
-    assert 0 < move["downtime_net_ms"] <= move["downtime_ms"], move
+    # libvirt's downtime_net: the same figure without the switch-over's transfer between the
+    # hosts; libvirt leaves it out when the destination's clock runs behind (the lab's nodes
+    # have no time source: set from the host's at each restore).
+    net = move["downtime_net_ms"]
+    assert net is None or 0 < net <= move["downtime_ms"], move
     FIGURES["migration"] = move
     _, after = status(spec_file)
     assert placement(after)["vm-a"] == [target]

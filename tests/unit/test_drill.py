@@ -515,14 +515,27 @@ def test_node_hang_freezes_the_victim_and_never_leaves_it_hung(spec, monkeypatch
 
 
 def test_a_real_node_hangs_by_a_panic_that_leaves_it_on(spec) -> None:  # type: ignore[no-untyped-def]
+    from hakvm.drill.faults import FaultError
+    from hakvm.remote.connection import RemoteError
+
+    class Panics(FakeNode):
+        async def run(self, argv, **kw):  # type: ignore[no-untyped-def]
+            await super().run(argv, **kw)
+            raise RemoteError("connection lost")  # the panic takes the SSH session with it
+
     nodes = FakeNodes("node01", "node02")
+    panics = Panics("node02", log=nodes["node02"].sent)
+    nodes.nodes["node02"] = panics
     faults = NodeFaults(spec, nodes)
-    asyncio.run(faults.hang("node02"))
-    assert nodes["node02"].argvs == [
+    assert isinstance(asyncio.run(faults.hang("node02")), float)
+    assert panics.argvs == [
         ("sh", "-c", "sysctl -qw kernel.panic=0 && echo c > /proc/sysrq-trigger")
     ]
     asyncio.run(faults.unhang("node02"))  # only its fencing brings it back
-    assert len(nodes["node02"].argvs) == 1 and nodes["node01"].argvs == []
+    assert len(panics.argvs) == 1
+    # A node that answers did not go down: the drill says so instead of waiting its bound.
+    with pytest.raises(FaultError, match=r"node01 answered .* it did not go down"):
+        asyncio.run(faults.hang("node01"))
 
 
 def test_the_clock_starts_at_the_faults_own_moment() -> None:

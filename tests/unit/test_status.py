@@ -184,3 +184,6 @@ def test_a_node_fenced_off_is_degraded_with_how_to_power_it_on(spec) -> None:  #
     )
     assert hint in assess(off, seen).problems
     assert hint not in assess(spec, seen).problems  # reboot: it comes back by itself
+    # Answering over SSH (Pacemaker stopped there, say): it is not powered off.
+    seen["node02"] = answers("healthy")["node02"]
+    assert not [p for p in assess(off, seen).problems if "stays powered off" in p]

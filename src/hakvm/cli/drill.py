@@ -123,6 +123,9 @@ def drill_cmd(  # noqa: PLR0917 - click passes options by keyword
             f"choose from {', '.join(SCENARIOS)} or --all"
         )
     cluster = load_spec(spec)
+    nodes = [n.name for n in cluster.nodes]
+    if victim is not None and victim not in nodes:
+        raise click.UsageError(f"--victim {victim}: not a node of the spec ({', '.join(nodes)})")
     names = scenarios_for(cluster) if run_all else list(scenarios)
     try:
         results = asyncio.run(

@@ -80,7 +80,8 @@ async def watch_failover(
     fenced_before = {
         (e.target, e.completed) for e in ((await cluster_state(survivor)) or ClusterState()).fencing
     }
-    started = fault_moment(await inject(), time.monotonic())
+    before = time.monotonic()
+    started = fault_moment(await inject(), before)
     timeline.mark(0.0, Fault(failed))
     while True:
         now = time.monotonic() - started

@@ -29,7 +29,6 @@ rebooted comes back without the table. Real nodes need `--yes-really` and a BMC 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -382,10 +381,16 @@ class NodeFaults:
         node within half a round trip)."""
         conn = await self.cluster.conn(node)
         at = time.time()
-        # The node is gone before it can answer: that is the point.
-        with contextlib.suppress(RemoteError, TimeoutError, OSError):
-            await conn.run(["sh", "-c", script], timeout=10)
+        try:
+            answered = await conn.run(["sh", "-c", script], timeout=10)
+        except (RemoteError, TimeoutError, OSError):
+            answered = None  # gone before it could answer: that is the point
         await self.cluster.drop(node)
+        if answered is not None:
+            raise FaultError(
+                f"{node} answered `{script}` (exit {answered.returncode}: "
+                f"{answered.stderr.strip()[:200]}): it did not go down"
+            )
         return at
 
     async def hang(self, node: str) -> float | None:

@@ -181,14 +181,16 @@ class Cluster(Session):
                 n for n in names
                 if n in state.nodes and not state.nodes[n].online and not state.nodes[n].unclean
             ]  # fmt: skip
+            powered = []
             for target in off:
                 say(f"fencing.action is off: powering {target} on (stonith_admin --unfence)")
                 timeout_s = self.spec.cluster.timing.stonith_timeout_s
                 try:
                     await pacemaker.power_on(await self.conn(name), target, timeout_s)
+                    powered.append(target)
                 except RemoteError as exc:
                     say(f"could not power {target} on: {exc}")
-            return off
+            return powered
         return []
 
     async def journal(
@@ -333,7 +335,11 @@ async def check_healthy_again(
 def fence_successes(state: ClusterState | None, target: str) -> set[str]:
     if state is None:
         return set()
-    return {e.completed for e in state.fencing if e.target == target and e.status == "success"}
+    return {
+        e.completed
+        for e in state.fencing
+        if e.target == target and e.status == "success" and e.action != pacemaker.POWER_ON
+    }
 
 
 def busiest(placement: dict[str, list[str]], spec: ClusterSpec) -> str:

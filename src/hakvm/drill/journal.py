@@ -57,7 +57,7 @@ def components(
         return next((e.t - fault for e in after if match(e)), None)
 
     out.detected_s = first(lambda e: _is(e, "node", victim) and e.desc == "lost")
-    out.fenced_s = first(lambda e: _is(e, "fencing", victim) and e.rc == 0)
+    out.fenced_s = first(lambda e: _is(e, "fencing", victim) and e.rc == 0 and e.task != "on")
     for vm in vms:
         started = first(
             lambda e, vm=vm: _is(e, "resource", survivor)

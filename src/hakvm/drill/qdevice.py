@@ -322,7 +322,8 @@ async def qnetd_down_then_crash(  # noqa: PLR0915 - set-up, two faults, the watc
         if not await _until_not_voting(cluster, survivor, result, t0):
             raise DrillError(f"drill: the quorum device still voted {VOTE_GONE_S:.0f}s later")
         say(f"fault: {victim} crashes while qnetd is down")
-        crashed = fault_moment(await faults.crash(victim), time.monotonic()) - t0
+        sent = time.monotonic()
+        crashed = fault_moment(await faults.crash(victim), sent) - t0
         result.timeline.mark(crashed, Fault(victim, "node-crash"))
         deadline = now() + bound
         while now() < deadline:

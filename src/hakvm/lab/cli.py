@@ -339,12 +339,11 @@ def kill_cmd(ctx: click.Context, node: str, as_json: bool) -> None:
     """Hard power-off NODE (SIGKILL to its QEMU: a pulled plug)."""
     lab_ = _lab(ctx)
     lifecycle.require_up(lab_)
-    was_on = nodes.kill_node(lab_.run, node)
-    at = time.time()  # the drills' clock starts here, not before this command's start
+    at = nodes.kill_node(lab_.run, node)  # the drills' clock starts there
     if as_json:
-        click.echo(json.dumps({"node": node, "was_on": was_on, "at": at}))
+        click.echo(json.dumps({"node": node, "was_on": at is not None, "at": at or time.time()}))
     else:
-        click.echo(f"{node}: powered off" if was_on else f"{node}: was already off")
+        click.echo(f"{node}: powered off" if at is not None else f"{node}: was already off")
 
 
 @lab.command("freeze")
@@ -358,7 +357,7 @@ def freeze_cmd(ctx: click.Context, node: str, as_json: bool) -> None:
     lifecycle.require_up(lab_)
     if not nodes.freeze_node(lab_.run, node):
         _fail(EXIT_STATE, f"{node} is off: nothing to freeze")
-    at = time.time()
+    at = time.time()  # QMP answers `stop` once the vCPUs stopped
     if as_json:
         click.echo(json.dumps({"node": node, "at": at}))
     else:

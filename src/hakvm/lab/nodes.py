@@ -366,14 +366,16 @@ def start_node(
     return pid
 
 
-def kill_node(run: Runtime, node: str) -> bool:
-    """Power off: SIGKILL the QEMU process (a pulled plug). Returns whether it was on."""
+def kill_node(run: Runtime, node: str) -> float | None:
+    """Power off: SIGKILL the QEMU process (a pulled plug). Returns the moment of the
+    SIGKILL (Unix time; before the wait for the process to go), None if it was off."""
     set_wanted_power(run, node, "off")
     pid = qemu_pid(run, node)
     if pid is None:
-        return False
+        return None
+    at = time.time()  # kill_hard's first step is the SIGKILL
     procs.kill_hard(pid)
-    return True
+    return at
 
 
 def freeze_node(run: Runtime, node: str) -> bool:
@@ -383,7 +385,7 @@ def freeze_node(run: Runtime, node: str) -> bool:
     the BMC's power-off (SIGKILL) works either way. False if the node is off."""
     if qemu_pid(run, node) is None:
         return False
-    QmpClient(node_paths(run, node).qmp).command("stop")
+    QmpClient(node_paths(run, node).qmp).command("stop")  # its reply comes once they stopped
     return True
 
 

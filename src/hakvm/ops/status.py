@@ -435,7 +435,7 @@ def assess(spec: ClusterSpec, answers: Mapping[str, NodeAnswer]) -> StatusReport
             f"{n.name} stays powered off after fencing (fencing.action off): power it on "
             f"through its BMC, or `stonith_admin --unfence {n.name}` on a node that is up"
             for n in nodes
-            if n.state == "offline"
+            if n.state == "offline" and not n.reachable  # off, not a node with Pacemaker stopped
         ]
     _cluster_wide(spec, answers, seen_from, state, found)
     drbd_by_node = {name: drbd_of(a) for name, a in answers.items() if a.raw is not None}

@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 from hakvm.ops.drills import DrillRecord
 from hakvm.ops.status import StatusReport, assess, gather, pick_view
 from hakvm.remote.events import NodeEvent, events_command, parse_events, parse_time
-from hakvm.remote.pacemaker import ClusterState
+from hakvm.remote.pacemaker import POWER_ON, ClusterState
 from hakvm.remote.probes import NodeAnswer
 from hakvm.remote.session import Session
 from hakvm.render.cib import fence_id
@@ -118,7 +118,10 @@ def fence_history(state: ClusterState | None) -> list[TimelineEvent]:
             if ok
             else f"fencing ({e.action}) of {e.target}{by}: {e.status}"
         )
-        out.append(TimelineEvent(t=t, lane=e.target, kind="fencing" if ok else "failed",
+        kind: EventKind = "fencing" if ok else "failed"
+        if e.action == POWER_ON and ok:  # unfencing: a node fenced off powered on again
+            text, kind = f"{e.target} powered on through its fence device{by}", "node"
+        out.append(TimelineEvent(t=t, lane=e.target, kind=kind,
                                  subject=e.target, text=text, source="fence-history"))  # fmt: skip
     return out
 
@@ -160,7 +163,12 @@ def recorded_events(spec: ClusterSpec, events: Iterable[NodeEvent]) -> list[Time
     out: list[TimelineEvent] = []
     for e in sorted(events, key=lambda e: e.t):
         target = e.target or e.recorded_by
-        if e.kind == "fencing":
+        if e.kind == "fencing" and e.task == POWER_ON:  # unfencing: it comes back
+            ok = e.rc in (None, 0) and not _failed(e)
+            text = f"{target} powered on through its fence device" if ok else (
+                f"powering {target} on failed: {e.desc or e.rc}")  # fmt: skip
+            out.append(_event(e, "node" if ok else "failed", target, text))
+        elif e.kind == "fencing":
             ok = e.rc in (None, 0) and not _failed(e)
             text = f"{target} fenced ({e.task or 'reboot'})" if ok else (
                 f"fencing of {target} failed: {e.desc or e.rc}")  # fmt: skip

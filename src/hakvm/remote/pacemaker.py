@@ -297,6 +297,9 @@ async def clear_fence_history(node: Remote, target: str) -> None:
     await node.run(argv, timeout=CHANGE_S)
 
 
+POWER_ON = "on"  # the fencing action of unfencing (stonith_admin --unfence): not a fencing
+
+
 async def power_on(node: Remote, target: str, timeout_s: int) -> None:
     """Power `target` on through its fence device (the fencer runs the agent's "on", as
     for unfencing): how a node fenced with stonith-action=off comes back."""
