@@ -76,3 +76,24 @@ def test_run_without_input(tmp_path: Path, stdin: str | None) -> None:
             return (await conn.run(["true"], stdin=stdin)).stdout
 
     assert asyncio.run(go()) == "|true"
+
+
+def test_a_failed_command_names_the_reason_a_wrapper_line_hides() -> None:
+    """drbdadm's last line only says drbdsetup failed; the kernel's reason is the line above."""
+    from hakvm.remote.connection import Result, command_failed
+
+    err = (
+        "0: Failure: (119) No valid meta-data signature found.\n\n"
+        "\t==> Use 'drbdadm create-md res' to initialize meta-data area. <==\n\n"
+        "Command 'drbdsetup-84 attach 0 /dev/hakvm/vm-a /dev/hakvm/vm-a internal' terminated "
+        "with exit code 10\n"
+    )
+    failed = Result(("drbdadm",), 10, "", err)
+    message = str(command_failed("node02", "drbdadm attach vm-a", failed))
+    assert message == (
+        "node02: drbdadm attach vm-a failed: 0: Failure: (119) No valid meta-data signature "
+        "found.; Command 'drbdsetup-84 attach 0 /dev/hakvm/vm-a /dev/hakvm/vm-a internal' "
+        "terminated with exit code 10"
+    )
+    plain = command_failed("node01", "false", Result(("false",), 1, "", ""))
+    assert str(plain) == "node01: false failed: exit 1"

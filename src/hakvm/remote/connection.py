@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -319,10 +320,17 @@ class NodeConnection:
 
 
 def command_failed(where: str, command: str, result: Result) -> RemoteError:
-    """One line: where, the command, and the last line it printed (or its exit code)."""
-    detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
+    """One line: where, the command, and the last line it printed (or its exit code), after
+    the reason when a wrapper's last line hides it: drbdadm ends with "Command 'drbdsetup-84
+    attach ...' terminated with exit code 10" after the kernel's "Failure: (NNN) ..." line."""
+    detail = [line.strip() for line in (result.stderr or result.stdout).splitlines()]
+    detail = [line for line in detail if line]
     last = detail[-1] if detail else f"exit {result.returncode}"
-    return RemoteError(f"{where}: {command} failed: {last}")
+    reason = next((line for line in reversed(detail[:-1]) if _REASON.search(line)), None)
+    return RemoteError(f"{where}: {command} failed: {f'{reason}; ' if reason else ''}{last}")
+
+
+_REASON = re.compile(r"\b(Failure|error|Error|ERROR)\b")
 
 
 # $1 path, $2 mode, $3 owner:group, stdin the content. The data and the rename are each on
