@@ -349,3 +349,26 @@ def test_hakvm_render_writes_redacted_secrets(tmp_path: Path) -> None:
         assert res.stat().st_mode & 0o777 == 0o600
         assert (tmp_path / node / "etc/drbd.d/global_common.conf").is_file()
         assert (tmp_path / node / "etc/corosync/corosync.conf").is_file()
+
+
+@pytest.mark.realtool
+def test_the_replacement_join_makes_the_minor_before_it_attaches() -> None:
+    """The commands join_as_sync_target sends, dry-run by the real drbdadm on the lab's files
+    (8.4): `drbdadm attach` alone makes no resource or minor, so the join must first."""
+    from tests.unit.test_replace import _commands, _join, _join_nodes, proc
+
+    _realtool("8.4")
+    nodes = _join_nodes(
+        [proc("PausedSyncT", "Secondary/Primary", "Inconsistent/UpToDate")],
+        [proc("PausedSyncS", "Primary/Secondary", "UpToDate/Inconsistent")],
+    )
+    _join(nodes)
+    files = _files(drbd.render(_ctx(example_data("lab"))), "node02")
+    sent = [a[1:] for a in _commands(nodes["node02"]) if a[0] == "drbdadm"]
+    dry = "".join(
+        check_drbd_config(files, hostname="node02", version="8.4", command=["-d", *args])
+        for args in sent
+        if "create-md" not in args  # drbdmeta would look for the LV
+    )
+    steps = [line.split()[1] for line in dry.splitlines() if line.startswith("drbdsetup-84")]
+    assert steps.index("new-minor") < steps.index("attach"), dry

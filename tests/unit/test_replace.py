@@ -377,6 +377,10 @@ def test_fresh_metadata_paused_then_connected_and_the_direction_checked() -> Non
     _join(nodes)
     assert _commands(nodes[NEW]) == [
         ("drbdadm", "create-md", "--force", "vm-a"),
+        # DRBD 8.4's `drbdadm attach` makes neither (its `drbdadm -d` shows only drbdmeta and
+        # drbdsetup attach): the first lab run of the replacement drill failed without them.
+        ("drbdadm", "new-resource", "vm-a"),
+        ("drbdadm", "new-minor", "vm-a"),
         ("drbdadm", "attach", "vm-a"),
         ("drbdadm", "pause-sync", "vm-a"),  # before connecting: no data moves, either way
         ("drbdadm", "--", "--discard-my-data", "connect", "vm-a"),

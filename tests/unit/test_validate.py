@@ -499,3 +499,18 @@ def test_bad_cli_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Missing argument" in err
     code, _, err = run_cli(["frobnicate"], capsys)
     assert code == 2
+
+
+def test_a_drbd_word_is_refused_as_a_node_or_vm_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """drbdadm reads `on no {` as a keyword, not a host (the property test found it)."""
+    spec = base_spec()
+    spec["nodes"][1]["name"] = "no"
+    spec["vms"][0]["name"] = "on"
+    path = tmp_path / "words.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    code, out, _ = run_cli(["validate", str(path)], capsys)
+    assert code == 2, out
+    assert "'no' is a word of DRBD's configuration language" in out, out
+    assert "'on' is a word of DRBD's configuration language" in out, out

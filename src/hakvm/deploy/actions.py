@@ -140,6 +140,11 @@ async def join_as_sync_target(
     await new.run(
         ["drbdadm", "create-md", "--force", resource], check=True, timeout=120, stdin=b"yes\n"
     )
+    # `drbdadm attach` alone needs the resource and its minor to exist (8.4: "drbdadm -d
+    # attach" runs only drbdmeta and drbdsetup attach; `up` would make them, then connect
+    # at once): the node-replacement drill's first lab run failed right here (2026-12-02).
+    for make in ("new-resource", "new-minor"):
+        await new.run(["drbdadm", make, resource], check=True, timeout=60)
     await new.run(["drbdadm", "attach", resource], check=True, timeout=120)
     await new.run(["drbdadm", "pause-sync", resource], check=True, timeout=60)
     await new.run(["drbdadm", "--", "--discard-my-data", "connect", resource], check=True)

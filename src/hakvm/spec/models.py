@@ -31,6 +31,24 @@ HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_HOST_LABEL}(\.{_HOST_LABEL})*\.?$"
 _UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp")
 
 Name = Annotated[str, Field(pattern=NAME_RE, description="lower-case letters, digits, '-'")]
+
+# Words of drbd.conf's grammar: drbdadm cannot parse one as a resource or host name
+# (`on no {`: "TK_STRING expected, but got 'no'", found by the property test).
+DRBD_WORDS = frozenset({
+    "address", "common", "connection", "device", "disk", "floating", "global", "handlers",
+    "host", "include", "internal", "ipv4", "ipv6", "meta-disk", "minor", "net", "no",
+    "node-id", "on", "options", "path", "resource", "sci", "sdp", "skip", "ssocks", "startup",
+    "syncer", "volume", "yes",
+})
+
+
+def not_a_drbd_word(value: str) -> str:
+    if value in DRBD_WORDS:
+        raise ValueError(
+            f"{value!r} is a word of DRBD's configuration language: drbdadm cannot read it as "
+            "a name; choose another"
+        )
+    return value
 IfName = Annotated[str, Field(pattern=IFNAME_RE, description="a Linux interface name")]
 VlanName = Annotated[str, Field(pattern=VLAN_RE, description="<parent>.<VLAN id>, e.g. bond0.20")]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -347,6 +365,7 @@ class Storage(Model):
 
 class Node(Model):
     name: Name = Field(description="hostname, as Pacemaker and corosync know the node")
+    _name_for_drbd = field_validator("name")(not_a_drbd_word)
     ssh: SshTarget
     interfaces: Interfaces = Interfaces()
     bmc: Bmc | None = Field(None, description="IPMI BMC used to fence this node")
@@ -573,6 +592,7 @@ class Boot(Model):
 
 class Vm(Model):
     name: Name
+    _name_for_drbd = field_validator("name")(not_a_drbd_word)
     vcpus: int = Field(1, ge=1, le=256)
     memory: Size
     disk: Disk

@@ -62,8 +62,10 @@ def check_drbd_config(
     *,
     hostname: str,
     version: str,
+    command: Sequence[str] = ("dump", "all"),
 ) -> str:
     """Raise AssertionError (with drbdadm's stderr) unless drbdadm accepts the files.
+    (`command`: another drbdadm command, say a dry run `-d attach vm-a`; its stdout is returned.)
 
     `files` maps a file name under /etc/drbd.d (`global_common.conf`, `<vm>.res`) to its
     text; they are included the way the packaged /etc/drbd.conf does. Any stderr output that
@@ -104,8 +106,7 @@ def check_drbd_config(
                     DRBDADM,
                     "-c",
                     str(conf),
-                    "dump",
-                    "all",
+                    *command,
                 ],
                 capture_output=True,
                 text=True,
