@@ -7,14 +7,14 @@ import asyncio
 import time
 
 from hakvm.drill.journal import components
-from hakvm.remote.events import Recorded, parse_events, recorded
+from hakvm.remote.events import ClockOffset, Recorded, parse_events, recorded
 from tests.unit.fakes import FakeNode
 from tests.unit.serve_states import T0, crash_events, event
 
 
 def test_components_on_the_survivors_clock() -> None:
     # node01's clock runs 100 s ahead of this machine's; the fault was at T0 - 10 here.
-    record = Recorded(parse_events("\n".join(crash_events())), offset_s=100.0, uncertainty_s=0.05)
+    record = Recorded(parse_events("\n".join(crash_events())), ClockOffset(100.0, 0.05))
     found = components(
         record, fault_unix=T0 - 110, victim="node02", survivor="node01", vms=["vm-b"]
     )
@@ -32,14 +32,14 @@ def test_powering_a_node_on_is_not_its_fencing() -> None:
     """stonith_admin --unfence (fencing.action off) records a fencing event with task "on"."""
     lines = [line for line in crash_events() if '"fencing"' not in line]
     lines.append(event(T0 + 45, "fencing", target="node02", task="on", rc=0, desc="OK"))
-    record = Recorded(parse_events("\n".join(lines)), offset_s=0.0, uncertainty_s=0.05)
+    record = Recorded(parse_events("\n".join(lines)), ClockOffset(0.0, 0.05))
     found = components(record, fault_unix=T0 - 10, victim="node02", survivor="node01",
                        vms=["vm-b"])  # fmt: skip
     assert found.fenced_s is None and found.detected_s == 35.0
 
 
 def test_no_event_after_the_fault_is_none_not_zero() -> None:
-    record = Recorded(parse_events("\n".join(crash_events())), offset_s=0.0, uncertainty_s=0.05)
+    record = Recorded(parse_events("\n".join(crash_events())), ClockOffset(0.0, 0.05))
     found = components(record, fault_unix=T0 + 500, victim="node02", survivor="node01",
                        vms=["vm-b"])  # fmt: skip
     assert (found.detected_s, found.fenced_s, found.started_s) == (None, None, {})
@@ -52,7 +52,7 @@ def test_recorded_reads_the_clock_between_two_local_readings() -> None:
     found = asyncio.run(recorded(node))
     after = time.time()
     assert len(found.events) == len(crash_events())
-    assert 0 <= found.uncertainty_s <= (after - before) / 2
+    assert 0 <= found.clock.uncertainty_s <= (after - before) / 2
     # The node's clock minus this machine's, read between the two local readings.
-    assert 1764150000.25 - after <= found.offset_s <= 1764150000.25 - before
+    assert 1764150000.25 - after <= found.clock.offset_s <= 1764150000.25 - before
     assert node.argvs[0] == ("date", "+%s.%N")

@@ -16,6 +16,7 @@ from hakvm.cli.common import load_spec
 from hakvm.deploy import engine
 from hakvm.deploy.steps import Step
 from hakvm.drill import demo
+from hakvm.drill.faults import LabFaults
 from hakvm.drill.timeline import Timeline
 from hakvm.errors import ExitCode, FailedError
 from hakvm.lab import lifecycle
@@ -44,8 +45,8 @@ async def _failover(spec: ClusterSpec, spec_path: Path, console: Console) -> Tim
         survivor = await session.conn(survivor_node.name)
         console.print(_placement_table("before", await demo.placement(survivor, vms)))
 
-        async def pull_plug() -> float:
-            return await asyncio.to_thread(demo.pull_plug, victim)
+        async def pull_plug() -> float | None:  # `hakvm lab kill`, as the user would type it
+            return await LabFaults(lab_dir_from_env()).crash(victim)
 
         console.print(f"[bold]pulling the plug on {victim}[/bold] (hakvm lab kill {victim})")
         timeline = await demo.watch_failover(survivor, victim, moving, pull_plug)

@@ -9,7 +9,6 @@ after the kill.
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import time
@@ -30,16 +29,6 @@ def run_hakvm(*args: str, quiet: bool = False) -> int:
     """Run a hakvm subcommand as its own process (what the user would type)."""
     argv = [sys.executable, "-m", "hakvm.cli", *args]
     return subprocess.run(argv, capture_output=quiet, check=False).returncode
-
-
-def pull_plug(victim: str) -> float:
-    """`hakvm lab kill VICTIM`, as the user would type it; the moment of the kill, which
-    the lab read right after it (`--json`): the timeline's zero."""
-    argv = [sys.executable, "-m", "hakvm.cli", "lab", "kill", victim, "--json"]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RemoteError(f"hakvm lab kill {victim} failed: {done.stderr.strip()}")
-    return float(json.loads(done.stdout)["at"])
 
 
 def wait_healthy(spec_path: Path, timeout: float = HEALTHY_WAIT_S) -> float | None:

@@ -117,11 +117,15 @@ class LabFaults:
     async def run(self, *args: str) -> str:
         return await asyncio.to_thread(self._lab, *args)
 
+    async def _moment(self, *args: str) -> float:
+        """A fault command's `--json` moment: the lab's own reading right at the fault."""
+        return float(json.loads(await self.run(*args, "--json"))["at"])
+
     async def crash(self, node: str) -> float | None:
-        return float(json.loads(await self.run("kill", node, "--json"))["at"])
+        return await self._moment("kill", node)
 
     async def hang(self, node: str) -> float | None:
-        return float(json.loads(await self.run("freeze", node, "--json"))["at"])
+        return await self._moment("freeze", node)
 
     async def unhang(self, node: str) -> None:
         await self.run("thaw", node)

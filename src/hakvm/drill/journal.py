@@ -45,12 +45,12 @@ def components(
     record: Recorded, *, fault_unix: float, victim: str, survivor: str, vms: list[str]
 ) -> Components:
     """The first of each event after the fault (fault_unix: this machine's clock)."""
-    fault = fault_unix + record.offset_s  # on the survivor's clock
-    out = Components(survivor, record.uncertainty_s)
+    fault = fault_unix + record.clock.offset_s  # on the survivor's clock
+    out = Components(survivor, record.clock.uncertainty_s)
     after = [
         e
         for e in record.events
-        if e.recorded_by == survivor and e.t >= fault - record.uncertainty_s - SLACK_S
+        if e.recorded_by == survivor and e.t >= fault - record.clock.uncertainty_s - SLACK_S
     ]
 
     def first(match: Any) -> float | None:

@@ -9,7 +9,6 @@ reads. Every check is a pure function of them, so unit tests replay recorded out
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from hakvm.ops.quorum_checks import CONFIG_ID, VOTE_ID, check_qdevice_config, ch
 from hakvm.ops.status import pick_view
 from hakvm.remote.connection import RemoteError
 from hakvm.remote.drbd import DrbdResource
+from hakvm.remote.events import ClockOffset, clock_offset_of
 from hakvm.remote.facts import FileFact
 from hakvm.remote.pacemaker import ClusterState
 from hakvm.remote.probes import (
@@ -366,21 +366,8 @@ def _drbd_fix(node: str, res: DrbdResource) -> str:
 # --- clock ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ClockOffset:
-    offset_s: float  # node clock minus local clock
-    uncertainty_s: float  # half the batch's round trip: the read happened inside it
-
-
 def clock_offset(timed: TimedAnswer) -> ClockOffset | None:
-    try:
-        remote = float(timed.answer.text("clock").strip())
-    except ValueError:
-        return None
-    if not math.isfinite(remote):
-        return None
-    midpoint = (timed.sent + timed.received) / 2
-    return ClockOffset(remote - midpoint, (timed.received - timed.sent) / 2)
+    return clock_offset_of(timed.answer.text("clock"), timed.sent, timed.received)
 
 
 def check_clock(spec: ClusterSpec, answers: Mapping[str, TimedAnswer]) -> list[Finding]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -116,24 +117,39 @@ def parse_time(text: str) -> float | None:
 
 
 @dataclass(frozen=True)
+class ClockOffset:
+    offset_s: float  # node clock minus local clock
+    uncertainty_s: float  # half the round trip of the read: it happened inside it
+
+
+def clock_offset_of(answer: str, sent: float, received: float) -> ClockOffset | None:
+    """Where a node's clock stood: its `date +%s.%N` answer, read between this machine's
+    readings `sent` and `received` (None: not a time)."""
+    try:
+        remote = float(answer.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(remote):
+        return None
+    return ClockOffset(remote - (sent + received) / 2, (received - sent) / 2)
+
+
+@dataclass(frozen=True)
 class Recorded:
     """A node's events and where its clock stood against this machine's at the read."""
 
     events: list[NodeEvent]
-    offset_s: float  # the node's clock minus this machine's
-    uncertainty_s: float  # half the round trip of the clock read: it happened inside it
+    clock: ClockOffset
 
 
 async def recorded(node: Remote, tail: int = EVENTS_TAIL) -> Recorded:
     """The node's events file (its last `tail` lines) and its clock offset, measured by a
     `date` of its own between two readings of this machine's clock."""
     sent = time.time()
-    clock = await node.run(["date", "+%s.%N"], check=True, timeout=60)
-    received = time.time()
+    answer = await node.run(["date", "+%s.%N"], check=True, timeout=60)
+    clock = clock_offset_of(answer.stdout, sent, time.time())
+    if clock is None:
+        raise ValueError(f"{node.name}: date answered {answer.stdout.strip()[:40]!r}")
     _, argv = events_command(tail=tail)
     text = (await node.run(argv, timeout=60)).stdout
-    return Recorded(
-        parse_events(text),
-        offset_s=float(clock.stdout.strip()) - (sent + received) / 2,
-        uncertainty_s=(received - sent) / 2,
-    )
+    return Recorded(parse_events(text), clock)
