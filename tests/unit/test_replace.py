@@ -503,9 +503,18 @@ def test_in_the_cluster_the_resync_resumes_and_is_watched_with_its_eta(env: ph.P
         ("node01", "crm_mon", "--output-as=xml"),  # node02 online with a DC
         ("node01", "crm_resource", "--cleanup"),
         ("node01", "stonith_admin", "--history"),
-        ("node02", "drbdadm", "resume-sync"),
+        ("node01", "crm_resource", "--wait"),  # the new node's probes done first
         ("node02", "drbdadm", "resume-sync"),
     ]
+    # One VM's resync at a time: vm-b's resumes once vm-a's copy is whole.
+    events = [e.split(" (")[0] for _, e in report.timeline]
+    assert events[1:6] == [
+        "cluster idle",
+        "vm-a: resync from node01 resumed", "vm-a: resync done",
+        "vm-b: resync from node01 resumed", "vm-b: resync done",
+    ]
+    resumed = [s.argv[-1] for s in nodes.sent if s.argv[:2] == ["drbdadm", "resume-sync"]]
+    assert resumed == ["vm-a", "vm-b"]
     assert ["crm_resource", "--cleanup", "--node", "node02"] in [s.argv for s in nodes.sent]
     assert said == ["resync from node01: vm-a 12.5% (ETA 0:01:30)"]
     assert set(report.resync_s) == {"vm-a", "vm-b"}

@@ -591,3 +591,30 @@ def test_read_witness_failure_is_one_short_line() -> None:
     assert message == "node01: witness read of /nonexistent/disk failed: " + (
         "witness: /nonexistent/disk: No such file or directory"
     )
+
+
+def test_a_reader_lost_after_the_writes_fails_the_check_and_keeps_the_drill() -> None:
+    """The survivor fenced mid-drill (node-replacement, lab run of 2026-12-02): the drill
+    still reports its timeline, with the writes unverified, instead of ending in an error."""
+    from hakvm.drill.harness import DrillResult
+    from hakvm.remote.connection import UnreachableError
+
+    class LostReader:
+        async def conn(self, name: str) -> NodeConnection:
+            raise UnreachableError(f"{name}: cannot connect to root@127.0.0.1:2201: TimeoutError")
+
+    async def go() -> DrillResult:
+        async def writes() -> list[int]:
+            return [1, 2, 3]
+
+        witness = wit.Witness("node01", "vm-a", "/dev/drbd0", 0, RUN, asyncio.Event(),
+                              asyncio.ensure_future(writes()))  # fmt: skip
+        result = DrillResult("node-replacement")
+        await wit.finish_witness(LostReader(), witness, "node01", result)  # type: ignore[arg-type]
+        return result
+
+    result = asyncio.run(go())
+    assert [(c.name, c.ok) for c in result.invariants] == [("acknowledged writes", False)]
+    assert result.invariants[0].detail == (
+        "not read back on node01: node01: cannot connect to root@127.0.0.1:2201: TimeoutError"
+    )

@@ -373,8 +373,12 @@ async def finish_witness(cluster: Cluster, w: Witness, reader: str, result: Dril
     except (TimeoutError, RemoteError) as exc:
         result.check("acknowledged writes", False, f"witness lost: {exc}")
         return
-    conn = await cluster.conn(reader)
-    found = await read_witness(conn, w.device, w.offset, WITNESS_SLOTS, w.run_id)
+    try:
+        conn = await cluster.conn(reader)
+        found = await read_witness(conn, w.device, w.offset, WITNESS_SLOTS, w.run_id)
+    except RemoteError as exc:  # the reader itself was lost: a failed drill, not a lost one
+        result.check("acknowledged writes", False, f"not read back on {reader}: {exc}")
+        return
     verdict = verify(acked, found, WITNESS_SLOTS)
     result.witness = {
         "writer": w.node,

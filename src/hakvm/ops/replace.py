@@ -53,6 +53,7 @@ JOINED = ("SyncTarget", "PausedSyncT", "Connected")
 SERVING = ("SyncSource", "PausedSyncS", "Connected")
 POLL_S = 5.0
 SAY_EVERY_S = 15.0
+IDLE_WAIT_S = 600.0  # crm_resource --wait: the new node's probes, before the resync
 # The new node gets everything its resources need (domain XML, libvirtd, the fence devices'
 # passwords) before its Pacemaker starts and probes them, and joins the survivor's DRBD
 # before its cluster stack starts; with a quorum device, a copy of the survivor's qdevice
@@ -275,7 +276,7 @@ def _eta(seconds: int | None) -> str:
 
 
 async def watch_resync(
-    spec: ClusterSpec,
+    vms: list[str],
     report: ReplaceReport,
     survivor: Remote,
     new: Remote,
@@ -285,10 +286,10 @@ async def watch_resync(
     clock: Callable[[], float] = time.monotonic,
     timeout: float = 86400.0,
 ) -> None:
-    """Until every VM's copy is UpToDate on both nodes, saying how far each is (and its
-    ETA, DRBD's own). The survivor's copy must stay UpToDate throughout: if it does not, the
-    new node disconnects and this raises."""
-    pending = [vm.name for vm in spec.vms]
+    """Until each of `vms`' copies is UpToDate on both nodes, saying how far each is (and
+    its ETA, DRBD's own). The survivor's copy must stay UpToDate throughout: if it does not,
+    the new node disconnects and this raises."""
+    pending = list(vms)
     started, said = clock(), -SAY_EVERY_S
     while pending:
         line = []
@@ -349,10 +350,20 @@ async def finish(  # noqa: PLR0917 - the replacement's state, passed on whole
     report.mark(f"{new.name} online in the cluster", clock())
     await pacemaker.cleanup(survivor, on=new.name)
     await pacemaker.clear_fence_history(survivor, new.name)
+    # The new node's probes first (a dozen agent runs): the resync's I/O waits for them.
+    if await pacemaker.wait_idle(survivor, IDLE_WAIT_S):
+        report.mark("cluster idle (the new node probed)", clock())
+    else:
+        report.mark(f"cluster not idle after {IDLE_WAIT_S:.0f}s: resync resumed anyway", clock())
+    # One VM's resync at a time: each VM is redundant again as soon as its own copy is
+    # whole, and two resyncs never fight over the same disks. Side by side on the lab
+    # (2026-12-02, drill node-replacement) they starved both nodes' Pacemaker: pacemakerd
+    # killed its own unresponsive CIB manager on the survivor, which was then fenced while
+    # the new node was still Inconsistent.
     for vm in spec.vms:
         await new.run(["drbdadm", "resume-sync", vm.name], timeout=60)
-    report.mark(f"resync from {survivor.name} resumed", clock())
-    await watch_resync(spec, report, survivor, new, say, sleep=sleep, clock=clock)
+        report.mark(f"{vm.name}: resync from {survivor.name} resumed", clock())
+        await watch_resync([vm.name], report, survivor, new, say, sleep=sleep, clock=clock)
     clones = [drbd_clone_id(vm.name) for vm in spec.vms]
     if spec.vms and await pacemaker.remove_fence_constraints(survivor, clones):
         report.mark("DRBD fencing constraints lifted (both copies UpToDate)", clock())
