@@ -476,13 +476,23 @@ def corosync(env: PlanEnv) -> list[Step]:
 
 
 def pacemaker(env: PlanEnv) -> list[Step]:
-    steps = []
+    """The carried agent-library fix (render/agents.py) before Pacemaker starts; a running
+    Pacemaker is never restarted for it: it takes effect at the node's next start."""
+    steps: list[Step] = []
+    starts: list[Step] = []
     for node in env.nodes:
         facts = env.facts[node.name]
-        if not facts.services_active.get("pacemaker") or not facts.services_enabled.get(
-            "pacemaker"
-        ):
-            steps.append(
+        writes = write_steps(
+            env, node.name, "pacemaker", rendered_writes(env, node.name, "pacemaker")
+        )
+        steps.extend(writes)
+        running = bool(facts.services_active.get("pacemaker"))
+        if writes:
+            later = " (in effect at Pacemaker's next start here)" if running else ""
+            title = f"reload systemd: Pacemaker's environment{later}"
+            steps.append(Step(node.name, "pacemaker", title, (run("systemctl", "daemon-reload"),)))
+        if not running or not facts.services_enabled.get("pacemaker"):
+            starts.append(
                 Step(
                     node.name,
                     "pacemaker",
@@ -493,7 +503,8 @@ def pacemaker(env: PlanEnv) -> list[Step]:
                     ),
                 )
             )
-    if steps:
+    steps += starts
+    if starts:
         steps.append(
             Step(
                 env.nodes[0].name,
