@@ -128,7 +128,7 @@ async def _crash_and_recover(  # noqa: PLR0912, PLR0915 - one poll loop and its 
                 if node is not None and (not node.online or node.unclean):
                     result.timeline.mark(now(), Lost(victim, survivor))
                 if fenced_at is None and fence_successes(state, victim) - fenced_before:
-                    fenced_at = now()
+                    fenced_at = round(now(), 1)  # as the timeline shows it
                     result.timeline.mark(fenced_at, Fenced(victim))
                     if heal is not None:
                         await heal()
