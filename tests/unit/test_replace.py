@@ -226,6 +226,12 @@ def test_the_new_node_joins_as_sync_target_before_its_cluster_stack_starts(
     assert phases == [p for p in replace.REPLACE_ORDER if p in phases]
     assert phases.index("libvirt") < phases.index("fencing") < phases.index("storage")
     assert phases.index("storage") < phases.index("corosync") < phases.index("pacemaker")
+    # Its own alert agent and metrics too (the lab's first replaced node had neither).
+    assert phases[-1] == "monitoring"
+    installed = {a.path for s in steps for a in s.actions if isinstance(a, Write)}
+    assert {"/usr/local/lib/hakvm/alert-agent", "/etc/systemd/system/hakvm-metrics.timer"} <= (
+        installed
+    )
     joins = [s for s in steps if "join as SyncTarget of node01" in s.title]
     assert [s.title.split(":")[0] for s in joins] == ["DRBD vm-a", "DRBD vm-b"]
     assert not any("metadata and up" in s.title for s in steps)

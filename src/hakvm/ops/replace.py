@@ -59,9 +59,11 @@ IDLE_WAIT_S = 600.0  # crm_resource --wait: the new node's probes, before the re
 # before its cluster stack starts; with a quorum device, a copy of the survivor's qdevice
 # certificates, and its corosync-qdevice voting before Pacemaker starts. The CIB and the
 # VMs are the survivor's: not touched.
+# monitoring last: without it the new node had no alert agent (Pacemaker logged "Could not
+# send alert: Not installed" on it) and no metrics until the next apply (lab, 2026-12-02).
 REPLACE_ORDER = (
     "packages", "network", "hosts", "firewall", "libvirt", "fencing", "storage",
-    "replication", "qdevice", "corosync", "quorum", "pacemaker",
+    "replication", "qdevice", "corosync", "quorum", "pacemaker", "monitoring",
 )  # fmt: skip
 REPLACE_PHASES: tuple[tuple[str, ph.Phase], ...] = tuple(
     (name, dict(ph.PHASES)[name]) for name in REPLACE_ORDER
