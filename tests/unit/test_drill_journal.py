@@ -56,3 +56,33 @@ def test_recorded_reads_the_clock_between_two_local_readings() -> None:
     # The node's clock minus this machine's, read between the two local readings.
     assert 1764150000.25 - after <= found.clock.offset_s <= 1764150000.25 - before
     assert node.argvs[0] == ("date", "+%s.%N")
+
+
+def test_the_journal_is_read_again_until_every_vms_start_is_written(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The alert agent writes a start seconds after it (lab, 2026-12-02): the first read
+    lacks it, the drill reads again instead of reporting no start."""
+    import pathlib
+
+    from hakvm.drill import harness
+    from hakvm.spec.validate import validate_file
+
+    spec = validate_file(pathlib.Path(__file__).resolve().parents[2] / "examples" / "lab.yaml")
+    assert spec.spec is not None
+    node = FakeNode("node01").on("date", out=f"{T0:.9f}\n")
+    node.on("sh", out="\n".join(crash_events()[:-2]) + "\n")  # vm-b's start not yet there
+    node.on("sh", out="\n".join(crash_events()) + "\n")
+
+    class Survivor(harness.Cluster):
+        async def conn(self, name: str):  # type: ignore[no-untyped-def,override]
+            return node
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    monkeypatch.setattr(harness.asyncio, "sleep", no_sleep)
+    cluster = Survivor(spec.spec, pathlib.Path("lab.yaml"))
+    found = asyncio.run(cluster.journal("node01", fault_unix=T0 - 10, victim="node02",
+                                        vms=["vm-b"]))  # fmt: skip
+    assert found is not None
+    assert sum(a[0] == "sh" for a in node.argvs) == 2
+    assert set(found["started_s"]) == {"vm-b"}

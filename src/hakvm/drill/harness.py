@@ -25,6 +25,8 @@ from hakvm.remote.session import Session
 from hakvm.spec.models import ClusterSpec, FenceAction
 
 Say = Callable[[str], None]
+# How long the journal is read again for VM starts the alert agent has not written yet.
+JOURNAL_WAIT_S = 60.0
 
 
 class DrillError(StateError):
@@ -197,15 +199,21 @@ class Cluster(Session):
         self, survivor: str, *, fault_unix: float, victim: str, vms: list[str]
     ) -> dict[str, Any] | None:
         """The failover's components as the survivor recorded them (None: it did not
-        answer); read once the failover is over."""
-        try:
-            record = await events.recorded(await self.conn(survivor), tail=2000)
-        except (RemoteError, ValueError):
-            return None
-        found = journal.components(
-            record, fault_unix=fault_unix, victim=victim, survivor=survivor, vms=vms
-        )
-        return found.as_dict()
+        answer); read once the failover is over, again for a while until every VM's start
+        is there: the alert agent writes it seconds after the start on a loaded node (lab,
+        2026-12-02: read at once, both starts were missing)."""
+        deadline = time.monotonic() + JOURNAL_WAIT_S
+        while True:
+            try:
+                record = await events.recorded(await self.conn(survivor), tail=2000)
+            except (RemoteError, ValueError):
+                return None
+            found = journal.components(
+                record, fault_unix=fault_unix, victim=victim, survivor=survivor, vms=vms
+            )
+            if set(vms) <= set(found.started_s) or time.monotonic() > deadline:
+                return found.as_dict()
+            await asyncio.sleep(3)
 
     async def cleanup(self) -> None:
         """`crm_resource --cleanup`: forget failed actions; Pacemaker re-probes."""
