@@ -147,6 +147,19 @@ def test_init_spec_for_the_lab_validates_and_is_the_lab(tmp_path: Path) -> None:
     )
 
 
+def test_emulated_machines_get_qemu_even_with_a_dev_kvm(tmp_path: Path) -> None:
+    """The live lab nodes have /dev/kvm (TCG emulates SVM): init proposed kvm there
+    (lab run of 2026-12-02); emulated machines get the lab's qemu."""
+    machines = lab_machines(tmp_path)
+    for m in machines:
+        m.inv.kvm = True
+    ours = yaml.safe_load(write(tmp_path, machines).read_text())
+    assert ours["cluster"]["hypervisor"] == "qemu"
+    for m in machines:
+        m.inv.virt = "kvm"  # KVM guests with nested KVM, or real machines: kvm
+    assert yaml.safe_load(write(tmp_path, machines).read_text())["cluster"]["hypervisor"] == "kvm"
+
+
 def test_outside_the_lab_only_the_bmc_secrets_are_todo(tmp_path: Path) -> None:
     machines = lab_machines(tmp_path, bmcs=False)
     path = write(tmp_path, machines)
