@@ -481,39 +481,22 @@ def pacemaker(env: PlanEnv) -> list[Step]:
     steps: list[Step] = []
     starts: list[Step] = []
     for node in env.nodes:
-        facts = env.facts[node.name]
-        writes = write_steps(
-            env, node.name, "pacemaker", rendered_writes(env, node.name, "pacemaker")
-        )
-        steps.extend(writes)
+        name, facts = node.name, env.facts[node.name]
+        writes = write_steps(env, name, "pacemaker", rendered_writes(env, name, "pacemaker"))
         running = bool(facts.services_active.get("pacemaker"))
         if writes:
             later = " (in effect at Pacemaker's next start here)" if running else ""
             title = f"reload systemd: Pacemaker's environment{later}"
-            steps.append(Step(node.name, "pacemaker", title, (run("systemctl", "daemon-reload"),)))
+            writes.append(Step(name, "pacemaker", title, (run("systemctl", "daemon-reload"),)))
+        steps += writes
         if not running or not facts.services_enabled.get("pacemaker"):
-            starts.append(
-                Step(
-                    node.name,
-                    "pacemaker",
-                    "start pacemaker",
-                    (
-                        run("systemctl", "enable", "pacemaker"),
-                        run("systemctl", "start", "pacemaker"),
-                    ),
-                )
-            )
-    steps += starts
+            start = tuple(run("systemctl", verb, "pacemaker") for verb in ("enable", "start"))
+            starts.append(Step(name, "pacemaker", "start pacemaker", start))
     if starts:
-        steps.append(
-            Step(
-                env.nodes[0].name,
-                "pacemaker",
-                "wait for both nodes online with a DC",
-                (Call("wait for the cluster to form", _wait_cluster(env)),),
-            )
-        )
-    return steps
+        wait = Call("wait for the cluster to form", _wait_cluster(env))
+        title = "wait for both nodes online with a DC"
+        starts.append(Step(env.nodes[0].name, "pacemaker", title, (wait,)))
+    return steps + starts
 
 
 def _wait_cluster(env: PlanEnv) -> CallFunc:
