@@ -298,29 +298,3 @@ def test_migration_trust_keeps_foreign_keys_and_pins_peer(tmp_path: Path) -> Non
     known = files[migration.KNOWN_HOSTS_PATH].splitlines()
     assert known[1].startswith("node02-migration,10.88.2.2 ssh-ed25519 ")
     assert "StrictHostKeyChecking yes" in files[migration.SSH_CONFIG_PATH]
-
-
-def test_the_carried_agent_fix_comes_before_pacemaker_starts_and_never_restarts_it(
-    tmp_path: Path,
-) -> None:
-    from hakvm.render import agents
-
-    path = _spec_file(tmp_path, "lab")
-    fresh = _env(path, {n: fresh_facts(n, "debian12") for n in ("node01", "node02")})
-    titles = [s.title for s in ph.pacemaker(fresh) if s.node == "node01"]
-    assert titles == [
-        f"create {agents.PACEMAKER_DROP_IN}", f"create {agents.SHIM}",
-        "reload systemd: Pacemaker's environment", "start pacemaker",
-        "wait for both nodes online with a DC",
-    ]  # fmt: skip
-    # A cluster deployed before the fix: the files and a reload, no restart, no wait.
-    running = _env(path, {})
-    running.facts = converged_facts(running)
-    for facts in running.facts.values():
-        del facts.files[agents.SHIM], facts.files[agents.PACEMAKER_DROP_IN]
-    steps = ph.pacemaker(running)
-    argvs = [a.argv for s in steps for a in s.actions if isinstance(a, Run)]
-    assert argvs == [("systemctl", "daemon-reload")] * 2
-    assert steps[-1].title == (
-        "reload systemd: Pacemaker's environment (in effect at Pacemaker's next start here)"
-    )

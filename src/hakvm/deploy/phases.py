@@ -476,27 +476,33 @@ def corosync(env: PlanEnv) -> list[Step]:
 
 
 def pacemaker(env: PlanEnv) -> list[Step]:
-    """The carried agent-library fix (render/agents.py) before Pacemaker starts; a running
-    Pacemaker is never restarted for it: it takes effect at the node's next start."""
-    steps: list[Step] = []
-    starts: list[Step] = []
+    steps = []
     for node in env.nodes:
-        name, facts = node.name, env.facts[node.name]
-        writes = write_steps(env, name, "pacemaker", rendered_writes(env, name, "pacemaker"))
-        running = bool(facts.services_active.get("pacemaker"))
-        if writes:
-            later = " (in effect at Pacemaker's next start here)" if running else ""
-            title = f"reload systemd: Pacemaker's environment{later}"
-            writes.append(Step(name, "pacemaker", title, (run("systemctl", "daemon-reload"),)))
-        steps += writes
-        if not running or not facts.services_enabled.get("pacemaker"):
-            start = tuple(run("systemctl", verb, "pacemaker") for verb in ("enable", "start"))
-            starts.append(Step(name, "pacemaker", "start pacemaker", start))
-    if starts:
-        wait = Call("wait for the cluster to form", _wait_cluster(env))
-        title = "wait for both nodes online with a DC"
-        starts.append(Step(env.nodes[0].name, "pacemaker", title, (wait,)))
-    return steps + starts
+        facts = env.facts[node.name]
+        if not facts.services_active.get("pacemaker") or not facts.services_enabled.get(
+            "pacemaker"
+        ):
+            steps.append(
+                Step(
+                    node.name,
+                    "pacemaker",
+                    "start pacemaker",
+                    (
+                        run("systemctl", "enable", "pacemaker"),
+                        run("systemctl", "start", "pacemaker"),
+                    ),
+                )
+            )
+    if steps:
+        steps.append(
+            Step(
+                env.nodes[0].name,
+                "pacemaker",
+                "wait for both nodes online with a DC",
+                (Call("wait for the cluster to form", _wait_cluster(env)),),
+            )
+        )
+    return steps
 
 
 def _wait_cluster(env: PlanEnv) -> CallFunc:

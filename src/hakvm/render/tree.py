@@ -12,7 +12,6 @@ from pathlib import Path
 
 from hakvm.errors import InputError
 from hakvm.render import (
-    agents,
     cib,
     corosync,
     drbd,
@@ -36,7 +35,6 @@ RENDERERS: tuple[tuple[str, Renderer], ...] = (
     ("firewall", firewall.render),
     ("drbd", drbd.render),
     ("corosync", corosync.render),
-    ("pacemaker", agents.render),
     ("libvirt", libvirt.render),
     ("monitoring", monitoring.render),
     ("cib", cib.render),
