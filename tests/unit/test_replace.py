@@ -539,8 +539,12 @@ def test_a_vm_that_moved_meanwhile_is_reported(env: ph.PlanEnv) -> None:
 
 
 def test_a_survivor_copy_that_stops_being_uptodate_stops_everything(env: ph.PlanEnv) -> None:
-    with pytest.raises(replace.ReplaceFailed, match="the survivor's copy is Inconsistent"):
+    with pytest.raises(replace.ReplaceFailed, match="the survivor's copy is Inconsistent") as info:
         _finish(env, survivor_late="Inconsistent")
+    # vm-a's resync failed: vm-b's was never resumed, and the error says so.
+    assert str(info.value).endswith(
+        "still paused on node02: vm-b (replace-node again resumes them)"
+    )
 
 
 def test_failed_actions_are_cleaned_after_the_vms_history_was_read(env: ph.PlanEnv) -> None:

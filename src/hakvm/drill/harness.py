@@ -202,12 +202,12 @@ class Cluster(Session):
         answer); read once the failover is over, again for a while until every VM's start
         is there: the alert agent writes it seconds after the start on a loaded node (lab,
         2026-12-02: read at once, both starts were missing)."""
-        deadline = time.monotonic() + JOURNAL_WAIT_S
+        deadline, found = time.monotonic() + JOURNAL_WAIT_S, None
         while True:
             try:
                 record = await events.recorded(await self.conn(survivor), tail=2000)
-            except (RemoteError, ValueError):
-                return None
+            except (RemoteError, ValueError):  # keep what an earlier read found
+                return found.as_dict() if found is not None else None
             found = journal.components(
                 record, fault_unix=fault_unix, victim=victim, survivor=survivor, vms=vms
             )

@@ -362,10 +362,18 @@ async def finish(  # noqa: PLR0917 - the replacement's state, passed on whole
     # (2026-12-02, drill node-replacement) they starved both nodes' Pacemaker: pacemakerd
     # killed its own unresponsive CIB manager on the survivor, which was then fenced while
     # the new node was still Inconsistent.
-    for vm in spec.vms:
+    for i, vm in enumerate(spec.vms):
         await new.run(["drbdadm", "resume-sync", vm.name], timeout=60)
         report.mark(f"{vm.name}: resync from {survivor.name} resumed", clock())
-        await watch_resync([vm.name], report, survivor, new, say, sleep=sleep, clock=clock)
+        try:
+            await watch_resync([vm.name], report, survivor, new, say, sleep=sleep, clock=clock)
+        except FailedError as exc:  # a RemoteError or ReplaceFailed: the ones after stay paused
+            paused = ", ".join(v.name for v in spec.vms[i + 1 :])
+            if not paused:
+                raise
+            raise ReplaceFailed(
+                f"{exc}; still paused on {new.name}: {paused} (replace-node again resumes them)"
+            ) from None
     clones = [drbd_clone_id(vm.name) for vm in spec.vms]
     if spec.vms and await pacemaker.remove_fence_constraints(survivor, clones):
         report.mark("DRBD fencing constraints lifted (both copies UpToDate)", clock())
