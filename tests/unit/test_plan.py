@@ -298,3 +298,29 @@ def test_migration_trust_keeps_foreign_keys_and_pins_peer(tmp_path: Path) -> Non
     known = files[migration.KNOWN_HOSTS_PATH].splitlines()
     assert known[1].startswith("node02-migration,10.88.2.2 ssh-ed25519 ")
     assert "StrictHostKeyChecking yes" in files[migration.SSH_CONFIG_PATH]
+
+
+def test_the_carried_agent_fix_is_diverted_then_written_and_never_restarts_pacemaker(
+    tmp_path: Path,
+) -> None:
+    from hakvm.render import agents
+
+    path = _spec_file(tmp_path, "lab")
+    fresh = _env(path, {n: fresh_facts(n, "debian12") for n in ("node01", "node02")})
+    titles = [s.title for s in ph.pacemaker(fresh) if s.node == "node01"]
+    assert titles == [
+        f"divert {agents.LIBRARY}", f"override {agents.LIBRARY}", "start pacemaker",
+        "wait for both nodes online with a DC",
+    ]  # fmt: skip
+    # A cluster deployed before the fix: the packaged library in place, Pacemaker running.
+    running = _env(path, {})
+    running.facts = converged_facts(running)
+    for facts in running.facts.values():
+        facts.files[agents.LIBRARY] = FileFact(b"# packaged ocf-shellfuncs\n" * 900, 0o644)
+    steps = ph.pacemaker(running)
+    assert [s.title.split()[0] for s in steps] == ["divert", "override"] * 2  # no restart
+    (divert,) = steps[0].actions
+    assert isinstance(divert, Run) and divert.argv[-1] == agents.LIBRARY
+    # The plan shows the override whole, not a 900-line diff of the library it keeps.
+    assert "packaged ocf-shellfuncs" not in steps[1].diff
+    assert f". {agents.PACKAGED}" in steps[1].diff

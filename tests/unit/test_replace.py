@@ -566,3 +566,17 @@ def test_only_debian_clusters_are_replaced_for_now(env: ph.PlanEnv) -> None:
     assert replace.refusals(rhel, NEW, env.facts) == [
         "replace-node supports Debian 12 (DRBD 8.4) only, for now"
     ]
+
+
+def test_a_survivor_deployed_before_the_carried_agent_fix_gets_it_and_is_no_drift(
+    env: ph.PlanEnv,
+) -> None:
+    """The fix only diverts and overrides one library file (no restart): a survivor that
+    lacks it is brought up to date instead of refused as a spec it does not run."""
+    from hakvm.render import agents
+
+    env.facts[SURVIVOR].files[agents.LIBRARY] = FileFact(b"# packaged\n", 0o644)
+    steps, problems = replace.plan(env, NEW)
+    assert problems == []
+    on_survivor = [s.title for s in steps if s.node == SURVIVOR and s.phase == "pacemaker"]
+    assert on_survivor == [f"divert {agents.LIBRARY}", f"override {agents.LIBRARY}"]

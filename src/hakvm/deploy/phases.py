@@ -27,8 +27,8 @@ from hakvm.deploy.secrets import (
 from hakvm.deploy.steps import Call, CallFunc, Run, Step, Write, run
 from hakvm.remote.facts import NodeFacts
 from hakvm.remote.pacemaker import parse_crm_mon
+from hakvm.render import agents, migration
 from hakvm.render import hosts as hosts_render
-from hakvm.render import migration
 from hakvm.render.base import CLUSTER, RenderContext, Rendered, RenderedFile
 from hakvm.render.blocks import merge_block
 from hakvm.render.cib import password_file_path
@@ -476,9 +476,19 @@ def corosync(env: PlanEnv) -> list[Step]:
 
 
 def pacemaker(env: PlanEnv) -> list[Step]:
+    """Debian 12: the carried resource-agents fix (render/agents.py), diverted first; then
+    Pacemaker started where it is not."""
     steps = []
     for node in env.nodes:
         facts = env.facts[node.name]
+        for path, text, mode in rendered_writes(env, node.name, "pacemaker"):
+            if write_steps(env, node.name, "pacemaker", [(path, text, mode)]):
+                divert = (run("sh", "-c", agents.DIVERT_SCRIPT, "sh", path),)
+                steps.append(Step(node.name, "pacemaker", f"divert {path}", divert))
+                # Shown whole, not as a diff against the library the diversion keeps.
+                override = (Write(path, text, mode),)
+                diff = file_diff(path, None, text, mode)
+                steps.append(Step(node.name, "pacemaker", f"override {path}", override, diff))
         if not facts.services_active.get("pacemaker") or not facts.services_enabled.get(
             "pacemaker"
         ):
@@ -493,15 +503,10 @@ def pacemaker(env: PlanEnv) -> list[Step]:
                     ),
                 )
             )
-    if steps:
-        steps.append(
-            Step(
-                env.nodes[0].name,
-                "pacemaker",
-                "wait for both nodes online with a DC",
-                (Call("wait for the cluster to form", _wait_cluster(env)),),
-            )
-        )
+    if any(s.title == "start pacemaker" for s in steps):
+        wait = (Call("wait for the cluster to form", _wait_cluster(env)),)
+        title = "wait for both nodes online with a DC"
+        steps.append(Step(env.nodes[0].name, "pacemaker", title, wait))
     return steps
 
 

@@ -41,7 +41,7 @@ from hakvm.remote.connection import Remote
 from hakvm.remote.facts import NodeFacts
 from hakvm.remote.pacemaker import ClusterState, parse_crm_mon
 from hakvm.remote.session import Session
-from hakvm.render import migration
+from hakvm.render import agents, migration
 from hakvm.render.base import MANAGED_HEADER
 from hakvm.render.cib import drbd_clone_id, fs_id
 from hakvm.spec.models import ClusterSpec, DiskMode, Node, OsFamily
@@ -226,8 +226,9 @@ def refusals(spec: ClusterSpec, node: str, facts: Mapping[str, NodeFacts]) -> li
 
 def keep(step: Step, node: str) -> bool:
     """The steps replace-node runs: the new node's, and on the survivor only the new host
-    key written into its live-migration known_hosts."""
-    if step.node == node:
+    key written into its live-migration known_hosts, and the carried resource-agents fix
+    of a survivor deployed before it (render/agents.py: no restart, nothing else touched)."""
+    if step.node == node or (step.phase == "pacemaker" and agents.LIBRARY in step.title):
         return True
     writes = [a for a in step.actions if isinstance(a, Write)]
     return (

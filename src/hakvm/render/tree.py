@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hakvm.errors import InputError
 from hakvm.render import (
+    agents,
     cib,
     corosync,
     drbd,
@@ -35,6 +36,7 @@ RENDERERS: tuple[tuple[str, Renderer], ...] = (
     ("firewall", firewall.render),
     ("drbd", drbd.render),
     ("corosync", corosync.render),
+    ("pacemaker", agents.render),
     ("libvirt", libvirt.render),
     ("monitoring", monitoring.render),
     ("cib", cib.render),
