@@ -13,12 +13,13 @@ DEMO_PACKAGES := python3-venv qemu-system-x86 qemu-utils debootstrap e2fsprogs u
 	corosync-qnetd libnss3-tools
 # The tests, for their binaries only (corosync -t, crm_verify, crm_simulate, drbdadm dump,
 # virt-xml-validate, ifquery, nft -c, firewall-offline, pcs and crm offline, promtool check
-# metrics/rules and test rules; chromium for hakvm serve's browser tests, driven by
-# Playwright from PyPI, whose own browser download cannot work here): tools/install-debs
+# metrics/rules and test rules, resource-agents' ocf-shellfuncs under the carried fix;
+# chromium for hakvm serve's browser tests, driven by Playwright from PyPI, whose own
+# browser download cannot work here): tools/install-debs
 # keeps every daemon they bring stopped, disabled and masked.
 TEST_PACKAGES := corosync pacemaker pacemaker-cli-utils drbd-utils libvirt-clients \
 	fence-agents libxml2-utils pcs crmsh ifupdown nftables python3-firewall python3-gi \
-	gir1.2-nm-1.0 prometheus chromium
+	gir1.2-nm-1.0 prometheus chromium resource-agents
 STAMP := $(VENV)/.installed
 
 .PHONY: deps deps-demo venv test test-fast test-e2e test-deploy test-drills lint demo bench clean
