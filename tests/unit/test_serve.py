@@ -6,11 +6,16 @@ session of fake nodes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -399,3 +404,45 @@ def test_a_taken_port_is_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
         port = taken.getsockname()[1]
         code, err = serve(["--port", str(port)], capsys)
     assert (code, err) == (3, f"hakvm: cannot listen on 127.0.0.1:{port}: Address already in use\n")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_serve_stops_cleanly_on_a_signal_even_when_sigint_was_ignored(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """A shell's background job inherits SIGINT ignored (the lab run of 2026-12-02: the e2e
+    teardown's Ctrl-C went unheard for 60 s); SIGTERM is what systemd and kill send."""
+    with socket.socket() as one, socket.socket() as two:  # ports nothing listens on
+        one.bind(("127.0.0.1", 0))
+        two.bind(("127.0.0.1", 0))
+        dead = one.getsockname()[1], two.getsockname()[1]
+    spec = tmp_path / "examples" / "lab.yaml"
+    spec.parent.mkdir()
+    spec.write_text(LAB.read_text().replace("port: 2201,", f"port: {dead[0]},").replace(
+        "port: 2202,", f"port: {dead[1]},"))  # fmt: skip
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hakvm.cli", "serve", str(spec), "--port", str(port),
+         "--every", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, HAKVM_STATE_DIR=str(tmp_path / "state")),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.communicate()[0]
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            assert time.monotonic() < deadline, "hakvm serve did not listen within 60 s"
+            time.sleep(0.2)
+        time.sleep(3)  # a refresh under way (its connections refused)
+        proc.send_signal(signum)
+        assert proc.wait(timeout=30) == 0, proc.communicate()[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

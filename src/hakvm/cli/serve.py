@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import threading
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def serve_cmd(spec: Path, port: int, bind: str, token_file: Path | None, every: 
     """Serve a read-only web view of SPEC's cluster: health, nodes, VMs, a timeline of
     fencing, failovers, migrations, failed actions and drills; /status.json, /metrics.
 
-    Exit: 0 stopped (Ctrl-C), 2 bad input, 3 the address cannot be listened on."""
+    Exit: 0 stopped (Ctrl-C, SIGTERM), 2 bad input, 3 the address cannot be listened on."""
     cluster = load_spec(spec)
     address = listen_address(bind)
     token = read_token(token_file) if token_file is not None else None
@@ -52,9 +53,21 @@ def serve_cmd(spec: Path, port: int, bind: str, token_file: Path | None, every: 
         f"({'token required' if token else 'no token'}; refreshed every {every:g}s; "
         "Ctrl-C stops)")  # fmt: skip
     name = cluster.cluster.name
+
+    async def until_stopped() -> None:
+        # SIGTERM (systemd, kill) and SIGINT stop it cleanly, SIGINT even when inherited
+        # ignored: a shell's background job gets SIGINT ignored, and the e2e teardown's
+        # Ctrl-C then went unheard for 60 s (lab run of 2026-12-02).
+        task, loop = asyncio.current_task(), asyncio.get_running_loop()
+        assert task is not None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await view.poll(cluster, spec, every, app.publish, lambda: drills.records(name))
+
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(view.poll(cluster, spec, every, app.publish, lambda: drills.records(name)))
+            asyncio.run(until_stopped())
     finally:
         server.shutdown()
         server.server_close()
