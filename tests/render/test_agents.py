@@ -75,6 +75,22 @@ def test_the_diversion_keeps_the_packaged_library_and_is_done_once(tmp_path: Pat
     assert Path(f"{lib}.distrib").read_text() == "packaged\n"
     listed = subprocess.run([str(wrapper), "--list"], capture_output=True, text=True, check=True)
     assert listed.stdout == f"local diversion of {lib} to {lib}.distrib\n"
+    # The diversion removed by hand, the override left in place: copying it would make the
+    # override source itself (every shell agent failing). Refused, nothing changed.
+    subprocess.run([str(wrapper), "--local", "--no-rename", "--remove", str(lib)], check=True,
+                   capture_output=True)  # fmt: skip
+    lib.write_text(agents.OVERRIDE_TEXT)
+    refused = subprocess.run(["sh", "-c", agents.DIVERT_SCRIPT, "sh", str(lib)], env=env,
+                             capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert refused.returncode == 1 and "override but not diverted" in refused.stderr
+    assert Path(f"{lib}.distrib").read_text() == "packaged\n"
+    # Diverted somewhere else (an admin's own diversion): refused too.
+    lib.write_text("packaged\n")
+    subprocess.run([str(wrapper), "--local", "--no-rename", "--divert", f"{lib}.theirs", "--add",
+                    str(lib)], check=True, capture_output=True)  # fmt: skip
+    refused = subprocess.run(["sh", "-c", agents.DIVERT_SCRIPT, "sh", str(lib)], env=env,
+                             capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert refused.returncode == 1 and f"diverted to {lib}.theirs" in refused.stderr
 
 
 # In a private mount namespace: the library directory replaced by a copy where the packaged

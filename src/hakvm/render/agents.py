@@ -24,13 +24,21 @@ LIBRARY = "/usr/lib/ocf/lib/heartbeat/ocf-shellfuncs"
 PACKAGED = f"{LIBRARY}.distrib"
 
 # Divert once, never moving the packaged file away (an agent starting meanwhile must find a
-# whole library at LIBRARY): copy it to PACKAGED, register the diversion without a rename,
-# then apply writes the override over LIBRARY atomically. Already diverted (an update of
-# the override): nothing, so the packaged copy is never replaced by the override.
+# whole library at LIBRARY): copy it to PACKAGED (synced: a fence right after apply must not
+# leave an empty copy), register the diversion without a rename, then apply writes the
+# override over LIBRARY atomically. Already diverted to PACKAGED, with a copy there: nothing.
+# Anything else stops with an error before any change: a diversion elsewhere, dpkg-divert
+# failing, or an override at LIBRARY without the diversion (its copy would make the override
+# source itself, and every shell agent would fail).
 DIVERT_SCRIPT = (
-    "set -eu; p=$1; "
-    '[ "$(dpkg-divert --truename "$p")" = "$p" ] || exit 0; '
-    'cp -p -- "$p" "$p.distrib.hakvm-new"; mv -- "$p.distrib.hakvm-new" "$p.distrib"; '
+    "set -eu; p=$1; t=$(dpkg-divert --truename \"$p\"); "
+    'if [ "$t" = "$p.distrib" ] && [ -s "$p.distrib" ]; then exit 0; fi; '
+    'if [ "$t" != "$p" ]; then echo "$p: diverted to $t, not $p.distrib" >&2; exit 1; fi; '
+    'if grep -q "^# Managed by hakvm" "$p"; then '
+    'echo "$p is hakvm\'s override but not diverted: restore the packaged file first" >&2; '
+    "exit 1; fi; "
+    'cp -p -- "$p" "$p.distrib.hakvm-new"; sync -- "$p.distrib.hakvm-new"; '
+    'mv -- "$p.distrib.hakvm-new" "$p.distrib"; sync -- "${p%/*}"; '
     'dpkg-divert --quiet --local --no-rename --divert "$p.distrib" --add "$p"'
 )
 
@@ -41,7 +49,8 @@ OVERRIDE_TEXT = f"""\
 # Debian 12's library ({PACKAGED}, where resource-agents upgrades write it)
 # with resource-agents 4.16's systemd_drop_in (ClusterLabs/resource-agents PR #1983, commit
 # 82958dc): the drop-in is written, and systemd reloaded, only when the file does not
-# already say so. Removed by: dpkg-divert --local --rename --remove {LIBRARY}
+# already say so. Removed by: dpkg-divert --local --no-rename --remove {LIBRARY}
+# && mv {PACKAGED} {LIBRARY}
 . {PACKAGED}
 
 # --- upstream 4.16.0 ---
