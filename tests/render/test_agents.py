@@ -63,9 +63,14 @@ def test_the_diversion_keeps_the_packaged_library_and_is_done_once(tmp_path: Pat
     lib.write_text("packaged\n")
     env = {"PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
 
-    def divert() -> None:
+    def divert(check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = ["sh", "-c", agents.DIVERT_SCRIPT, "sh", str(lib)]
-        subprocess.run(argv, check=True, env=env, capture_output=True, timeout=30)
+        return subprocess.run(argv, check=check, env=env, capture_output=True, text=True,
+                              timeout=30)  # fmt: skip
+
+    def dpkg_divert(*args: str) -> str:
+        return subprocess.run([str(wrapper), *args], capture_output=True, text=True,
+                              check=True).stdout  # fmt: skip
 
     divert()
     assert Path(f"{lib}.distrib").read_text() == "packaged\n"
@@ -73,23 +78,18 @@ def test_the_diversion_keeps_the_packaged_library_and_is_done_once(tmp_path: Pat
     lib.write_text("override\n")  # what apply writes next
     divert()  # an update of the override: the packaged copy stays the packaged one
     assert Path(f"{lib}.distrib").read_text() == "packaged\n"
-    listed = subprocess.run([str(wrapper), "--list"], capture_output=True, text=True, check=True)
-    assert listed.stdout == f"local diversion of {lib} to {lib}.distrib\n"
+    assert dpkg_divert("--list") == f"local diversion of {lib} to {lib}.distrib\n"
     # The diversion removed by hand, the override left in place: copying it would make the
     # override source itself (every shell agent failing). Refused, nothing changed.
-    subprocess.run([str(wrapper), "--local", "--no-rename", "--remove", str(lib)], check=True,
-                   capture_output=True)  # fmt: skip
+    dpkg_divert("--local", "--no-rename", "--remove", str(lib))
     lib.write_text(agents.OVERRIDE_TEXT)
-    refused = subprocess.run(["sh", "-c", agents.DIVERT_SCRIPT, "sh", str(lib)], env=env,
-                             capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    refused = divert(check=False)
     assert refused.returncode == 1 and "override but not diverted" in refused.stderr
     assert Path(f"{lib}.distrib").read_text() == "packaged\n"
     # Diverted somewhere else (an admin's own diversion): refused too.
     lib.write_text("packaged\n")
-    subprocess.run([str(wrapper), "--local", "--no-rename", "--divert", f"{lib}.theirs", "--add",
-                    str(lib)], check=True, capture_output=True)  # fmt: skip
-    refused = subprocess.run(["sh", "-c", agents.DIVERT_SCRIPT, "sh", str(lib)], env=env,
-                             capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    dpkg_divert("--local", "--no-rename", "--divert", f"{lib}.theirs", "--add", str(lib))
+    refused = divert(check=False)
     assert refused.returncode == 1 and f"diverted to {lib}.theirs" in refused.stderr
 
 

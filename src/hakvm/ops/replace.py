@@ -33,7 +33,7 @@ from typing import Any
 
 from hakvm.deploy import actions, engine, guards
 from hakvm.deploy import phases as ph
-from hakvm.deploy.steps import Call, Step, Write
+from hakvm.deploy.steps import Call, Run, Step, Write
 from hakvm.errors import FailedError, StateError
 from hakvm.ops.status import assess, collect
 from hakvm.remote import drbd, pacemaker
@@ -224,18 +224,28 @@ def refusals(spec: ClusterSpec, node: str, facts: Mapping[str, NodeFacts]) -> li
     return out
 
 
+# What replace-node may change on the survivor, by phase: the new host key in its
+# live-migration known_hosts, and the carried resource-agents fix of a survivor deployed
+# before it (render/agents.py: diverted and written, no restart).
+SURVIVOR_PATHS = {"libvirt": migration.KNOWN_HOSTS_PATH, "pacemaker": agents.LIBRARY}
+
+
 def keep(step: Step, node: str) -> bool:
-    """The steps replace-node runs: the new node's, and on the survivor only the new host
-    key written into its live-migration known_hosts, and the carried resource-agents fix
-    of a survivor deployed before it (render/agents.py: no restart, nothing else touched)."""
-    if step.node == node or (step.phase == "pacemaker" and agents.LIBRARY in step.title):
+    """The steps replace-node runs: the new node's, and on the survivor only those whose
+    every action is on its phase's SURVIVOR_PATHS file."""
+    if step.node == node:
         return True
-    writes = [a for a in step.actions if isinstance(a, Write)]
-    return (
-        step.phase == "libvirt"
-        and len(writes) == len(step.actions)
-        and all(w.path == migration.KNOWN_HOSTS_PATH for w in writes)
-    )
+    allowed = SURVIVOR_PATHS.get(step.phase)
+    return allowed is not None and all(_file_of(a) == allowed for a in step.actions)
+
+
+def _file_of(action: object) -> str | None:
+    """The one file a write or the diversion script acts on (None: anything else)."""
+    if isinstance(action, Write):
+        return action.path
+    if isinstance(action, Run) and action.argv[:3] == ("sh", "-c", agents.DIVERT_SCRIPT):
+        return action.argv[-1]
+    return None
 
 
 def drift(steps: Sequence[Step], node: str) -> list[str]:

@@ -22,6 +22,8 @@ from hakvm.spec.models import OsFamily
 
 LIBRARY = "/usr/lib/ocf/lib/heartbeat/ocf-shellfuncs"
 PACKAGED = f"{LIBRARY}.distrib"
+# The override's first line: how the diversion script tells it from the packaged library.
+MARK = "# Managed by hakvm: changes are overwritten."
 
 # Divert once, never moving the packaged file away (an agent starting meanwhile must find a
 # whole library at LIBRARY): copy it to PACKAGED (synced: a fence right after apply must not
@@ -34,7 +36,7 @@ DIVERT_SCRIPT = (
     "set -eu; p=$1; t=$(dpkg-divert --truename \"$p\"); "
     'if [ "$t" = "$p.distrib" ] && [ -s "$p.distrib" ]; then exit 0; fi; '
     'if [ "$t" != "$p" ]; then echo "$p: diverted to $t, not $p.distrib" >&2; exit 1; fi; '
-    'if grep -q "^# Managed by hakvm" "$p"; then '
+    f'if grep -q "^{MARK}" "$p"; then '
     'echo "$p is hakvm\'s override but not diverted: restore the packaged file first" >&2; '
     "exit 1; fi; "
     'cp -p -- "$p" "$p.distrib.hakvm-new"; sync -- "$p.distrib.hakvm-new"; '
@@ -45,7 +47,7 @@ DIVERT_SCRIPT = (
 # The body between the markers is upstream's (4.16.0, heartbeat/ocf-shellfuncs.in, whose
 # first lines indent with spaces), tabs and all (`<<-EOF` strips leading tabs only).
 OVERRIDE_TEXT = f"""\
-# Managed by hakvm: changes are overwritten. See `dpkg-divert --list '*ocf-shellfuncs'`.
+{MARK} See `dpkg-divert --list '*ocf-shellfuncs'`.
 # Debian 12's library ({PACKAGED}, where resource-agents upgrades write it)
 # with resource-agents 4.16's systemd_drop_in (ClusterLabs/resource-agents PR #1983, commit
 # 82958dc): the drop-in is written, and systemd reloaded, only when the file does not
