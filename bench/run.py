@@ -1,7 +1,8 @@
 """hakvm benchmarks: ratios measured side by side in one run, on the QEMU lab.
 
-Usage: ``python bench/run.py [--only NAME[,NAME]] [--reps N]``; writes ``bench/results.json``
-and ``bench/results.md`` (the table the README shows) and prints the table.
+Usage: ``python bench/run.py [--only NAME[,NAME]] [--reps N] [--resume]``; writes
+``bench/results.json`` and ``bench/results.md`` (the table the README shows) and prints the
+table.
 
 Benchmarks:
   deploy   fresh lab -> first apply (1 GiB VM disks), no-op re-apply; then a second fresh
@@ -12,16 +13,19 @@ Benchmarks:
            their ratio; live migration of vm-a back and forth N times, libvirt's downtime,
            median and spread.
   recovery on a deployed lab: `hakvm drill --scenario node-crash --victim NODE` N times per
-           node and setting, alternated (node01, then node02; for each, the defaults the
-           original recipe leaves with fencing added without a delay, hakvm's lab settings
-           with their static fence delay, hakvm with the lab's quorum device), each from the
-           same placement (vm-a on node01, vm-b on node02); recovery medians and spread over
-           crashes of either node and per node, each recovery's components from the
+           node and setting, alternated (in each repetition, each setting applied in turn:
+           the defaults the original recipe leaves with fencing added without a delay,
+           hakvm's lab settings with their static fence delay, hakvm with the lab's quorum
+           device; under each, node01 crashed, then node02), each from the same placement
+           (vm-a on node01, vm-b on node02); recovery medians and spread over crashes of
+           either node and per node, each recovery's components from the
            survivor's own events (lost, fenced, started; responsive from the drill) beside
            their floors (token + consensus, a fence device query, the VM start's own
            exec-time), and the ratios qdevice/default, hakvm/default, qdevice/floors.
 
 Each run replaces only the benchmarks it ran in bench/results.json (each keeps its date).
+recovery writes bench/recovery-partial.json after each drill; `--resume` goes on from it
+(same --reps) on a lab deployed again, and its figures name every session they ran in.
 """
 
 from __future__ import annotations
@@ -264,22 +268,46 @@ def _components(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def bench_recovery(reps: int) -> dict[str, Any]:
+def _session() -> dict[str, str]:
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+    return {"started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "commit": commit}  # fmt: skip
+
+
+def _recovery_so_far(reps: int, resume: bool) -> dict[str, Any]:
+    """The runs an interrupted recovery benchmark of the same --reps left (`resume`), else
+    none. Thirty drills outlast a working session: a resumed run goes on with the next crash
+    of the same alternation, on a lab deployed again, and names each session it ran in."""
+    if not resume or not PARTIAL.exists():
+        return {"reps": reps, "sessions": [_session()], "runs": []}
+    results: dict[str, Any] = json.loads(PARTIAL.read_text())
+    if results.get("reps") != reps:
+        raise SystemExit(f"bench: {PARTIAL} is a run of --reps {results.get('reps')}, "
+                         f"not {reps}: resume it with that, or remove the file")  # fmt: skip
+    results["sessions"].append(_session())
+    return results
+
+
+def bench_recovery(reps: int, resume: bool = False) -> dict[str, Any]:
     """Node-crash recovery with each node crashed in turn, for each setting, alternated (all
     see the same machine), from the same placement; each recovery's components beside the
     floors they add up from."""
-    results: dict[str, Any] = {"runs": []}
-    fence_s: list[float] = []
+    results = _recovery_so_far(reps, resume)
+    done = {(r["rep"], r["settings"], r["victim"]) for r in results["runs"]}
     with tempfile.TemporaryDirectory() as tmp:
         specs = recovery_specs(pathlib.Path(tmp))
         for rep in range(reps):
-            for victim in VICTIMS:
-                for name in SETTINGS:
-                    spec = specs[name]
-                    hakvm("apply", str(spec))
+            for name in SETTINGS:
+                todo = [v for v in VICTIMS if (rep, name, v) not in done]
+                if not todo:
+                    continue
+                spec = specs[name]
+                hakvm("apply", str(spec))  # once per setting: both crashes run on it
+                for victim in todo:
                     place_home(spec)
                     survivor = "node02" if victim == "node01" else "node01"
-                    fence_s.append(fence_query_s(survivor, f"{victim}_fence"))
+                    query_s = fence_query_s(survivor, f"{victim}_fence")
                     drill = json.loads(hakvm(
                         "drill", "--json", str(spec), "--scenario", "node-crash",
                         "--victim", victim, "--lab-dir", str(LAB_DIR), "--bound", "900",
@@ -289,7 +317,7 @@ def bench_recovery(reps: int) -> dict[str, Any]:
                         raise SystemExit(f"bench: {name} node-crash of {victim} failed: {drill}")
                     moved = "vm-a" if victim == "node01" else "vm-b"
                     results["runs"].append({
-                        "rep": rep, "settings": name, "victim": victim,
+                        "rep": rep, "settings": name, "victim": victim, "fence_query_s": query_s,
                         "start_exec_s": start_exec_s(survivor, moved), **drill,
                     })  # fmt: skip
                     # Thirty drills take hours: a later failure must not lose these.
@@ -299,6 +327,7 @@ def bench_recovery(reps: int) -> dict[str, Any]:
         hakvm("apply", str(specs["hakvm"]))  # leave the lab as the spec says
     PARTIAL.unlink(missing_ok=True)
     runs = results["runs"]
+    fence_s = [r["fence_query_s"] for r in runs]
     medians: dict[str, float] = {}
     for name in SETTINGS:
         mine = [r for r in runs if r["settings"] == name]
@@ -352,8 +381,8 @@ def markdown(run: dict[str, Any]) -> str:
     ]
     for name, bench in run["results"].items():
         for key, value in bench["figures"].items():
-            if key == "runs":
-                continue  # timelines: bench/results.json
+            if key in ("runs", "sessions"):
+                continue  # timelines and where they ran: bench/results.json
             lines.append(f"| {name} | {bench['date']} | {key} | {_shown(value)} |")
     return "\n".join(lines) + "\n"
 
@@ -362,6 +391,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated names")
     parser.add_argument("--reps", type=int, default=5, help="repetitions where repeated")
+    parser.add_argument("--resume", action="store_true",
+                        help="recovery: go on from bench/recovery-partial.json")  # fmt: skip
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n]
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -373,7 +404,10 @@ def main() -> int:
     for name in names:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        figures = BENCHMARKS[name](args.reps)
+        if name == "recovery":
+            figures = bench_recovery(args.reps, resume=args.resume)
+        else:
+            figures = BENCHMARKS[name](args.reps)
         run["results"][name] = {"date": started, "reps": args.reps, "figures": figures}
         out.write_text(json.dumps(run, indent=2) + "\n")  # after each: a later failure keeps it
     table = markdown(run)

@@ -56,7 +56,9 @@ def test_each_node_crashed_under_each_setting_alternated(
 
     drills = [(pathlib.Path(a[2]).stem, a[a.index("--victim") + 1]) for a in asked
               if a[0] == "drill"]  # fmt: skip
-    assert drills == [(s.stem, v) for v in ("node01", "node02") for s in specs.values()]
+    assert drills == [(s.stem, v) for s in specs.values() for v in ("node01", "node02")]
+    applies = [pathlib.Path(a[1]).stem for a in asked if a[0] == "apply"]
+    assert applies == ["default", "lab", "qdevice", "lab"]  # one per setting, then the spec's
     assert results["recovery_hakvm_node01_crashed_s"]["median"] == 110.0
     assert results["recovery_hakvm_s"]["median"] == 100.0  # over crashes of either node
     assert results["ratio_qdevice_to_default"] == 30.0 / 70.0
@@ -64,3 +66,38 @@ def test_each_node_crashed_under_each_setting_alternated(
     assert results["floors"]["token_plus_consensus_s"] == pytest.approx(6.6)
     assert results["ratio_qdevice_to_floors"] == pytest.approx(30.0 / (6.6 + 3.0 + 15.0))
     assert asked[-1][0] == "apply" and asked[-1][1] == str(specs["hakvm"])
+
+
+def test_a_resumed_run_goes_on_with_the_next_crash_and_keeps_the_earlier_ones(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    bench = _bench()
+    drills: list[tuple[str, str]] = []
+
+    def hakvm(*args: str, **_: Any) -> subprocess.CompletedProcess[str]:
+        out = ""
+        if args[0] == "drill":
+            victim = args[args.index("--victim") + 1]
+            drills.append((pathlib.Path(args[2]).stem, victim))
+            out = json.dumps([{"passed": True, "recovery_s": 50.0, "journal": None}])
+        return subprocess.CompletedProcess(args, 0, out, "")
+
+    specs = {name: tmp_path / f"{name}.yaml" for name in bench.SETTINGS}
+    for name, value in (("hakvm", hakvm), ("recovery_specs", lambda _: specs),
+                        ("place_home", lambda _: None), ("start_exec_s", lambda node, vm: None),
+                        ("fence_query_s", lambda node, device: 3.0),
+                        ("PARTIAL", tmp_path / "partial.json")):  # fmt: skip
+        monkeypatch.setattr(bench, name, value)
+    earlier = {"rep": 0, "settings": "default", "victim": "node01", "fence_query_s": 4.0,
+               "start_exec_s": None, "passed": True, "recovery_s": 80.0,
+               "journal": None}  # fmt: skip
+    bench.PARTIAL.write_text(json.dumps({"reps": 1, "sessions": [{"started": "s1"}],
+                                         "runs": [earlier]}))  # fmt: skip
+    with pytest.raises(SystemExit, match="--reps 1, not 2"):
+        bench.bench_recovery(2, resume=True)
+    results = bench.bench_recovery(1, resume=True)
+
+    assert drills[0] == ("default", "node02") and len(drills) == 5
+    assert results["recovery_default_node01_crashed_s"]["median"] == 80.0
+    assert results["floors"]["fence_device_query_s"]["max"] == 4.0
+    assert len(results["sessions"]) == 2 and not bench.PARTIAL.exists()
