@@ -65,6 +65,7 @@ class Scripted(Cluster):
         self.cib_text = cib.cib_xml(render_context(example_data(example)))
         self.pids = {"node01": {"vm-a": "101"}, "node02": {"vm-b": "202"}}
         self.quorumtool: list[str] = []
+        self.journal: dict[str, str] = {}  # node -> its scheduler's log (journalctl)
         self.dropped: list[str] = []
 
     async def state(self, name: str) -> ClusterState | None:
@@ -77,6 +78,7 @@ class Scripted(Cluster):
         for vm, pid in self.pids.get(name, {}).items():
             node.on("cat", f"/run/libvirt/qemu/{vm}.pid", out=pid)
         node.on("cat", rc=1)
+        node.on("journalctl", out=self.journal.get(name, ""))
         if self.quorumtool:  # one answer per connection, the last one stays
             text = self.quorumtool.pop(0) if len(self.quorumtool) > 1 else self.quorumtool[0]
             node.on("corosync-quorumtool", out=(QDEVICE_DATA / text).read_text())
@@ -263,16 +265,7 @@ def test_node_crash_with_a_device_crashes_the_node_a_static_delay_protects() -> 
 # --- isolated node ------------------------------------------------------------------------------
 
 
-def test_the_isolated_node_is_seen_losing_quorum_and_stopping_its_vms(no_sleep: None) -> None:
-    # node01 (the tie-breaker's) as it sees itself: quorate, then alone without quorum with its
-    # VM still up, then stopped, then gone (fenced).
-    alone = ("node01",)
-    stopped = state(quorate=False, online=alone, vms={"vm-a": "", "vm-b": "node02"})
-    node01 = [state(), state(), state(quorate=False, online=alone), stopped, None]
-    node02 = [state(), state(vms={"vm-a": "node02", "vm-b": "node02"}, fenced=(("node01", "t"),))]
-    cluster = Scripted("lab-qdevice", {"node01": node01, "node02": node02})
-    faults = Faults()
-
+def _isolated(cluster: Scripted, faults: Faults) -> DrillResult:
     async def place(cluster, node, result, say, *, why, at=0.0):  # type: ignore[no-untyped-def]
         return None
 
@@ -286,13 +279,59 @@ def test_the_isolated_node_is_seen_losing_quorum_and_stopping_its_vms(no_sleep: 
         result.timeline.mark(30.0, Fenced(victim))
         await heal()
 
-    result = asyncio.run(
+    return asyncio.run(
         qd.isolated_node(_bodies(place=place, recover=recover), cluster, faults, 600, _say)  # type: ignore[arg-type]
     )
+
+
+def test_the_isolated_node_is_seen_losing_quorum_and_stopping_its_vms(no_sleep: None) -> None:
+    # node01 (the tie-breaker's) as it sees itself: quorate, then alone without quorum with its
+    # VM still up, then stopped, then gone (fenced).
+    alone = ("node01",)
+    stopped = state(quorate=False, online=alone, vms={"vm-a": "", "vm-b": "node02"})
+    node01 = [state(), state(), state(quorate=False, online=alone), stopped, None]
+    node02 = [state(), state(vms={"vm-a": "node02", "vm-b": "node02"}, fenced=(("node01", "t"),))]
+    cluster = Scripted("lab-qdevice", {"node01": node01, "node02": node02})
+    faults = Faults()
+    result = _isolated(cluster, faults)
     assert faults.done[0] == "isolate node01" and "heal" in faults.done
     assert result.timeline.at(QuorumLost("node01")) is not None
     assert result.timeline.at(VmsStopped("node01")) is not None
     assert result.passed, [(i.name, i.detail) for i in result.invariants if not i.ok]
+
+
+STOPPING = "the isolated node stopped its VMs, or was stopping them when fenced"
+
+
+def _fenced_while_stopping(journal: str) -> DrillResult:
+    """node01 loses quorum with both VMs still up and is gone (fenced) before they stop."""
+    alone = ("node01",)
+    both = {"vm-a": "node01", "vm-b": "node01"}
+    node01 = [state(vms=both), state(quorate=False, online=alone, vms=both), None]
+    node02 = [state(vms=both), state(vms={"vm-a": "node02", "vm-b": "node02"},
+                                     fenced=(("node01", "t"),))]  # fmt: skip
+    cluster = Scripted("lab-qdevice", {"node01": node01, "node02": node02})
+    cluster.journal["node01"] = journal
+    return _isolated(cluster, Faults())
+
+
+def test_fenced_while_stopping_passes_on_its_schedulers_record(no_sleep: None) -> None:
+    # Recorded on the lab: node01's scheduler, isolated (isolated-node drill, 2026-12-02).
+    result = _fenced_while_stopping((QDEVICE_DATA / "schedulerd-isolated-node01.txt").read_text())
+    assert result.timeline.at(VmsStopped("node01")) is None  # never seen stopped: fenced first
+    assert result.passed, [(i.name, i.detail) for i in result.invariants if not i.ok]
+    detail = next(i.detail for i in result.invariants if i.name == STOPPING)
+    assert detail == (
+        "node01 was fenced while stopping vm-a, vm-b (its scheduler: stop due to no quorum)"
+    )
+
+
+def test_fenced_without_a_stop_for_lack_of_quorum_fails(no_sleep: None) -> None:
+    recorded = (QDEVICE_DATA / "schedulerd-isolated-node01.txt").read_text()
+    without_vm_b = "\n".join(line for line in recorded.splitlines() if " vm-b " not in line)
+    result = _fenced_while_stopping(without_vm_b)
+    failed = {i.name: i.detail for i in result.invariants if not i.ok}
+    assert failed == {STOPPING: "node01: no stop of vm-b for lack of quorum in its journal"}
 
 
 # --- qnetd down, then a crash --------------------------------------------------------------------

@@ -42,6 +42,15 @@ def test_both_nodes_voting() -> None:
     assert view.device_voting and view.device_configured_votes == 1
 
 
+def test_recorded_the_survivor_of_a_crash_keeps_quorum_with_the_device() -> None:
+    # Recorded on the lab (node02, node01 crashed: node-crash-with-qdevice, 2026-12-02).
+    view = parse_quorumtool(_read("quorumtool-survivor-node02.txt"))
+    assert view is not None and view.quorate
+    assert (view.nodes, view.expected_votes, view.total_votes, view.quorum) == (1, 3, 2, 2)
+    assert [(m.name, m.local, m.qdevice_vote) for m in view.members] == [("node02", True, True)]
+    assert view.device_voting and view.device_configured_votes == 1
+
+
 def test_qnetd_down_keeps_quorum_but_no_vote() -> None:
     view = parse_quorumtool(_read("quorumtool-qnetd-down-node01.txt"))
     assert view is not None and view.quorate

@@ -281,3 +281,24 @@ def fence_delays(cib: str) -> list[str]:
         if (nv.get("value") or "0").rstrip("s") not in ("0", ""):
             found.append(f"priority-fencing-delay={nv.get('value')}")
     return found
+
+
+# --- what a node that lost quorum decided (its own journal) ----------------------------------
+
+
+def no_quorum_stops_command(since: float) -> list[str]:
+    """The node's scheduler log since `since` (Unix time), every boot: its decisions to stop
+    resources for lack of quorum (no-quorum-policy=stop). A node cut off from its peer and
+    qnetd is fenced by the other half within seconds, often before its VMs' stops end; the
+    journal (persistent on Debian 12) keeps the decision across that reboot."""
+    return ["journalctl", "-q", "--no-pager", "-o", "cat", "-t", "pacemaker-schedulerd",
+            "--since", f"@{int(since)}"]  # fmt: skip
+
+
+# Pacemaker 2.1's transition summary: "Actions: Stop  vm-a  (  node01 )  due to no quorum".
+_NO_QUORUM_STOP_RE = re.compile(r"\bStop\s+(?P<rsc>\S+)\s+\([^)]*\)\s+due to no quorum")
+
+
+def parse_no_quorum_stops(text: str) -> set[str]:
+    """The resources a node's scheduler stopped for lack of quorum (no_quorum_stops_command)."""
+    return {m["rsc"] for m in _NO_QUORUM_STOP_RE.finditer(text)}
