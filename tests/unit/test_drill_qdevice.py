@@ -116,6 +116,9 @@ class Faults:
     async def isolate(self, node: str) -> None:
         await self._do(f"isolate {node}")
 
+    async def power_on(self, node: str) -> None:
+        await self._do(f"power on {node}")
+
     async def heal(self) -> None:
         await self._do("heal")
 
@@ -348,7 +351,8 @@ def _qnetd_then_crash(started_without_quorum: bool) -> tuple[DrillResult, Faults
         return {
             "crashed": [state(quorate=False, online=(s,)), wrong if started_without_quorum
                         else stopped],
-            "healed": [state(online=(s,), vms={"vm-a": s, "vm-b": s}, fenced=((victim, "t9"),))],
+            "healed": [stopped],  # qnetd back: still blocked (wait_for_all)
+            "powered": [state(vms={"vm-a": s, "vm-b": victim})],  # rejoined, both running
         }  # fmt: skip
 
     views: dict[str, list[ClusterState | None]] = {"before": [state()]}
@@ -368,6 +372,10 @@ def _qnetd_then_crash(started_without_quorum: bool) -> tuple[DrillResult, Faults
             views.update(survivor_views(cluster.other(victim), victim))
         elif what == "heal":
             phase["now"] = "healed"
+            # Recorded on the lab: the survivor once qnetd was back (2 of 3, blocked).
+            cluster.quorumtool = ["quorumtool-blocked-wfa-node01.txt"]
+        elif what.startswith("power on "):
+            phase["now"], phase["crashed"] = "powered", ""
 
     faults = Faults(then)
     bound = 0.5 if started_without_quorum else 600  # it never stops them: the bound ends it
@@ -375,18 +383,24 @@ def _qnetd_then_crash(started_without_quorum: bool) -> tuple[DrillResult, Faults
     return result, faults
 
 
-def test_qnetd_down_then_a_crash_leaves_the_survivor_without_quorum_until_qnetd_returns(
+def test_qnetd_down_then_a_crash_leaves_the_survivor_blocked_until_the_node_is_back(
     no_sleep: None,
 ) -> None:
     result, faults = _qnetd_then_crash(started_without_quorum=False)
-    assert faults.done == ["qnetd down", "crash node01", "heal"]  # one VM each: node01
+    # one VM each: node01 crashed; qnetd back is not enough (wait_for_all): node01 powered on
+    assert faults.done == ["qnetd down", "crash node01", "heal", "power on node01"]
     assert result.passed, [(i.name, i.detail) for i in result.invariants if not i.ok]
     names = [i.name for i in result.invariants]
     assert names == [
         "quorum kept without qnetd", "the survivor lost quorum", "the survivor stopped its VMs",
+        "still blocked once qnetd was back (wait_for_all)",
         "nobody fenced without quorum", "nothing started without quorum",
-        "recovered once qnetd was back", "healthy again",
+        "recovered once node01 was back", "healthy again",
     ]  # fmt: skip
+    blocked = next(i.detail for i in result.invariants if "wait_for_all" in i.name)
+    assert blocked == (
+        "node02: device voting True, 2 of 3 votes, quorate False, flags ['Qdevice', 'WaitForAll']"
+    )
     events = [m.text for _, m in result.timeline.marks]
     assert events.index("the quorum device stopped voting") < events.index(
         "fault injected (node-crash) on node01"

@@ -43,6 +43,7 @@ from typing import Protocol
 from hakvm.drill.harness import DrillError, Say
 from hakvm.errors import StateError
 from hakvm.lab.state import Lab, LabStateError
+from hakvm.remote import pacemaker
 from hakvm.remote.connection import Remote, RemoteError
 from hakvm.render.base import RenderContext, Secrets
 from hakvm.render.drbd import replication_link
@@ -74,6 +75,7 @@ class Faults(Protocol):
     async def crash(self, node: str) -> float | None: ...
     async def hang(self, node: str) -> float | None: ...
     async def unhang(self, node: str) -> None: ...
+    async def power_on(self, node: str) -> None: ...
     async def cut_heartbeat(self) -> None: ...
     async def cut_bond_member(self) -> None: ...
     async def partition(self) -> None: ...
@@ -129,6 +131,9 @@ class LabFaults:
 
     async def unhang(self, node: str) -> None:
         await self.run("thaw", node)
+
+    async def power_on(self, node: str) -> None:
+        await self.run("start", node)
 
     async def cut_heartbeat(self) -> None:
         await self.run("cut", "hb")
@@ -405,6 +410,12 @@ class NodeFaults:
 
     async def unhang(self, node: str) -> None:
         """Nothing to undo from here: a panicked node comes back only by its fencing."""
+
+    async def power_on(self, node: str) -> None:
+        """Through its fence device from its peer (stonith_admin --unfence: the agent's
+        "on"), as its admin would with the BMC."""
+        conn = await self.cluster.conn(self._peer(node))
+        await pacemaker.power_on(conn, node, self.spec.cluster.timing.stonith_timeout_s)
 
     async def _cut(self, links: list[NetworkAddresses]) -> None:
         scripts = {}

@@ -327,6 +327,24 @@ async def watch_quorum_loss(
             continue
 
 
+async def _until_voting(cluster: Cluster, node: str) -> QuorumView | None:
+    """`node`'s quorum view once the device votes again (qnetd back), None if it does not
+    within VOTE_GONE_S."""
+    deadline = time.monotonic() + VOTE_GONE_S
+    while time.monotonic() < deadline:
+        view = await quorum_view(cluster, node)
+        if view is not None and view.device_voting:
+            return view
+        await asyncio.sleep(POLL_S)
+    return None
+
+
+def _first_running(result: DrillResult, vm: str) -> float | None:
+    """When the timeline first has `vm` running, on any node."""
+    times = [t for t, m in result.timeline.marks if isinstance(m, Running) and m.vm == vm]
+    return min(times, default=None)
+
+
 async def _until_not_voting(cluster: Cluster, node: str, result: DrillResult, t0: float) -> bool:
     deadline = time.monotonic() + VOTE_GONE_S
     while time.monotonic() < deadline:
@@ -347,8 +365,11 @@ async def qnetd_down_then_crash(  # noqa: PLR0915 - set-up, two faults, the watc
     cluster: Cluster, faults: Faults, bound: float, say: Say
 ) -> DrillResult:
     """qnetd stopped, then a node crashes: the survivor has 1 of 3 votes, loses quorum and
-    stops its VMs (no-quorum-policy=stop); it fences nobody and starts nothing. Once qnetd
-    is back it has 2 of 3, fences the crashed node (already off) and runs every VM."""
+    stops its VMs (no-quorum-policy=stop); it fences nobody and starts nothing. qnetd's
+    return is not enough: votequorum re-arms wait_for_all (kept with the device) when quorum
+    is lost, so the survivor stays blocked until every node has been seen again (lab run of
+    2026-12-02: 2 of 3 votes, "Activity blocked"). The crashed node is powered on, as its
+    admin would; once it has rejoined every VM runs again."""
     require_qdevice(cluster.spec, "qnetd-down-then-crash")
     result = DrillResult("qnetd-down-then-crash")
     victim = await cluster.victim()
@@ -403,31 +424,45 @@ async def qnetd_down_then_crash(  # noqa: PLR0915 - set-up, two faults, the watc
         stopped is not None,
         f"{', '.join(kept) or 'no VM'} stopped on {survivor} at {stopped}s (no-quorum-policy=stop)",
     )
+    # qnetd back, the crashed node still off: the device votes again, quorum stays blocked.
+    view = await _until_voting(cluster, survivor)
+    result.check(
+        "still blocked once qnetd was back (wait_for_all)",
+        view is not None and not view.quorate and "WaitForAll" in view.flags,
+        f"{survivor}: device voting {view.device_voting}, {view.total_votes} of "
+        f"{view.expected_votes} votes, quorate {view.quorate}, flags {sorted(view.flags)}"
+        if view is not None
+        else f"{survivor}: the quorum device did not vote again within {VOTE_GONE_S:.0f}s",
+    )
+    during = await cluster.state(survivor)
     fenced = [n for n, seen in attempts.items() if fence_attempts(during, n) - seen]
     detail = f"fencing attempts: {fenced or 'none'}"
     result.check("nobody fenced without quorum", not fenced, detail)
     result.check("nothing started without quorum", not started, f"started: {started or 'none'}")
-    # qnetd back: 2 of 3 votes again, the crashed node is fenced, every VM runs again.
+    say(f"powering {victim} on, as its admin would: quorum needs every node seen again")
+    await faults.power_on(victim)
+    powered = now()
+    result.timeline.mark(powered, Event(f"{victim} powered on"))
     every = [vm.name for vm in cluster.spec.vms if vm.autostart]
-    while now() < 2 * bound:
+    while now() < powered + bound:
         state = await cluster.state(survivor)
-        if fence_attempts(state, victim) - attempts[victim]:
-            result.timeline.mark(now(), Fenced(victim))
-        running = [
-            v for v in every if state and (r := state.resources.get(v)) and survivor in r.running_on
-        ]
-        for vm in running:
-            result.timeline.mark(now(), Running(vm, survivor))
-        if state is not None and len(running) == len(every):
+        where = {
+            vm: r.running_on for vm in every if state and (r := state.resources.get(vm))
+        }
+        for vm, nodes in where.items():
+            for node in nodes:
+                result.timeline.mark(now(), Running(vm, node))
+        if state is not None and state.quorate and all(where.get(vm) for vm in every):
             break
         await asyncio.sleep(POLL_S)
-    back = [result.timeline.at(Running(vm, survivor)) for vm in every]
+    back = [_first_running(result, vm) for vm in every]
     whole = all(t is not None for t in back)
     result.recovery_s = max(t for t in back if t is not None) if whole else None
     result.check(
-        "recovered once qnetd was back",
+        f"recovered once {victim} was back",
         result.recovery_s is not None,
-        f"every VM running {result.recovery_s}s after qnetd stopped",
+        f"every VM running {result.recovery_s}s after qnetd stopped "
+        f"({victim} powered on at {powered:.1f}s)",
     )
     await cluster.drop(victim)
     waited = await cluster.wait_healthy(900, say)
