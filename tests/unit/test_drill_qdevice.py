@@ -241,9 +241,20 @@ def test_a_delay_left_in_the_cib_or_a_restarted_winner_vm_fails_the_partition() 
     failed = {i.name: i.detail for i in result.invariants if not i.ok}
     assert failed["no fence delay configured"] == "node01_fence: pcmk_delay_base=45s"
     assert failed["fenced without a delay"] == (
-        "node02 fenced 200.0s after the fault (stonith-timeout 150s)"
+        "node02 fenced 200.0s after the fault (crm_mon, polled every 5 s; stonith-timeout 150s)"
     )
     assert "'vm-a': '101'" in failed["the winning half's VMs kept running"]
+
+
+def test_the_survivors_record_of_the_fencing_is_preferred_to_the_poll() -> None:
+    result = qd.DrillResult("node-crash-with-qdevice")
+    result.timeline.mark(151.2, Fenced("node01"))  # the poll: up to 5 s late
+    result.journal = {"fenced_s": 138.936}  # lab run of 2026-12-02
+    qd.check_no_delay(result, [], "node01", 150)
+    assert result.passed
+    assert result.invariants[-1].detail == (
+        "node01 fenced 138.936s after the fault (the survivor's record; stonith-timeout 150s)"
+    )
 
 
 def test_node_crash_with_a_device_crashes_the_node_a_static_delay_protects() -> None:
