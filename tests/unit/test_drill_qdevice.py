@@ -390,7 +390,14 @@ def _qnetd_then_crash(started_without_quorum: bool) -> tuple[DrillResult, Faults
 
     faults = Faults(then)
     bound = 0.5 if started_without_quorum else 600  # it never stops them: the bound ends it
-    result = asyncio.run(qd.qnetd_down_then_crash(cluster, faults, bound, _say))  # type: ignore[arg-type]
+    placed: list[str] = []
+
+    async def place(cluster, node, result, say, *, why, at=0.0):  # type: ignore[no-untyped-def]
+        placed.append(node)
+
+    bodies = _bodies(place=place)
+    result = asyncio.run(qd.qnetd_down_then_crash(bodies, cluster, faults, bound, _say))  # type: ignore[arg-type]
+    assert placed == [cluster.other(faults.done[1].split()[1])]  # the survivor gets a VM first
     return result, faults
 
 

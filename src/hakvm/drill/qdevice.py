@@ -128,12 +128,15 @@ def drills(bodies: Bodies) -> dict[str, Drill]:
     async def isolated(cluster: Cluster, faults: Faults, bound: float, say: Say) -> DrillResult:
         return await isolated_node(bodies, cluster, faults, bound, say)
 
+    async def then_crash(cluster: Cluster, faults: Faults, bound: float, say: Say) -> DrillResult:
+        return await qnetd_down_then_crash(bodies, cluster, faults, bound, say)
+
     return {
         "qnetd-down": qnetd_down,
         "partition-with-qdevice": partition,
         "node-crash-with-qdevice": crash,
         "isolated-node": isolated,
-        "qnetd-down-then-crash": qnetd_down_then_crash,
+        "qnetd-down-then-crash": then_crash,
     }
 
 
@@ -366,7 +369,7 @@ async def _until_not_voting(cluster: Cluster, node: str, result: DrillResult, t0
 
 
 async def qnetd_down_then_crash(  # noqa: PLR0915 - set-up, two faults, the watch and the recovery of one story, in order
-    cluster: Cluster, faults: Faults, bound: float, say: Say
+    bodies: Bodies, cluster: Cluster, faults: Faults, bound: float, say: Say
 ) -> DrillResult:
     """qnetd stopped, then a node crashes: the survivor has 1 of 3 votes, loses quorum and
     stops its VMs (no-quorum-policy=stop); it fences nobody and starts nothing. qnetd's
@@ -378,6 +381,9 @@ async def qnetd_down_then_crash(  # noqa: PLR0915 - set-up, two faults, the watc
     result = DrillResult("qnetd-down-then-crash")
     victim = await cluster.victim()
     survivor = cluster.other(victim)
+    # A VM on each: the survivor's must stop, the victim's must not start (a lab run with
+    # both on the victim checked neither, 2026-12-02).
+    await bodies.place(cluster, survivor, result, say, why="whose VMs must stop without quorum")
     placement = await cluster.placement(survivor)
     kept = [vm for vm, nodes in placement.items() if nodes == [survivor]]
     before = await cluster.state(survivor)
