@@ -2,7 +2,8 @@
 
 scenarios.py has those built on its shared bodies (qnetd-down, partition-with-qdevice,
 node-crash-with-qdevice, isolated-node); this module holds qnetd-down-then-crash, the one
-whose outcome is no recovery at all (until qnetd is back), and the helpers they share.
+whose outcome is no recovery at all (until the crashed node is back: qnetd's return is not
+enough, wait_for_all), and the helpers they share.
 
 With a quorum device a split is decided by qnetd's vote: the half that gets it has 2 of 3
 votes, keeps quorum and fences the other; the other half has 1 and, with
