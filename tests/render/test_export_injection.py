@@ -198,6 +198,7 @@ def _bypassing_validation(field: str, value: str) -> RenderContext:
 @example(field="user", value="a'b\"c\\ $(echo pwned > pwned) `x` ;&|")
 @example(field="user", value="fence\nEOF\necho pwned > pwned\n")
 @example(field="address", value="ends in a backslash\\")
+@example(field="user", value="admin\n")  # a safe word and one final newline (hypothesis)
 def test_the_exports_quote_whatever_reaches_them(field: str, value: str) -> None:
     ctx = _bypassing_validation(field, value)
     if not value.isprintable():

@@ -180,7 +180,9 @@ def pcs_script(ctx: RenderContext) -> str:
 def _crm_value(value: str) -> str:
     """crmsh splits each configure line with shlex (POSIX): a shell-quoted word is read back
     as exactly `value`, whatever quotes, backslashes, spaces or `$` it holds."""
-    return value if _SAFE.match(value) else shlex.quote(_printable(value))
+    # fullmatch: `$` in a pattern also matches before a final newline, so "admin\n" passed
+    # unquoted and broke the line (hypothesis found it, 2026-12-02).
+    return value if _SAFE.fullmatch(value) else shlex.quote(_printable(value))
 
 
 def _crm_kv(pairs: Pairs) -> str:
