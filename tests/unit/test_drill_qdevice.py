@@ -428,9 +428,9 @@ def test_qnetd_down_then_a_crash_leaves_the_survivor_blocked_until_the_node_is_b
 def test_a_vm_still_shown_on_the_lost_node_is_not_running_again() -> None:
     # The survivor's crm_mon keeps "vm-b Started node02 (UNCLEAN)" until node02 is fenced.
     lost = state(online=("node01",), vms={"vm-a": "node01", "vm-b": "node02"})
-    assert qd._running_on_members(lost, "vm-b") == []
-    assert qd._running_on_members(lost, "vm-a") == ["node01"]
-    assert qd._running_on_members(state(vms={"vm-b": "node02"}), "vm-b") == ["node02"]
+    assert lost.running_on_members("vm-b") == []
+    assert lost.running_on_members("vm-a") == ["node01"]
+    assert state(vms={"vm-b": "node02"}).running_on_members("vm-b") == ["node02"]
 
 
 def test_a_survivor_that_runs_vms_without_quorum_fails_the_drill(no_sleep: None) -> None:

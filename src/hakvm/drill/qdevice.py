@@ -225,9 +225,7 @@ async def isolated_node(
 
 def vms_on(state: ClusterState | None, node: str, vms: list[str]) -> list[str]:
     """The VMs among `vms` that `state` shows active on `node`."""
-    if state is None:
-        return []
-    return [vm for vm in vms if (r := state.resources.get(vm)) and node in r.active_on]
+    return [vm for vm in vms if state is not None and node in state.active_on(vm)]
 
 
 async def check_stopping(
@@ -335,27 +333,16 @@ async def watch_quorum_loss(
             continue
 
 
-async def _until_voting(cluster: Cluster, node: str) -> QuorumView | None:
-    """`node`'s quorum view once the device votes again (qnetd back), None if it does not
-    within VOTE_GONE_S."""
+async def _until_device_votes(cluster: Cluster, node: str, voting: bool) -> QuorumView | None:
+    """`node`'s quorum view once the device's vote is cast (`voting`) or gone, None if that
+    does not happen within VOTE_GONE_S."""
     deadline = time.monotonic() + VOTE_GONE_S
     while time.monotonic() < deadline:
         view = await quorum_view(cluster, node)
-        if view is not None and view.device_voting:
+        if view is not None and view.device_voting == voting:
             return view
         await asyncio.sleep(POLL_S)
     return None
-
-
-def _running_on_members(state: ClusterState, vm: str) -> list[str]:
-    """The nodes `state` shows running `vm` that are online and clean: a lost node's VMs
-    stay "Started node02 (UNCLEAN)" until it is fenced (a lab run counted that, 2026-12-02)."""
-    found = state.resources.get(vm)
-    nodes = state.nodes
-    return [
-        n for n in (found.running_on if found else [])
-        if n in nodes and nodes[n].online and not nodes[n].unclean
-    ]  # fmt: skip
 
 
 def _first_running(result: DrillResult, vm: str) -> float | None:
@@ -365,19 +352,16 @@ def _first_running(result: DrillResult, vm: str) -> float | None:
 
 
 async def _until_not_voting(cluster: Cluster, node: str, result: DrillResult, t0: float) -> bool:
-    deadline = time.monotonic() + VOTE_GONE_S
-    while time.monotonic() < deadline:
-        view = await quorum_view(cluster, node)
-        if view is not None and not view.device_voting:
-            result.timeline.mark(time.monotonic() - t0, Event("the quorum device stopped voting"))
-            result.check(
-                "quorum kept without qnetd",
-                view.quorate,
-                f"{node}: {view.total_votes} vote(s), quorum {view.quorum}, quorate {view.quorate}",
-            )
-            return True
-        await asyncio.sleep(POLL_S)
-    return False
+    view = await _until_device_votes(cluster, node, voting=False)
+    if view is None:
+        return False
+    result.timeline.mark(time.monotonic() - t0, Event("the quorum device stopped voting"))
+    result.check(
+        "quorum kept without qnetd",
+        view.quorate,
+        f"{node}: {view.total_votes} vote(s), quorum {view.quorum}, quorate {view.quorate}",
+    )
+    return True
 
 
 async def qnetd_down_then_crash(  # noqa: PLR0915 - set-up, two faults, the watch and the recovery of one story, in order
@@ -422,11 +406,7 @@ async def qnetd_down_then_crash(  # noqa: PLR0915 - set-up, two faults, the watc
             if state is not None:
                 if not state.quorate:
                     result.timeline.mark(now(), QuorumLost(survivor))
-                active = [
-                    v.name
-                    for v in cluster.spec.vms
-                    if (r := state.resources.get(v.name)) and survivor in r.active_on
-                ]
+                active = vms_on(state, survivor, [v.name for v in cluster.spec.vms])
                 started += [v for v in active if v not in kept and v not in started]
                 if not state.quorate and not active:
                     result.timeline.mark(now(), VmsStopped(survivor))
@@ -447,7 +427,7 @@ async def qnetd_down_then_crash(  # noqa: PLR0915 - set-up, two faults, the watc
         f"{', '.join(kept) or 'no VM'} stopped on {survivor} at {stopped}s (no-quorum-policy=stop)",
     )
     # qnetd back, the crashed node still off: the device votes again, quorum stays blocked.
-    view = await _until_voting(cluster, survivor)
+    view = await _until_device_votes(cluster, survivor, voting=True)
     result.check(
         "still blocked once qnetd was back (wait_for_all)",
         view is not None and not view.quorate and "WaitForAll" in view.flags,
@@ -470,7 +450,7 @@ async def qnetd_down_then_crash(  # noqa: PLR0915 - set-up, two faults, the watc
     # again, DRBD reconnects; on the lab the last VM ran 306 s after the power-on and later.
     while now() < powered + 2 * bound:
         state = await cluster.state(survivor)
-        where = {vm: _running_on_members(state, vm) for vm in every} if state else {}
+        where = {vm: state.running_on_members(vm) for vm in every} if state else {}
         for vm, nodes in where.items():
             for node in nodes:
                 result.timeline.mark(now(), Running(vm, node))

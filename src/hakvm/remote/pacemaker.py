@@ -117,6 +117,15 @@ class ClusterState:
         """VM -> the nodes where it runs settled (no operation in flight)."""
         return {vm: self.resources[vm].running_on if vm in self.resources else [] for vm in vms}
 
+    def running_on_members(self, rid: str) -> list[str]:
+        """Where a resource runs settled, on nodes online and clean only: a lost node's
+        resources stay "Started node02 (UNCLEAN)" until it is fenced."""
+        res = self.resources.get(rid)
+        return [
+            n for n in (res.running_on if res else [])
+            if n in self.nodes and self.nodes[n].online and not self.nodes[n].unclean
+        ]  # fmt: skip
+
 
 def _true(value: str | None) -> bool:
     return value == "true"

@@ -34,7 +34,7 @@ RENDERER = "export"
 PCS_PATH = "pcs.sh"
 CRMSH_PATH = "crmsh.sh"
 
-_SAFE = re.compile(r"^[A-Za-z0-9_.:/@%+=,-]*$")
+_SAFE = re.compile(r"[A-Za-z0-9_.:/@%+=,-]*")  # whole values only: fullmatch
 
 
 def _header(ctx: RenderContext, tool: str) -> list[str]:
@@ -180,8 +180,8 @@ def pcs_script(ctx: RenderContext) -> str:
 def _crm_value(value: str) -> str:
     """crmsh splits each configure line with shlex (POSIX): a shell-quoted word is read back
     as exactly `value`, whatever quotes, backslashes, spaces or `$` it holds."""
-    # fullmatch: `$` in a pattern also matches before a final newline, so "admin\n" passed
-    # unquoted and broke the line (hypothesis found it, 2026-12-02).
+    # fullmatch: `^...$` with match() also took "admin\n" (`$` matches before a final
+    # newline), which then broke the line unquoted (hypothesis found it, 2026-12-02).
     return value if _SAFE.fullmatch(value) else shlex.quote(_printable(value))
 
 
