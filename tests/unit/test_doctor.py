@@ -43,7 +43,8 @@ EVERY_ID = [
     "heartbeat-single-link", dr.GUEST_NET, "heartbeat-down", "heartbeat-link-down",
     "vm-no-replication",
     "drbd-split-brain", "drbd-not-uptodate", "clock-skew", "bond-degraded",
-    "qdevice-not-voting", "qdevice-with-two-node", "local-secret-readable", "secret-readable",
+    "qdevice-not-voting", "qdevice-with-two-node", "quorum-held-by-wait-for-all",
+    "local-secret-readable", "secret-readable",
     "proc-hidepid", "drift",
 ]  # fmt: skip
 NODE01_FENCE = '<resource id="node01_fence" resource_agent="stonith:fence_ipmilan" role="Started"'
@@ -585,6 +586,28 @@ def test_a_quorum_device_without_qnetd_is_a_warning_with_its_fix(
     seen = qdevice_answers("quorumtool-qnetd-down-node01.txt", "qdevice-tool-connected.txt")
     report = dr.diagnose(qdevice_spec, inputs(qdevice_spec, seen))
     assert "does not cast the device's vote" in report.findings[0].message
+
+
+def test_a_survivor_held_by_wait_for_all_is_critical_with_both_ways_out(
+    qdevice_spec: ClusterSpec,
+) -> None:
+    # node01 after qnetd-down-then-crash: qnetd back, 2 of 3 votes, still blocked.
+    seen = qdevice_answers("quorumtool-blocked-wfa-node01.txt", "qdevice-tool-connected.txt")
+    seen["node02"] = NodeAnswer("node02", error="connection refused")
+    report = dr.diagnose(qdevice_spec, inputs(qdevice_spec, seen))
+    held = [f for f in report.findings if f.check == "quorum-held-by-wait-for-all"]
+    assert [(f.severity, f.node) for f in held] == [("critical", "node01")]
+    assert held[0].message == (
+        "node01 has 2 of 3 votes but is held without quorum by wait_for_all until it sees "
+        "node02: it starts no VM and fences nobody"
+    )
+    assert "power node02 on" in held[0].fix
+    assert "stonith_admin --confirm node02" in held[0].fix
+    assert "corosync-cmapctl -s quorum.cancel_wait_for_all u8 1" in held[0].fix
+    # Without the votes (the half that lost a split) it is not a wait_for_all hold.
+    seen = qdevice_answers("quorumtool-lost-split-node02.txt", "qdevice-tool-connected.txt")
+    report = dr.diagnose(qdevice_spec, inputs(qdevice_spec, seen))
+    assert not any(f.check == "quorum-held-by-wait-for-all" for f in report.findings)
 
 
 def test_two_node_and_a_device_in_one_file_is_critical(spec: ClusterSpec) -> None:

@@ -66,6 +66,22 @@ def test_the_half_without_the_vote_is_inquorate() -> None:
     assert (won.quorate, won.nodes, won.device_voting) == (True, 1, True)
 
 
+def test_only_a_node_with_the_votes_but_not_quorate_is_held_by_wait_for_all() -> None:
+    # Partly recorded on the lab (node01 alone once qnetd was back: qnetd-down-then-crash):
+    # 2 of 3 votes, quorum 2, "Activity blocked": wait_for_all, re-armed on the loss of quorum.
+    held = parse_quorumtool(_read("quorumtool-blocked-wfa-node01.txt"))
+    assert held is not None and held.held_by_wait_for_all
+    # The half that lost a split is blocked too, but for want of votes (1 of 3): not held.
+    others = [
+        "quorumtool-lost-split-node02.txt", "quorumtool-voting-node01.txt",
+        "quorumtool-survivor-node02.txt", "quorumtool-two-node-node01.txt",
+        "quorumtool-qnetd-down-node01.txt", "quorumtool-won-split-node01.txt",
+    ]  # fmt: skip
+    for name in others:
+        view = parse_quorumtool(_read(name))
+        assert view is not None and not view.held_by_wait_for_all, name
+
+
 def test_two_node_has_no_qdevice_column() -> None:
     view = parse_quorumtool(_read("quorumtool-two-node-node01.txt"))
     assert view is not None and "2Node" in view.flags

@@ -158,6 +158,18 @@ def test_quorum_device_vote_per_node() -> None:
     assert down.nodes[0].qdevice == QdeviceStatus(
         connected=False, vote_cast=False, state="Connect failed"
     )
+    # The survivor of qnetd-down-then-crash once qnetd is back: status names the hold and
+    # the ways out (the same words as doctor's quorum-held-by-wait-for-all).
+    held = qdevice_answers("quorumtool-blocked-wfa-node01.txt", "qdevice-tool-connected.txt")
+    held["node02"] = NodeAnswer("node02", error="connection refused")
+    blocked = assess(report.spec, held)
+    assert blocked.health == "critical"
+    assert any(
+        p.startswith("node01 has 2 of 3 votes but is held without quorum by wait_for_all "
+                     "until it sees node02: it starts no VM and fences nobody: power "
+                     "node02 on") and "cancel_wait_for_all" in p
+        for p in blocked.problems
+    ), blocked.problems  # fmt: skip
     # Without a quorum device in the spec, no node reports one.
     assert all(n.qdevice is None for n in assess(spec_of("lab"), answers("healthy")).nodes)
 

@@ -22,7 +22,14 @@ from hakvm.deploy.secrets import SecretFileError, local_secret_modes, masked_pat
 from hakvm.deploy.steps import Step
 from hakvm.errors import MonitorCode
 from hakvm.ops.findings import Finding, Skipped, critical, warning
-from hakvm.ops.quorum_checks import CONFIG_ID, VOTE_ID, check_qdevice_config, check_qdevice_vote
+from hakvm.ops.quorum_checks import (
+    CONFIG_ID,
+    HELD_ID,
+    VOTE_ID,
+    check_qdevice_config,
+    check_qdevice_vote,
+    check_wait_for_all_hold,
+)
 from hakvm.ops.status import pick_view
 from hakvm.remote.connection import RemoteError
 from hakvm.remote.drbd import DrbdResource
@@ -605,6 +612,7 @@ def checks(spec: ClusterSpec, inputs: Inputs) -> list[Check]:
         Check(("bond-degraded",), lambda: check_bonds(spec, inputs.reachable())),
         Check((VOTE_ID,), lambda: check_qdevice_vote(spec, inputs.reachable())),
         Check((CONFIG_ID,), lambda: check_qdevice_config(_facts(deployed))),
+        Check((HELD_ID,), lambda: check_wait_for_all_hold(spec, inputs.reachable())),
         Check(("local-secret-readable",), lambda: check_local_secrets(inputs.local_modes)),
         Check(("secret-readable",), lambda: check_node_secrets(spec, _facts(deployed))),
         Check(("proc-hidepid",), lambda: check_hidepid(spec, deployed)),

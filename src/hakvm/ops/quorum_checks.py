@@ -4,7 +4,10 @@
   connected to qnetd or does not cast its vote: quorum still holds with both nodes up, but
   a node failure now leaves the survivor 1 of 3 votes, and it stops its VMs;
 - qdevice-with-two-node: a node's corosync.conf sets two_node and a quorum device: corosync
-  refuses to start with both, so that node's next corosync start fails.
+  refuses to start with both, so that node's next corosync start fails;
+- quorum-held-by-wait-for-all: a node has the votes for quorum but wait_for_all holds it
+  (qnetd came back after it lost quorum alone, docs/qdevice.md): it starts no VM and fences
+  nobody until it has seen its peer; `hakvm status` says the same (one wording, here).
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from collections.abc import Mapping
 
 from hakvm.ops.findings import Finding, critical, warning
 from hakvm.remote.facts import FileFact
-from hakvm.remote.probes import NodeAnswer, qdevice_vote
+from hakvm.remote.probes import NodeAnswer, qdevice_vote, quorum_view
 from hakvm.render.corosync import PATH as COROSYNC_CONF
 from hakvm.spec.models import ClusterSpec
 
 VOTE_ID = "qdevice-not-voting"
 CONFIG_ID = "qdevice-with-two-node"
+HELD_ID = "quorum-held-by-wait-for-all"
 _TWO_NODE = re.compile(r"^\s*two_node:\s*1\s*$", flags=re.M)
 _DEVICE = re.compile(r"^\s*device\s*\{", flags=re.M)
 
@@ -65,3 +69,34 @@ def check_qdevice_config(files: Mapping[str, Mapping[str, FileFact | None]]) -> 
                 )
             )
     return found
+
+
+def wait_for_all_hold(spec: ClusterSpec, name: str, answer: NodeAnswer) -> tuple[str, str] | None:
+    """(what, way out) when `name` has the votes for quorum but wait_for_all holds it."""
+    view = quorum_view(answer)
+    if view is None or not view.held_by_wait_for_all:
+        return None
+    peers = [n.name for n in spec.nodes if n.name != name]
+    peer = " and ".join(peers) or "its peer"
+    what = (
+        f"{name} has {view.total_votes} of {view.expected_votes} votes but is held without "
+        f"quorum by wait_for_all until it sees {peer}: it starts no VM and fences nobody"
+    )
+    way_out = (
+        f"power {peer} on through its BMC; if it cannot come back: confirm it is off, "
+        f"`stonith_admin --confirm {peers[0] if peers else 'NODE'}`, then on {name} "
+        "`corosync-cmapctl -s quorum.cancel_wait_for_all u8 1` (docs/qdevice.md)"
+    )
+    return what, way_out
+
+
+def check_wait_for_all_hold(
+    spec: ClusterSpec, answers: Mapping[str, NodeAnswer]
+) -> list[Finding]:
+    if spec.quorum_device is None:
+        return []
+    return [
+        critical(HELD_ID, name, *held)
+        for name, answer in sorted(answers.items())
+        if (held := wait_for_all_hold(spec, name, answer)) is not None
+    ]

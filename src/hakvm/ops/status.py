@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from hakvm.errors import MonitorCode
+from hakvm.ops.quorum_checks import wait_for_all_hold
 from hakvm.remote.drbd import DrbdResource
 from hakvm.remote.pacemaker import ClusterState, parse_crm_mon
 from hakvm.remote.probes import (
@@ -299,11 +300,15 @@ def _node_status(
     return status
 
 
-def _qdevice_status(node: NodeStatus, answer: NodeAnswer | None, found: _Problems) -> None:
+def _qdevice_status(
+    spec: ClusterSpec, node: NodeStatus, answer: NodeAnswer | None, found: _Problems
+) -> None:
     if answer is None or answer.raw is None:
         return
     connected, voting, state = qdevice_vote(answer)
     node.qdevice = QdeviceStatus(connected=connected, vote_cast=voting, state=state)
+    if (held := wait_for_all_hold(spec, node.name, answer)) is not None:
+        found.critical.append("{}: {}".format(*held))
     if node.state == "online" and not (connected and voting):
         how = "casts no vote" if connected else f"is {state or 'not running'}"
         found.degraded.append(
@@ -429,7 +434,7 @@ def assess(spec: ClusterSpec, answers: Mapping[str, NodeAnswer]) -> StatusReport
     ]  # fmt: skip
     if spec.quorum_device is not None:
         for node in nodes:
-            _qdevice_status(node, answers.get(node.name), found)
+            _qdevice_status(spec, node, answers.get(node.name), found)
     if spec.cluster.fencing.action is FenceAction.OFF:
         found.degraded += [
             f"{n.name} stays powered off after fencing (fencing.action off): power it on "

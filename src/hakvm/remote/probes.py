@@ -66,6 +66,11 @@ def qdevice_vote(answer: NodeAnswer) -> tuple[bool, bool, str | None]:
     return quorum.local_vote(answer.output("quorumtool"), answer.output("qdevice_tool"))
 
 
+def quorum_view(answer: NodeAnswer) -> quorum.QuorumView | None:
+    """The node's votequorum view (`node_commands` with `qdevice`); None without one."""
+    return quorum.parse_quorumtool(answer.output("quorumtool"))
+
+
 @dataclass
 class TimedAnswer:
     """An answer and the local wall-clock time just before and after its batch ran."""

@@ -82,6 +82,21 @@ class QuorumView:
     def device_voting(self) -> bool:
         return bool(self.device_votes)
 
+    @property
+    def held_by_wait_for_all(self) -> bool:
+        """Not quorate though its votes reach quorum: votequorum's wait_for_all holds it
+        until it has seen every node once (quorumtool prints "Activity blocked" for either
+        cause; only the vote count tells them apart). A node booted alone waits so, and
+        votequorum re-arms the wait when a node loses quorum (corosync 3.1
+        exec/votequorum.c, are_we_quorate): recorded on the lab, 2 of 3 votes, blocked."""
+        return (
+            not self.quorate
+            and "WaitForAll" in self.flags
+            and self.total_votes is not None
+            and self.quorum is not None
+            and self.total_votes >= self.quorum
+        )
+
 
 _FIELD_RE = re.compile(r"^(?P<key>[A-Za-z ]+):\s+(?P<value>.*?)\s*$")
 _MEMBER_RE = re.compile(
