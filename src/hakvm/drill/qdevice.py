@@ -430,7 +430,7 @@ async def qnetd_down_then_crash(  # noqa: PLR0915 - set-up, two faults, the watc
     view = await _until_device_votes(cluster, survivor, voting=True)
     result.check(
         "still blocked once qnetd was back (wait_for_all)",
-        view is not None and not view.quorate and "WaitForAll" in view.flags,
+        view is not None and view.held_by_wait_for_all,
         f"{survivor}: device voting {view.device_voting}, {view.total_votes} of "
         f"{view.expected_votes} votes, quorate {view.quorate}, flags {sorted(view.flags)}"
         if view is not None
