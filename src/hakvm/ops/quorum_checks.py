@@ -7,7 +7,8 @@
   refuses to start with both, so that node's next corosync start fails;
 - quorum-held-by-wait-for-all: a node has the votes for quorum but wait_for_all holds it
   (qnetd came back after it lost quorum alone, docs/qdevice.md): it starts no VM and fences
-  nobody until it has seen its peer; `hakvm status` says the same (one wording, here).
+  nobody until it has seen its peer; in `hakvm status`'s words (ops/status.py, which must
+  not import render's jinja2 to say it).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections.abc import Mapping
 
 from hakvm.ops.findings import Finding, critical, warning
 from hakvm.remote.facts import FileFact
-from hakvm.remote.probes import NodeAnswer, qdevice_vote, quorum_view
+from hakvm.ops.status import wait_for_all_hold
+from hakvm.remote.probes import NodeAnswer, qdevice_vote
 from hakvm.render.corosync import PATH as COROSYNC_CONF
 from hakvm.spec.models import ClusterSpec
 
@@ -69,25 +71,6 @@ def check_qdevice_config(files: Mapping[str, Mapping[str, FileFact | None]]) -> 
                 )
             )
     return found
-
-
-def wait_for_all_hold(spec: ClusterSpec, name: str, answer: NodeAnswer) -> tuple[str, str] | None:
-    """(what, way out) when `name` has the votes for quorum but wait_for_all holds it."""
-    view = quorum_view(answer)
-    if view is None or not view.held_by_wait_for_all:
-        return None
-    peers = [n.name for n in spec.nodes if n.name != name]
-    peer = " and ".join(peers) or "its peer"
-    what = (
-        f"{name} has {view.total_votes} of {view.expected_votes} votes but is held without "
-        f"quorum by wait_for_all until it sees {peer}: it starts no VM and fences nobody"
-    )
-    way_out = (
-        f"power {peer} on through its BMC; if it cannot come back: confirm it is off, "
-        f"`stonith_admin --confirm {peers[0] if peers else 'NODE'}`, then on {name} "
-        "`corosync-cmapctl -s quorum.cancel_wait_for_all u8 1` (docs/qdevice.md)"
-    )
-    return what, way_out
 
 
 def check_wait_for_all_hold(

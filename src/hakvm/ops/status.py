@@ -20,7 +20,6 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from hakvm.errors import MonitorCode
-from hakvm.ops.quorum_checks import wait_for_all_hold
 from hakvm.remote.drbd import DrbdResource
 from hakvm.remote.pacemaker import ClusterState, parse_crm_mon
 from hakvm.remote.probes import (
@@ -35,6 +34,7 @@ from hakvm.remote.probes import (
     parse_bonding,
     parse_cfgtool,
     qdevice_vote,
+    quorum_view,
     reach,
     view_command,
 )
@@ -298,6 +298,25 @@ def _node_status(
                 down = ", ".join(bond.members_down)
                 found.degraded.append(f"{node.name}: {bond.name} member(s) down: {down}")
     return status
+
+
+def wait_for_all_hold(spec: ClusterSpec, name: str, answer: NodeAnswer) -> tuple[str, str] | None:
+    """(what, way out) when `name` has the votes for quorum but wait_for_all holds it."""
+    view = quorum_view(answer)
+    if view is None or not view.held_by_wait_for_all:
+        return None
+    peers = [n.name for n in spec.nodes if n.name != name]
+    peer = " and ".join(peers) or "its peer"
+    what = (
+        f"{name} has {view.total_votes} of {view.expected_votes} votes but is held without "
+        f"quorum by wait_for_all until it sees {peer}: it starts no VM and fences nobody"
+    )
+    way_out = (
+        f"power {peer} on through its BMC; if it cannot come back: confirm it is off, "
+        f"`stonith_admin --confirm {peers[0] if peers else 'NODE'}`, then on {name} "
+        "`corosync-cmapctl -s quorum.cancel_wait_for_all u8 1` (docs/qdevice.md)"
+    )
+    return what, way_out
 
 
 def _qdevice_status(
