@@ -17,8 +17,8 @@ import re
 from collections.abc import Mapping
 
 from hakvm.ops.findings import Finding, critical, warning
-from hakvm.remote.facts import FileFact
 from hakvm.ops.status import wait_for_all_hold
+from hakvm.remote.facts import FileFact
 from hakvm.remote.probes import NodeAnswer, qdevice_vote
 from hakvm.render.corosync import PATH as COROSYNC_CONF
 from hakvm.spec.models import ClusterSpec
