@@ -16,12 +16,15 @@ from hakvm.drill import faults, scenarios
 from hakvm.drill import qdevice as qd
 from hakvm.drill.harness import Cluster, DrillError, DrillResult
 from hakvm.drill.timeline import Fenced, QuorumLost, VmsStopped
+from hakvm.ops.status import StatusReport, assess
 from hakvm.remote.pacemaker import ClusterState, FenceEvent, NodeState, ResourceState
+from hakvm.remote.probes import NodeAnswer
 from hakvm.render import cib
 from hakvm.spec.models import ClusterSpec
 from hakvm.spec.validate import validate_file
 from tests.render.examples import example_data, render_context
 from tests.unit.fakes import FakeNode
+from tests.unit.test_doctor import qdevice_answers
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 QDEVICE_DATA = pathlib.Path(__file__).parent / "data" / "qdevice"
@@ -67,6 +70,7 @@ class Scripted(Cluster):
         self.quorumtool: list[str] = []
         self.journal: dict[str, str] = {}  # node -> its scheduler's log (journalctl)
         self.dropped: list[str] = []
+        self.off: list[str] = []  # unreachable in `report`
 
     async def state(self, name: str) -> ClusterState | None:
         views = self.views[name]
@@ -89,6 +93,15 @@ class Scripted(Cluster):
 
     async def wait_healthy(self, timeout: float, say, cleared=None) -> float:  # type: ignore[no-untyped-def]
         return 1.0
+
+    async def report(self) -> StatusReport:
+        """`hakvm status` on recorded answers: each node's quorumtool the current one, the
+        nodes in `self.off` unreachable."""
+        text = self.quorumtool[0] if self.quorumtool else "quorumtool-voting-node01.txt"
+        seen = qdevice_answers(text, "qdevice-tool-connected.txt")
+        for name in self.off:
+            seen[name] = NodeAnswer(name, error="connection refused")
+        return assess(self.spec, seen)
 
 
 class Faults:
@@ -380,6 +393,7 @@ def _qnetd_then_crash(started_without_quorum: bool) -> tuple[DrillResult, Faults
         if what.startswith("crash "):
             victim = what.split()[1]
             phase["now"], phase["crashed"] = "crashed", victim
+            cluster.off = [victim]
             views.update(survivor_views(cluster.other(victim), victim))
         elif what == "heal":
             phase["now"] = "healed"
@@ -387,6 +401,7 @@ def _qnetd_then_crash(started_without_quorum: bool) -> tuple[DrillResult, Faults
             cluster.quorumtool = ["quorumtool-blocked-wfa-node01.txt"]
         elif what.startswith("power on "):
             phase["now"], phase["crashed"] = "powered", ""
+            cluster.off = []
 
     faults = Faults(then)
     bound = 0.5 if started_without_quorum else 600  # it never stops them: the bound ends it
@@ -412,12 +427,17 @@ def test_qnetd_down_then_a_crash_leaves_the_survivor_blocked_until_the_node_is_b
     assert names == [
         "quorum kept without qnetd", "the survivor lost quorum", "the survivor stopped its VMs",
         "still blocked once qnetd was back (wait_for_all)",
+        "hakvm status names the wait_for_all hold",
         "nobody fenced without quorum", "nothing started without quorum",
         "recovered once node01 was back", "healthy again",
     ]  # fmt: skip
     blocked = next(i.detail for i in result.invariants if "wait_for_all" in i.name)
     assert blocked == (
         "node02: device voting True, 2 of 3 votes, quorate False, flags ['Qdevice', 'WaitForAll']"
+    )
+    named = next(i.detail for i in result.invariants if i.name.startswith("hakvm status"))
+    assert named.startswith(
+        "node02 has 2 of 3 votes but is held without quorum by wait_for_all until it sees node01"
     )
     events = [m.text for _, m in result.timeline.marks]
     assert events.index("the quorum device stopped voting") < events.index(

@@ -16,7 +16,7 @@ from hakvm.agent.layout import DRILLS_DIR
 from hakvm.drill import journal
 from hakvm.drill.timeline import Timeline
 from hakvm.errors import StateError
-from hakvm.ops.status import assess, collect
+from hakvm.ops.status import StatusReport, assess, collect
 from hakvm.remote import drbd, events, pacemaker
 from hakvm.remote.connection import RemoteError
 from hakvm.remote.drbd import DrbdResource
@@ -135,8 +135,13 @@ class Cluster(Session):
             await self.drop(name)
             return None
 
+    async def report(self) -> StatusReport:
+        """What `hakvm status` says now (a session of its own: a node that is off answers as
+        unreachable)."""
+        return assess(self.spec, await collect(self.spec, self.spec_path))
+
     async def healthy(self) -> tuple[bool, list[str]]:
-        report = assess(self.spec, await collect(self.spec, self.spec_path))
+        report = await self.report()
         self.inquorate = [n.name for n in report.nodes if n.quorate is False]
         # Degraded by failed actions alone (every VM running, every node and link up).
         self.only_failures = (

@@ -436,6 +436,14 @@ async def qnetd_down_then_crash(  # noqa: PLR0915 - set-up, two faults, the watc
         if view is not None
         else f"{survivor}: the quorum device did not vote again within {VOTE_GONE_S:.0f}s",
     )
+    # What the admin sees then: `hakvm status` names the hold and both ways out.
+    report = await cluster.report()
+    named = [p for p in report.problems if "held without quorum by wait_for_all" in p]
+    result.check(
+        "hakvm status names the wait_for_all hold",
+        report.health == "critical" and bool(named),
+        named[0] if named else f"{report.health}: {'; '.join(report.problems[:3])}",
+    )
     during = await cluster.state(survivor)
     fenced = [n for n, seen in attempts.items() if fence_attempts(during, n) - seen]
     detail = f"fencing attempts: {fenced or 'none'}"
