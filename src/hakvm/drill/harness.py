@@ -25,8 +25,11 @@ from hakvm.remote.session import Session
 from hakvm.spec.models import ClusterSpec, FenceAction
 
 Say = Callable[[str], None]
-# How long the journal is read again for VM starts the alert agent has not written yet.
-JOURNAL_WAIT_S = 60.0
+# How long the journal is read again for VM starts the alert agent has not written yet. Each
+# alert is a Python process on the node, and a failover fires dozens at once: on the loaded
+# TCG lab (node-crash-with-qdevice, 2026-12-02) vm-a's start, 348 s after the fault by its
+# own timestamp, was still not in the file 60 s after the drill saw the VM answer (374 s).
+JOURNAL_WAIT_S = 180.0
 
 
 class DrillError(StateError):
