@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pathlib
 import re
+import shlex
 import shutil
 import socket
 import stat
@@ -78,7 +79,8 @@ def test_lab_qnetd_starts_stops_and_is_reported(
         "s.bind(('127.0.0.1', int(sys.argv[sys.argv.index('-p') + 1]))); s.listen(); "
         "time.sleep(600)"
     )
-    fake.write_text(f'#!/bin/bash\nexec -a "$0" {sys.executable} -c "{code}" "$@"\n')
+    python = shlex.quote(sys.executable)  # a clone's venv may have a space in its path
+    fake.write_text(f'#!/bin/bash\nexec -a "$0" {python} -c "{code}" "$@"\n')
     fake.chmod(0o755)
     monkeypatch.setattr(procs, "QNETD_BINARY", str(fake))
     port = _free_port()
