@@ -29,6 +29,7 @@ from hakvm.drill.harness import (
     fence_successes,
 )
 from hakvm.drill.timeline import Event, Fault, Fenced, QuorumLost, Running, VmsStopped
+from hakvm.ops.status import HELD_BY_WAIT_FOR_ALL
 from hakvm.remote import pacemaker
 from hakvm.remote.connection import RemoteError
 from hakvm.remote.pacemaker import ClusterState
@@ -438,7 +439,7 @@ async def qnetd_down_then_crash(  # noqa: PLR0915 - set-up, two faults, the watc
     )
     # What the admin sees then: `hakvm status` names the hold and both ways out.
     report = await cluster.report()
-    named = [p for p in report.problems if "held without quorum by wait_for_all" in p]
+    named = [p for p in report.problems if HELD_BY_WAIT_FOR_ALL in p]
     result.check(
         "hakvm status names the wait_for_all hold",
         report.health == "critical" and bool(named),

@@ -300,20 +300,22 @@ def _node_status(
     return status
 
 
+HELD_BY_WAIT_FOR_ALL = "held without quorum by wait_for_all"  # the drill looks for it
+
+
 def wait_for_all_hold(spec: ClusterSpec, name: str, answer: NodeAnswer) -> tuple[str, str] | None:
     """(what, way out) when `name` has the votes for quorum but wait_for_all holds it."""
     view = quorum_view(answer)
     if view is None or not view.held_by_wait_for_all:
         return None
-    peers = [n.name for n in spec.nodes if n.name != name]
-    peer = " and ".join(peers) or "its peer"
+    peer = next(n.name for n in spec.nodes if n.name != name)  # a spec has exactly two
     what = (
-        f"{name} has {view.total_votes} of {view.expected_votes} votes but is held without "
-        f"quorum by wait_for_all until it sees {peer}: it starts no VM and fences nobody"
+        f"{name} has {view.total_votes} of {view.expected_votes} votes but is "
+        f"{HELD_BY_WAIT_FOR_ALL} until it sees {peer}: it starts no VM and fences nobody"
     )
     way_out = (
         f"power {peer} on through its BMC; if it cannot come back: confirm it is off, "
-        f"`stonith_admin --confirm {peers[0] if peers else 'NODE'}`, then on {name} "
+        f"`stonith_admin --confirm {peer}`, then on {name} "
         "`corosync-cmapctl -s quorum.cancel_wait_for_all u8 1` (docs/qdevice.md)"
     )
     return what, way_out
