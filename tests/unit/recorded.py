@@ -8,7 +8,7 @@ import io
 import pathlib
 import tarfile
 
-from hakvm.remote.facts import parse_batch
+from hakvm.remote.facts import TEXT_BATCH_SCRIPT, parse_batch
 from hakvm.remote.probes import NodeAnswer
 from tests.unit.fakes import Answer, FakeNode, Reply
 
@@ -56,8 +56,33 @@ def batch_text(entries: dict[str, tuple[int, bytes]]) -> str:
 
 
 def batch_entries(argv: tuple[str, ...]) -> list[str]:
-    """The entry names a batch argv (facts.batch_argv) asks for; [] for any other command."""
+    """The entry names a batch argv (facts.batch_argv or the probes' text_batch_argv) asks
+    for; [] for any other command."""
+    if (request := text_batch_request(argv)) is not None:
+        return request[1]
     return list(argv[4::2]) if argv[:2] == ("sh", "-c") and "@rc" in argv[2] else []
+
+
+def batch_commands(argv: tuple[str, ...]) -> list[str]:
+    """The commands (as the batch's shell evals them) of either batch argv; [] otherwise."""
+    if text_batch_request(argv) is not None:
+        return list(argv[6::2])
+    return list(argv[5::2]) if batch_entries(argv) else []
+
+
+def text_batch_text(entries: dict[str, tuple[int, bytes]], marker: str) -> str:
+    """What the probes' framed batch (facts.TEXT_BATCH_SCRIPT) prints for these entries."""
+    return "".join(
+        f"{marker} {name}\n{out.decode()}\n{marker} {name} {rc}\n"
+        for name, (rc, out) in entries.items()
+    )
+
+
+def text_batch_request(argv: tuple[str, ...]) -> tuple[str, list[str]] | None:
+    """(marker, entry names) of a framed batch argv (facts.text_batch_argv), else None."""
+    if argv[:3] != ("sh", "-c", TEXT_BATCH_SCRIPT):
+        return None
+    return argv[4], list(argv[5::2])
 
 
 def replaying(recorded: NodeAnswer) -> Answer:
@@ -67,6 +92,9 @@ def replaying(recorded: NodeAnswer) -> Answer:
     raw = recorded.raw
 
     def answer(node: FakeNode, argv: tuple[str, ...], stdin: bytes | None) -> Reply:
+        if (request := text_batch_request(argv)) is not None:
+            marker, names = request
+            return (0, text_batch_text({n: raw.get(n, (127, b"")) for n in names}, marker))
         names = batch_entries(argv)
         return (0, batch_text({n: raw.get(n, (127, b"")) for n in names})) if names else (0, "")
 

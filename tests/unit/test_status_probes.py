@@ -22,7 +22,7 @@ from hakvm.remote.probes import NodeAnswer
 from hakvm.remote.session import Session
 from hakvm.spec.models import ClusterSpec
 from tests.unit.fakes import FakeNodes
-from tests.unit.recorded import answers, batch_entries, edit, replaying
+from tests.unit.recorded import answers, batch_commands, batch_entries, edit, replaying
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 LAB = REPO / "examples" / "lab.yaml"
@@ -57,7 +57,7 @@ def programs(nodes: FakeNodes) -> Iterator[str]:
     """Every command word any batch ran (as the batch's shell would eval it)."""
     for node in nodes.nodes.values():
         for argv in node.argvs:
-            yield from argv[5::2]
+            yield from batch_commands(argv)
 
 
 def partitioned() -> dict[str, NodeAnswer]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import tarfile
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from hakvm.remote import drbd, pacemaker, quorum
 from hakvm.remote.connection import NodeConnection, Remote, RemoteError
 from hakvm.remote.drbd import DrbdResource
-from hakvm.remote.facts import batch_argv, parse_batch
+from hakvm.remote.facts import parse_text_batch, text_batch_argv
 from hakvm.remote.session import Session
 
 BATCH_TIMEOUT_S = 120.0
@@ -117,10 +117,11 @@ async def query(
     node: Remote, commands: list[tuple[str, list[str]]], timeout: float = BATCH_TIMEOUT_S
 ) -> NodeAnswer:
     """Run `commands` as one batch on a connected node; RemoteError if it fails."""
-    result = await node.run(batch_argv(commands), timeout=timeout, check=True)
+    marker = secrets.token_hex(16)
+    result = await node.run(text_batch_argv(commands, marker), timeout=timeout, check=True)
     try:
-        return NodeAnswer(node.name, parse_batch(result.stdout))
-    except (ValueError, tarfile.TarError) as exc:  # a garbled batch (base64 or tar)
+        return NodeAnswer(node.name, parse_text_batch(result.stdout, marker))
+    except ValueError as exc:  # a garbled batch
         raise RemoteError(f"{node.name}: unreadable answer: {exc}") from None
 
 
