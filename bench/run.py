@@ -412,24 +412,25 @@ def main() -> int:
         out.write_text(json.dumps(run, indent=2) + "\n")  # after each: a later failure keeps it
     table = markdown(run)
     (REPO / "bench" / "results.md").write_text(table)
-    update_readme(table)
+    update_table(table)
     print(table)
     return 0
 
 
-README_BEGIN = "<!-- bench:begin (bench/run.py writes this table) -->"
-README_END = "<!-- bench:end -->"
+TABLE_BEGIN = "<!-- bench:begin (bench/run.py writes this table) -->"
+TABLE_END = "<!-- bench:end -->"
+TABLE_DOC = REPO / "docs" / "benchmarks.md"  # the README links there (issue 15)
 
 
-def update_readme(table: str) -> None:
-    """Put the table between the README's bench markers (if it has them)."""
-    readme = REPO / "README.md"
-    text = readme.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        return
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_BEGIN}\n{table}{README_END}{tail}")
+def update_table(table: str, doc: pathlib.Path = TABLE_DOC) -> None:
+    """Put the table between the benchmark page's markers; SystemExit if they are gone (a
+    silent no-op left the page's table stale from 2026-11-27 to 2026-12-02)."""
+    text = doc.read_text()
+    if TABLE_BEGIN not in text or TABLE_END not in text:
+        raise SystemExit(f"bench: {doc} lacks the {TABLE_BEGIN} / {TABLE_END} markers")
+    head, rest = text.split(TABLE_BEGIN, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    doc.write_text(f"{head}{TABLE_BEGIN}\n{table}{TABLE_END}{tail}")
 
 
 if __name__ == "__main__":

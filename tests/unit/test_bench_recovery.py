@@ -101,3 +101,19 @@ def test_a_resumed_run_goes_on_with_the_next_crash_and_keeps_the_earlier_ones(
     assert results["recovery_default_node01_crashed_s"]["median"] == 80.0
     assert results["floors"]["fence_device_query_s"]["max"] == 4.0
     assert len(results["sessions"]) == 2 and not bench.PARTIAL.exists()
+
+
+def test_the_table_goes_to_the_benchmark_page(tmp_path: pathlib.Path) -> None:
+    """The README links docs/benchmarks.md, where the markers are; a page without them is an
+    error, not a table silently left stale."""
+    bench = _bench()
+    assert bench.TABLE_DOC == REPO / "docs" / "benchmarks.md"
+    page = tmp_path / "benchmarks.md"
+    page.write_text(bench.TABLE_DOC.read_text())
+    bench.update_table("| new | table |\n", page)
+    text = page.read_text()
+    assert f"{bench.TABLE_BEGIN}\n| new | table |\n{bench.TABLE_END}" in text
+    assert text.startswith("# Benchmarks")
+    page.write_text("# Benchmarks\n")
+    with pytest.raises(SystemExit, match="markers"):
+        bench.update_table("| x |\n", page)
