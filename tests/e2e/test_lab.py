@@ -71,6 +71,10 @@ def test_lab_is_up_and_nodes_have_own_identity(lab: LabHandle) -> None:
     assert (lab.state_dir / "id_ed25519").stat().st_mode & 0o777 == 0o600
     for node in NODES:
         assert (lab.state_dir / f"bmc-{node}.password").stat().st_mode & 0o777 == 0o600
+    # The runtime dir names its state dir: a clone removed without `lab destroy` is then
+    # named by the next `lab up` (tests/unit/test_lab_orphans.py).
+    state = Lab(lab.state_dir)
+    assert state.run.owner_file.read_text() == f"{state.dir}\n"
 
 
 @pytest.mark.readonly

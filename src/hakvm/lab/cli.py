@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import pathlib
+import shlex
 import sys
 import threading
 import time
@@ -45,7 +46,9 @@ from hakvm.lab.state import (
     Lab,
     LabConfig,
     LabStateError,
+    disk_usage,
     lab_dir_from_env,
+    orphaned_runtimes,
 )
 
 EXIT_FAILED = 1
@@ -233,6 +236,14 @@ def up_cmd(
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     lab_ = _lab(ctx)
+    for run_dir, gone in orphaned_runtimes():
+        if run_dir != lab_.run.dir:  # this lab's own, lab.json lost, is reused by this up
+            click.echo(
+                f"lab: {run_dir} holds {disk_usage(run_dir) / 2**30:.1f} GiB of node disks of "
+                f"the lab {gone}, which was deleted without `lab destroy`; `hakvm lab "
+                f"--lab-dir {shlex.quote(str(gone))} destroy` removes them",
+                err=True,
+            )  # one line, unwrapped: the command is meant to be copied
     progress, update = _image_progress()
     needs_build = image.cached_image() is None
 

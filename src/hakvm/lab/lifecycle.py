@@ -57,6 +57,7 @@ def up(
     t = time.monotonic()
     ensure_root_dir(run_base())
     ensure_root_dir(lab.run.dir)
+    write_atomic(lab.run.owner_file, f"{lab.dir}\n")
     lab.save(config)
     lab.save_cut_links(set())
     stage_code(lab.run)

@@ -29,6 +29,7 @@ A lab has two directories:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -151,6 +152,33 @@ def run_dir_for(state_dir: pathlib.Path) -> pathlib.Path:
     return run_base() / digest
 
 
+def orphaned_runtimes() -> list[tuple[pathlib.Path, pathlib.Path]]:
+    """(runtime dir, its gone state dir) for each lab deleted without `hakvm lab destroy`
+    (a removed clone): its node disks, gigabytes each, would stay forever. A runtime dir
+    without an owner file (made before it existed) or not named after its owner is not
+    judged: only `lab destroy --lab-dir` of that very state dir removes it."""
+    base = run_base()
+    found: list[tuple[pathlib.Path, pathlib.Path]] = []
+    for run in sorted(base.iterdir()) if base.is_dir() else []:
+        try:
+            owner = pathlib.Path(read_private_text(Runtime(run).owner_file).strip())
+        except OSError:
+            continue
+        if owner.is_absolute() and run_dir_for(owner) == run and not (owner / "lab.json").exists():
+            found.append((run, owner))
+    return found
+
+
+def disk_usage(path: pathlib.Path) -> int:
+    """Bytes allocated below ``path`` (the node disks are sparse qcow2 files)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
 class Runtime:
     """Paths of one lab's runtime dir: all the unprivileged lab processes ever touch."""
 
@@ -164,6 +192,11 @@ class Runtime:
     @property
     def boot_dir(self) -> pathlib.Path:
         return self.dir / "boot"
+
+    @property
+    def owner_file(self) -> pathlib.Path:
+        """The state dir this runtime dir serves, so that one left behind can be named."""
+        return self.dir / "lab-dir"
 
     @property
     def repo_dir(self) -> pathlib.Path:
