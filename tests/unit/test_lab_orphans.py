@@ -10,7 +10,7 @@ import pytest
 
 from hakvm.cli import main
 from hakvm.lab import lifecycle
-from hakvm.lab.state import Lab, LabStateError, orphaned_runtimes, run_dir_for
+from hakvm.lab.state import Lab, LabStateError, Runtime, orphaned_runtimes, run_dir_for
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def _runtime(lab_dir: pathlib.Path, *, owner: str | None = None, disk: int = 0) 
     run = run_dir_for(lab_dir)
     (run / "node01").mkdir(parents=True)
     (run / "node01" / "disk.qcow2").write_bytes(b"x" * disk)
-    (run / "lab-dir").write_text(f"{lab_dir if owner is None else owner}\n")
+    Runtime(run).owner_file.write_text(f"{lab_dir if owner is None else owner}\n")
     return run
 
 

@@ -164,7 +164,7 @@ def orphaned_runtimes() -> list[tuple[pathlib.Path, pathlib.Path]]:
             owner = pathlib.Path(read_private_text(Runtime(run).owner_file).strip())
         except OSError:
             continue
-        if owner.is_absolute() and run_dir_for(owner) == run and not (owner / "lab.json").exists():
+        if owner.is_absolute() and run_dir_for(owner) == run and not Lab(owner).exists():
             found.append((run, owner))
     return found
 
