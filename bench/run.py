@@ -37,6 +37,7 @@ import os
 import pathlib
 import platform
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -52,6 +53,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from hakvm.lab import specfile, ssh  # noqa: E402
 from hakvm.lab.state import Lab  # noqa: E402
+from hakvm.remote import fencelog  # noqa: E402
 
 # Its own lab and cluster secrets by default; HAKVM_BENCH_LAB_DIR / HAKVM_BENCH_STATE_DIR point
 # the operate benchmark at a lab already deployed (say `make demo`'s: .hakvm/lab and
@@ -225,6 +227,15 @@ def start_exec_s(node: str, vm: str) -> float | None:
     return int(found[-1]) / 1000 if found else None
 
 
+def fencing_of(survivor: str, victim: str) -> dict[str, Any] | None:
+    """The survivor fencer's own record of the victim's last fencing (pacemaker.log, its
+    clock): the whole operation from the request to the result, and the delay inside it."""
+    op = fencelog.last_fencing_of(on_node(survivor, shlex.join(fencelog.GREP) + " || true"), victim)
+    if op is None:
+        return None
+    return {"took_s": op.took_s, "delay_s": op.delay_s, "result": op.result}
+
+
 def fence_query_s(node: str, device: str) -> float:
     """One status of a fence device through the fencer (fence_ipmilan started, one ipmitool
     round trip), timed on the node's own clock: the fencing floor's unit."""
@@ -262,6 +273,9 @@ def _components(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("detected_s", "fenced_s"):
         values = [r["journal"][key] for r in runs if r.get("journal") and r["journal"][key]]
         out[key] = spread(values) if values else None
+    # The fencer's operation (its log; runs before 2026-12-03's third repetition lack it).
+    fencing = [r["fencing"]["took_s"] for r in runs if (r.get("fencing") or {}).get("took_s")]
+    out["fence_operation_s"] = spread(fencing) if fencing else None
     started = [t for r in runs if r.get("journal") for t in r["journal"]["started_s"].values()]
     out["started_s"] = spread(started) if started else None
     out["responsive_s"] = spread([r["recovery_s"] for r in runs])
@@ -318,7 +332,8 @@ def bench_recovery(reps: int, resume: bool = False) -> dict[str, Any]:
                     moved = "vm-a" if victim == "node01" else "vm-b"
                     results["runs"].append({
                         "rep": rep, "settings": name, "victim": victim, "fence_query_s": query_s,
-                        "start_exec_s": start_exec_s(survivor, moved), **drill,
+                        "start_exec_s": start_exec_s(survivor, moved),
+                        "fencing": fencing_of(survivor, victim), **drill,
                     })  # fmt: skip
                     # Thirty drills take hours: a later failure must not lose these.
                     PARTIAL.write_text(json.dumps(results, indent=2) + "\n")

@@ -51,6 +51,13 @@ def test_each_node_crashed_under_each_setting_alternated(
     monkeypatch.setattr(bench, "place_home", lambda _: None)
     monkeypatch.setattr(bench, "fence_query_s", lambda node, device: 3.0)
     monkeypatch.setattr(bench, "start_exec_s", lambda node, vm: 15.0)
+    fenced: list[tuple[str, str]] = []
+
+    def fencing_of(survivor: str, victim: str) -> dict[str, Any]:
+        fenced.append((survivor, victim))
+        return {"took_s": 20.0 + 10 * len(fenced), "delay_s": 0.0, "result": "OK (complete)"}
+
+    monkeypatch.setattr(bench, "fencing_of", fencing_of)
     monkeypatch.setattr(bench, "PARTIAL", tmp_path / "partial.json")
     results = bench.bench_recovery(1)
 
@@ -63,6 +70,9 @@ def test_each_node_crashed_under_each_setting_alternated(
     assert results["recovery_hakvm_s"]["median"] == 100.0  # over crashes of either node
     assert results["ratio_qdevice_to_default"] == 30.0 / 70.0
     assert results["components_qdevice"]["fenced_s"]["median"] == 12.0
+    # The survivor's fencer asked about the victim; qdevice's were the 5th and 6th crashes.
+    assert fenced == [("node02", "node01"), ("node01", "node02")] * 3
+    assert results["components_qdevice"]["fence_operation_s"]["median"] == 75.0
     assert results["floors"]["token_plus_consensus_s"] == pytest.approx(6.6)
     assert results["ratio_qdevice_to_floors"] == pytest.approx(30.0 / (6.6 + 3.0 + 15.0))
     assert asked[-1][0] == "apply" and asked[-1][1] == str(specs["hakvm"])
@@ -86,6 +96,7 @@ def test_a_resumed_run_goes_on_with_the_next_crash_and_keeps_the_earlier_ones(
     for name, value in (("hakvm", hakvm), ("recovery_specs", lambda _: specs),
                         ("place_home", lambda _: None), ("start_exec_s", lambda node, vm: None),
                         ("fence_query_s", lambda node, device: 3.0),
+                        ("fencing_of", lambda survivor, victim: None),
                         ("PARTIAL", tmp_path / "partial.json")):  # fmt: skip
         monkeypatch.setattr(bench, name, value)
     earlier = {"rep": 0, "settings": "default", "victim": "node01", "fence_query_s": 4.0,
@@ -101,6 +112,7 @@ def test_a_resumed_run_goes_on_with_the_next_crash_and_keeps_the_earlier_ones(
     assert results["recovery_default_node01_crashed_s"]["median"] == 80.0
     assert results["floors"]["fence_device_query_s"]["max"] == 4.0
     assert len(results["sessions"]) == 2 and not bench.PARTIAL.exists()
+    assert results["components_default"]["fence_operation_s"] is None  # none in any run
 
 
 def test_the_table_goes_to_the_benchmark_page(tmp_path: pathlib.Path) -> None:

@@ -1,0 +1,65 @@
+"""The fencer's operations from pacemaker.log: the lines recorded on the lab's survivors during
+the recovery benchmark of 2026-12-03 (tests/unit/data/fencelog), fetched with `GREP`."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import pytest
+
+from hakvm.remote.fencelog import GREP, fence_operations, last_fencing_of
+
+DATA = pathlib.Path(__file__).parent / "data" / "fencelog"
+
+
+def test_a_delayed_fencing_carries_its_delay_and_its_whole_time() -> None:
+    ops = fence_operations((DATA / "node02-pacemaker.log").read_text())
+    assert [(op.target, op.delay_s, op.executioner, op.result) for op in ops] == [
+        ("node01", 0.0, "node02", "OK (complete)"),
+        ("node01", 45.0, "node02", "OK (complete)"),
+    ]
+    assert ops[0].took_s == pytest.approx(61.896)  # 08:49:10.632 -> 08:50:12.528
+    assert ops[1].took_s == pytest.approx(52.664)  # 45 s of it the delay
+    assert all(op.ok for op in ops)
+
+
+def test_the_last_fencing_of_a_target() -> None:
+    text = (DATA / "node01-pacemaker.log").read_text()
+    last = last_fencing_of(text, "node02")
+    assert last is not None and last.took_s == pytest.approx(29.184)
+    assert last_fencing_of(text, "node01") is None
+
+
+def test_grep_selects_exactly_the_three_lines_an_operation_logs() -> None:
+    pattern = re.compile(GREP[2])
+    lines = (DATA / "node02-pacemaker.log").read_text().splitlines()
+    assert all(pattern.search(line) for line in lines)
+    # The agent's own exit line and an unrelated fencer line are not selected.
+    assert not pattern.search(
+        "Dec 03 09:08:27.576 node02 pacemaker-fenced    [783] (log_async_result) \tnotice: "
+        "Operation 'reboot' [2941] targeting node01 using node01_fence returned 0 | call 4"
+    )
+    assert not pattern.search(
+        "Dec 03 08:49:11.012 node02 pacemaker-fenced    [1687] (can_fence_host_with_device) "
+        "\tinfo: node01_fence is eligible to fence (reboot) node01: static-list"
+    )
+
+
+def test_midnight_an_unanswered_request_and_a_failure() -> None:
+    # Made-up times around the recorded lines' shape: a request before midnight answered
+    # after it, a failed result, and a request the log holds no result for (yet).
+    text = "\n".join([
+        "Dec 03 23:59:50.000 n2 pacemaker-fenced [1] (handle_fence_request) \tnotice: Client "
+        "pacemaker-controld.1 wants to fence (off) node01 using any device",
+        "Dec 04 00:00:20.500 n2 pacemaker-fenced [1] (finalize_op) \terror: Operation 'off' "
+        "targeting node01 by node02 for pacemaker-controld.1@node02: Timer expired | id=1",
+        "garbage that is no log line",
+        "Dec 04 00:01:00.000 n2 pacemaker-fenced [1] (handle_fence_request) \tnotice: Client "
+        "pacemaker-controld.1 wants to fence (reboot) node01 using any device",
+    ])  # fmt: skip
+    failed, pending = fence_operations(text)
+    assert failed.took_s == pytest.approx(30.5) and not failed.ok
+    assert failed.result == "Timer expired"
+    assert pending.ended_at is None and pending.took_s is None and not pending.ok
+    assert last_fencing_of(text, "node01") == pending
