@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pathlib
 import re
+import subprocess
 
 import pytest
 
@@ -44,6 +45,14 @@ def test_grep_selects_exactly_the_three_lines_an_operation_logs() -> None:
         "Dec 03 08:49:11.012 node02 pacemaker-fenced    [1687] (can_fence_host_with_device) "
         "\tinfo: node01_fence is eligible to fence (reboot) node01: static-list"
     )
+
+
+def test_grep_reads_past_the_nul_bytes_a_power_loss_leaves(tmp_path: pathlib.Path) -> None:
+    lines = (DATA / "node02-pacemaker.log").read_bytes().splitlines(keepends=True)
+    log = tmp_path / "pacemaker.log"
+    log.write_bytes(b"".join([*lines[:2], b"\0" * 4096, *lines[2:]]))  # crashed, then back
+    found = subprocess.run([*GREP[:-1], str(log)], capture_output=True, check=True).stdout
+    assert [op.delay_s for op in fence_operations(found.decode())] == [0.0, 45.0]
 
 
 def test_midnight_an_unanswered_request_and_a_failure() -> None:

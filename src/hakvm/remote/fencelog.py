@@ -12,9 +12,12 @@ from dataclasses import dataclass
 
 LOG = "/var/log/pacemaker/pacemaker.log"
 # Only the fencer's three lines per operation; the log itself is tens of MB on a busy node.
+# -a: a node that lost power leaves NUL bytes where its last writes were (seen on the lab's
+# crashed nodes); without it grep stops at them with "binary file matches", dropping every
+# fencing logged after the node came back.
 GREP = [
     "grep",
-    "-hE",
+    "-ahE",
     r"pacemaker-fenced.*(wants to fence|Delaying '|: Operation '[a-z]+' targeting .* by )",
     LOG,
 ]
@@ -86,7 +89,8 @@ def fence_operations(text: str) -> list[FenceOperation]:
     done: list[FenceOperation] = []
     asked: list[_Asked] = []
     last = 0.0
-    for line in text.splitlines():
+    # The first line written after a power loss follows that loss's NULs: strip them.
+    for line in (raw.lstrip("\0") for raw in text.splitlines()):
         at = _seconds(line, last)
         if at is None:
             continue
