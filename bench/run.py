@@ -1,6 +1,6 @@
 """hakvm benchmarks: ratios measured side by side in one run, on the QEMU lab.
 
-Usage: ``python bench/run.py [--only NAME[,NAME]] [--reps N] [--resume]``; writes
+Usage: ``python bench/run.py [--only NAME[,NAME]] [--reps N] [--resume | --summarize]``; writes
 ``bench/results.json`` and ``bench/results.md`` (the table the README shows) and prints the
 table.
 
@@ -19,13 +19,15 @@ Benchmarks:
            device; under each, node01 crashed, then node02), each from the same placement
            (vm-a on node01, vm-b on node02); recovery medians and spread over crashes of
            either node and per node, each recovery's components from the
-           survivor's own events (lost, fenced, started; responsive from the drill) beside
+           survivor's own events (lost, fenced, started; responsive from the drill; the
+           fencer's operation, its delay inside, from its pacemaker.log) beside
            their floors (token + consensus, a fence device query, the VM start's own
            exec-time), and the ratios qdevice/default, hakvm/default, qdevice/floors.
 
 Each run replaces only the benchmarks it ran in bench/results.json (each keeps its date).
 recovery writes bench/recovery-partial.json after each drill; `--resume` goes on from it
-(same --reps) on a lab deployed again, and its figures name every session they ran in.
+(same --reps) on a lab deployed again, and its figures name every session they ran in;
+`--summarize` prints that file's figures so far and runs nothing.
 """
 
 from __future__ import annotations
@@ -341,16 +343,25 @@ def bench_recovery(reps: int, resume: bool = False) -> dict[str, Any]:
                           f"{drill['recovery_s']:.1f} s", file=sys.stderr, flush=True)  # fmt: skip
         hakvm("apply", str(specs["hakvm"]))  # leave the lab as the spec says
     PARTIAL.unlink(missing_ok=True)
+    return summarize(results)
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    """The recovery figures from its runs: medians per setting over crashes of either node,
+    per crashed node, each component, the floors and the ratios (`--summarize` prints them
+    for an unfinished run's bench/recovery-partial.json)."""
     runs = results["runs"]
     fence_s = [r["fence_query_s"] for r in runs]
     medians: dict[str, float] = {}
     for name in SETTINGS:
         mine = [r for r in runs if r["settings"] == name]
+        if not mine:  # an unfinished run (--summarize) may not have reached it
+            continue
         results[f"recovery_{name}_s"] = spread([r["recovery_s"] for r in mine])
         medians[name] = results[f"recovery_{name}_s"]["median"]
         for victim in VICTIMS:
             crashed = [r["recovery_s"] for r in mine if r["victim"] == victim]
-            results[f"recovery_{name}_{victim}_crashed_s"] = spread(crashed)
+            results[f"recovery_{name}_{victim}_crashed_s"] = spread(crashed) if crashed else None
         results[f"components_{name}"] = _components(mine)
     timing = DEFAULT_TIMING | {"token_ms": 3000}  # the lab's token; consensus 1.2 x token
     starts = [r["start_exec_s"] for r in runs if r["start_exec_s"] is not None]
@@ -360,6 +371,8 @@ def bench_recovery(reps: int, resume: bool = False) -> dict[str, Any]:
         "vm_start_exec_s": spread(starts) if starts else None,
     }
     results["floors"] = floors
+    if len(medians) < len(SETTINGS):
+        return results
     if starts:
         floor = (floors["token_plus_consensus_s"] + statistics.median(fence_s)
                  + statistics.median(starts))  # fmt: skip
@@ -408,7 +421,15 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=5, help="repetitions where repeated")
     parser.add_argument("--resume", action="store_true",
                         help="recovery: go on from bench/recovery-partial.json")  # fmt: skip
+    parser.add_argument("--summarize", action="store_true",
+                        help="print the figures of bench/recovery-partial.json so far; "
+                             "run nothing")  # fmt: skip
     args = parser.parse_args()
+    if args.summarize:
+        figures = summarize(json.loads(PARTIAL.read_text()))
+        shown = {k: v for k, v in figures.items() if k not in ("runs", "sessions")}
+        print(json.dumps(shown, indent=2))
+        return 0
     names = [n for n in args.only.split(",") if n]
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:

@@ -129,3 +129,15 @@ def test_the_table_goes_to_the_benchmark_page(tmp_path: pathlib.Path) -> None:
     page.write_text("# Benchmarks\n")
     with pytest.raises(SystemExit, match="markers"):
         bench.update_table("| x |\n", page)
+
+
+def test_an_unfinished_run_is_summarized_with_what_it_has() -> None:
+    bench = _bench()
+    run = {"rep": 0, "settings": "default", "victim": "node01", "fence_query_s": 3.0,
+           "start_exec_s": 30.0, "recovery_s": 80.0, "journal": None,
+           "fencing": {"took_s": 20.0, "delay_s": 0.0, "result": "OK (complete)"}}  # fmt: skip
+    figures = bench.summarize({"runs": [run]})
+    assert figures["recovery_default_node01_crashed_s"]["median"] == 80.0
+    assert figures["recovery_default_node02_crashed_s"] is None
+    assert figures["components_default"]["fence_operation_s"]["median"] == 20.0
+    assert "recovery_hakvm_s" not in figures and "ratio_qdevice_to_default" not in figures
