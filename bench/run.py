@@ -256,6 +256,7 @@ def recovery_specs(directory: pathlib.Path) -> dict[str, pathlib.Path]:
     on node01), and hakvm with the lab's quorum device (no delay): apply switches between
     them (a CIB patch; to and from the device, one corosync reload: docs/qdevice.md)."""
     examples = REPO / "examples"
+    hakvm_spec = deployed_spec(directory)  # first: the other two read the lab it deploys
     default = specfile.lab_spec(examples / "lab.yaml", LAB_DIR, directory / "default.yaml",
                                 timing=DEFAULT_TIMING)  # fmt: skip
     data = yaml.safe_load(default.read_text())
@@ -263,7 +264,7 @@ def recovery_specs(directory: pathlib.Path) -> dict[str, pathlib.Path]:
     default.write_text(yaml.safe_dump(data, sort_keys=False))
     return {
         "default": default,
-        "hakvm": deployed_spec(directory),
+        "hakvm": hakvm_spec,
         "qdevice": specfile.lab_spec(examples / "lab-qdevice.yaml", LAB_DIR,
                                      directory / "qdevice.yaml"),
     }  # fmt: skip
