@@ -81,7 +81,8 @@ def test_fencing_static_delay_on_survivor_only_and_no_password() -> None:
         assert _nv(dev, ia, "password_script") == f"/etc/hakvm/fence/{node}.password.sh"
         assert _nv(dev, ia, "lanplus") == "1"
         delay = _nv(dev, ia, "pcmk_delay_base")
-        assert delay == ("45s" if node == ctx.derived.preferred_survivor else None)
+        # The mapping form: the fencer logs an error at every fencing for a bare value.
+        assert delay == ("node01:45s" if node == ctx.derived.preferred_survivor else None)
         avoid = root.find(f"configuration/constraints/rsc_location[@rsc='{node}_fence']")
         assert avoid is not None
         assert (avoid.get("node"), avoid.get("score")) == (node, "-INFINITY")

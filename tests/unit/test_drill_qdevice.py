@@ -252,7 +252,7 @@ def test_a_delay_left_in_the_cib_or_a_restarted_winner_vm_fails_the_partition() 
         qd.partition_with_qdevice(_bodies(partition=partition), cluster, Faults(), 600, _say)  # type: ignore[arg-type]
     )
     failed = {i.name: i.detail for i in result.invariants if not i.ok}
-    assert failed["no fence delay configured"] == "node01_fence: pcmk_delay_base=45s"
+    assert failed["no fence delay configured"] == "node01_fence: pcmk_delay_base=node01:45s"
     assert failed["fenced without a delay"] == (
         "node02 fenced 200.0s after the fault (crm_mon, polled every 5 s; stonith-timeout 150s)"
     )

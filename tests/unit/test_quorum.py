@@ -149,7 +149,7 @@ def test_certificates_present_only_when_whole_and_the_same() -> None:
 @pytest.mark.parametrize(
     ("example", "expected"),
     [
-        ("lab", ["node01_fence: pcmk_delay_base=45s"]),
+        ("lab", ["node01_fence: pcmk_delay_base=node01:45s"]),
         ("lab-qdevice", []),
     ],
 )

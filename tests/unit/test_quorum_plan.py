@@ -94,7 +94,7 @@ def test_a_running_two_node_cluster_switches_to_the_device_without_a_restart(
     # The CIB drops the fence delay only after the device votes (its phase comes later).
     (cib,) = [s for s in steps if s.phase == "cib"]
     removed = [line for line in cib.diff.splitlines() if line.startswith("-  ")]
-    assert len(removed) == 1 and 'name="pcmk_delay_base" value="45s"' in removed[0]
+    assert len(removed) == 1 and 'name="pcmk_delay_base" value="node01:45s"' in removed[0]
     assert env.notes == []
 
 

@@ -252,7 +252,11 @@ def _fence_device(ctx: RenderContext, node: Node) -> Primitive | None:
     if uses_static_delay(ctx.spec):
         if node.name == ctx.derived.preferred_survivor and timing.fence_delay_s > 0:
             # Fencing the preferred survivor waits, so in a split it shoots first and wins.
-            params.append(("pcmk_delay_base", _s(timing.fence_delay_s)))
+            # The mapping form (target:delay): Pacemaker 2.1's fencer reads the value as a
+            # list of mappings and logs "error: pcmk_delay_base: empty value in mapping"
+            # at every delayed fencing for a bare "45s" (seen on the lab), though it waits.
+            delay = f"{node.name}:{_s(timing.fence_delay_s)}"
+            params.append(("pcmk_delay_base", delay))
     elif race_protection(ctx.spec) is not None and timing.fence_delay_s > 1:
         # With priority-fencing-delay, equal priorities (say, no VM running) would still let
         # both nodes shoot at once; a small random delay breaks that tie (crmsh's recipe).

@@ -13,7 +13,7 @@ property cib-bootstrap-options: stonith-enabled=true stonith-timeout=150s stonit
 rsc_defaults rsc-options: resource-stickiness=200 migration-threshold=3
 op_defaults op-options: timeout=60s
 primitive node01_fence stonith:fence_ipmilan \
-    params ip=10.0.2.2 ipport=6230 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node01.password.sh pcmk_host_list=node01 pcmk_host_check=static-list power_wait=0 pcmk_delay_base=45s \
+    params ip=10.0.2.2 ipport=6230 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node01.password.sh pcmk_host_list=node01 pcmk_host_check=static-list power_wait=0 pcmk_delay_base=node01:45s \
     op monitor interval=300s timeout=120s \
     op start interval=0s timeout=120s \
     op stop interval=0s timeout=120s

@@ -16,7 +16,7 @@ pcs -f "$CIB" resource op defaults update timeout=60s
 
 # Fence devices: one per node, never run by the node it fences
 pcs -f "$CIB" stonith create node01_fence fence_ipmilan \
-    ip=10.0.2.2 ipport=6230 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node01.password.sh pcmk_host_list=node01 pcmk_host_check=static-list power_wait=0 pcmk_delay_base=45s \
+    ip=10.0.2.2 ipport=6230 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node01.password.sh pcmk_host_list=node01 pcmk_host_check=static-list power_wait=0 pcmk_delay_base=node01:45s \
     op monitor interval=300s timeout=120s start interval=0s timeout=120s stop interval=0s timeout=120s
 pcs -f "$CIB" stonith create node02_fence fence_ipmilan \
     ip=10.0.2.2 ipport=6231 username=hakvm lanplus=1 password_script=/etc/hakvm/fence/node02.password.sh pcmk_host_list=node02 pcmk_host_check=static-list power_wait=0 \

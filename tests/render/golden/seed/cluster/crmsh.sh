@@ -13,7 +13,7 @@ property cib-bootstrap-options: stonith-enabled=true stonith-timeout=60s stonith
 rsc_defaults rsc-options: resource-stickiness=200 migration-threshold=3
 op_defaults op-options: timeout=60s
 primitive node01_fence stonith:fence_ipmilan \
-    params ip=10.0.30.11 ipport=623 username=fence lanplus=1 password_script=/etc/hakvm/fence/node01.password.sh pcmk_host_list=node01 pcmk_host_check=static-list pcmk_delay_base=10s \
+    params ip=10.0.30.11 ipport=623 username=fence lanplus=1 password_script=/etc/hakvm/fence/node01.password.sh pcmk_host_list=node01 pcmk_host_check=static-list pcmk_delay_base=node01:10s \
     op monitor interval=60s timeout=30s \
     op start interval=0s timeout=60s \
     op stop interval=0s timeout=60s

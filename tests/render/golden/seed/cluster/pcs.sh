@@ -16,7 +16,7 @@ pcs -f "$CIB" resource op defaults update timeout=60s
 
 # Fence devices: one per node, never run by the node it fences
 pcs -f "$CIB" stonith create node01_fence fence_ipmilan \
-    ip=10.0.30.11 ipport=623 username=fence lanplus=1 password_script=/etc/hakvm/fence/node01.password.sh pcmk_host_list=node01 pcmk_host_check=static-list pcmk_delay_base=10s \
+    ip=10.0.30.11 ipport=623 username=fence lanplus=1 password_script=/etc/hakvm/fence/node01.password.sh pcmk_host_list=node01 pcmk_host_check=static-list pcmk_delay_base=node01:10s \
     op monitor interval=60s timeout=30s start interval=0s timeout=60s stop interval=0s timeout=60s
 pcs -f "$CIB" stonith create node02_fence fence_ipmilan \
     ip=10.0.30.12 ipport=623 username=fence lanplus=1 password_script=/etc/hakvm/fence/node02.password.sh pcmk_host_list=node02 pcmk_host_check=static-list \
