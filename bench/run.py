@@ -27,7 +27,8 @@ Benchmarks:
 Each run replaces only the benchmarks it ran in bench/results.json (each keeps its date).
 recovery writes bench/recovery-partial.json after each drill; `--resume` goes on from it
 (same --reps) on a lab deployed again, and its figures name every session they ran in;
-`--summarize` prints that file's figures so far and runs nothing.
+`--summarize` prints that file's figures so far and each drill's components (a row per setting
+and crashed node, as bench/results.md gives them for a finished run), and runs nothing.
 """
 
 from __future__ import annotations
@@ -383,6 +384,45 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def drill_table(runs: list[dict[str, Any]]) -> str:
+    """Each recovery drill's components, a row per setting and crashed node, the drills in
+    the order they ran: seconds from the fault; recovery is the VM responsive (the drill's
+    poll), the rest the survivor's own record (its alerts' journal; the fencer's log for
+    the agent's share, from "wants to fence" to the result, the static delay inside it)."""
+    lines = ["| setting | crashed | recovery | lost | fence requested | fence agent (delay) "
+             "| fenced | started | VM start exec-time |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name in SETTINGS:
+        for victim in VICTIMS:
+            mine = [r for r in runs if (r["settings"], r["victim"]) == (name, victim)]
+            if not mine:
+                continue
+            cells: dict[str, list[str]] = {key: [] for key in
+                                           ("recovery", "lost", "asked", "agent", "fenced",
+                                            "started", "exec")}  # fmt: skip
+            for run in mine:
+                journal, fencing = run.get("journal") or {}, run.get("fencing") or {}
+                fenced, took = journal.get("fenced_s"), fencing.get("took_s")
+                moved = "vm-a" if victim == "node01" else "vm-b"
+                delay = fencing.get("delay_s") or 0.0
+                cells["recovery"].append(_figure(run["recovery_s"]))
+                cells["lost"].append(_figure(journal.get("detected_s")))
+                asked = fenced - took if fenced is not None and took is not None else None
+                cells["asked"].append(_figure(asked))
+                agent = _figure(took) + (f" ({delay:.0f})" if took and delay else "")
+                cells["agent"].append(agent)
+                cells["fenced"].append(_figure(fenced))
+                cells["started"].append(_figure((journal.get("started_s") or {}).get(moved)))
+                cells["exec"].append(_figure(run.get("start_exec_s")))
+            row = " | ".join(", ".join(values) for values in cells.values())
+            lines.append(f"| {name} | {victim} | {row} |")
+    return "\n".join(lines) + "\n"
+
+
 BENCHMARKS: dict[str, Callable[[int], dict[str, Any]]] = {
     "deploy": bench_deploy,
     "operate": bench_operate,
@@ -430,6 +470,7 @@ def main() -> int:
         figures = summarize(json.loads(PARTIAL.read_text()))
         shown = {k: v for k, v in figures.items() if k not in ("runs", "sessions")}
         print(json.dumps(shown, indent=2))
+        print(drill_table(figures["runs"]))
         return 0
     names = [n for n in args.only.split(",") if n]
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -448,7 +489,9 @@ def main() -> int:
         run["results"][name] = {"date": started, "reps": args.reps, "figures": figures}
         out.write_text(json.dumps(run, indent=2) + "\n")  # after each: a later failure keeps it
     table = markdown(run)
-    (REPO / "bench" / "results.md").write_text(table)
+    recovery_runs = run["results"].get("recovery", {}).get("figures", {}).get("runs")
+    drills = f"\nEach recovery drill:\n\n{drill_table(recovery_runs)}" if recovery_runs else ""
+    (REPO / "bench" / "results.md").write_text(table + drills)
     update_table(table)
     print(table)
     return 0

@@ -141,3 +141,20 @@ def test_an_unfinished_run_is_summarized_with_what_it_has() -> None:
     assert figures["recovery_default_node02_crashed_s"] is None
     assert figures["components_default"]["fence_operation_s"]["median"] == 20.0
     assert "recovery_hakvm_s" not in figures and "ratio_qdevice_to_default" not in figures
+
+
+def test_each_drill_is_a_cell_of_its_setting_and_crashed_node() -> None:
+    bench = _bench()
+    journal = {"detected_s": 6.2, "fenced_s": 65.0, "started_s": {"vm-a": 100.0}}
+    runs = [
+        {"rep": 0, "settings": "hakvm", "victim": "node01", "recovery_s": 110.0,
+         "start_exec_s": 30.0, "journal": journal,
+         "fencing": {"took_s": 53.0, "delay_s": 45.0, "result": "OK (complete)"}},
+        {"rep": 1, "settings": "hakvm", "victim": "node01", "recovery_s": 120.0,
+         "start_exec_s": None, "journal": None, "fencing": None},
+    ]  # fmt: skip
+    rows = bench.drill_table(runs).splitlines()
+    assert len(rows) == 3  # the header, its rule, one row: no empty rows for the others
+    cells = [c.strip() for c in rows[2].strip("|").split("|")]
+    assert cells == ["hakvm", "node01", "110.0, 120.0", "6.2, -", "12.0, -", "53.0 (45), -",
+                     "65.0, -", "100.0, -", "30.0, -"]  # fmt: skip
