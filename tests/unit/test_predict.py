@@ -73,16 +73,19 @@ NEWER_PARAMS = (
 )
 
 
-def _desired(data: dict[str, Any], *, drop_params: tuple[str, ...] = ()) -> str:
+def _desired(
+    data: dict[str, Any], *, drop_params: tuple[str, ...] = (), recorded_delay: bool = True
+) -> str:
     spec = ClusterSpec.model_validate(data)
     rendered = cib.cib_xml(RenderContext(spec, derive(spec), Secrets.redacted()))
-    if drop_params:  # make the rendered CIB match the recorded one there
-        root = etree.fromstring(rendered.encode())
-        for name in drop_params:
-            for nv in root.iterfind(f".//nvpair[@name='{name}']"):
-                nv.getparent().remove(nv)
-        rendered = etree.tostring(root, encoding="unicode")
-    return cib_merge.desired_cib(_recorded_live_cib(), rendered)
+    root = etree.fromstring(rendered.encode())
+    for name in drop_params:  # make the rendered CIB match the recorded one there
+        for nv in root.iterfind(f".//nvpair[@name='{name}']"):
+            nv.getparent().remove(nv)
+    if recorded_delay:  # the recorded fence device has the delay's bare form ("10s")
+        for nv in root.iterfind(".//nvpair[@name='pcmk_delay_base']"):
+            nv.set("value", nv.get("value", "").split(":")[-1])
+    return cib_merge.desired_cib(_recorded_live_cib(), etree.tostring(root, encoding="unicode"))
 
 
 def _simulate(cib_text: str) -> list[str]:
@@ -114,3 +117,13 @@ def test_monitor_interval_change_restarts_nothing() -> None:
 def test_changing_one_vm_restarts_only_that_vm() -> None:
     actions = _simulate(_desired(_lab(force_stop=False), drop_params=NEWER_PARAMS))
     assert disruptive(actions) == ["Restart vm-a ( node01 ) due to resource definition change"]
+
+
+@pytest.mark.realtool
+def test_the_delay_in_mapping_form_restarts_only_the_fence_device() -> None:
+    # A cluster applied before pcmk_delay_base took the form node01:10s: the next apply
+    # restarts node01's fence device (on node02) and no VM; plan shows it first.
+    actions = _simulate(_desired(_lab(), drop_params=NEWER_PARAMS, recorded_delay=False))
+    assert disruptive(actions) == [
+        "Restart node01_fence ( node02 ) due to resource definition change"
+    ]
