@@ -51,10 +51,11 @@ lint: venv
 # Lint, then one pytest session: the unit and real-tool checks while the lab comes up in the
 # background, then the lab (identity, LACP, BMCs, qnetd), the deploy (a killed apply and its
 # re-run, a no-op re-apply) and read-only checks on that cluster (status, doctor, plan without
-# secrets, migrate's refusals, the metrics textfile, guest isolation); the lab is TCG-emulated:
-# that is most of the time. Tests marked `extended` (the node-crash failover and every other
-# drill, the guards, drain, vm add/remove, the web view through a crash, the quorum device's
-# switch and drills, ...) run in make test-e2e: docs/testing.md lists them with durations.
+# secrets, migrate's refusals, the metrics textfile, guest isolation), last the switch to the
+# quorum device and its three most telling drills; the lab is TCG-emulated: that is most of
+# the time. Tests marked `extended` (the node-crash failover and every other drill, the
+# guards, drain, vm add/remove, the web view through a crash, the quorum device's other two
+# drills, ...) run in make test-e2e: docs/testing.md lists them with durations.
 test: deps venv lint
 	$(BIN)/pytest -q --durations=25 -m "not extended" tests
 
