@@ -68,7 +68,8 @@ class Scripted(Cluster):
         self.cib_text = cib.cib_xml(render_context(example_data(example)))
         self.pids = {"node01": {"vm-a": "101"}, "node02": {"vm-b": "202"}}
         self.quorumtool: list[str] = []
-        self.journal: dict[str, str] = {}  # node -> its scheduler's log (journalctl)
+        # node -> its scheduler's log (journalctl): one text, or one per read (the last stays)
+        self.journal: dict[str, str | list[str]] = {}
         self.dropped: list[str] = []
         self.off: list[str] = []  # unreachable in `report`
 
@@ -82,7 +83,10 @@ class Scripted(Cluster):
         for vm, pid in self.pids.get(name, {}).items():
             node.on("cat", f"/run/libvirt/qemu/{vm}.pid", out=pid)
         node.on("cat", rc=1)
-        node.on("journalctl", out=self.journal.get(name, ""))
+        journal = self.journal.get(name, "")
+        if isinstance(journal, list):
+            journal = journal.pop(0) if len(journal) > 1 else journal[0]
+        node.on("journalctl", out=journal)
         if self.quorumtool:  # one answer per connection, the last one stays
             text = self.quorumtool.pop(0) if len(self.quorumtool) > 1 else self.quorumtool[0]
             node.on("corosync-quorumtool", out=(QDEVICE_DATA / text).read_text())
@@ -330,7 +334,7 @@ def test_the_isolated_node_is_seen_losing_quorum_and_stopping_its_vms(no_sleep: 
 STOPPING = "the isolated node stopped its VMs, or was stopping them when fenced"
 
 
-def _fenced_while_stopping(journal: str) -> DrillResult:
+def _fenced_while_stopping(journal: str | list[str]) -> DrillResult:
     """node01 loses quorum with both VMs still up and is gone (fenced) before they stop."""
     alone = ("node01",)
     both = {"vm-a": "node01", "vm-b": "node01"}
@@ -351,6 +355,23 @@ def test_fenced_while_stopping_passes_on_its_schedulers_record(no_sleep: None) -
     assert detail == (
         "node01 was fenced while stopping vm-a, vm-b (its scheduler: stop due to no quorum)"
     )
+
+
+def test_the_stops_read_while_the_node_ran_count_when_its_power_cut_lost_them(
+    no_sleep: None,
+) -> None:
+    # make test, 2026-12-04: node01 fenced 25 s after it lost quorum, and its journal read
+    # after the reboot held no stop (journald had not synced them): read live, they count.
+    recorded = (QDEVICE_DATA / "schedulerd-isolated-node01.txt").read_text()
+    result = _fenced_while_stopping([recorded, ""])  # live, then after the rejoin
+    assert result.passed, [(i.name, i.detail) for i in result.invariants if not i.ok]
+    marks = [str(m) for _, m in result.timeline.marks]
+    stops = "node02_fence, vm-a, vm-a_drbd:1, vm-b, vm-b_drbd:1"
+    assert f"node01's scheduler: stop {stops} due to no quorum" in marks, marks
+    # Neither read has them: the drill fails, naming the VMs.
+    result = _fenced_while_stopping(["", ""])
+    failed = {i.name: i.detail for i in result.invariants if not i.ok}
+    assert failed == {STOPPING: "node01: no stop of vm-a, vm-b for lack of quorum in its journal"}
 
 
 def test_fenced_without_a_stop_for_lack_of_quorum_fails(no_sleep: None) -> None:

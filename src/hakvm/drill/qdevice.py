@@ -199,11 +199,16 @@ async def isolated_node(
     watch: list[asyncio.Task[None]] = []
     injected: list[float] = []
 
+    decided: set[str] = set()  # its scheduler's stops "due to no quorum", read while it ran
+
     async def isolate(node: str) -> None:
         started = time.monotonic()
-        injected.append(time.time())
+        # A minute's margin: the node's clock against this machine's (the lab sets it at boot).
+        injected.append(time.time() - 60)
         await faults.isolate(node)
-        watch.append(asyncio.create_task(watch_quorum_loss(cluster, node, result, started, stop)))
+        watch.append(asyncio.create_task(
+            watch_quorum_loss(cluster, node, result, started, stop, stops=(injected[0], decided))
+        ))  # fmt: skip
 
     try:
         await bodies.recover(
@@ -215,9 +220,8 @@ async def isolated_node(
         await faults.heal()
     lost = result.timeline.at(QuorumLost(victim))
     result.check("the isolated node lost quorum", lost is not None, f"{victim} at {lost}s")
-    # A minute's margin: the node's clock against this machine's (the lab sets it at boot).
-    since = injected[0] - 60 if injected else None
-    await check_stopping(cluster, result, victim, mine, since)
+    since = injected[0] if injected else None
+    await check_stopping(cluster, result, victim, mine, since, decided=decided)
     seen = await cluster.state(other)
     fenced = [n.name for n in cluster.spec.nodes if fence_successes(seen, n.name) - before[n.name]]
     result.check("exactly one node fenced", fenced == [victim], f"fenced: {fenced}")
@@ -230,12 +234,19 @@ def vms_on(state: ClusterState | None, node: str, vms: list[str]) -> list[str]:
 
 
 async def check_stopping(
-    cluster: Cluster, result: DrillResult, node: str, vms: list[str], since: float | None
+    cluster: Cluster,
+    result: DrillResult,
+    node: str,
+    vms: list[str],
+    since: float | None,
+    *,
+    decided: set[str],
 ) -> None:
     """`node`, without quorum, stopped its VMs, or had begun to when the other half fenced
     it: its own view showed none running, or its scheduler logged a stop of each one "due to
     no quorum" (on the lab the other half fenced it 34 s after it lost quorum, 10 s into
-    stops that take minutes under TCG: 2026-12-02)."""
+    stops that take minutes under TCG: 2026-12-02), as read while it ran (`decided`) or
+    from its journal after it rejoined."""
     name = "the isolated node stopped its VMs, or was stopping them when fenced"
     stopped = result.timeline.at(VmsStopped(node))
     if stopped is not None:
@@ -250,8 +261,7 @@ async def check_stopping(
         await cluster.drop(node)
         result.check(name, False, f"{node}: its journal could not be read: {exc}")
         return
-    decided = parse_no_quorum_stops(answer.stdout)
-    missing = [vm for vm in vms if vm not in decided]
+    missing = [vm for vm in vms if vm not in decided | parse_no_quorum_stops(answer.stdout)]
     detail = (
         f"{node} was fenced while stopping {', '.join(vms)} (its scheduler: stop due to no quorum)"
         if not missing
@@ -313,10 +323,17 @@ def check_no_delay(result: DrillResult, delays: list[str], victim: str, timeout_
 
 
 async def watch_quorum_loss(
-    cluster: Cluster, node: str, result: DrillResult, started: float, stop: asyncio.Event
+    cluster: Cluster,
+    node: str,
+    result: DrillResult,
+    started: float,
+    stop: asyncio.Event,
+    *,
+    stops: tuple[float, set[str]] | None = None,
 ) -> None:
     """Poll `node`'s own view until it is gone (fenced) or `stop`: when it loses quorum,
-    and when none of the spec's VMs is active on it any more."""
+    and when none of the spec's VMs is active on it any more. With `stops` (since when,
+    and a set to fill), also its scheduler's stops "due to no quorum" while it still runs."""
     vms = [vm.name for vm in cluster.spec.vms]
     while not stop.is_set():
         state = await cluster.state(node)
@@ -328,10 +345,31 @@ async def watch_quorum_loss(
             if not vms_on(state, node, vms):
                 result.timeline.mark(now, VmsStopped(node))
                 return
+            if stops is not None:
+                await _read_no_quorum_stops(cluster, node, result, now, stops)
         try:
             await asyncio.wait_for(stop.wait(), POLL_S)
         except TimeoutError:
             continue
+
+
+async def _read_no_quorum_stops(
+    cluster: Cluster, node: str, result: DrillResult, now: float, stops: tuple[float, set[str]]
+) -> None:
+    """The node's scheduler decisions read live: the other half fences it seconds later,
+    and a power cut loses what journald had not synced yet (it syncs every 5 min; the
+    decisions were gone from node01's journal after such a fencing in make test,
+    2026-12-04)."""
+    since, decided = stops
+    try:
+        answer = await (await cluster.conn(node)).run(no_quorum_stops_command(since), timeout=30)
+    except RemoteError:
+        return  # being fenced: the journal is read again after it rejoins
+    new = parse_no_quorum_stops(answer.stdout) - decided
+    if new:
+        decided.update(new)
+        names = ", ".join(sorted(new))
+        result.timeline.mark(now, Event(f"{node}'s scheduler: stop {names} due to no quorum"))
 
 
 async def _until_device_votes(cluster: Cluster, node: str, voting: bool) -> QuorumView | None:
