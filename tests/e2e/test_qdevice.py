@@ -51,7 +51,7 @@ def _fence_history(lab: LabHandle) -> str:
 
 def switch_to_qdevice(lab: LabHandle, qdevice_spec_file: Path) -> dict[str, Any]:
     """The deployed two_node cluster onto the device: one apply; snapshot ``qdevice`` after.
-    Returns the first healthy `status --json` (its check reads it: a status run is 20-35 s
+    Returns the first healthy `status --json` (its check reads it: a status run is 6-35 s
     of make test here)."""
     result = hakvm("apply", str(qdevice_spec_file))
     assert result.returncode == 0, result.stdout + result.stderr

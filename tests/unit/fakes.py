@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from hakvm.remote.connection import RemoteError, Result, StreamResult, UnreachableError
 from hakvm.remote.qnetd import STANDARD, QnetdCa
+
+T = TypeVar("T")
+
+
+def next_answer(answers: list[T]) -> T:
+    """A scripted answer per call: the list's first, popped, until the last, which stays."""
+    return answers.pop(0) if len(answers) > 1 else answers[0]
 
 
 class Sent(NamedTuple):
@@ -67,7 +74,7 @@ class FakeNode:
         matching = [(p, r) for p, r in self.rules if argv[: len(p)] == p]
         if matching:
             _, replies = max(matching, key=lambda rule: len(rule[0]))
-            reply = replies.pop(0) if len(replies) > 1 else replies[0]
+            reply = next_answer(replies)
         elif self.answer is not None:
             reply = self.answer(self, argv, stdin)
         else:

@@ -16,7 +16,7 @@ from hakvm.remote.connection import RemoteError
 from hakvm.remote.facts import parse_batch
 from hakvm.remote.pacemaker import PacemakerError
 from hakvm.spec.models import OsFamily
-from tests.unit.fakes import FakeNode, FakeNodes, Reply
+from tests.unit.fakes import FakeNode, FakeNodes, Reply, next_answer
 
 DATA = Path(__file__).parent / "data"
 GOLDEN_CIB = Path(__file__).resolve().parents[1] / "render" / "golden" / "lab" / "cluster"
@@ -202,7 +202,7 @@ class LiveCib:
         if argv == ("cibadmin", "-Q"):
             return 0, self.cib
         if argv == tuple(pacemaker.CRM_MON_ARGV):
-            return 0, self.crm_mon.pop(0) if len(self.crm_mon) > 1 else self.crm_mon[0]
+            return 0, next_answer(self.crm_mon)
         if argv[0] == "crm_diff":
             return 1, "<diff/>"  # 1: there are differences
         if argv == PATCH:

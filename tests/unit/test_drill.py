@@ -15,7 +15,7 @@ from hakvm.remote.facts import parse_batch
 from hakvm.remote.pacemaker import ClusterState, parse_crm_mon
 from hakvm.spec.models import FenceAction
 from hakvm.spec.validate import validate_file
-from tests.unit.fakes import FakeNode, FakeNodes
+from tests.unit.fakes import FakeNode, FakeNodes, next_answer
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DATA = pathlib.Path(__file__).parent / "data"
@@ -95,7 +95,7 @@ class ScriptedCluster(Cluster):
         self.health, self.idle, self.cleanups = health, idle, 0
 
     async def healthy(self) -> tuple[bool, list[str]]:
-        ok, problems, failures = self.health.pop(0) if len(self.health) > 1 else self.health[0]
+        ok, problems, failures = next_answer(self.health)
         self.only_failures = failures
         return ok, problems
 
@@ -103,7 +103,7 @@ class ScriptedCluster(Cluster):
         self.cleanups += 1
 
     async def wait_idle(self, timeout: float) -> bool:
-        return self.idle.pop(0) if len(self.idle) > 1 else self.idle[0]
+        return next_answer(self.idle)
 
 
 @pytest.fixture

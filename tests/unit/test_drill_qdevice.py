@@ -23,7 +23,7 @@ from hakvm.render import cib
 from hakvm.spec.models import ClusterSpec
 from hakvm.spec.validate import validate_file
 from tests.render.examples import example_data, render_context
-from tests.unit.fakes import FakeNode
+from tests.unit.fakes import FakeNode, next_answer
 from tests.unit.test_doctor import qdevice_answers
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -68,14 +68,14 @@ class Scripted(Cluster):
         self.cib_text = cib.cib_xml(render_context(example_data(example)))
         self.pids = {"node01": {"vm-a": "101"}, "node02": {"vm-b": "202"}}
         self.quorumtool: list[str] = []
-        # node -> its scheduler's log (journalctl): one text, or one per read (the last stays)
-        self.journal: dict[str, str | list[str]] = {}
+        # node -> its scheduler's log (journalctl), one per read (the last stays)
+        self.scheduler_logs: dict[str, list[str]] = {}
         self.dropped: list[str] = []
         self.off: list[str] = []  # unreachable in `report`
 
     async def state(self, name: str) -> ClusterState | None:
         views = self.views[name]
-        return views.pop(0) if len(views) > 1 else views[0]
+        return next_answer(views)
 
     async def conn(self, name: str):  # type: ignore[no-untyped-def]
         node = FakeNode(name)
@@ -83,12 +83,9 @@ class Scripted(Cluster):
         for vm, pid in self.pids.get(name, {}).items():
             node.on("cat", f"/run/libvirt/qemu/{vm}.pid", out=pid)
         node.on("cat", rc=1)
-        journal = self.journal.get(name, "")
-        if isinstance(journal, list):
-            journal = journal.pop(0) if len(journal) > 1 else journal[0]
-        node.on("journalctl", out=journal)
+        node.on("journalctl", out=next_answer(self.scheduler_logs.get(name, [""])))
         if self.quorumtool:  # one answer per connection, the last one stays
-            text = self.quorumtool.pop(0) if len(self.quorumtool) > 1 else self.quorumtool[0]
+            text = next_answer(self.quorumtool)
             node.on("corosync-quorumtool", out=(QDEVICE_DATA / text).read_text())
         return node
 
@@ -342,7 +339,7 @@ def _fenced_while_stopping(journal: str | list[str]) -> DrillResult:
     node02 = [state(vms=both), state(vms={"vm-a": "node02", "vm-b": "node02"},
                                      fenced=(("node01", "t"),))]  # fmt: skip
     cluster = Scripted("lab-qdevice", {"node01": node01, "node02": node02})
-    cluster.journal["node01"] = journal
+    cluster.scheduler_logs["node01"] = [journal] if isinstance(journal, str) else journal
     return _isolated(cluster, Faults())
 
 
@@ -406,7 +403,7 @@ def _qnetd_then_crash(started_without_quorum: bool) -> tuple[DrillResult, Faults
         if name == phase["crashed"]:
             return None
         script = views[phase["now"]]
-        return script.pop(0) if len(script) > 1 else script[0]
+        return next_answer(script)
 
     cluster.state = node_state  # type: ignore[method-assign]
 
