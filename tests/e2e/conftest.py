@@ -421,6 +421,15 @@ def is_readonly(request: pytest.FixtureRequest) -> bool:
     return request.node.get_closest_marker("readonly") is not None
 
 
+def used_later(request: pytest.FixtureRequest, fixture: str) -> bool:
+    """Whether a test after this one in the session takes `fixture`: a snapshot only those
+    restore need not be saved now (a save is a status run and 5-25 s of savevm per node,
+    and make test's last tests never restore ``deployed``)."""
+    items = request.session.items
+    after = items[items.index(request.node) + 1 :] if request.node in items else items
+    return any(fixture in getattr(item, "fixturenames", ()) for item in after)
+
+
 def restore_deployed(lab: LabHandle, spec_file: pathlib.Path, *, keep: bool = True) -> LabHandle:
     """The deployed cluster: as it is if it still is (saved first when `keep`: the caller
     may change it), else restored, else deployed from bare and saved."""

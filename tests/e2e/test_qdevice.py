@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from hakvm.lab import specfile
-from tests.e2e.conftest import REPO, LabHandle, hakvm, restore_deployed, wait_for
+from tests.e2e.conftest import REPO, LabHandle, hakvm, restore_deployed, used_later, wait_for
 from tests.e2e.test_drills import _passing_drill
 
 pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
@@ -88,9 +88,11 @@ def test_lab_runs_qnetd_on_the_host(lab: LabHandle) -> None:
 
 @pytest.mark.leaves_snapshot("qdevice")  # it saves it, then only reads
 def test_a_running_cluster_switches_to_the_device_with_its_vms_running(
-    lab: LabHandle, spec_file: Path, qdevice_spec_file: Path
+    request: pytest.FixtureRequest, lab: LabHandle, spec_file: Path, qdevice_spec_file: Path
 ) -> None:
-    restore_deployed(lab, spec_file)
+    # The deploy tests' cluster is saved as ``deployed`` first only if a later test starts
+    # from it (make test-e2e's); in make test only the device's drills follow.
+    restore_deployed(lab, spec_file, keep=used_later(request, "deployed"))
     pids, fencing = _qemu_pids(lab), _fence_history(lab)
     assert all(pids.values()), pids
     status = switch_to_qdevice(lab, qdevice_spec_file)
