@@ -426,7 +426,7 @@ def used_later(request: pytest.FixtureRequest, fixture: str) -> bool:
     restore need not be saved now (a save is a status run and 5-25 s of savevm per node,
     and make test's last tests never restore ``deployed``)."""
     items = request.session.items
-    after = items[items.index(request.node) + 1 :] if request.node in items else items
+    after = items[items.index(request.node) + 1 :]
     return any(fixture in getattr(item, "fixturenames", ()) for item in after)
 
 

@@ -331,21 +331,22 @@ def test_the_isolated_node_is_seen_losing_quorum_and_stopping_its_vms(no_sleep: 
 STOPPING = "the isolated node stopped its VMs, or was stopping them when fenced"
 
 
-def _fenced_while_stopping(journal: str | list[str]) -> DrillResult:
-    """node01 loses quorum with both VMs still up and is gone (fenced) before they stop."""
+def _fenced_while_stopping(scheduler_logs: list[str]) -> DrillResult:
+    """node01 loses quorum with both VMs still up and is gone (fenced) before they stop;
+    `scheduler_logs`: its journal, one per read (the last stays)."""
     alone = ("node01",)
     both = {"vm-a": "node01", "vm-b": "node01"}
     node01 = [state(vms=both), state(quorate=False, online=alone, vms=both), None]
     node02 = [state(vms=both), state(vms={"vm-a": "node02", "vm-b": "node02"},
                                      fenced=(("node01", "t"),))]  # fmt: skip
     cluster = Scripted("lab-qdevice", {"node01": node01, "node02": node02})
-    cluster.scheduler_logs["node01"] = [journal] if isinstance(journal, str) else journal
+    cluster.scheduler_logs["node01"] = scheduler_logs
     return _isolated(cluster, Faults())
 
 
 def test_fenced_while_stopping_passes_on_its_schedulers_record(no_sleep: None) -> None:
     # Recorded on the lab: node01's scheduler, isolated (isolated-node drill, 2026-12-02).
-    result = _fenced_while_stopping((QDEVICE_DATA / "schedulerd-isolated-node01.txt").read_text())
+    result = _fenced_while_stopping([(QDEVICE_DATA / "schedulerd-isolated-node01.txt").read_text()])
     assert result.timeline.at(VmsStopped("node01")) is None  # never seen stopped: fenced first
     assert result.passed, [(i.name, i.detail) for i in result.invariants if not i.ok]
     detail = next(i.detail for i in result.invariants if i.name == STOPPING)
@@ -374,7 +375,7 @@ def test_the_stops_read_while_the_node_ran_count_when_its_power_cut_lost_them(
 def test_fenced_without_a_stop_for_lack_of_quorum_fails(no_sleep: None) -> None:
     recorded = (QDEVICE_DATA / "schedulerd-isolated-node01.txt").read_text()
     without_vm_b = "\n".join(line for line in recorded.splitlines() if " vm-b " not in line)
-    result = _fenced_while_stopping(without_vm_b)
+    result = _fenced_while_stopping([without_vm_b])
     failed = {i.name: i.detail for i in result.invariants if not i.ok}
     assert failed == {STOPPING: "node01: no stop of vm-b for lack of quorum in its journal"}
 
