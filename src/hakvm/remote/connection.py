@@ -372,8 +372,13 @@ async def _follow(
         await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         if not reader.done():
             ended = "stopped" if stop is not None and stop.is_set() else "timeout"
-            # SIGTERM, then a grace period in which its last lines still count; a node that
-            # no longer answers does not get to hold us longer than that.
+            # Its stdin closed and SIGTERM, then a grace period in which its last lines still
+            # count; a node that no longer answers does not get to hold us longer than that.
+            # The end of stdin is what stops a command that reads it (the node lock's shell):
+            # Debian 12's sshd did not deliver the signal (no exit in 8 s; after stdin closed,
+            # 0.05 s: 2026-12-04), so each lock's release waited the whole grace.
+            with contextlib.suppress(OSError, asyncssh.Error):
+                proc.stdin.write_eof()
             with contextlib.suppress(OSError):
                 proc.terminate()
             await asyncio.wait({reader}, timeout=STOP_GRACE_S)

@@ -6,8 +6,8 @@ its own to each node and runs LOCK_SCRIPT there: a shell that takes `flock` on
 /run/hakvm/lock.holder, says `locked`, and then only waits for its stdin to close. The lock
 lives exactly as long as that shell:
 
-- the run ends: hakvm stops the command (SIGTERM to the shell) and waits for the channel to
-  close, so the lock is free when the run returns;
+- the run ends: hakvm closes the shell's stdin (`cat` ends, the shell exits) and waits for
+  the channel to close, so the lock is free when the run returns;
 - the run dies (killed, crashed, Ctrl-C): its connection closes, sshd closes the shell's
   stdin, `cat` ends, the shell exits and the kernel drops the lock. A client that vanished
   without closing its TCP connection (power loss) holds it until sshd notices (TCPKeepAlive,
