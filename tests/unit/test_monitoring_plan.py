@@ -66,9 +66,9 @@ def test_fresh_nodes_install_write_and_start_the_agent(tmp_path: Path) -> None:
     assert [a.argv for a in last.actions if isinstance(a, Run)] == [
         ("systemd-tmpfiles", "--create", rendered.TMPFILES_PATH),
         ("systemctl", "daemon-reload"),
-        ("systemctl", "enable", "hakvm-metrics.timer"),
+        ("systemctl", "enable", "--no-reload", "hakvm-metrics.timer"),
         ("systemctl", "restart", "hakvm-metrics.timer"),
-        ("systemctl", "enable", "--now", "prometheus-node-exporter"),
+        ("systemctl", "enable", "--no-reload", "--now", "prometheus-node-exporter"),
     ]
     order = [name for name, _ in ph.PHASES]
     assert order.index("monitoring") < order.index("cib")  # the agent before the CIB names it

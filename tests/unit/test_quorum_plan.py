@@ -181,7 +181,7 @@ def test_a_stopped_qdevice_is_started_and_its_vote_awaited(tmp_path: Path) -> No
         ("quorum", "node02", "start corosync-qdevice"),
         ("quorum", "node01", "wait for the quorum device's vote"),
     ]
-    assert _argvs(steps) == [("systemctl", "enable", "--now", "corosync-qdevice")]
+    assert _argvs(steps) == [("systemctl", "enable", "--no-reload", "--now", "corosync-qdevice")]
 
 
 # --- what the calls send, in order -------------------------------------------------------------
@@ -220,9 +220,9 @@ def test_the_switch_reloads_once_after_checks_then_starts_qdevice_then_waits() -
         "node01: corosync-cfgtool -R",
         "node01: corosync-cmapctl -b quorum.",
         "node02: corosync-cmapctl -b quorum.",
-        "node01: systemctl enable corosync-qdevice",
+        "node01: systemctl enable --no-reload corosync-qdevice",
         "node01: systemctl restart corosync-qdevice",
-        "node02: systemctl enable corosync-qdevice",
+        "node02: systemctl enable --no-reload corosync-qdevice",
         "node02: systemctl restart corosync-qdevice",
         "node01: corosync-quorumtool -s",
         "node01: corosync-quorumtool -s",
@@ -282,8 +282,8 @@ def test_back_to_two_node_pushes_the_fence_delay_before_the_reload() -> None:
         "node01: corosync-cfgtool -R",
         "node01: corosync-cmapctl -b quorum.",
         "node02: corosync-cmapctl -b quorum.",
-        "node01: systemctl disable --now corosync-qdevice",
-        "node02: systemctl disable --now corosync-qdevice",
+        "node01: systemctl disable --no-reload --now corosync-qdevice",
+        "node02: systemctl disable --no-reload --now corosync-qdevice",
     ]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hakvm.agent import layout
 from hakvm.agent.events import BadUrlError, check_url
-from hakvm.deploy.steps import Run, Step, Write, run
+from hakvm.deploy.steps import ENABLE, Run, Step, Write, run
 from hakvm.errors import InputError
 from hakvm.remote.facts import NodeFacts
 from hakvm.render import monitoring as rendered
@@ -113,11 +113,11 @@ def activate(spec: ClusterSpec, node: str, facts: NodeFacts, written: list[str])
     timer = rendered.TIMER
     if mon.metrics and (units or not facts.services_active.get(timer)
                         or not facts.services_enabled.get(timer)):  # fmt: skip
-        actions.append(run("systemctl", "enable", timer))
+        actions.append(run(*ENABLE, timer))
         actions.append(run("systemctl", "restart", timer))
     if mon.node_exporter and not (facts.services_active.get(NODE_EXPORTER)
                                   and facts.services_enabled.get(NODE_EXPORTER)):  # fmt: skip
-        actions.append(run("systemctl", "enable", "--now", NODE_EXPORTER))
+        actions.append(run(*ENABLE, "--now", NODE_EXPORTER))
     if not actions:
         return []
     return [Step(node, PHASE, "start the hakvm agent's timer and node_exporter", tuple(actions))]

@@ -24,7 +24,7 @@ from hakvm.deploy.secrets import (
     ClusterSecrets,
     read_bmc_passwords,
 )
-from hakvm.deploy.steps import Call, CallFunc, Run, Step, Write, run
+from hakvm.deploy.steps import ENABLE, Call, CallFunc, Run, Step, Write, run
 from hakvm.remote.facts import NodeFacts
 from hakvm.remote.pacemaker import parse_crm_mon
 from hakvm.render import agents, migration
@@ -258,7 +258,7 @@ def firewall(env: PlanEnv) -> list[Step]:
                         "load the hakvm nftables table",
                         (
                             run("systemctl", "daemon-reload"),
-                            run("systemctl", "enable", "hakvm-firewall.service"),
+                            run(*ENABLE, "hakvm-firewall.service"),
                             run("systemctl", "restart", "hakvm-firewall.service"),
                         ),
                     )
@@ -470,7 +470,7 @@ def corosync(env: PlanEnv) -> list[Step]:
                 continue  # two_node <-> quorum device: the quorum phase reloads both nodes
             env.restarts_corosync.add(node.name)
             restart = "restart" if (takeover is not None or not active) else "reload-or-restart"
-            start = (run("systemctl", "enable", "corosync"), run("systemctl", restart, "corosync"))
+            start = (run(*ENABLE, "corosync"), run("systemctl", restart, "corosync"))
             steps.append(Step(node.name, "corosync", "start corosync", start))
     return steps
 
@@ -498,7 +498,7 @@ def pacemaker(env: PlanEnv) -> list[Step]:
                     "pacemaker",
                     "start pacemaker",
                     (
-                        run("systemctl", "enable", "pacemaker"),
+                        run(*ENABLE, "pacemaker"),
                         run("systemctl", "start", "pacemaker"),
                     ),
                 )
@@ -542,7 +542,7 @@ def libvirt(env: PlanEnv) -> list[Step]:
                     node.name,
                     "libvirt",
                     "start libvirtd",
-                    (run("systemctl", "enable", "--now", "libvirtd"),),
+                    (run(*ENABLE, "--now", "libvirtd"),),
                 )
             )
     return steps

@@ -28,7 +28,7 @@ from typing import Protocol
 
 from hakvm.deploy import actions
 from hakvm.deploy.guards import PlanError
-from hakvm.deploy.steps import Call, CallFunc, Step, Write, run
+from hakvm.deploy.steps import DISABLE, ENABLE, Call, CallFunc, Step, Write, run
 from hakvm.remote.facts import FileFact, NodeFacts
 from hakvm.remote.pacemaker import parse_crm_mon
 from hakvm.remote.quorum import NodeCerts, check_certs, runtime_quorum
@@ -184,8 +184,8 @@ def quorum(env: Env) -> list[Step]:
         _both_online(env.facts, names)
         how = (
             f"corosync-cfgtool -R (both corosync.conf hold the device: 2 of 3 votes, quorum "
-            f"kept), then systemctl enable + restart {QDEVICE} on {', '.join(names)}, then "
-            "wait for the device's vote"
+            f"kept), then systemctl enable --no-reload + restart {QDEVICE} on "
+            f"{', '.join(names)}, then wait for the device's vote"
         )
         switch = Call(how, lambda nodes: actions.switch_to_qdevice(
             [nodes.connected(n) for n in names], qd.host, qd.port))  # fmt: skip
@@ -196,7 +196,7 @@ def quorum(env: Env) -> list[Step]:
         cib = _rendered_cib(env) if pacemaker else None
         how = (
             "the CIB's fence-race protection first, then corosync-cfgtool -R (two_node: "
-            f"quorum 1), then systemctl disable --now {QDEVICE} on {', '.join(names)}"
+            f"quorum 1), then systemctl disable --no-reload --now {QDEVICE} on {', '.join(names)}"
         )
         back = Call(how, lambda nodes: actions.switch_to_two_node(
             [nodes.connected(n) for n in names], cib))  # fmt: skip
@@ -208,10 +208,10 @@ def quorum(env: Env) -> list[Step]:
         active = facts.services_active.get(QDEVICE, False)
         enabled = facts.services_enabled.get(QDEVICE, False)
         if qd is not None and not (active and enabled):
-            start = run("systemctl", "enable", "--now", QDEVICE)
+            start = run(*ENABLE, "--now", QDEVICE)
             steps.append(Step(name, "quorum", f"start {QDEVICE}", (start,)))
         elif qd is None and (active or enabled):
-            stop = run("systemctl", "disable", "--now", QDEVICE)
+            stop = run(*DISABLE, "--now", QDEVICE)
             steps.append(Step(name, "quorum", f"stop {QDEVICE}", (stop,)))
     if qd is not None and steps:
         wait = Call(f"until every node's {QDEVICE} casts qnetd's vote", lambda nodes:
