@@ -49,15 +49,16 @@ lint: venv
 	$(BIN)/mypy src
 
 # Lint, then one pytest session: the unit and real-tool checks while the lab comes up in the
-# background, then the lab (identity, LACP, BMCs, qnetd), the deploy (a killed apply and its
-# re-run, a no-op re-apply) and read-only checks on that cluster (status, doctor, plan without
-# secrets, migrate's refusals, the metrics textfile, guest isolation), last the switch to the
-# quorum device and its three most telling drills; the lab is TCG-emulated: that is most of
-# the time. Tests marked `extended` (the node-crash failover and every other drill, the
-# guards, drain, vm add/remove, the web view through a crash, the quorum device's other two
-# drills, ...) run in make test-e2e: docs/testing.md lists them with durations.
+# background, then the lab (identity, LACP, BMCs, qnetd), the deploy of the quorum device's
+# lab spec from bare (a killed apply and its re-run, a no-op re-apply) and read-only checks on
+# that cluster (status, doctor, plan without secrets, migrate's refusals, the metrics textfile,
+# guest isolation), last the device's three most telling drills; the lab is TCG-emulated: that
+# is most of the time. Tests marked `extended` (the two_node cluster of make demo, its switch
+# to the device, the node-crash failover and every other drill, the guards, drain, vm
+# add/remove, the web view through a crash, ...) run in make test-e2e, which deploys
+# examples/lab.yaml: docs/testing.md lists them with durations.
 test: deps venv lint
-	$(BIN)/pytest -q --durations=25 -m "not extended" tests
+	HAKVM_E2E_SPEC=lab-qdevice.yaml $(BIN)/pytest -q --durations=25 -m "not extended" tests
 
 # End-to-end deploy and operate tests (a fresh lab, apply, failover, migrate, drain).
 test-deploy: deps venv

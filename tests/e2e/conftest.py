@@ -15,6 +15,8 @@ a minute of emulated CPU; the read-only checks seconds each).
 
 Environment:
   HAKVM_E2E_KEEP=1   leave the lab running and the clone in place (for debugging)
+  HAKVM_E2E_SPEC=F   the example the deploy tests apply (default lab.yaml; make test's:
+                     lab-qdevice.yaml)
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+import yaml
 
 from hakvm.lab import specfile, ssh
 from hakvm.lab.state import NODES, Lab
@@ -232,18 +235,17 @@ def pytest_sessionfinish() -> None:
 @pytest.fixture(autouse=True)
 def _lab_changed_unless_readonly(request: pytest.FixtureRequest) -> Iterator[None]:
     """After a lab test that is not readonly, or that failed, the lab no longer equals the
-    snapshot it started from: the next test restores. A test marked
-    ``leaves_snapshot(NAME)`` that passed left the lab as NAME saved it (it saved NAME and
-    only read after, or its own checks found nothing changed): the next test starting from
-    NAME skips the restore (about a minute of emulated CPU each, from make test's 30)."""
+    snapshot it started from: the next test restores. A test marked ``leaves_snapshot``
+    that passed left the lab as the snapshot `lab.current` names (it saved that and only
+    read after, or its own checks found nothing changed): the next test starting from it
+    skips the restore (about a minute of emulated CPU each, from make test's 30)."""
     yield
     if "lab" not in request.fixturenames:
         return
     failed = getattr(request.node, "_hakvm_failed", False)
     if failed or not is_readonly(request):
         handle: LabHandle = request.getfixturevalue("lab")
-        leaves = request.node.get_closest_marker("leaves_snapshot")
-        if failed or leaves is None or handle.current != leaves.args[0]:
+        if failed or request.node.get_closest_marker("leaves_snapshot") is None:
             handle.current = None
 
 
@@ -400,11 +402,24 @@ def lab() -> Iterator[LabHandle]:
 
 STATE_DIR = REPO / ".hakvm" / "e2e-state"
 
+# The example the deploy tests apply from bare and the read-only checks read: lab.yaml (two_node,
+# make demo's) unless HAKVM_E2E_SPEC names another. make test deploys lab-qdevice.yaml: its three
+# quorum device drills start from that cluster, while the switch of a running two_node cluster
+# (an apply of 3.5-5 min here) and every two_node test run in make test-e2e (docs/testing.md).
+E2E_SPEC = os.environ.get("HAKVM_E2E_SPEC", "lab.yaml")
+
 
 @pytest.fixture(scope="session")
 def spec_file(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    """examples/lab.yaml pointed at the session's lab (shared by deploy, operate, drills)."""
-    return lab_spec(lab, tmp_path_factory.mktemp("spec"))
+    """The session's example (E2E_SPEC) pointed at its lab (shared by deploy, operate,
+    drills)."""
+    directory = tmp_path_factory.mktemp("spec")
+    return specfile.lab_spec(REPO / "examples" / E2E_SPEC, lab.state_dir, directory / E2E_SPEC)
+
+
+def has_quorum_device(spec: pathlib.Path) -> bool:
+    """Whether `spec` gives the cluster a quorum device (no two_node)."""
+    return yaml.safe_load(spec.read_text()).get("quorum_device") is not None
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from hakvm.remote.pacemaker import ClusterState, parse_crm_mon
-from tests.e2e.conftest import REPO, STATE_DIR, LabHandle, hakvm, wait_for
+from tests.e2e.conftest import REPO, STATE_DIR, LabHandle, hakvm, has_quorum_device, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.deploy]
 
@@ -54,7 +55,11 @@ def test_apply_killed_in_storage_phase_then_converges(lab: LabHandle, spec_file:
 
     quorum = lab.check("node01", ["corosync-quorumtool", "-s"])
     assert "Quorate:          Yes" in quorum, quorum
-    assert "Total votes:      2" in quorum, quorum
+    if has_quorum_device(spec_file):  # make test's: both nodes and the device's vote
+        assert "Total votes:      3" in quorum and "Qdevice" in quorum, quorum
+        assert len(re.findall(r"\bA,V,N?MW\b", quorum)) == 2, quorum  # both nodes' qdevice
+    else:
+        assert "Total votes:      2" in quorum, quorum
     links = lab.check("node01", ["corosync-cfgtool", "-s"])
     assert "LINK ID 0" in links and "LINK ID 1" in links, links
 
@@ -96,6 +101,8 @@ def test_second_apply_changes_nothing(lab: LabHandle, spec_file: Path) -> None:
     plan = hakvm("plan", str(spec_file))
     assert plan.returncode == 0
     assert "no changes" in plan.stdout
+    if has_quorum_device(spec_file):
+        assert "qdevice certificates: present" in plan.stdout, plan.stdout
     # The snapshot ``deployed`` is saved only before a test that may change the cluster
     # (conftest `keep`): make test's read-only checks share this state and never restore.
     lab.reached("deployed")
