@@ -142,7 +142,7 @@ def test_a_running_cluster_switches_to_the_device_with_its_vms_running(
 @pytest.mark.parametrize(
     "scenario",
     [
-        # First, and it leaves the lab as `qdevice` has it: the drill fails on any change.
+        # First; it leaves the lab as the snapshot it started from (it fails on any change).
         pytest.param("qnetd-down", marks=pytest.mark.leaves_snapshot),
         "partition-with-qdevice",
         "isolated-node",
