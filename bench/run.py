@@ -23,9 +23,12 @@ Benchmarks:
            fencer's operation, its delay inside, from its pacemaker.log) beside
            their floors (token + consensus, a fence device query, the VM start's own
            exec-time), and the ratios qdevice/default, hakvm/default, qdevice/floors.
+  fence-action  the same drills, alternated the same way, on the quorum device's lab under
+           its two fencing actions: `reboot` (the default) and `off`; ratio off/reboot.
 
 Each run replaces only the benchmarks it ran in bench/results.json (each keeps its date).
-recovery writes bench/recovery-partial.json after each drill; `--resume` goes on from it
+recovery writes bench/recovery-partial.json after each drill (fence-action its own
+bench/fence-action-partial.json); `--resume` goes on from it
 (same --reps) on a lab deployed again, and its figures name every session they ran in;
 `--summarize` prints that file's figures so far and each drill's components (a row per setting
 and crashed node, as bench/results.md gives them for a finished run), and runs nothing.
@@ -182,6 +185,7 @@ def bench_operate(reps: int) -> dict[str, Any]:
 
 
 PARTIAL = REPO / "bench" / "recovery-partial.json"  # the runs so far, while recovery runs
+ACTION_PARTIAL = REPO / "bench" / "fence-action-partial.json"  # the same for fence-action
 
 # What the original recipe leaves, in spec terms: the agents' default monitor intervals
 # (pcs copies them: VirtualDomain 10 s; LINBIT's 29/31 s for DRBD), Pacemaker's default
@@ -249,6 +253,9 @@ def fence_query_s(node: str, device: str) -> float:
 
 
 SETTINGS = ("default", "hakvm", "qdevice")
+# fence-action: the quorum device's lab with fencing's two actions (`reboot`, the default, and
+# `off`, which ends the fencing once a crashed node's power is off: docs/operating.md).
+ACTIONS = ("qdevice", "qdevice-off")
 VICTIMS = ("node01", "node02")
 
 
@@ -263,12 +270,13 @@ def recovery_specs(directory: pathlib.Path) -> dict[str, pathlib.Path]:
     data = yaml.safe_load(default.read_text())
     data["cluster"]["fencing"].pop("power_wait_s", None)  # fence_ipmilan's own default, 2 s
     default.write_text(yaml.safe_dump(data, sort_keys=False))
-    return {
-        "default": default,
-        "hakvm": hakvm_spec,
-        "qdevice": specfile.lab_spec(examples / "lab-qdevice.yaml", LAB_DIR,
-                                     directory / "qdevice.yaml"),
-    }  # fmt: skip
+    qdevice = specfile.lab_spec(examples / "lab-qdevice.yaml", LAB_DIR, directory / "qdevice.yaml")
+    data = yaml.safe_load(qdevice.read_text())
+    data["cluster"]["fencing"]["action"] = "off"
+    qdevice_off = directory / "qdevice-off.yaml"
+    qdevice_off.write_text(yaml.safe_dump(data, sort_keys=False))
+    return {"default": default, "hakvm": hakvm_spec, "qdevice": qdevice,
+            "qdevice-off": qdevice_off}  # fmt: skip
 
 
 def _components(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -293,30 +301,36 @@ def _session() -> dict[str, str]:
             "commit": commit}  # fmt: skip
 
 
-def _recovery_so_far(reps: int, resume: bool) -> dict[str, Any]:
+def _recovery_so_far(reps: int, resume: bool, partial: pathlib.Path) -> dict[str, Any]:
     """The runs an interrupted recovery benchmark of the same --reps left (`resume`), else
     none. Thirty drills outlast a working session: a resumed run goes on with the next crash
     of the same alternation, on a lab deployed again, and names each session it ran in."""
-    if not resume or not PARTIAL.exists():
+    if not resume or not partial.exists():
         return {"reps": reps, "sessions": [_session()], "runs": []}
-    results: dict[str, Any] = json.loads(PARTIAL.read_text())
+    results: dict[str, Any] = json.loads(partial.read_text())
     if results.get("reps") != reps:
-        raise SystemExit(f"bench: {PARTIAL} is a run of --reps {results.get('reps')}, "
+        raise SystemExit(f"bench: {partial} is a run of --reps {results.get('reps')}, "
                          f"not {reps}: resume it with that, or remove the file")  # fmt: skip
     results["sessions"].append(_session())
     return results
 
 
-def bench_recovery(reps: int, resume: bool = False) -> dict[str, Any]:
+def bench_recovery(
+    reps: int,
+    resume: bool = False,
+    settings: tuple[str, ...] = SETTINGS,
+    partial: pathlib.Path | None = None,
+) -> dict[str, Any]:
     """Node-crash recovery with each node crashed in turn, for each setting, alternated (all
     see the same machine), from the same placement; each recovery's components beside the
-    floors they add up from."""
-    results = _recovery_so_far(reps, resume)
+    floors they add up from. `partial`: where the runs so far are kept (PARTIAL)."""
+    partial = partial or PARTIAL
+    results = _recovery_so_far(reps, resume, partial)
     done = {(r["rep"], r["settings"], r["victim"]) for r in results["runs"]}
     with tempfile.TemporaryDirectory() as tmp:
         specs = recovery_specs(pathlib.Path(tmp))
         for rep in range(reps):
-            for name in SETTINGS:
+            for name in settings:
                 todo = [v for v in VICTIMS if (rep, name, v) not in done]
                 if not todo:
                     continue
@@ -340,22 +354,28 @@ def bench_recovery(reps: int, resume: bool = False) -> dict[str, Any]:
                         "fencing": fencing_of(survivor, victim), **drill,
                     })  # fmt: skip
                     # Thirty drills take hours: a later failure must not lose these.
-                    PARTIAL.write_text(json.dumps(results, indent=2) + "\n")
+                    partial.write_text(json.dumps(results, indent=2) + "\n")
                     print(f"bench: recovery rep {rep + 1}/{reps} {name}, {victim} crashed: "
                           f"{drill['recovery_s']:.1f} s", file=sys.stderr, flush=True)  # fmt: skip
         hakvm("apply", str(specs["hakvm"]))  # leave the lab as the spec says
-    PARTIAL.unlink(missing_ok=True)
-    return summarize(results)
+    partial.unlink(missing_ok=True)
+    return summarize(results, settings)
 
 
-def summarize(results: dict[str, Any]) -> dict[str, Any]:
+def bench_fence_action(reps: int, resume: bool = False) -> dict[str, Any]:
+    """The quorum device's lab under `reboot` and under `off`, alternated as recovery runs
+    its settings: what `off` saves after a crash (the agent's power-on and status polls)."""
+    return bench_recovery(reps, resume, ACTIONS, ACTION_PARTIAL)
+
+
+def summarize(results: dict[str, Any], settings: tuple[str, ...] = SETTINGS) -> dict[str, Any]:
     """The recovery figures from its runs: medians per setting over crashes of either node,
     per crashed node, each component, the floors and the ratios (`--summarize` prints them
     for an unfinished run's bench/recovery-partial.json)."""
     runs = results["runs"]
     fence_s = [r["fence_query_s"] for r in runs]
     medians: dict[str, float] = {}
-    for name in SETTINGS:
+    for name in settings:
         mine = [r for r in runs if r["settings"] == name]
         if not mine:  # an unfinished run (--summarize) may not have reached it
             continue
@@ -373,7 +393,10 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "vm_start_exec_s": spread(starts) if starts else None,
     }
     results["floors"] = floors
-    if len(medians) < len(SETTINGS):
+    if len(medians) < len(settings):
+        return results
+    if settings == ACTIONS:
+        results["ratio_off_to_reboot"] = medians["qdevice-off"] / medians["qdevice"]
         return results
     if starts:
         floor = (floors["token_plus_consensus_s"] + statistics.median(fence_s)
@@ -388,7 +411,7 @@ def _figure(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def drill_table(runs: list[dict[str, Any]]) -> str:
+def drill_table(runs: list[dict[str, Any]], settings: tuple[str, ...] = SETTINGS) -> str:
     """Each recovery drill's components, a row per setting and crashed node, the drills in
     the order they ran: seconds from the fault; recovery is the VM responsive (the drill's
     poll), the rest the survivor's own record (its alerts' journal; the fencer's log for
@@ -396,7 +419,7 @@ def drill_table(runs: list[dict[str, Any]]) -> str:
     lines = ["| setting | crashed | recovery | lost | fence requested | fence agent (delay) "
              "| fenced | started | VM start exec-time |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for name in SETTINGS:
+    for name in settings:
         for victim in VICTIMS:
             mine = [r for r in runs if (r["settings"], r["victim"]) == (name, victim)]
             if not mine:
@@ -427,6 +450,7 @@ BENCHMARKS: dict[str, Callable[[int], dict[str, Any]]] = {
     "deploy": bench_deploy,
     "operate": bench_operate,
     "recovery": bench_recovery,
+    "fence-action": bench_fence_action,
 }
 
 
@@ -461,16 +485,18 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated names")
     parser.add_argument("--reps", type=int, default=5, help="repetitions where repeated")
     parser.add_argument("--resume", action="store_true",
-                        help="recovery: go on from bench/recovery-partial.json")  # fmt: skip
+                        help="recovery, fence-action: go on from bench/*-partial.json")  # fmt: skip
     parser.add_argument("--summarize", action="store_true",
-                        help="print the figures of bench/recovery-partial.json so far; "
+                        help="print the figures of bench/*-partial.json so far; "
                              "run nothing")  # fmt: skip
     args = parser.parse_args()
     if args.summarize:
-        figures = summarize(json.loads(PARTIAL.read_text()))
-        shown = {k: v for k, v in figures.items() if k not in ("runs", "sessions")}
-        print(json.dumps(shown, indent=2))
-        print(drill_table(figures["runs"]))
+        for partial, settings in ((PARTIAL, SETTINGS), (ACTION_PARTIAL, ACTIONS)):
+            if partial.exists():
+                figures = summarize(json.loads(partial.read_text()), settings)
+                shown = {k: v for k, v in figures.items() if k not in ("runs", "sessions")}
+                print(json.dumps(shown, indent=2))
+                print(drill_table(figures["runs"], settings))
         return 0
     names = [n for n in args.only.split(",") if n]
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -484,13 +510,17 @@ def main() -> int:
         started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         if name == "recovery":
             figures = bench_recovery(args.reps, resume=args.resume)
+        elif name == "fence-action":
+            figures = bench_fence_action(args.reps, resume=args.resume)
         else:
             figures = BENCHMARKS[name](args.reps)
         run["results"][name] = {"date": started, "reps": args.reps, "figures": figures}
         out.write_text(json.dumps(run, indent=2) + "\n")  # after each: a later failure keeps it
     table = markdown(run)
-    recovery_runs = run["results"].get("recovery", {}).get("figures", {}).get("runs")
-    drills = f"\nEach recovery drill:\n\n{drill_table(recovery_runs)}" if recovery_runs else ""
+    drills = ""
+    for name, settings in (("recovery", SETTINGS), ("fence-action", ACTIONS)):
+        if runs := run["results"].get(name, {}).get("figures", {}).get("runs"):
+            drills += f"\nEach {name} drill:\n\n{drill_table(runs, settings)}"
     (REPO / "bench" / "results.md").write_text(table + drills)
     update_table(table)
     print(table)

@@ -158,3 +158,62 @@ def test_each_drill_is_a_cell_of_its_setting_and_crashed_node() -> None:
     cells = [c.strip() for c in rows[2].strip("|").split("|")]
     assert cells == ["hakvm", "node01", "110.0, 120.0", "6.2, -", "12.0, -", "53.0 (45), -",
                      "65.0, -", "100.0, -", "30.0, -"]  # fmt: skip
+
+
+def test_fence_action_alternates_reboot_and_off_on_the_quorum_device(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    """fence-action runs the same drills as recovery with the quorum device's two fencing
+    actions, in a partial file of its own (a recovery run's is never touched), and gives
+    off/reboot; its `off` spec differs from the device's only in the action."""
+    bench = _bench()
+    asked: list[tuple[str, ...]] = []
+    recovery = {"qdevice": 100.0, "qdevice-off": 80.0}
+
+    def hakvm(*args: str, **_: Any) -> subprocess.CompletedProcess[str]:
+        asked.append(args)
+        out = ""
+        if args[0] == "drill":
+            out = json.dumps([{"passed": True, "journal": None,
+                               "recovery_s": recovery[pathlib.Path(args[2]).stem]}])  # fmt: skip
+        return subprocess.CompletedProcess(args, 0, out, "")
+
+    specs = {name: tmp_path / f"{name}.yaml" for name in (*bench.SETTINGS, *bench.ACTIONS)}
+    for name, value in (("hakvm", hakvm), ("recovery_specs", lambda _: specs),
+                        ("place_home", lambda _: None), ("start_exec_s", lambda node, vm: None),
+                        ("fence_query_s", lambda node, device: 3.0),
+                        ("fencing_of", lambda survivor, victim: None),
+                        ("PARTIAL", tmp_path / "recovery-partial.json")):  # fmt: skip
+        monkeypatch.setattr(bench, name, value)
+    bench.PARTIAL.write_text("{}")
+    results = bench.bench_recovery(2, False, bench.ACTIONS, tmp_path / "action-partial.json")
+
+    drills = [(pathlib.Path(a[2]).stem, a[a.index("--victim") + 1]) for a in asked
+              if a[0] == "drill"]  # fmt: skip
+    assert drills == [(s, v) for s in bench.ACTIONS for v in ("node01", "node02")] * 2
+    assert results["ratio_off_to_reboot"] == 0.8
+    assert "ratio_qdevice_to_default" not in results
+    assert bench.PARTIAL.read_text() == "{}"
+    assert not (tmp_path / "action-partial.json").exists()
+
+
+def test_the_off_spec_is_the_quorum_devices_with_fencing_off(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    import yaml
+
+    bench = _bench()
+
+    def lab_spec(template: pathlib.Path, _lab: Any, out: pathlib.Path, *_: Any,
+                 **__: Any) -> pathlib.Path:  # fmt: skip
+        out.write_text(template.read_text())  # the lab's ports aside: the template itself
+        return out
+
+    monkeypatch.setattr(bench.specfile, "lab_spec", lab_spec)
+    monkeypatch.setattr(bench, "deployed_spec", lambda d: d / "lab.yaml")
+    specs = bench.recovery_specs(tmp_path)
+    device = yaml.safe_load(specs["qdevice"].read_text())
+    off = yaml.safe_load(specs["qdevice-off"].read_text())
+    assert device["cluster"]["fencing"].get("action", "reboot") == "reboot"
+    device["cluster"]["fencing"]["action"] = "off"
+    assert off == device
