@@ -22,6 +22,23 @@ def _bench() -> Any:
     return module
 
 
+def _scripted(
+    monkeypatch: pytest.MonkeyPatch,
+    bench: Any,
+    hakvm: Any,
+    specs: dict[str, pathlib.Path],
+    partial: pathlib.Path,
+) -> None:
+    """The bench's lab calls replaced: `hakvm` answers the CLI, the other probes answer
+    nothing useful (no start exec-time, no fencer record, a 3 s fence query)."""
+    for name, value in (("hakvm", hakvm), ("recovery_specs", lambda _: specs),
+                        ("place_home", lambda _: None), ("start_exec_s", lambda node, vm: None),
+                        ("fence_query_s", lambda node, device: 3.0),
+                        ("fencing_of", lambda survivor, victim: None),
+                        ("PARTIAL", partial)):  # fmt: skip
+        monkeypatch.setattr(bench, name, value)
+
+
 def test_each_node_crashed_under_each_setting_alternated(
     monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
 ) -> None:
@@ -93,12 +110,7 @@ def test_a_resumed_run_goes_on_with_the_next_crash_and_keeps_the_earlier_ones(
         return subprocess.CompletedProcess(args, 0, out, "")
 
     specs = {name: tmp_path / f"{name}.yaml" for name in bench.SETTINGS}
-    for name, value in (("hakvm", hakvm), ("recovery_specs", lambda _: specs),
-                        ("place_home", lambda _: None), ("start_exec_s", lambda node, vm: None),
-                        ("fence_query_s", lambda node, device: 3.0),
-                        ("fencing_of", lambda survivor, victim: None),
-                        ("PARTIAL", tmp_path / "partial.json")):  # fmt: skip
-        monkeypatch.setattr(bench, name, value)
+    _scripted(monkeypatch, bench, hakvm, specs, tmp_path / "partial.json")
     earlier = {"rep": 0, "settings": "default", "victim": "node01", "fence_query_s": 4.0,
                "start_exec_s": None, "passed": True, "recovery_s": 80.0,
                "journal": None}  # fmt: skip
@@ -179,12 +191,7 @@ def test_fence_action_alternates_reboot_and_off_on_the_quorum_device(
         return subprocess.CompletedProcess(args, 0, out, "")
 
     specs = {name: tmp_path / f"{name}.yaml" for name in (*bench.SETTINGS, *bench.ACTIONS)}
-    for name, value in (("hakvm", hakvm), ("recovery_specs", lambda _: specs),
-                        ("place_home", lambda _: None), ("start_exec_s", lambda node, vm: None),
-                        ("fence_query_s", lambda node, device: 3.0),
-                        ("fencing_of", lambda survivor, victim: None),
-                        ("PARTIAL", tmp_path / "recovery-partial.json")):  # fmt: skip
-        monkeypatch.setattr(bench, name, value)
+    _scripted(monkeypatch, bench, hakvm, specs, tmp_path / "recovery-partial.json")
     bench.PARTIAL.write_text("{}")
     results = bench.bench_recovery(2, False, bench.ACTIONS, tmp_path / "action-partial.json")
 
