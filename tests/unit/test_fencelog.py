@@ -72,3 +72,14 @@ def test_midnight_an_unanswered_request_and_a_failure() -> None:
     assert failed.result == "Timer expired"
     assert pending.ended_at is None and pending.took_s is None and not pending.ok
     assert last_fencing_of(text, "node01") == pending
+
+
+def test_a_power_on_through_the_fence_device_is_not_the_last_fencing() -> None:
+    """node02's fencer on 2026-12-04 (bench fence-action): node01 fenced with reboot, with off
+    (the drill then powered it on: `stonith_admin --unfence`, an "on"), twice each. The last
+    fencing is the off of 12:34:55.908, which took 23.3 s, not the 6.1 s "on" after it."""
+    text = (DATA / "node02-off-2026-12-04.log").read_text()
+    assert [op.action for op in fence_operations(text)] == ["reboot", "off", "on"] * 2
+    last = last_fencing_of(text, "node01")
+    assert last is not None and last.action == "off"
+    assert last.took_s == pytest.approx(23.348)  # 12:34:55.908 -> 12:35:19.256

@@ -112,6 +112,9 @@ def fence_operations(text: str) -> list[FenceOperation]:
 
 
 def last_fencing_of(text: str, target: str) -> FenceOperation | None:
-    """The newest fencing of `target` in these lines, ended or not."""
-    mine = [op for op in fence_operations(text) if op.target == target]
+    """The newest fencing of `target` in these lines, ended or not: a reboot or an off. An
+    "on" through the fence device (`stonith_admin --unfence`, which powers a node fenced with
+    `off` on again) is not one: bench/run.py read the drill's power-on as the fencing of the
+    `off` runs of 2026-12-04 until this was seen."""
+    mine = [op for op in fence_operations(text) if op.target == target and op.action != "on"]
     return mine[-1] if mine else None
