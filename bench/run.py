@@ -259,22 +259,29 @@ ACTIONS = ("qdevice", "qdevice-off")
 VICTIMS = ("node01", "node02")
 
 
+def _with_fencing(spec: pathlib.Path, out: pathlib.Path, edit: Callable[[dict[str, Any]], object]
+                  ) -> pathlib.Path:  # fmt: skip
+    """`spec` written to `out` with its `cluster.fencing` section edited by `edit`."""
+    data = yaml.safe_load(spec.read_text())
+    edit(data["cluster"]["fencing"])
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
 def recovery_specs(directory: pathlib.Path) -> dict[str, pathlib.Path]:
     """The recipe's defaults (with fencing, no delay), hakvm's lab spec (static fence delay
-    on node01), and hakvm with the lab's quorum device (no delay): apply switches between
-    them (a CIB patch; to and from the device, one corosync reload: docs/qdevice.md)."""
+    on node01), hakvm with the lab's quorum device (no delay), and that with fencing's `off`
+    action: apply switches between them (a CIB patch; to and from the device, one corosync
+    reload: docs/qdevice.md)."""
     examples = REPO / "examples"
-    hakvm_spec = deployed_spec(directory)  # first: the other two read the lab it deploys
+    hakvm_spec = deployed_spec(directory)  # first: the others read the lab it deploys
     default = specfile.lab_spec(examples / "lab.yaml", LAB_DIR, directory / "default.yaml",
                                 timing=DEFAULT_TIMING)  # fmt: skip
-    data = yaml.safe_load(default.read_text())
-    data["cluster"]["fencing"].pop("power_wait_s", None)  # fence_ipmilan's own default, 2 s
-    default.write_text(yaml.safe_dump(data, sort_keys=False))
+    # fence_ipmilan's own power_wait default, 2 s
+    _with_fencing(default, default, lambda fencing: fencing.pop("power_wait_s", None))
     qdevice = specfile.lab_spec(examples / "lab-qdevice.yaml", LAB_DIR, directory / "qdevice.yaml")
-    data = yaml.safe_load(qdevice.read_text())
-    data["cluster"]["fencing"]["action"] = "off"
-    qdevice_off = directory / "qdevice-off.yaml"
-    qdevice_off.write_text(yaml.safe_dump(data, sort_keys=False))
+    qdevice_off = _with_fencing(qdevice, directory / "qdevice-off.yaml",
+                                lambda fencing: fencing.update(action="off"))  # fmt: skip
     return {"default": default, "hakvm": hakvm_spec, "qdevice": qdevice,
             "qdevice-off": qdevice_off}  # fmt: skip
 
@@ -366,6 +373,11 @@ def bench_fence_action(reps: int, resume: bool = False) -> dict[str, Any]:
     """The quorum device's lab under `reboot` and under `off`, alternated as recovery runs
     its settings: what `off` saves after a crash (the agent's power-on and status polls)."""
     return bench_recovery(reps, resume, ACTIONS, ACTION_PARTIAL)
+
+
+def drill_benches() -> dict[str, tuple[tuple[str, ...], pathlib.Path]]:
+    """The benchmarks made of drills: their settings and where an unfinished run is kept."""
+    return {"recovery": (SETTINGS, PARTIAL), "fence-action": (ACTIONS, ACTION_PARTIAL)}
 
 
 def summarize(results: dict[str, Any], settings: tuple[str, ...] = SETTINGS) -> dict[str, Any]:
@@ -490,8 +502,9 @@ def main() -> int:
                         help="print the figures of bench/*-partial.json so far; "
                              "run nothing")  # fmt: skip
     args = parser.parse_args()
+    drills = drill_benches()
     if args.summarize:
-        for partial, settings in ((PARTIAL, SETTINGS), (ACTION_PARTIAL, ACTIONS)):
+        for settings, partial in drills.values():
             if partial.exists():
                 figures = summarize(json.loads(partial.read_text()), settings)
                 shown = {k: v for k, v in figures.items() if k not in ("runs", "sessions")}
@@ -508,20 +521,18 @@ def main() -> int:
     for name in names:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        if name == "recovery":
-            figures = bench_recovery(args.reps, resume=args.resume)
-        elif name == "fence-action":
-            figures = bench_fence_action(args.reps, resume=args.resume)
+        if name in drills:
+            figures = bench_recovery(args.reps, args.resume, *drills[name])
         else:
             figures = BENCHMARKS[name](args.reps)
         run["results"][name] = {"date": started, "reps": args.reps, "figures": figures}
         out.write_text(json.dumps(run, indent=2) + "\n")  # after each: a later failure keeps it
     table = markdown(run)
-    drills = ""
-    for name, settings in (("recovery", SETTINGS), ("fence-action", ACTIONS)):
+    tables = ""
+    for name, (settings, _) in drills.items():
         if runs := run["results"].get(name, {}).get("figures", {}).get("runs"):
-            drills += f"\nEach {name} drill:\n\n{drill_table(runs, settings)}"
-    (REPO / "bench" / "results.md").write_text(table + drills)
+            tables += f"\nEach {name} drill:\n\n{drill_table(runs, settings)}"
+    (REPO / "bench" / "results.md").write_text(table + tables)
     update_table(table)
     print(table)
     return 0

@@ -10,6 +10,7 @@ import subprocess
 from typing import Any
 
 import pytest
+import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -207,8 +208,6 @@ def test_fence_action_alternates_reboot_and_off_on_the_quorum_device(
 def test_the_off_spec_is_the_quorum_devices_with_fencing_off(
     monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
 ) -> None:
-    import yaml
-
     bench = _bench()
 
     def lab_spec(template: pathlib.Path, _lab: Any, out: pathlib.Path, *_: Any,
