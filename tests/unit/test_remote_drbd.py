@@ -40,6 +40,51 @@ def test_resource_names_from_udev_links_as_recorded_and_from_the_dump_without_th
     assert drbd.parse_device_names(dump) == {0: "vm-a", 1: "vm-b"}
 
 
+def _devices(dev: pathlib.Path, path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess[str]:
+    """The names script as the batch runs it, by the real /bin/sh, on a made-up /dev."""
+    command = ["/bin/sh", "-c", drbd.devices_script(str(dev))]
+    return subprocess.run(
+        command, capture_output=True, text=True, env={"PATH": path}, check=False
+    )
+
+
+@pytest.mark.parametrize("layout", ["8.4", "9"])
+def test_names_script_matches_each_udev_link_to_its_device_in_the_shell(
+    tmp_path: pathlib.Path, layout: str
+) -> None:
+    dev = tmp_path / "a dev"  # a space: the directory is quoted, the globs are not
+    (dev / "drbd" / "by-res").mkdir(parents=True)
+    for minor in (0, 1, 10):
+        (dev / f"drbd{minor}").touch()  # -ef compares inodes: any file does for a device
+    by_res = dev / "drbd" / "by-res"
+    if layout == "8.4":  # 65-drbd.rules: NAME -> ../../drbdN
+        (by_res / "vm-a").symlink_to("../../drbd10")
+        (by_res / "vm-b").symlink_to("../../drbd1")
+        (by_res / "gone").symlink_to("../../drbd7")  # no such device: not a name
+    else:  # NAME/VOLUME -> ../../../drbdN
+        for name, volume, minor in (("vm-a", 0, 1), ("vm-a", 1, 10), ("vm-b", 0, 0)):
+            (by_res / name).mkdir(exist_ok=True)
+            (by_res / name / str(volume)).symlink_to(f"../../../drbd{minor}")
+    result = _devices(dev)
+    assert result.returncode == 0 and "drbdadm" not in result.stderr
+    names = {10: "vm-a", 1: "vm-b"} if layout == "8.4" else {1: "vm-a", 0: "vm-b"}
+    assert drbd.parse_device_names(result.stdout) == names
+
+
+def test_names_script_without_links_asks_drbdadm_for_its_resource_and_minor_lines_only(
+    tmp_path: pathlib.Path,
+) -> None:
+    dump = (DATA / "drbd-devices-lab.txt").read_text()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "drbdadm"  # the dump with a secret, as the real one prints it
+    fake.write_text(f"#!/bin/sh\ncat <<'EOF'\n{dump}    shared-secret \"s3cret\";\nEOF\n")
+    fake.chmod(0o755)
+    result = _devices(tmp_path / "dev", f"{bin_dir}:/usr/bin:/bin")
+    assert drbd.parse_device_names(result.stdout) == {0: "vm-a", 1: "vm-b"}
+    assert "s3cret" not in result.stdout
+
+
 @pytest.mark.parametrize(("proc_drbd", "asks_drbdsetup"), [
     ("version: 8.4.11 (api:1/proto:86-101)\n", False),
     ("version: 9.2.4 (api:2/proto:86-122)\n", True),

@@ -86,8 +86,10 @@ def test_status_logs_in_once_per_node_and_reads_crm_mon_once(
     assert [n for n in ("node01", "node02") if "crm_mon" in batches(nodes, n)[0]] == ["node01"]
     assert len(nodes.sent) == 2  # nothing but the two batches
     ran = " ".join(programs(nodes))
-    # Names and minors: udev's by-res links, drbdadm's dump only without them (one per node).
-    assert ran.count("find /dev/drbd/by-res") == 2 and ran.count("drbdadm dump all") == 2
+    # Names and minors: udev's by-res links (read by the shell: no `find`), drbdadm's dump
+    # only without them (one per node).
+    assert ran.count('"$p"/drbd/by-res/*/*') == 2 and "find" not in ran.split()
+    assert ran.count("drbdadm dump all") == 2
     assert "sh-resources" not in ran and "sh-minor" not in ran
     assert ran.count("exec drbdsetup status --json") == 2  # not on 8.4: see test_remote_drbd
     assert "date" not in ran.split()  # the clock is doctor's
