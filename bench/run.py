@@ -9,9 +9,11 @@ Benchmarks:
            lab -> first apply with 8 GiB VM disks. Ratios: no-op/first and 8 GiB/1 GiB
            (about 1.0 means no waiting for an initial DRBD sync).
   operate  on a deployed lab (the one deploy leaves, else a fresh one): `hakvm status`
-           versus a bare `crm_mon --output-as=xml` over SSH, alternated, N each, medians and
-           their ratio; live migration of vm-a back and forth N times, libvirt's downtime,
-           median and spread.
+           versus a bare `crm_mon --output-as=xml` over SSH, alternated, N each (at least 30),
+           medians and their ratio; live migration of vm-a back and forth N times, libvirt's
+           downtime and downtime_net, and what they add up from by each node's own clock
+           (QEMU's events: the source's pause to its stream's end, the target's end of
+           stream to its resume), medians and spread.
   recovery on a deployed lab: `hakvm drill --scenario node-crash --victim NODE` N times per
            node and setting, alternated (in each repetition, each setting applied in turn:
            the defaults the original recipe leaves with fencing added without a delay,
@@ -150,6 +152,9 @@ def spread(values: list[float]) -> dict[str, float]:
     }
 
 
+STATUS_PAIRS = 30
+
+
 def bench_operate(reps: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,7 +166,9 @@ def bench_operate(reps: int) -> dict[str, Any]:
         bare = ssh.ssh_argv(port, lab.ssh_key, lab.known_hosts, remote)
         status_s: list[float] = []
         crm_mon_s: list[float] = []
-        for _ in range(reps):  # alternated, so both see the same load
+        # At least 30 pairs (about 7 s each): the ratio of two medians of 10 gave 1.28 and
+        # 1.76 on two fresh labs, for status batches that differed by one `find` (2026-12-04).
+        for _ in range(max(reps, STATUS_PAIRS)):  # alternated, so both see the same load
             crm_mon_s.append(timed(lambda: subprocess.run(bare, capture_output=True, check=True)))
             status_s.append(timed(lambda: hakvm("status", str(spec), answers=range(256))))
         results["status_s"] = spread(status_s)
@@ -171,17 +178,89 @@ def bench_operate(reps: int) -> dict[str, Any]:
         )
         downtimes: list[float] = []
         nets: list[float] = []
-        for _ in range(reps):
-            move = json.loads(hakvm("migrate", "--json", str(spec), "vm-a").stdout)
-            if move.get("downtime_ms") is None:
-                raise SystemExit(f"bench: migration reported no downtime: {move}")
-            downtimes.append(float(move["downtime_ms"]))
-            if move.get("downtime_net_ms") is not None:
-                nets.append(float(move["downtime_net_ms"]))
+        listeners = {n: qemu_events(lab, n, reps * 600 + 300) for n in ("node01", "node02")}
+        try:
+            for _ in range(reps):
+                move = json.loads(hakvm("migrate", "--json", str(spec), "vm-a").stdout)
+                if move.get("downtime_ms") is None:
+                    raise SystemExit(f"bench: migration reported no downtime: {move}")
+                downtimes.append(float(move["downtime_ms"]))
+                if move.get("downtime_net_ms") is not None:
+                    nets.append(float(move["downtime_net_ms"]))
+        finally:
+            events = {n: stopped(listener) for n, listener in listeners.items()}
         results["live_migration_downtime_ms"] = spread(downtimes)
         # libvirt's downtime_net: without the two hosts' clock difference (issue 19).
         results["live_migration_downtime_net_ms"] = spread(nets) if nets else None
+        sent: list[float] = []
+        resumed: list[float] = []
+        for text in events.values():
+            node_sent, node_resumed = switch_over_phases(text, "vm-a")
+            sent += node_sent
+            resumed += node_resumed
+        results["live_migration_source_paused_to_sent_ms"] = spread(sent) if sent else None
+        results["live_migration_target_received_to_resumed_ms"] = (
+            spread(resumed) if resumed else None
+        )
     return results
+
+
+# What downtime_net adds up from, each part by one node's clock, from QEMU's own events on
+# both nodes while the migrations run: on the source, the guest's pause (STOP) to the end of
+# its stream (MIGRATION "completed": the last memory pass, the devices' state, the disks'
+# flush); on the target, the end of the incoming stream to the guest's RESUME (libvirt's
+# Finish, driven by the source's virsh over SSH). Read-only: monitor events, no command.
+QEMU_EVENTS = ["virsh", "-c", "qemu:///system", "qemu-monitor-event", "--loop", "--timestamp"]
+_QEMU_EVENT_RE = re.compile(
+    r"^(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})\+0000: "
+    r"event (?P<kind>\w+) for domain '(?P<domain>[^']+)': (?P<data>.*)$"
+)
+
+
+def qemu_events(lab: Lab, node: str, seconds: int) -> subprocess.Popen[str]:
+    """A listener for every domain's QEMU events on `node`; it ends by itself after
+    `seconds` (virsh's --timeout) if `stopped` cannot end it first."""
+    remote = ssh.remote_command([*QEMU_EVENTS, "--timeout", str(seconds)])
+    argv = ssh.ssh_argv(lab.load().ssh_port_of(node), lab.ssh_key, lab.known_hosts, remote)
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def stopped(listener: subprocess.Popen[str]) -> str:
+    """What a listener printed, once it is ended (its SSH client closed: the remote virsh
+    ends at its next event or its timeout)."""
+    listener.terminate()
+    out, _ = listener.communicate(timeout=30)
+    return out
+
+
+def switch_over_phases(text: str, domain: str) -> tuple[list[float], list[float]]:
+    """(paused to sent, received to resumed), ms, from one node's `qemu-monitor-event`
+    lines for `domain`: each STOP to its stream's MIGRATION "completed" (the node was the
+    source), and each "completed" with no STOP before it to the RESUME after (the target).
+    A failed or cancelled migration counts in neither."""
+    sent: list[float] = []
+    resumed: list[float] = []
+    stop: float | None = None
+    received: float | None = None
+    for line in text.splitlines():
+        m = _QEMU_EVENT_RE.match(line.strip())
+        if m is None or m["domain"] != domain:
+            continue
+        at = datetime.datetime.strptime(m["at"], "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        status = json.loads(m["data"]).get("status") if m["kind"] == "MIGRATION" else None
+        if m["kind"] == "STOP":
+            stop, received = at, None
+        elif status == "completed" and stop is not None:
+            sent.append(round((at - stop) * 1000))
+            stop = None
+        elif status == "completed":
+            received = at
+        elif status in ("failed", "cancelled", "setup"):
+            stop = received = None
+        elif m["kind"] == "RESUME" and received is not None:
+            resumed.append(round((at - received) * 1000))
+            received = None
+    return sent, resumed
 
 
 PARTIAL = REPO / "bench" / "recovery-partial.json"  # the runs so far, while recovery runs
