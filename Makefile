@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml | deps-demo
 # `hakvm status` paid for 28 modules. A stale .pyc costs nothing (Python sees the newer source
 # and compiles in memory), so this runs on every make, incrementally.
 venv: $(STAMP)
-	$(BIN)/python -m compileall -q src/hakvm >/dev/null
+	$(BIN)/python -m compileall -q src/hakvm
 
 # The browser test (chromium, 20 s) runs in make test only. Two workers (pytest-xdist): the
 # unit and render tests are independent: on an idle 2-core host 142 s serially, 79 s so

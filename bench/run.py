@@ -178,7 +178,7 @@ def bench_operate(reps: int) -> dict[str, Any]:
         )
         downtimes: list[float] = []
         nets: list[float] = []
-        listeners = {n: qemu_events(lab, n, reps * 600 + 300) for n in ("node01", "node02")}
+        listeners = {n: qemu_events(lab, n) for n in ("node01", "node02")}
         try:
             for _ in range(reps):
                 move = json.loads(hakvm("migrate", "--json", str(spec), "vm-a").stdout)
@@ -189,6 +189,9 @@ def bench_operate(reps: int) -> dict[str, Any]:
                     nets.append(float(move["downtime_net_ms"]))
         finally:
             events = {n: stopped(listener) for n, listener in listeners.items()}
+            if keep := os.environ.get("HAKVM_BENCH_KEEP_EVENTS"):  # raw lines, for tests
+                for n, text in events.items():
+                    (pathlib.Path(keep) / f"{n}.log").write_text(text)
         results["live_migration_downtime_ms"] = spread(downtimes)
         # libvirt's downtime_net: without the two hosts' clock difference (issue 19).
         results["live_migration_downtime_net_ms"] = spread(nets) if nets else None
@@ -209,27 +212,40 @@ def bench_operate(reps: int) -> dict[str, Any]:
 # both nodes while the migrations run: on the source, the guest's pause (STOP) to the end of
 # its stream (MIGRATION "completed": the last memory pass, the devices' state, the disks'
 # flush); on the target, the end of the incoming stream to the guest's RESUME (libvirt's
-# Finish, driven by the source's virsh over SSH). Read-only: monitor events, no command.
-QEMU_EVENTS = ["virsh", "-c", "qemu:///system", "qemu-monitor-event", "--loop", "--timestamp"]
+# Finish, driven by the source's virsh over SSH). Each event carries QEMU's own time
+# (`at SECONDS.MICROS`; with --timestamp virsh would print when it received the event,
+# after libvirtd's relay). Read-only: monitor events, no command. The listener ends when its
+# SSH session does (its shell reads stdin: EOF when the session closes).
+QEMU_EVENTS = ["virsh", "-c", "qemu:///system", "qemu-monitor-event", "--loop"]
+LISTEN = f"{shlex.join(QEMU_EVENTS)} & echo listening; read -r _; kill $!"
 _QEMU_EVENT_RE = re.compile(
-    r"^(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})\+0000: "
-    r"event (?P<kind>\w+) for domain '(?P<domain>[^']+)': (?P<data>.*)$"
+    r"^event (?P<kind>\w+) at (?P<at>\d+\.\d{6}) for domain '(?P<domain>[^']+)': (?P<data>.*)$"
 )
 
 
-def qemu_events(lab: Lab, node: str, seconds: int) -> subprocess.Popen[str]:
-    """A listener for every domain's QEMU events on `node`; it ends by itself after
-    `seconds` (virsh's --timeout) if `stopped` cannot end it first."""
-    remote = ssh.remote_command([*QEMU_EVENTS, "--timeout", str(seconds)])
+def qemu_events(lab: Lab, node: str) -> subprocess.Popen[str]:
+    """A listener for every domain's QEMU events on `node`, started (virsh runs) when this
+    returns; `stopped` ends it."""
+    remote = ssh.remote_command(["sh", "-c", LISTEN])
     argv = ssh.ssh_argv(lab.load().ssh_port_of(node), lab.ssh_key, lab.known_hosts, remote)
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    listener = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert listener.stdout is not None
+    if listener.stdout.readline().strip() != "listening":
+        stopped(listener)
+        raise SystemExit(f"bench: no QEMU event listener on {node}")
+    return listener
 
 
 def stopped(listener: subprocess.Popen[str]) -> str:
-    """What a listener printed, once it is ended (its SSH client closed: the remote virsh
-    ends at its next event or its timeout)."""
-    listener.terminate()
-    out, _ = listener.communicate(timeout=30)
+    """What a listener printed, once it is ended: its stdin closed ends the remote virsh,
+    then the session; killed if that takes over 30 s."""
+    try:
+        out, _ = listener.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        listener.kill()
+        out, _ = listener.communicate()
     return out
 
 
@@ -237,7 +253,8 @@ def switch_over_phases(text: str, domain: str) -> tuple[list[float], list[float]
     """(paused to sent, received to resumed), ms, from one node's `qemu-monitor-event`
     lines for `domain`: each STOP to its stream's MIGRATION "completed" (the node was the
     source), and each "completed" with no STOP before it to the RESUME after (the target).
-    A failed or cancelled migration counts in neither."""
+    A failed or cancelled migration counts in neither, nor one of a guest paused before it
+    began."""
     sent: list[float] = []
     resumed: list[float] = []
     stop: float | None = None
@@ -246,7 +263,7 @@ def switch_over_phases(text: str, domain: str) -> tuple[list[float], list[float]
         m = _QEMU_EVENT_RE.match(line.strip())
         if m is None or m["domain"] != domain:
             continue
-        at = datetime.datetime.strptime(m["at"], "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        at = float(m["at"])
         status = json.loads(m["data"]).get("status") if m["kind"] == "MIGRATION" else None
         if m["kind"] == "STOP":
             stop, received = at, None
@@ -257,9 +274,10 @@ def switch_over_phases(text: str, domain: str) -> tuple[list[float], list[float]
             received = at
         elif status in ("failed", "cancelled", "setup"):
             stop = received = None
-        elif m["kind"] == "RESUME" and received is not None:
-            resumed.append(round((at - received) * 1000))
-            received = None
+        elif m["kind"] == "RESUME":
+            if received is not None:
+                resumed.append(round((at - received) * 1000))
+            stop = received = None
     return sent, resumed
 
 
