@@ -226,6 +226,25 @@ def test_the_off_spec_is_the_quorum_devices_with_fencing_off(
     assert off == device
 
 
+QEMU_EVENTS = pathlib.Path(__file__).parent / "data" / "qemu-events"
+
+
+def test_switch_over_phases_from_each_nodes_own_qemu_events_as_recorded() -> None:
+    """Ten live migrations of vm-a (bench/run.py --only operate, 2026-12-04 16:00-16:11),
+    what each node's `virsh qemu-monitor-event --loop` printed: QEMU's own times. Where the
+    node was the source, STOP to its MIGRATION "completed" (node01's first: 1796399571.824261
+    to 1796399572.133017, 309 ms); where it was the target, its "completed" to its RESUME
+    (1796399649.776812 to 1796399650.004700, 228 ms). Worked out apart with awk."""
+    bench = _bench()
+    node01 = (QEMU_EVENTS / "node01-2026-12-04.log").read_text()
+    node02 = (QEMU_EVENTS / "node02-2026-12-04.log").read_text()
+    sent, resumed = bench.switch_over_phases(node01, "vm-a")
+    assert (sent, resumed) == ([309, 562, 538, 337, 352], [228, 892, 272, 373, 209])
+    sent, resumed = bench.switch_over_phases(node02, "vm-a")
+    assert (sent, resumed) == ([249, 339, 316, 325, 266], [548, 498, 423, 264, 249])
+    assert bench.switch_over_phases(node01, "vm-b") == ([], [])
+
+
 def test_a_failed_migration_a_paused_guest_and_another_domain_count_in_neither() -> None:
     bench = _bench()
     line = "event {} at 1764842400.{} for domain '{}': {}"
