@@ -466,14 +466,10 @@ def bench_recovery(
     return summarize(results, settings)
 
 
-def bench_fence_action(reps: int, resume: bool = False) -> dict[str, Any]:
-    """The quorum device's lab under `reboot` and under `off`, alternated as recovery runs
-    its settings: what `off` saves after a crash (the agent's power-on and status polls)."""
-    return bench_recovery(reps, resume, ACTIONS, ACTION_PARTIAL)
-
-
 def drill_benches() -> dict[str, tuple[tuple[str, ...], pathlib.Path]]:
-    """The benchmarks made of drills: their settings and where an unfinished run is kept."""
+    """The benchmarks made of drills (`bench_recovery` runs each): their settings and where
+    an unfinished run is kept. fence-action is the quorum device's lab under `reboot` and
+    under `off`: what `off` saves after a crash (the agent's power-on and status polls)."""
     return {"recovery": (SETTINGS, PARTIAL), "fence-action": (ACTIONS, ACTION_PARTIAL)}
 
 
@@ -555,12 +551,12 @@ def drill_table(runs: list[dict[str, Any]], settings: tuple[str, ...] = SETTINGS
     return "\n".join(lines) + "\n"
 
 
+# The benchmarks that take only a repetition count; then the drill benchmarks.
 BENCHMARKS: dict[str, Callable[[int], dict[str, Any]]] = {
     "deploy": bench_deploy,
     "operate": bench_operate,
-    "recovery": bench_recovery,
-    "fence-action": bench_fence_action,
 }
+NAMES = [*BENCHMARKS, *drill_benches()]
 
 
 def _shown(value: Any) -> str:
@@ -591,7 +587,7 @@ def markdown(run: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated names")
+    parser.add_argument("--only", default=",".join(NAMES), help="comma-separated names")
     parser.add_argument("--reps", type=int, default=5, help="repetitions where repeated")
     parser.add_argument("--resume", action="store_true",
                         help="recovery, fence-action: go on from bench/*-partial.json")  # fmt: skip
@@ -609,9 +605,9 @@ def main() -> int:
                 print(drill_table(figures["runs"], settings))
         return 0
     names = [n for n in args.only.split(",") if n]
-    unknown = [n for n in names if n not in BENCHMARKS]
+    unknown = [n for n in names if n not in NAMES]
     if unknown:
-        parser.error(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(NAMES)}")
     out = REPO / "bench" / "results.json"
     run: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {"results": {}}
     run["machine"] = f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, TCG lab"

@@ -65,10 +65,7 @@ def test_each_node_crashed_under_each_setting_alternated(
 
     specs = {name: tmp_path / f"{name if name != 'hakvm' else 'lab'}.yaml"
              for name in bench.SETTINGS}  # fmt: skip
-    monkeypatch.setattr(bench, "hakvm", hakvm)
-    monkeypatch.setattr(bench, "recovery_specs", lambda _: specs)
-    monkeypatch.setattr(bench, "place_home", lambda _: None)
-    monkeypatch.setattr(bench, "fence_query_s", lambda node, device: 3.0)
+    _scripted(monkeypatch, bench, hakvm, specs, tmp_path / "partial.json")
     monkeypatch.setattr(bench, "start_exec_s", lambda node, vm: 15.0)
     fenced: list[tuple[str, str]] = []
 
@@ -77,7 +74,6 @@ def test_each_node_crashed_under_each_setting_alternated(
         return {"took_s": 20.0 + 10 * len(fenced), "delay_s": 0.0, "result": "OK (complete)"}
 
     monkeypatch.setattr(bench, "fencing_of", fencing_of)
-    monkeypatch.setattr(bench, "PARTIAL", tmp_path / "partial.json")
     results = bench.bench_recovery(1)
 
     drills = [(pathlib.Path(a[2]).stem, a[a.index("--victim") + 1]) for a in asked
