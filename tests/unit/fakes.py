@@ -55,6 +55,7 @@ class FakeNode:
         self.closed = False
         self.connects = 0  # logins: how often connect() was called
         self.unreachable: str | None = None  # connect() raises UnreachableError with it
+        self.login_s = 0.0  # how long connect() takes (a slow login)
 
     def on(self, *prefix: str, rc: int = 0, out: str = "", err: str = "") -> FakeNode:
         """Answer commands starting with `prefix` so (chainable)."""
@@ -126,6 +127,8 @@ class FakeNode:
 
     async def connect(self) -> FakeNode:
         self.connects += 1
+        if self.login_s:
+            await asyncio.sleep(self.login_s)
         if self.unreachable is not None:
             raise UnreachableError(f"{self.name}: {self.unreachable}")
         self.closed = False

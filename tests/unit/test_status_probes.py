@@ -140,6 +140,35 @@ def test_the_first_node_down_leaves_one_batch_with_crm_mon_on_the_second(
     assert "crm_mon" in batches(nodes, "node02")[0]
 
 
+def test_the_first_node_logged_in_runs_crm_mon_without_waiting_for_the_other(
+    spec: ClusterSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nodes = cluster(monkeypatch, answers("healthy"))
+    nodes["node01"].login_s = 0.2
+    report = asyncio.run(st.status(spec, LAB))
+    same = st.assess(spec, answers("healthy")).model_copy(update={"seen_from": "node02"})
+    assert report == same  # node02's view: the same as node01's
+    assert [s.node for s in nodes.sent] == ["node02", "node01"]  # sent before node01 was in
+    assert ["crm_mon" in b for n in ("node01", "node02") for b in batches(nodes, n)] == [
+        False, True
+    ]
+
+
+def test_a_preferred_viewer_keeps_crm_mon_though_it_logs_in_last(
+    spec: ClusterSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nodes = cluster(monkeypatch, answers("healthy"))
+    nodes["node01"].login_s = 0.2
+
+    async def gathered() -> dict[str, NodeAnswer]:
+        async with Session(spec, LAB) as session:
+            return await st.gather(session, prefer="node01")
+
+    assert st.assess(spec, asyncio.run(gathered())).seen_from == "node01"
+    assert [len(batches(nodes, n)) for n in ("node01", "node02")] == [1, 1]
+    assert "crm_mon" in batches(nodes, "node01")[0]
+
+
 def test_a_batch_lost_on_the_viewer_asks_the_other_and_drops_the_connection(
     spec: ClusterSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -121,27 +121,30 @@ async def gather(
     timeout: float = BATCH_TIMEOUT_S,
 ) -> dict[str, NodeAnswer]:
     """Both nodes at once, on the session's kept connections (an unreachable node is an
-    answer too). Pacemaker's state comes from one node: `prefer` (where the last report was
-    seen from) if it answers, else the first that does. Another node is asked its own view
-    (one more batch) only when that one does not cover it: see `own_views_needed`. `extra`
-    entries ride along in each node's batch (`hakvm serve`'s events); `timeout` bounds each
-    batch (a node that died mid-batch holds the answer no longer)."""
-    names = session.names
-    errors = await asyncio.gather(*(reach(session, n) for n in names))
-    reached = dict(zip(names, errors, strict=True))
-    up = [n for n in names if reached[n] is None]
-    viewer = prefer if prefer in up else next(iter(up), None)
+    answer too), each node's batch sent as soon as that node is connected. Pacemaker's state
+    comes from one node: `prefer` (where the last report was seen from) if it answers, else
+    the first one connected. Another node is asked its own view (one more batch) only when
+    that one does not cover it: see `own_views_needed`. `extra` entries ride along in each
+    node's batch (`hakvm serve`'s events); `timeout` bounds each batch (a node that died
+    mid-batch holds the answer no longer)."""
+    qdevice = session.spec.quorum_device is not None
+    # No waiting for every login before the first batch: logins took 0.43-1.80 s on the lab
+    # (2026-12-04), so the first node in runs crm_mon and the later one only its own probes.
+    prefer = prefer if prefer in session.names else None
+    viewers: list[str] = []
 
     async def ask(node: Node) -> NodeAnswer:
-        error = reached[node.name]
+        error = await reach(session, node.name)
         if error is not None:
             return NodeAnswer(node.name, error=error)
-        view, qdevice = node.name == viewer, session.spec.quorum_device is not None
+        view = not viewers and prefer in (None, node.name)
+        if view:
+            viewers.append(node.name)
         commands = node_commands(bonds_of(node), view=view, qdevice=qdevice)
         return await ask_kept(session, node.name, [*commands, *extra], timeout)
 
     answers = {a.name: a for a in await asyncio.gather(*(ask(n) for n in session.spec.nodes))}
-    more = own_views_needed(answers, viewer)
+    more = own_views_needed(answers, next(iter(viewers), None))
     views = (ask_kept(session, n, view_command(), timeout) for n in more)
     for own in await asyncio.gather(*views):
         raw = answers[own.name].raw
