@@ -131,20 +131,21 @@ async def gather(
     # No waiting for every login before the first batch: logins took 0.43-1.80 s on the lab
     # (2026-12-04), so the first node in runs crm_mon and the later one only its own probes.
     prefer = prefer if prefer in session.names else None
-    viewers: list[str] = []
+    viewer: str | None = None
 
     async def ask(node: Node) -> NodeAnswer:
+        nonlocal viewer
         error = await reach(session, node.name)
         if error is not None:
             return NodeAnswer(node.name, error=error)
-        view = not viewers and prefer in (None, node.name)
+        view = viewer is None and prefer in (None, node.name)
         if view:
-            viewers.append(node.name)
+            viewer = node.name
         commands = node_commands(bonds_of(node), view=view, qdevice=qdevice)
         return await ask_kept(session, node.name, [*commands, *extra], timeout)
 
     answers = {a.name: a for a in await asyncio.gather(*(ask(n) for n in session.spec.nodes))}
-    more = own_views_needed(answers, next(iter(viewers), None))
+    more = own_views_needed(answers, viewer)
     views = (ask_kept(session, n, view_command(), timeout) for n in more)
     for own in await asyncio.gather(*views):
         raw = answers[own.name].raw
