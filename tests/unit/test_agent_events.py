@@ -61,6 +61,16 @@ def test_a_long_value_is_cut_and_an_odd_one_kept_as_text(tmp_path: Path) -> None
     assert isinstance(record["t"], float)
 
 
+def test_bytes_that_are_not_utf8_are_written_as_replacement_characters() -> None:
+    # How os.environ hands over an exit reason in Latin-1: b"caf\xe9" as "caf\udce9".
+    latin1 = b"caf\xe9 failed".decode("utf-8", "surrogateescape")
+    record = events.event(env("resource-failed", CRM_alert_desc=latin1), "n")
+    assert record["desc"] == "caf\ufffd failed"
+    assert "\\udc" not in events.line(record).decode()
+    record = events.event(env("resource-failed", CRM_alert_desc="\ud800 lone"), "n")
+    assert record["desc"] == "? lone"
+
+
 def test_rotation_keeps_one_old_file(tmp_path: Path) -> None:
     path = str(tmp_path / "events.jsonl")
     line = events.line(events.event(env("resource"), "node01"))

@@ -25,23 +25,28 @@ from typing import Any
 import pytest
 from lxml import etree, html
 
+from hakvm.errors import InputError
 from hakvm.ops import view as ops_view
 from hakvm.ops.status import StatusReport
-from hakvm.ops.view import ClusterView
+from hakvm.ops.view import ClusterView, Observer, assemble
+from hakvm.remote.events import events_command, parse_events
 from hakvm.remote.session import Session
 from hakvm.spec.models import ClusterSpec
 from hakvm.web.page import render_page
-from hakvm.web.server import WebApp, make_server
+from hakvm.web.server import Handler, WebApp, make_server, read_token
 from hakvm.web.svg import WINDOWS, timeline_svg
 from tests.unit.fakes import FakeNodes
 from tests.unit.recorded import answers, batch_entries, replaying
 from tests.unit.serve_states import (
+    EVERY,
     LAB,
     T0,
     crash_views,
     cut_view,
+    event,
     healthy_view,
     lab_spec,
+    with_events,
 )
 
 TOKEN = "s3cret-token-0123456789abcdef"
@@ -164,6 +169,47 @@ def test_windows_and_escaping(spec: ClusterSpec) -> None:
     assert "<script>" not in svg and "<script>" not in render_page("lab", hostile)
 
 
+# Lines a node's events file may hold that the agent never wrote as such: times no clock
+# writes (a review on 2026-12-04 took the page down with t=1e300), and a non-UTF-8 exit
+# reason the agent's JSON carried as a lone surrogate, with control characters.
+ODD_TIMES = ("1e300", "NaN", "Infinity", "-1e20", "-1", "1" + "0" * 400, "true", '"1"')
+ODD_TEXT = "caf\udce9 \x1b[2J\x01 failed"
+
+
+def test_events_with_odd_times_are_skipped_and_odd_text_cleaned() -> None:
+    lines = [f'{{"t":{t},"node":"node01","kind":"node","target":"node02"}}' for t in ODD_TIMES]
+    lines.append(event(T0, "resource", desc=ODD_TEXT, rsc="vm-a"))
+    (kept,) = parse_events("\n".join(lines))
+    assert kept.t == T0 and kept.desc == "caf? \ufffd[2J\ufffd failed"
+
+
+def test_odd_event_lines_leave_every_route_up(spec: ClusterSpec) -> None:
+    lines = [f'{{"t":{t},"node":"node01","kind":"fencing","target":"node02","task":"reboot",'
+             f'"rc":0,"desc":"OK"}}' for t in ODD_TIMES]  # fmt: skip
+    lines.append(event(T0 - 60, "resource", target="node01", task="start", rc=1, status=0,
+                       target_rc=0, desc=ODD_TEXT, rsc="vm-a"))  # fmt: skip
+    seen = answers("healthy")
+    with_events(seen, {"node01": lines})
+    app = WebApp("lab")
+    app.publish(assemble(spec, seen, Observer(), [], now=T0, every=EVERY))
+    for target in ("/", "/timeline.svg", "/view.json", "/status.json", "/metrics"):
+        status, _, body = get(app, target)
+        assert status == 200 and b"\x1b" not in body and b"\x01" not in body, target
+    svg = get(app, "/timeline.svg")[2]
+    etree.fromstring(svg)  # well-formed XML: no character XML forbids
+    assert "caf?" in svg.decode() and len(markers(svg.decode())) == 1
+
+
+def test_the_events_read_is_bounded_in_bytes(tmp_path: Path) -> None:
+    """A file with no newline (not the agent's) is read from its last MiB only."""
+    path = tmp_path / "events.jsonl"
+    good = event(T0, "node", target="node02", desc="lost")
+    path.write_text("x" * (3 << 20) + "\n" + good + "\n")
+    _, argv = events_command(str(path))
+    out = subprocess.run(argv, capture_output=True, check=True, timeout=30).stdout
+    assert len(out) <= 1 << 20 and [e.t for e in parse_events(out.decode())] == [T0]
+
+
 # --- the HTTP side -----------------------------------------------------------------------------
 
 
@@ -196,6 +242,33 @@ def test_a_token_is_required_once_set(spec: ClusterSpec) -> None:
     cookie = headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert get(app, "/?window=6h", Cookie=cookie.split(";")[0])[0] == 200
+
+
+def test_without_a_token_only_a_local_host_is_answered(spec: ClusterSpec) -> None:
+    """DNS rebinding: a page whose name now resolves to 127.0.0.1 sends its own Host."""
+    app = WebApp("lab", bind="127.0.0.2")
+    app.publish(healthy_view(spec))
+    for host in ("127.0.0.1:8480", "localhost:8480", "LOCALHOST.", "[::1]:8480", "127.0.0.2"):
+        assert get(app, "/status.json", Host=host)[0] == 200, host
+    assert get(app, "/status.json")[0] == 200  # no Host: not a browser
+    for host in ("attacker.example:8480", "127.0.0.1.attacker.example", "evil@127.0.0.1",
+                 "[::1", "localhost:x", ""):  # fmt: skip
+        assert get(app, "/status.json", Host=host)[0] == 403, host
+    tokened = WebApp("lab", TOKEN, bind="10.0.0.1")  # with a token, the token decides
+    tokened.publish(healthy_view(spec))
+    assert get(tokened, "/", Host="cluster.example", Authorization=f"Bearer {TOKEN}")[0] == 200
+
+
+def test_a_token_must_be_cookie_safe(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    for bad in ("abcdefgh;ijklmnopqrst", 'abcdefgh"ijklmnopqrst', "abcdefgh,ijklmnopqrst",
+                "abcdefgh\\ijklmnopqrst"):  # fmt: skip
+        token.write_text(bad + "\n")
+        token.chmod(0o600)
+        with pytest.raises(InputError, match="at least 16 characters of"):
+            read_token(token)
+    token.write_text(TOKEN + "\n")
+    assert read_token(token) == TOKEN
 
 
 @pytest.fixture
@@ -239,6 +312,34 @@ def test_the_server_never_logs_the_token(served: tuple[str, WebApp, list[str]]) 
     assert lines and not any(TOKEN in line for line in lines), lines
     assert '127.0.0.1 "GET /" 303' in lines and '127.0.0.1 "- -" 400' in lines
     assert not any("error serving" in line for line in lines), lines
+
+
+def test_the_log_escapes_control_characters_and_idle_connections_close(
+    served: tuple[str, WebApp, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, _, lines = served
+    port = int(base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), 10) as raw:
+        raw.sendall(b"GET /\x1b]0;title\x07\x1b[2J HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert raw.recv(200).startswith(b"HTTP/1.0 401")
+    assert not any("\x1b" in line or "\x07" in line for line in lines), lines
+    assert any("/\\x1b]0;title\\x07\\x1b[2J" in line for line in lines), lines
+    monkeypatch.setattr(Handler, "timeout", 0.5)
+    with socket.create_connection(("127.0.0.1", port), 10) as idle:
+        idle.settimeout(10)
+        started = time.monotonic()
+        assert idle.recv(200) == b""  # closed by the server, not by this test's 10 s
+        assert time.monotonic() - started < 9
+
+
+def test_a_write_is_refused_with_the_same_headers(served: tuple[str, WebApp, list[str]]) -> None:
+    base, _, _ = served
+    request = urllib.request.Request(f"{base}/", method="POST", data=b"x")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 405 and refused.value.headers["Allow"] == "GET, HEAD"
+    assert refused.value.headers["Cache-Control"] == "no-store"
+    assert "default-src 'none'" in refused.value.headers["Content-Security-Policy"]
 
 
 def test_status_json_is_hakvm_status_json(served: tuple[str, WebApp, list[str]]) -> None:

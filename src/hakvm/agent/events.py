@@ -49,7 +49,13 @@ def _value(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(f"CRM_alert_{name}")
     if value is None or value == "":
         return None
-    return value[:MAX_FIELD]
+    # os.environ holds bytes that are not UTF-8 (an agent's exit reason, say) as lone
+    # surrogates, which JSON would carry as "\udcXX": written as U+FFFD instead.
+    try:
+        raw = value[:MAX_FIELD].encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = value[:MAX_FIELD].encode("utf-8", "replace")
+    return raw.decode("utf-8", "replace")
 
 
 def _number(env: Mapping[str, str], name: str) -> int | str | None:

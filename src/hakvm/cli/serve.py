@@ -41,7 +41,7 @@ def serve_cmd(spec: Path, port: int, bind: str, token_file: Path | None, every: 
             f"--bind {bind}: anyone who reaches it would see the cluster; give --token-file "
             "(or keep the default, 127.0.0.1)"
         )
-    app = WebApp(cluster.cluster.name, token, say)
+    app = WebApp(cluster.cluster.name, token, say, str(address))
     try:
         server = make_server(app, str(address), port)
     except OSError as exc:

@@ -26,11 +26,16 @@ EVENTS_TAIL = 400  # lines read per node and refresh: a few days of a quiet clus
 MAX_LINE = 8192  # characters; a longer line is not the agent's
 
 
+EVENTS_TAIL_BYTES = 1 << 20  # the agent's lines are about 250 bytes; a file without
+# newlines (not the agent's) would otherwise be read whole at every refresh
+
+
 def events_command(path: str = EVENTS_PATH, tail: int = EVENTS_TAIL) -> tuple[str, list[str]]:
-    """The batch entry: the last `tail` lines of the rotated file and the current one ('' on a
-    node that has none yet)."""
-    script = 'cat -- "$1.1" "$1" 2>/dev/null | tail -n "$2"'
-    return ("events", ["sh", "-c", script, "sh", path, str(tail)])
+    """The batch entry: the last `tail` lines of the rotated file and the current one, from
+    their last EVENTS_TAIL_BYTES ('' on a node that has none yet; a line cut there is not
+    JSON and is skipped)."""
+    script = 'cat -- "$1.1" "$1" 2>/dev/null | tail -c "$3" | tail -n "$2"'
+    return ("events", ["sh", "-c", script, "sh", path, str(tail), str(EVENTS_TAIL_BYTES)])
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,30 @@ def _int(value: Any) -> int | None:
     return None
 
 
+# Characters XML 1.0 forbids (the timeline is SVG) and that a terminal would act on.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Seconds since the epoch that a clock can write and a date can show (up to 2242).
+_LATEST_T = float(2**33)
+
+
 def _str(value: Any) -> str | None:
-    return value[:1024] if isinstance(value, str) and value else None
+    """A node's text as the page and the SVG can carry it: lone surrogates (a non-UTF-8 exit
+    reason, escaped by the agent's JSON) and control characters replaced."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value[:1024].encode("utf-8", "replace").decode("utf-8")
+    return _CONTROL_RE.sub("\ufffd", text)
+
+
+def _time(value: Any) -> float | None:
+    """Unix seconds, or None for what no clock writes (a bool, NaN, infinity, before 1970 or
+    after 2242): a date outside that would stop the page that shows it."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int) and not 0 <= value < _LATEST_T:  # float() of 10**400 raises
+        return None
+    t = float(value)
+    return t if math.isfinite(t) and 0.0 <= t < _LATEST_T else None
 
 
 def parse_events(text: str) -> list[NodeEvent]:
@@ -74,12 +101,12 @@ def parse_events(text: str) -> list[NodeEvent]:
             continue
         if not isinstance(data, dict):
             continue
-        t, kind, node = data.get("t"), _str(data.get("kind")), _str(data.get("node"))
-        if not isinstance(t, int | float) or isinstance(t, bool) or kind is None or node is None:
+        t, kind, node = _time(data.get("t")), _str(data.get("kind")), _str(data.get("node"))
+        if t is None or kind is None or node is None:
             continue
         out.append(
             NodeEvent(
-                t=float(t), recorded_by=node, kind=kind, target=_str(data.get("target")),
+                t=t, recorded_by=node, kind=kind, target=_str(data.get("target")),
                 task=_str(data.get("task")), rc=_int(data.get("rc")),
                 status=_int(data.get("status")), target_rc=_int(data.get("target_rc")),
                 interval_ms=_int(data.get("interval_ms")), desc=_str(data.get("desc")),

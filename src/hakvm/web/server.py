@@ -9,7 +9,9 @@ Access: on a loopback address anyone on this machine may read it, as they may ru
 it: `Authorization: Bearer TOKEN`, or the cookie that `GET /?token=TOKEN` sets (it then
 redirects to the same page without the token, so it stays out of the address bar and
 history). The token is compared in constant time and never logged: the access log has the
-path without its query.
+path without its query, its control characters escaped. Without a token, a request must name
+this machine in its Host header (`localhost`, a loopback address, the bound one): a web page
+whose name was rebound to 127.0.0.1 (DNS rebinding) gets 403, not the cluster.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hmac
 import http.server
 import ipaddress
+import re
 import socket
 import stat
 import sys
@@ -39,6 +42,9 @@ from hakvm.web.svg import WINDOWS, timeline_svg
 COOKIE = "hakvm_token"
 MIN_TOKEN = 16
 MAX_TOKEN_FILE = 4096
+# A token goes into a cookie as it is: no ';', ',', '"', space or backslash (RFC 6265).
+TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/=-]+")
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 HTML = "text/html; charset=utf-8"
 SECURITY_HEADERS = {
     # No script at all; styles inline; nothing fetched from anywhere else.
@@ -66,10 +72,10 @@ def read_token(path: Path) -> str:
     except (OSError, UnicodeError) as exc:
         raise InputError(f"--token-file {path}: cannot read it: {exc}") from None
     token = lines[0].strip() if lines else ""
-    if len(token) < MIN_TOKEN or any(c.isspace() or not c.isprintable() for c in token):
+    if len(token) < MIN_TOKEN or not TOKEN_RE.fullmatch(token):
         raise InputError(
-            f"--token-file {path}: the token must be at least {MIN_TOKEN} printable characters "
-            "without spaces (e.g. `openssl rand -hex 24 > FILE`)"
+            f"--token-file {path}: the token must be at least {MIN_TOKEN} characters of "
+            "A-Z a-z 0-9 . _ ~ + / = - (e.g. `openssl rand -hex 24 > FILE`)"
         )
     return token
 
@@ -96,6 +102,7 @@ class WebApp:
     cluster: str
     token: str | None = None
     log: Callable[[str], None] = lambda line: None
+    bind: str = "127.0.0.1"  # the address listened on: a Host the page may be asked by
     _view: ClusterView | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -129,11 +136,27 @@ class WebApp:
         """The answer to `GET target` (path and query)."""
         url = urllib.parse.urlsplit(target)
         query = urllib.parse.parse_qs(url.query)
+        if self.token is None and not self._local(headers.get("Host")):
+            return Response(HTTPStatus.FORBIDDEN, "text/plain; charset=utf-8",
+                            b"this view answers requests for localhost only\n")  # fmt: skip
         if "token" in query:
             return self._login(url.path, query)
         if not self.authorized(headers):
             return _refused()
         return self._route(url.path, query)
+
+    def _local(self, host: str | None) -> bool:
+        """A Host header naming this machine (none at all: not a browser, so no rebinding)."""
+        if host is None:
+            return True
+        if any(c in host for c in "@/\\?#"):  # userinfo or a path: not a Host a browser sends
+            return False
+        try:
+            parts = urllib.parse.urlsplit(f"//{host}")
+            name, _ = parts.hostname, parts.port
+        except ValueError:  # a port that is not a number, an unclosed bracket
+            return False
+        return name is not None and name.rstrip(".") in LOCAL_HOSTS | {self.bind.lower()}
 
     def _login(self, path: str, query: dict[str, list[str]]) -> Response:
         if self.token is None or not self._presented(query["token"][0]):
@@ -179,6 +202,7 @@ def _refused() -> Response:
 class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "hakvm-serve"
     sys_version = ""
+    timeout = 30  # seconds a connection may sit idle: each holds a thread
     app: WebApp  # set on the server's handler class by make_server
 
     def do_GET(self) -> None:
@@ -191,8 +215,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             response = self.app.respond(self.path, dict(self.headers.items()))
         except Exception as exc:  # a bug: one line in the log, a 500, the server goes on
-            self.app.log(f"error answering {self.command} {_path(self.path)}: {exc!r}")
+            # The exception's type only: its text may quote a whole page or a node's data.
+            self.app.log(f"error answering {self.command} {_path(self.path)}: "
+                         f"{type(exc).__name__}")  # fmt: skip
             response = Response(HTTPStatus.INTERNAL_SERVER_ERROR, "text/plain", b"error\n")
+        self._send(response, head)
+
+    def _send(self, response: Response, head: bool = False) -> None:
         self.send_response(response.status)
         for name, value in {**SECURITY_HEADERS, **response.headers}.items():
             self.send_header(name, value)
@@ -203,7 +232,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(response.body)
 
     def do_POST(self) -> None:
-        self.send_error(HTTPStatus.METHOD_NOT_ALLOWED, "read-only")
+        self._send(Response(HTTPStatus.METHOD_NOT_ALLOWED, "text/plain; charset=utf-8",
+                            b"read-only\n", {"Allow": "GET, HEAD"}))  # fmt: skip
 
     do_PUT = do_DELETE = do_PATCH = do_POST
 
@@ -222,8 +252,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 def _path(target: str) -> str:
-    """The path of a request target, without its query (which may hold the token)."""
-    return urllib.parse.urlsplit(target or "").path or "-"
+    """The path of a request target, without its query (which may hold the token), and
+    printable: escape sequences in a request line would otherwise reach the terminal."""
+    path = urllib.parse.urlsplit(target or "").path or "-"
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in path)
 
 
 class Server(http.server.ThreadingHTTPServer):
