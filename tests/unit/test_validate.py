@@ -228,6 +228,28 @@ CASES: list[tuple[str, Callable[[Spec], None], str, str]] = [
         "100 is too small",
     ),
     ("vms-not-list", _set("vms", {"a": 1}), "vms", "expected a list"),
+    # A review's inputs of 2026-12-04: each crashed, or passed and could not work on a node.
+    ("size-huge", _set("vms.0.disk.size", "9" * 310 + "GiB"), "vms[0].disk.size",
+     "is not a size"),
+    ("size-int-huge", _set("vms.0.memory", 2**70), "vms[0].memory", "larger than any disk"),
+    ("size-full-width", _set("vms.0.disk.size", "\uff11GiB"), "vms[0].disk.size",
+     "is not a size"),
+    ("disk-zero", _set("vms.0.disk.size", 0), "vms[0].disk.size", "0 is too small; use more"),
+    ("storage-zero", _set("nodes.0.storage.size", "0.5B"), "nodes[0].storage.size",
+     "too small"),
+    ("key-unknown-user", _set("nodes.0.ssh.key_file", "~no-such-user-hakvm/key"),
+     "nodes[0].ssh.key_file", "no such user's home directory"),
+    ("known-hosts-unknown-user", _set("nodes.1.ssh.known_hosts", "~no-such-user-hakvm/kh"),
+     "nodes[1].ssh.known_hosts", "no such user's home directory"),
+    ("key-empty", _set("nodes.0.ssh.key_file", ""), "nodes[0].ssh.key_file", "empty"),
+    ("cdrom-relative", _set("vms.0.boot", {"source": "cdrom", "cdrom_image": "x.iso"}),
+     "vms[0].boot", "absolute path"),
+    ("corosync-past-65535", _set("cluster.ports", {"corosync": 65535}),
+     "cluster.ports.corosync", "would need port 65536"),
+    ("drbd-on-sshd", _set("cluster.ports", {"drbd_base": 21}), "cluster.ports.drbd_base",
+     "would take port 22"),
+    ("corosync-in-migration-range", _set("cluster.ports", {"corosync": 49200}),
+     "cluster.ports.corosync", "overlap DRBD's or the migration range"),
     ("bool-as-int", _set("vms.0.vcpus", "two"), "vms[0].vcpus", "'two' is not a whole number"),
 ]
 
@@ -514,3 +536,39 @@ def test_a_drbd_word_is_refused_as_a_node_or_vm_name(
     assert code == 2, out
     assert "'no' is a word of DRBD's configuration language" in out, out
     assert "'on' is a word of DRBD's configuration language" in out, out
+
+
+def test_too_many_vms_is_said_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = base_spec()
+    vm = spec["vms"][0]
+    spec["vms"] = [{**copy.deepcopy(vm), "name": f"v{i}", "preferred_node": None}
+                   for i in range(300)]  # fmt: skip
+    path = tmp_path / "many.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    code, out, _ = run_cli(["validate", str(path)], capsys)
+    lines = [line for line in out.splitlines() if "DRBD minors" in line]
+    assert code == 2 and len(lines) == 1, out
+    assert "vms: vms:" not in lines[0] and "v256 and 43 more VM(s)" in lines[0]
+
+
+SECONDS_ARGS = [["serve", "--every", "nan"], ["serve", "--every", "inf"],
+                ["apply", "--wait", "nan"], ["drill", "--bound", "nan"],
+                ["drill", "--bound", "-5"], ["status", "--watch", "inf"]]  # fmt: skip
+
+
+@pytest.mark.parametrize("args", SECONDS_ARGS)
+def test_seconds_options_refuse_what_is_not_a_duration(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli([*args, str(EXAMPLES / "lab.yaml")], capsys)
+    assert code == (3 if args[0] == "status" else 2) and err.count("\n") == 1, err
+    assert f"'{args[1]}'" in err and "Traceback" not in err
+
+
+def test_render_refuses_an_empty_output_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["render", "-o", "", str(EXAMPLES / "lab.yaml")], capsys)
+    assert code == 2 and "empty: name a directory" in err
+    assert list(tmp_path.iterdir()) == []

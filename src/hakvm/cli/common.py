@@ -3,8 +3,9 @@ the one way to say something on stderr."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +19,23 @@ from hakvm.spec.validate import validate_file
 if TYPE_CHECKING:  # the renderers (jinja2) load only for the commands that render
     from hakvm.render.base import RenderContext
 
+class Seconds(click.FloatRange):
+    """A number of seconds in a range: click's FloatRange lets "nan" through (no comparison
+    with it holds) and "inf" when the range has no maximum."""
+
+    name = "seconds"
+
+    def __init__(self, low: float, high: float = 86400.0) -> None:
+        super().__init__(low, high)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:  # fmt: skip
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return seconds
+
+
 # The loader, not click, says what is wrong with the file: for status and doctor that is
 # "unknown" (3), not click's usage error (2, "critical" to a monitoring system).
 SPEC_ARG = click.argument("spec", type=click.Path(path_type=Path))
@@ -26,7 +44,7 @@ JSON_FLAG = click.option("--json", "as_json", is_flag=True, help="machine-readab
 WAIT_OPTION = click.option(
     "--wait",
     "wait",
-    type=click.FloatRange(0, 86400),
+    type=Seconds(0),
     default=DEFAULT_WAIT_S,
     show_default=True,
     metavar="SECONDS",

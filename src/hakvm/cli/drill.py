@@ -11,7 +11,7 @@ import click
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 
-from hakvm.cli.common import SPEC_ARG, WAIT_OPTION, load_spec, say
+from hakvm.cli.common import SPEC_ARG, WAIT_OPTION, Seconds, load_spec, say
 from hakvm.drill.harness import DrillResult
 from hakvm.drill.heal import heal_drills
 from hakvm.drill.run import run_drills
@@ -65,7 +65,7 @@ def journal_line(found: dict[str, Any]) -> str:
 @click.option("--scenario", "scenarios", multiple=True, metavar="NAME", help="repeatable")
 @click.option("--all", "run_all", is_flag=True,
               help=f"every scenario but {', '.join(NAMED_ONLY)}, one after the other")
-@click.option("--bound", type=float, default=600.0, show_default=True,
+@click.option("--bound", type=Seconds(1), default=600.0, show_default=True,
               help="seconds within which VMs must be responsive again")  # fmt: skip
 @click.option("--lab-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="the lab the spec's nodes are ($HAKVM_LAB_DIR, .hakvm/lab)")  # fmt: skip

@@ -14,7 +14,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 
-from hakvm.cli.common import SPEC_ARG, health_style, load_spec
+from hakvm.cli.common import SPEC_ARG, Seconds, health_style, load_spec
 from hakvm.errors import ExitCode, MonitorCode
 from hakvm.ops import status as st
 from hakvm.spec.models import ClusterSpec
@@ -109,7 +109,7 @@ def _show(report: st.StatusReport | dr.DoctorReport, shown: str | Group) -> int:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable (see --schema)")
 @click.option("--schema", is_flag=True, help="print the JSON Schema of --json and exit")
 @click.option(
-    "--watch", type=click.FloatRange(min=1), metavar="SECONDS", help="refresh every SECONDS"
+    "--watch", type=Seconds(1), metavar="SECONDS", help="refresh every SECONDS"
 )
 def status_cmd(spec: Path, as_json: bool, schema: bool, watch: float | None) -> int:
     """Nodes, quorum, knet links, DRBD, VM placement, failed actions, last fencing.

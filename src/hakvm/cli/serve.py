@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from hakvm.cli.common import SPEC_ARG, load_spec, say
+from hakvm.cli.common import SPEC_ARG, Seconds, load_spec, say
 from hakvm.errors import ExitCode, StateError
 from hakvm.ops import drills, view
 from hakvm.web.server import WebApp, listen_address, make_server, read_token
@@ -26,7 +26,7 @@ DEFAULT_PORT = 8480
               help="address to listen on; any but a loopback one needs --token-file")  # fmt: skip
 @click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="file (mode 0600) holding the token every request must present")  # fmt: skip
-@click.option("--every", type=click.FloatRange(min=2), default=10.0, show_default=True,
+@click.option("--every", type=Seconds(2), default=10.0, show_default=True,
               metavar="SECONDS", help="seconds between two refreshes")  # fmt: skip
 def serve_cmd(spec: Path, port: int, bind: str, token_file: Path | None, every: float) -> int:
     """Serve a read-only web view of SPEC's cluster: health, nodes, VMs, a timeline of

@@ -41,14 +41,20 @@ def schema() -> int:
     return ExitCode.OK
 
 
+def _empty_output() -> Path:
+    raise click.BadParameter("empty: name a directory (-o out)", param_hint="'-o' / '--output'")
+
+
 @click.command()
 @SPEC_ARG
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("out"),
+    type=click.Path(file_okay=False),
+    default="out",
     show_default=True,
+    # An empty value (an unset variable, say) would be ".": refused, not written into.
+    callback=lambda _ctx, _param, value: Path(value) if value else _empty_output(),
     help="directory for the per-node trees and manifest.json",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the manifest")

@@ -173,10 +173,11 @@ def derive(spec: ClusterSpec, existing_minors: Mapping[str, int] | None = None) 
     minors = allocate_minors(spec.vms, existing_minors)
     problems = []
     vms: dict[str, VmDerived] = {}
+    if over := [vm.name for vm in spec.vms if minors[vm.name] > MAX_DRBD_MINOR]:
+        problems.append(f"more than {MAX_DRBD_MINOR + 1} DRBD minors are needed: {over[0]} "
+                        f"and {len(over) - 1} more VM(s) get none")  # fmt: skip
     for vm in spec.vms:
         minor = minors[vm.name]
-        if minor > MAX_DRBD_MINOR:
-            problems.append(f"vms: more than {MAX_DRBD_MINOR + 1} DRBD minors are needed")
         macs = tuple(
             net.mac or derive_mac(spec.cluster.name, vm.name, i)
             for i, net in enumerate(vm.networks)

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hakvm.spec.paths import LocalPath
 from hakvm.spec.units import Size
 
 NAME_RE = r"^[a-z][a-z0-9-]{0,62}$"
@@ -233,11 +234,11 @@ class SshTarget(Model):
     host: str = Field(min_length=1, description="address or name hakvm connects to")
     port: Port = 22
     user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]*$")
-    key_file: Path = Field(
+    key_file: LocalPath = Field(
         description="private key file without a passphrase, mode 0600 (the one key hakvm "
         "offers: it never uses an ssh-agent)"
     )
-    known_hosts: Path | None = Field(
+    known_hosts: LocalPath | None = Field(
         None, description="known_hosts file holding the node's host key (never auto-accepted)"
     )
 
@@ -310,7 +311,7 @@ class Bmc(Model):
         pattern=BMC_USER_RE,
         description="IPMI user (at most 16 characters: letters, digits, _ . @ + -)",
     )
-    password_file: Path = Field(description="file holding the BMC password (mode 0600)")
+    password_file: LocalPath = Field(description="file holding the BMC password (mode 0600)")
     lanplus: bool = True
 
     @field_validator("address")
@@ -357,7 +358,7 @@ class Storage(Model):
         description="thin pool (recommended: fresh thin LVs read as zeros on both nodes, "
         "so the initial DRBD sync can be skipped); null for thick LVs",
     )
-    size: Size = Field(description="usable size of the pool / volume group for VM disks")
+    size: Size = Field(gt=0, description="usable size of the pool / volume group for VM disks")
     create_from: StorageDevice | None = Field(
         None, description="create the volume group on this device (destructive)"
     )
@@ -476,7 +477,7 @@ class Heuristics(Model):
 
 
 class QnetdLocal(Model):
-    nss_db: Path = Field(
+    nss_db: LocalPath = Field(
         description="qnetd's NSS database on this machine (the lab: `hakvm lab up` links "
         "it into the lab's state dir as qnetd-nssdb)"
     )
@@ -561,7 +562,7 @@ class DiskMode(StrEnum):
 
 
 class Disk(Model):
-    size: Size
+    size: Size = Field(gt=0)
     mode: DiskMode = DiskMode.BLOCK
 
 
@@ -585,8 +586,8 @@ class Boot(Model):
 
     @model_validator(mode="after")
     def _cdrom_needs_image(self) -> Boot:
-        if self.source == "cdrom" and self.cdrom_image is None:
-            raise ValueError("source cdrom needs cdrom_image: the ISO path on both nodes")
+        if self.source == "cdrom" and not (self.cdrom_image and self.cdrom_image.is_absolute()):
+            raise ValueError("source cdrom needs cdrom_image, the ISO's absolute path on the nodes")
         return self
 
 
@@ -594,7 +595,7 @@ class Vm(Model):
     name: Name
     _name_for_drbd = field_validator("name")(not_a_drbd_word)
     vcpus: int = Field(1, ge=1, le=256)
-    memory: Size
+    memory: Size = Field(gt=0)
     disk: Disk
     preferred_node: Name | None = Field(None, description="where the VM runs when both are up")
     networks: list[VmNetwork] = []
@@ -616,7 +617,7 @@ class Vm(Model):
 
 
 class Alerts(Model):
-    webhook_url_file: Path | None = Field(
+    webhook_url_file: LocalPath | None = Field(
         None,
         description="file holding an http(s) URL: every event the alert agent records is also "
         "POSTed there as JSON (the URL may hold a token: it stays out of the spec and the CIB)",

@@ -24,7 +24,9 @@ _UNITS = {
     "GB": 1000**3,
     "TB": 1000**4,
 }
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+# ASCII digits only: `\d` would also take full-width and other scripts' digits.
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$", re.ASCII)
+MAX_SIZE = 2**63 - 1  # bytes: what a 64-bit size holds, far beyond any disk or RAM
 SIZE_PATTERN = r"^\d+(\.\d+)?\s*([KMGT]i?B?|[KMGT]B|B)?$"
 
 
@@ -32,18 +34,22 @@ def parse_size(value: object) -> int:
     """Return a size in bytes; raise ValueError with a fix hint for anything else."""
     if isinstance(value, bool):
         raise ValueError("expected a size such as 20GiB or 512MiB, got a boolean")
+    size: int | None = None
     if isinstance(value, int):
         if value < 0:
             raise ValueError("size must not be negative")
-        return value
-    if isinstance(value, str):
-        match = _SIZE_RE.match(value)
-        if match:
-            number, unit = match.groups()
-            factor = _UNITS.get(unit.upper())
-            if factor is not None:
-                return int(float(number) * factor)
-    raise ValueError(f"{value!r} is not a size; write it like 20GiB, 512MiB or 1TiB")
+        size = value
+    elif isinstance(value, str) and (match := _SIZE_RE.match(value)):
+        number, unit = match.groups()
+        factor = _UNITS.get(unit.upper())
+        if factor is not None and len(number) <= 30:  # float() of 400 digits is infinity
+            size = int(float(number) * factor)
+    shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:36]}...'"
+    if size is None:
+        raise ValueError(f"{shown} is not a size; write it like 20GiB, 512MiB or 1TiB")
+    if size > MAX_SIZE:
+        raise ValueError(f"{shown} is larger than any disk or RAM (at most 8EiB)")
+    return size
 
 
 def format_size(size: int) -> str:

@@ -31,6 +31,7 @@ from hakvm.spec.derive import (
 from hakvm.spec.loader import LoadedSpec, PathKey, SpecLoadError, load_spec_file
 from hakvm.spec.models import ClusterSpec, DiskMode, OsFamily, vlan_parent
 from hakvm.spec.paths import resolve
+from hakvm.spec.ports import port_problems
 from hakvm.spec.units import format_size
 
 
@@ -157,9 +158,11 @@ def _explain(error: Any) -> str:  # noqa: PLR0912 - a table: one message per pyd
     if kind == "string_pattern_mismatch":
         return f"{value!r} has the wrong form; expected a value matching {ctx.get('pattern')}"
     if kind in ("greater_than_equal", "greater_than"):
-        return f"{value!r} is too small; use at least {ctx.get('ge', ctx.get('gt'))}"
+        bound = f"at least {ctx['ge']}" if "ge" in ctx else f"more than {ctx.get('gt')}"
+        return f"{value!r} is too small; use {bound}"
     if kind in ("less_than_equal", "less_than"):
-        return f"{value!r} is too large; use at most {ctx.get('le', ctx.get('lt'))}"
+        bound = f"at most {ctx['le']}" if "le" in ctx else f"less than {ctx.get('lt')}"
+        return f"{value!r} is too large; use {bound}"
     if kind in ("too_short", "too_long"):
         return f"has {ctx.get('actual_length')} items; {error['msg'].lower()}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
@@ -487,16 +490,8 @@ class _Checks:
                         f"MAC {mac} is also used by {macs[mac]}; remove the explicit mac",
                     )
                 macs[mac] = vm.name
-        ports = self.spec.cluster.ports
-        drbd_ports = {d.port: name for name, d in self.derived.vms.items()}
-        for port, name in drbd_ports.items():
-            if ports.migration_min <= port <= ports.migration_max:
-                self.error(
-                    ("cluster", "ports", "drbd_base"),
-                    f"DRBD port {port} of {name} falls in the migration range; move drbd_base",
-                )
-            if port > 65535:
-                self.error(("cluster", "ports", "drbd_base"), f"DRBD port of {name} is above 65535")
+        for path, message in port_problems(self.spec, self.derived):
+            self.error(path, message)
 
     def quorum_device(self) -> None:
         qd = self.spec.quorum_device
