@@ -230,7 +230,7 @@ CASES: list[tuple[str, Callable[[Spec], None], str, str]] = [
     ("vms-not-list", _set("vms", {"a": 1}), "vms", "expected a list"),
     # A review's inputs of 2026-12-04: each crashed, or passed and could not work on a node.
     ("size-huge", _set("vms.0.disk.size", "9" * 310 + "GiB"), "vms[0].disk.size",
-     "is not a size"),
+     "larger than any disk"),
     ("size-int-huge", _set("vms.0.memory", 2**70), "vms[0].memory", "larger than any disk"),
     ("size-full-width", _set("vms.0.disk.size", "\uff11GiB"), "vms[0].disk.size",
      "is not a size"),
@@ -245,11 +245,9 @@ CASES: list[tuple[str, Callable[[Spec], None], str, str]] = [
     ("cdrom-relative", _set("vms.0.boot", {"source": "cdrom", "cdrom_image": "x.iso"}),
      "vms[0].boot", "absolute path"),
     ("corosync-past-65535", _set("cluster.ports", {"corosync": 65535}),
-     "cluster.ports.corosync", "would need port 65536"),
+     "cluster.ports.corosync", "would need UDP port 65536"),
     ("drbd-on-sshd", _set("cluster.ports", {"drbd_base": 21}), "cluster.ports.drbd_base",
      "would take port 22"),
-    ("corosync-in-migration-range", _set("cluster.ports", {"corosync": 49200}),
-     "cluster.ports.corosync", "overlap DRBD's or the migration range"),
     ("bool-as-int", _set("vms.0.vcpus", "two"), "vms[0].vcpus", "'two' is not a whole number"),
 ]
 
@@ -572,3 +570,16 @@ def test_render_refuses_an_empty_output_dir(
     code, _, err = run_cli(["render", "-o", "", str(EXAMPLES / "lab.yaml")], capsys)
     assert code == 2 and "empty: name a directory" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("corosync", [21, 7790, 49160])
+def test_knet_udp_ports_may_share_numbers_with_tcp_ones(
+    corosync: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """knet is UDP; DRBD, the migration range and sshd are TCP (the firewall's two sets)."""
+    spec = base_spec()
+    spec["cluster"]["ports"] = {"corosync": corosync}
+    path = tmp_path / "udp.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    code, out, _ = run_cli(["validate", str(path)], capsys)
+    assert code == 0, out

@@ -23,7 +23,7 @@ class Seconds(click.FloatRange):
     """A number of seconds in a range: click's FloatRange lets "nan" through (no comparison
     with it holds) and "inf" when the range has no maximum."""
 
-    name = "seconds"
+    name = "number of seconds"
 
     def __init__(self, low: float, high: float = 86400.0) -> None:
         super().__init__(low, high)

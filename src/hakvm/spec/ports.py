@@ -1,7 +1,8 @@
 """The ports the cluster listens on, as the renderers derive them: knet's UDP port per
 heartbeat link (`ports.corosync` + the link's number), DRBD's TCP port per VM (`drbd_base` +
-its minor), and QEMU's incoming-migration range. Each must be a port (at most 65535) and
-none may be another's or sshd's (22), which a node needs to be reached at all."""
+its minor), and QEMU's incoming-migration range (TCP). Each must be a port (at most 65535),
+and no TCP port may be another's or sshd's (22), which a node needs to be reached at all.
+knet's are UDP: they share no number space with the others."""
 
 from __future__ import annotations
 
@@ -28,13 +29,13 @@ def port_problems(spec: ClusterSpec, derived: Derived) -> list[tuple[PathKey, st
         elif SSHD in taken:
             found.setdefault(path, f"{what} would take port {SSHD}, sshd's; choose another")
 
-    check("corosync", corosync, f"knet's {len(corosync)} link(s) from {ports.corosync}")
+    if corosync[-1] > PORT_MAX:
+        found[("cluster", "ports", "corosync")] = (
+            f"knet's {len(corosync)} link(s) from {ports.corosync} would need UDP port "
+            f"{corosync[-1]}, above {PORT_MAX}")  # fmt: skip
     check("drbd_base", drbd, f"DRBD's {len(drbd)} VM(s) from {ports.drbd_base}")
     check("migration_min", list(migration), "the migration range")
     if shared := [p for p in drbd if p in migration]:
         message = f"DRBD port {shared[0]} falls in the migration range; move drbd_base"
         found.setdefault(("cluster", "ports", "drbd_base"), message)
-    if set(corosync) & (set(drbd) | set(migration)):
-        message = "knet's ports overlap DRBD's or the migration range; move corosync"
-        found.setdefault(("cluster", "ports", "corosync"), message)
     return list(found.items())

@@ -42,13 +42,13 @@ def parse_size(value: object) -> int:
     elif isinstance(value, str) and (match := _SIZE_RE.match(value)):
         number, unit = match.groups()
         factor = _UNITS.get(unit.upper())
-        if factor is not None and len(number) <= 30:  # float() of 400 digits is infinity
-            size = int(float(number) * factor)
+        if factor is not None:  # float() of 400 digits is infinity: too large all the same
+            size = int(float(number) * factor) if len(number) <= 30 else MAX_SIZE + 1
     shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:36]}...'"
     if size is None:
         raise ValueError(f"{shown} is not a size; write it like 20GiB, 512MiB or 1TiB")
     if size > MAX_SIZE:
-        raise ValueError(f"{shown} is larger than any disk or RAM (at most 8EiB)")
+        raise ValueError(f"{shown} is larger than any disk or RAM (at most 2^63-1 bytes)")
     return size
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hmac
 import http.server
 import ipaddress
-import re
 import socket
 import stat
 import sys
@@ -42,8 +41,6 @@ from hakvm.web.svg import WINDOWS, timeline_svg
 COOKIE = "hakvm_token"
 MIN_TOKEN = 16
 MAX_TOKEN_FILE = 4096
-# A token goes into a cookie as it is: no ';', ',', '"', space or backslash (RFC 6265).
-TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/=-]+")
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 HTML = "text/html; charset=utf-8"
 SECURITY_HEADERS = {
@@ -72,10 +69,10 @@ def read_token(path: Path) -> str:
     except (OSError, UnicodeError) as exc:
         raise InputError(f"--token-file {path}: cannot read it: {exc}") from None
     token = lines[0].strip() if lines else ""
-    if len(token) < MIN_TOKEN or not TOKEN_RE.fullmatch(token):
+    if len(token) < MIN_TOKEN or any(c.isspace() or not c.isprintable() for c in token):
         raise InputError(
-            f"--token-file {path}: the token must be at least {MIN_TOKEN} characters of "
-            "A-Z a-z 0-9 . _ ~ + / = - (e.g. `openssl rand -hex 24 > FILE`)"
+            f"--token-file {path}: the token must be at least {MIN_TOKEN} printable characters "
+            "without spaces (e.g. `openssl rand -hex 24 > FILE`)"
         )
     return token
 
@@ -130,7 +127,7 @@ class WebApp:
             jar = SimpleCookie(headers.get("Cookie", ""))
         except CookieError:
             return False
-        return COOKIE in jar and self._presented(jar[COOKIE].value)
+        return COOKIE in jar and self._presented(urllib.parse.unquote(jar[COOKIE].value))
 
     def respond(self, target: str, headers: Mapping[str, str]) -> Response:
         """The answer to `GET target` (path and query)."""
@@ -162,7 +159,9 @@ class WebApp:
         if self.token is None or not self._presented(query["token"][0]):
             return _refused()
         rest = urllib.parse.urlencode({k: v[0] for k, v in query.items() if k != "token"})
-        cookie = f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+        # Percent-encoded: a token's ';', ',', '"' or '\\' would end or break a bare cookie.
+        value = urllib.parse.quote(self.token, safe="")
+        cookie = f"{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/"
         location = path + (f"?{rest}" if rest else "")
         return Response(HTTPStatus.SEE_OTHER, HTML, b"", {"Location": location,
                                                           "Set-Cookie": cookie})  # fmt: skip
