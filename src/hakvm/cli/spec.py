@@ -41,8 +41,11 @@ def schema() -> int:
     return ExitCode.OK
 
 
-def _empty_output() -> Path:
-    raise click.BadParameter("empty: name a directory (-o out)", param_hint="'-o' / '--output'")
+def _output_dir(_ctx: click.Context, _param: click.Parameter, value: str) -> Path:
+    """-o as a Path; an empty value (an unset variable, say) would be ".": refused."""
+    if not value:
+        raise click.BadParameter("empty: name a directory (-o out)")
+    return Path(value)
 
 
 @click.command()
@@ -53,8 +56,7 @@ def _empty_output() -> Path:
     type=click.Path(file_okay=False),
     default="out",
     show_default=True,
-    # An empty value (an unset variable, say) would be ".": refused, not written into.
-    callback=lambda _ctx, _param, value: Path(value) if value else _empty_output(),
+    callback=_output_dir,
     help="directory for the per-node trees and manifest.json",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the manifest")

@@ -24,10 +24,9 @@ from hakvm.remote.connection import Remote
 
 EVENTS_TAIL = 400  # lines read per node and refresh: a few days of a quiet cluster
 MAX_LINE = 8192  # characters; a longer line is not the agent's
-
-
-EVENTS_TAIL_BYTES = 1 << 20  # the agent's lines are about 250 bytes; a file without
-# newlines (not the agent's) would otherwise be read whole at every refresh
+# Bytes read per node and refresh: the agent's lines are about 250 bytes, and a file without
+# newlines (not the agent's) would otherwise be read whole every time.
+EVENTS_TAIL_BYTES = 1 << 20
 
 
 def events_command(path: str = EVENTS_PATH, tail: int = EVENTS_TAIL) -> tuple[str, list[str]]:
@@ -83,10 +82,10 @@ def _time(value: Any) -> float | None:
     after 2242): a date outside that would stop the page that shows it."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if isinstance(value, int) and not 0 <= value < _LATEST_T:  # float() of 10**400 raises
+    if isinstance(value, float) and not math.isfinite(value):
         return None
-    t = float(value)
-    return t if math.isfinite(t) and 0.0 <= t < _LATEST_T else None
+    # Compared before float(): float() of a 400-digit integer raises.
+    return float(value) if 0 <= value < _LATEST_T else None
 
 
 def parse_events(text: str) -> list[NodeEvent]:

@@ -22,17 +22,15 @@ def port_problems(spec: ClusterSpec, derived: Derived) -> list[tuple[PathKey, st
     migration = range(ports.migration_min, ports.migration_max + 1)
     found: dict[PathKey, str] = {}
 
-    def check(field: str, taken: list[int], what: str) -> None:
+    def check(field: str, taken: list[int], what: str, udp: bool = False) -> None:
         path: PathKey = ("cluster", "ports", field)
         if taken and taken[-1] > PORT_MAX:
-            found.setdefault(path, f"{what} would need port {taken[-1]}, above {PORT_MAX}")
-        elif SSHD in taken:
+            found.setdefault(path, f"{what} would need {'UDP ' if udp else ''}port "
+                                   f"{taken[-1]}, above {PORT_MAX}")  # fmt: skip
+        elif not udp and SSHD in taken:
             found.setdefault(path, f"{what} would take port {SSHD}, sshd's; choose another")
 
-    if corosync[-1] > PORT_MAX:
-        found[("cluster", "ports", "corosync")] = (
-            f"knet's {len(corosync)} link(s) from {ports.corosync} would need UDP port "
-            f"{corosync[-1]}, above {PORT_MAX}")  # fmt: skip
+    check("corosync", corosync, f"knet's {len(corosync)} link(s) from {ports.corosync}", udp=True)
     check("drbd_base", drbd, f"DRBD's {len(drbd)} VM(s) from {ports.drbd_base}")
     check("migration_min", list(migration), "the migration range")
     if shared := [p for p in drbd if p in migration]:
