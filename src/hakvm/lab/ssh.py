@@ -69,25 +69,40 @@ def ssh_argv(
     return argv
 
 
+def _quietly(argv: list[str], timeout: float) -> int | None:
+    """argv's exit code with all stdio on /dev/null (a ControlPersist master keeps its stderr
+    open, which would block a caller reading that pipe); None when it outlasts timeout."""
+    try:
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return None
+    return done.returncode
+
+
+def _ask_master(
+    port: int, key: pathlib.Path, known_hosts: pathlib.Path, control_path: pathlib.Path, op: str
+) -> int | None:
+    """``ssh -O op`` to the master at control_path (check, exit)."""
+    base = ssh_argv(port, key, known_hosts, control_path=control_path)
+    return _quietly([*base[:-1], "-O", op, base[-1]], timeout=10)
+
+
 def ensure_master(
     port: int, key: pathlib.Path, known_hosts: pathlib.Path, control_path: pathlib.Path
 ) -> bool:
     """Start a background master connection at control_path unless one answers.
 
     A login to a TCG node costs seconds (PAM, logind); a master makes each later command
-    cost one channel instead. Started with all stdio on /dev/null: a ControlPersist
-    master keeps its stderr open, which would block a caller reading that pipe.
+    cost one channel instead.
     """
-    base = ssh_argv(port, key, known_hosts, control_path=control_path)
-    check = subprocess.run(
-        [*base[:-1], "-O", "check", base[-1]],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=10,
-        check=False,
-    )
-    if check.returncode == 0:
+    if _ask_master(port, key, known_hosts, control_path, "check") == 0:
         return True
     control_path.unlink(missing_ok=True)  # stale socket of a master whose node died
     plain = ssh_argv(port, key, known_hosts)  # ssh takes the first value of an option
@@ -103,18 +118,16 @@ def ensure_master(
         "-f",
         plain[-1],
     ]
-    try:
-        started = subprocess.run(
-            master,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=60,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return False
-    return started.returncode == 0
+    return _quietly(master, timeout=60) == 0
+
+
+def stop_master(
+    port: int, key: pathlib.Path, known_hosts: pathlib.Path, control_path: pathlib.Path
+) -> None:
+    """Close the master at control_path if one runs (its node was restored to a snapshot:
+    the guest's side of that TCP connection went back in time)."""
+    _ask_master(port, key, known_hosts, control_path, "exit")
+    control_path.unlink(missing_ok=True)
 
 
 def remote_command(argv: Sequence[str]) -> list[str]:
