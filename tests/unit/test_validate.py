@@ -249,6 +249,16 @@ CASES: list[tuple[str, Callable[[Spec], None], str, str]] = [
     ("drbd-on-sshd", _set("cluster.ports", {"drbd_base": 21}), "cluster.ports.drbd_base",
      "would take port 22"),
     ("bool-as-int", _set("vms.0.vcpus", "two"), "vms[0].vcpus", "'two' is not a whole number"),
+    # YAML's true where a number belongs: pydantic's lax mode read it as 1 (a 1 ms token).
+    ("true-as-number", _set("cluster.timing.token_ms", True), "cluster.timing.token_ms",
+     "is true, a yes/no: this field takes none"),
+    ("true-as-vcpus", _set("vms.0.vcpus", True), "vms[0].vcpus", "is true, a yes/no"),
+    ("false-as-size", _set("vms.0.memory", False), "vms[0].memory", "is false, a yes/no"),
+    ("true-as-optional-number", _set("cluster.timing.consensus_ms", True),
+     "cluster.timing.consensus_ms", "is true, a yes/no"),
+    ("device-dot-dot", _set("nodes.0.storage.create_from",
+     {"device": "/dev/../etc/passwd", "destroy_existing_data": True}),
+     "nodes[0].storage.create_from.device", "'/dev/../etc/passwd' holds an empty, '.' or '..'"),
 ]
 
 

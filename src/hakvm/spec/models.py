@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import unicodedata
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from hakvm.spec.fieldcheck import plain_value
 from hakvm.spec.paths import LocalPath
 from hakvm.spec.units import Size
 
@@ -28,8 +28,6 @@ MAC_RE = r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
 BMC_USER_RE = r"^[A-Za-z0-9_.@+][A-Za-z0-9_.@+-]{0,15}$"
 _HOST_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_HOST_LABEL}(\.{_HOST_LABEL})*\.?$")
-# Control (Cc), format (Cf: zero-width, bidi overrides) and line/paragraph separators.
-_UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp")
 
 Name = Annotated[str, Field(pattern=NAME_RE, description="lower-case letters, digits, '-'")]
 
@@ -64,17 +62,9 @@ class Model(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _printable(cls, value: object) -> object:
-        """Every text field, paths included: a newline or an escape in a value ends up in
-        generated files and scripts (an `EOF` line ends the crmsh export's here-document)."""
-        if isinstance(value, str):
-            bad = next((c for c in value if unicodedata.category(c) in _UNPRINTABLE), None)
-            if bad is not None:
-                raise ValueError(
-                    f"holds the control character U+{ord(bad):04X}; spec values are plain "
-                    "printable text: remove it"
-                )
-        return value
+    def _plain(cls, value: object, info: ValidationInfo) -> object:
+        """Every field: printable text, no yes/no where none belongs (fieldcheck)."""
+        return plain_value(value, cls.model_fields.get(info.field_name or ""))
 
 
 class OsFamily(StrEnum):
@@ -348,6 +338,15 @@ class StorageDevice(Model):
         "such as ext4, or LVM2_member); that content is then wiped. A device that is "
         "mounted anywhere in its tree or used by LVM, dm or md is refused whatever this says",
     )
+
+    @field_validator("device")
+    @classmethod
+    def _plain_device_path(cls, value: str) -> str:
+        """/dev/../etc/passwd matched the pattern: apply refused it on the node (no block
+        device of that name), validate should not pass it."""
+        if any(part in ("", ".", "..") for part in value.split("/")[2:]):
+            raise ValueError(f"{value!r} holds an empty, '.' or '..' component: name the device")
+        return value
 
 
 class Storage(Model):
