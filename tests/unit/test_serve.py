@@ -560,3 +560,37 @@ def test_serve_stops_cleanly_on_a_signal_even_when_sigint_was_ignored(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _raw_answer(base: str, request: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), 10) as raw:
+        raw.sendall(request.encode())
+        answer = b""
+        while chunk := raw.recv(4096):  # the server closes after a refusal
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("sent", "status"),
+    [
+        ("BREW /<script> HTTP/1.1\r\n\r\n", b"501"),
+        ("GET /<script> HTTP/1.1\r\nX-Long: " + "a" * 70000 + "\r\n\r\n", b"431"),
+    ],
+)
+def test_http_servers_own_refusals_carry_the_headers_and_echo_nothing(
+    served: tuple[str, WebApp, list[str]], sent: str, status: bytes
+) -> None:
+    answer = _raw_answer(served[0], sent)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == status, answer
+    assert b"Content-Security-Policy: default-src 'none'" in head, head
+    assert b"X-Content-Type-Options: nosniff" in head and b"Cache-Control: no-store" in head
+    assert b"<script>" not in answer and body.startswith(status), answer
+
+
+def test_an_unreadable_request_line_gets_a_bare_answer_that_echoes_nothing(
+    served: tuple[str, WebApp, list[str]],
+) -> None:
+    # Not a request line http.server can read: it answers as HTTP/0.9 would, no head at all.
+    assert _raw_answer(served[0], "GET /<script> HTTP/1.1 junk\r\n\r\n") == b"400 Bad Request\n"

@@ -236,6 +236,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     do_PUT = do_DELETE = do_PATCH = do_POST
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a malformed request line, an unknown method, an
+        oversized header) with this server's headers, and no echo of what was sent."""
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True
+        status = HTTPStatus(code)
+        body = f"{status.value} {status.phrase}\n".encode()
+        self._send(Response(status, "text/plain; charset=utf-8", body, {"Connection": "close"}),
+                   head=getattr(self, "command", None) == "HEAD")  # fmt: skip
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         command = getattr(self, "command", None) or "-"
         path = _path(getattr(self, "path", ""))  # unset when the request line was unreadable
