@@ -121,7 +121,7 @@ class LabHandle:
             if saved is None or self._ring_id_stays(saved, seen):
                 self.current = snapshot
                 return
-            sys.stderr.write(f"\n[restore {snapshot}: membership changed on resume, again]\n")
+            sys.stderr.write(f"\n[restore {snapshot}: ring {seen[-1]}, not the saved one: again]\n")
         # What corosync said: the restores of a quorum device snapshot failed 3 times out of
         # 3 once (2026-12-02), and a manual restore of the same state a while later did not.
         journal = self.run(
