@@ -249,13 +249,20 @@ CASES: list[tuple[str, Callable[[Spec], None], str, str]] = [
     ("drbd-on-sshd", _set("cluster.ports", {"drbd_base": 21}), "cluster.ports.drbd_base",
      "would take port 22"),
     ("bool-as-int", _set("vms.0.vcpus", "two"), "vms[0].vcpus", "'two' is not a whole number"),
-    # YAML's true where a number belongs: pydantic's lax mode read it as 1 (a 1 ms token).
+    # YAML's true where a number belongs: pydantic's lax mode read it as 1 (a 1 ms token),
+    # and as 0.0.0.1/32 in a list of addresses.
     ("true-as-number", _set("cluster.timing.token_ms", True), "cluster.timing.token_ms",
-     "is true, a yes/no: this field takes none"),
-    ("true-as-vcpus", _set("vms.0.vcpus", True), "vms[0].vcpus", "is true, a yes/no"),
-    ("false-as-size", _set("vms.0.memory", False), "vms[0].memory", "is false, a yes/no"),
+     "is a yes/no (YAML reads an unquoted yes, no, on, off, true or false so) where none "
+     "belongs: quote the word if you meant it"),
+    ("true-as-vcpus", _set("vms.0.vcpus", True), "vms[0].vcpus", "is a yes/no"),
+    ("false-as-size", _set("vms.0.memory", False), "vms[0].memory", "is a yes/no"),
     ("true-as-optional-number", _set("cluster.timing.consensus_ms", True),
-     "cluster.timing.consensus_ms", "is true, a yes/no"),
+     "cluster.timing.consensus_ms", "is a yes/no"),
+    ("true-among-addresses",
+     _set("nodes.0.interfaces.ethernets.eth3.addresses", ["10.88.1.1/24", True]),
+     "nodes[0].interfaces.ethernets.eth3.addresses", "holds a yes/no"),
+    ("unquoted-on-as-a-name", _set("cluster.name", True), "cluster.name",
+     "quote the word if you meant it"),
     ("device-dot-dot", _set("nodes.0.storage.create_from",
      {"device": "/dev/../etc/passwd", "destroy_existing_data": True}),
      "nodes[0].storage.create_from.device", "'/dev/../etc/passwd' holds an empty, '.' or '..'"),
@@ -279,6 +286,9 @@ def _heuristic(*argv: str) -> Callable[[Spec], None]:
 
 
 QDEVICE_CASES: list[tuple[str, Callable[[Spec], None], str, str]] = [
+    # `tls: on` unquoted: YAML 1.1 reads true; the word is one the field takes.
+    ("qd-tls-unquoted-on", _set("quorum_device.tls", True), "quorum_device.tls",
+     "is a yes/no (YAML reads an unquoted yes, no, on, off, true or false so)"),
     ("qd-host-is-a-node", _set("quorum_device.host", "10.88.1.2"), "quorum_device.host",
      "10.88.1.2 is node02's address: the qnetd host is a third machine, never a cluster node"),
     ("qd-host-is-a-node-name", _set("quorum_device.host", "node01"), "quorum_device.host",

@@ -102,7 +102,10 @@ def ensure_master(
     A login to a TCG node costs seconds (PAM, logind); a master makes each later command
     cost one channel instead.
     """
-    if _ask_master(port, key, known_hosts, control_path, "check") == 0:
+    checked = _ask_master(port, key, known_hosts, control_path, "check")
+    if checked is None:  # a master that holds its socket but does not answer: say so
+        raise subprocess.TimeoutExpired(["ssh", "-O", "check"], 10)
+    if checked == 0:
         return True
     control_path.unlink(missing_ok=True)  # stale socket of a master whose node died
     plain = ssh_argv(port, key, known_hosts)  # ssh takes the first value of an option
@@ -125,9 +128,10 @@ def stop_master(
     port: int, key: pathlib.Path, known_hosts: pathlib.Path, control_path: pathlib.Path
 ) -> None:
     """Close the master at control_path if one runs (its node was restored to a snapshot:
-    the guest's side of that TCP connection went back in time)."""
-    _ask_master(port, key, known_hosts, control_path, "exit")
-    control_path.unlink(missing_ok=True)
+    the guest's side of that TCP connection went back in time). A master that does not
+    answer keeps its socket: a new master there could lose it when the old one exits."""
+    if _ask_master(port, key, known_hosts, control_path, "exit") is not None:
+        control_path.unlink(missing_ok=True)
 
 
 def remote_command(argv: Sequence[str]) -> list[str]:

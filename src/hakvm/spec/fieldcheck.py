@@ -13,15 +13,25 @@ from pydantic.fields import FieldInfo
 _UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp")
 
 
-def _takes_bool(annotation: object) -> bool:
-    """Whether a field's type has bool in it (``bool``, ``bool | None``, an Annotated bool)."""
-    if annotation is bool:
-        return True
+def _stray_bool(value: object, annotation: object) -> bool:
+    """Whether value is, or holds among a list's items or a dict's values, a bool where
+    annotation takes none (``int``, a Literal of words, ``list[IPv4Interface]``: pydantic's
+    lax mode made `true` 1, and 0.0.0.1/32 of an address list)."""
     origin = typing.get_origin(annotation)
     if origin is Annotated:
-        return _takes_bool(typing.get_args(annotation)[0])
+        return _stray_bool(value, typing.get_args(annotation)[0])
     if origin is Union or origin is types.UnionType:
-        return any(_takes_bool(arg) for arg in typing.get_args(annotation))
+        options = typing.get_args(annotation)
+        if isinstance(value, bool):
+            return all(_stray_bool(value, option) for option in options)
+        containers = [o for o in options if typing.get_origin(o) in (list, dict)]
+        return any(_stray_bool(value, option) for option in containers)
+    if isinstance(value, bool):
+        return annotation is not bool
+    if origin is list and isinstance(value, list):
+        return any(_stray_bool(item, typing.get_args(annotation)[0]) for item in value)
+    if origin is dict and isinstance(value, dict):
+        return any(_stray_bool(item, typing.get_args(annotation)[1]) for item in value.values())
     return False
 
 
@@ -29,8 +39,7 @@ def plain_value(value: object, field: FieldInfo | None) -> object:
     """`value` unless it is one no field should take:
     - text with a control character: a newline or an escape in a value ends up in generated
       files and scripts (an `EOF` line ends the crmsh export's here-document);
-    - YAML's true or false in a field that takes no yes/no: pydantic's lax mode reads `true`
-      as 1 in a number field (`token_ms: true` would be a 1 ms token)."""
+    - a yes/no where the field's type takes none (`token_ms: true` would be a 1 ms token)."""
     if isinstance(value, str):
         bad = next((c for c in value if unicodedata.category(c) in _UNPRINTABLE), None)
         if bad is not None:
@@ -38,6 +47,10 @@ def plain_value(value: object, field: FieldInfo | None) -> object:
                 f"holds the control character U+{ord(bad):04X}; spec values are plain "
                 "printable text: remove it"
             )
-    if isinstance(value, bool) and field is not None and not _takes_bool(field.annotation):
-        raise ValueError(f"is {str(value).lower()}, a yes/no: this field takes none")
+    if field is not None and _stray_bool(value, field.annotation):
+        raise ValueError(
+            f"{'is' if isinstance(value, bool) else 'holds'} a yes/no (YAML reads an unquoted "
+            "yes, no, on, off, true or false so) where none belongs: quote the word if you "
+            "meant it"
+        )
     return value
