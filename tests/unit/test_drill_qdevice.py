@@ -5,8 +5,10 @@ it must see, and the verdicts when the cluster does or does not behave."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import pathlib
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,8 +45,10 @@ def state(
     online: tuple[str, ...] = NODES,
     vms: dict[str, str] | None = None,
     fenced: tuple[tuple[str, str], ...] = (),
+    policy: str = "stop",
 ) -> ClusterState:
-    """A crm_mon view: which nodes are online, where each VM runs, fencings (target, when)."""
+    """A crm_mon view: which nodes are online, where each VM runs, fencings (target, when),
+    the no-quorum-policy."""
     placed = {"vm-a": "node01", "vm-b": "node02"} if vms is None else vms
     return ClusterState(
         dc="node01",
@@ -55,6 +59,7 @@ def state(
             for vm, node in placed.items()
         },
         fencing=[FenceEvent("reboot", t, "x", "success", when) for t, when in fenced],
+        no_quorum_policy=policy,
     )
 
 
@@ -370,6 +375,47 @@ def test_the_stops_read_while_the_node_ran_count_when_its_power_cut_lost_them(
     result = _fenced_while_stopping(["", ""])
     failed = {i.name: i.detail for i in result.invariants if not i.ok}
     assert failed == {STOPPING: "node01: no stop of vm-a, vm-b for lack of quorum in its journal"}
+
+
+def _until_the_transition(recorded: str) -> str:
+    """The scheduler's log cut where the power cut came: its run started, no stop logged."""
+    return recorded.split(" notice: Actions:", maxsplit=1)[0]
+
+
+def test_fenced_while_its_scheduler_ran_without_quorum_passes_under_policy_stop(
+    no_sleep: None,
+) -> None:
+    # make test, 2026-12-05: node01 fenced 13 s after it lost quorum; its TCG scheduler had
+    # logged the start of its run without quorum, and the power cut lost the rest.
+    started = _until_the_transition((QDEVICE_DATA / "schedulerd-isolated-node01.txt").read_text())
+    assert "Fencing and resource management disabled" in started and "Stop" not in started
+    result = _fenced_while_stopping([started, ""])  # live, then after the rejoin
+    assert result.passed, [(i.name, i.detail) for i in result.invariants if not i.ok]
+    detail = next(i.detail for i in result.invariants if i.name == STOPPING)
+    assert detail == (
+        "node01 was fenced while its scheduler ran without quorum under no-quorum-policy=stop, "
+        "before it logged the stop of vm-a, vm-b"
+    )
+    assert "node01's scheduler: running without quorum" in [
+        str(m) for _, m in result.timeline.marks
+    ]
+
+
+def test_a_run_without_quorum_is_not_enough_under_another_policy_or_once_stops_are_logged(
+    no_sleep: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorded = (QDEVICE_DATA / "schedulerd-isolated-node01.txt").read_text()
+    started = _until_the_transition(recorded)
+    with monkeypatch.context() as patched:  # freeze keeps a partition's VMs: no stop coming
+        patched.setattr(sys.modules[__name__], "state", functools.partial(state, policy="freeze"))
+        result = _fenced_while_stopping([started, ""])
+    failed = {i.name: i.detail for i in result.invariants if not i.ok}
+    assert failed == {STOPPING: "node01: no stop of vm-a, vm-b for lack of quorum in its journal"}
+    # Its transition logged without vm-b's stop: that is a decision, and it fails.
+    without_vm_b = "\n".join(line for line in recorded.splitlines() if " vm-b " not in line)
+    result = _fenced_while_stopping([without_vm_b])
+    failed = {i.name: i.detail for i in result.invariants if not i.ok}
+    assert failed == {STOPPING: "node01: no stop of vm-b for lack of quorum in its journal"}
 
 
 def test_fenced_without_a_stop_for_lack_of_quorum_fails(no_sleep: None) -> None:

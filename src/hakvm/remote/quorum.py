@@ -317,3 +317,14 @@ _NO_QUORUM_STOP_RE = re.compile(r"\bStop\s+(?P<rsc>\S+)\s+\([^)]*\)\s+due to no 
 def parse_no_quorum_stops(text: str) -> set[str]:
     """The resources a node's scheduler stopped for lack of quorum (no_quorum_stops_command)."""
     return {m["rsc"] for m in _NO_QUORUM_STOP_RE.finditer(text)}
+
+
+# Pacemaker's scheduler logs this on each run without quorum under a no-quorum-policy other
+# than ignore (lib/pengine/status.c, cluster_status), before it works out the transition.
+_RAN_WITHOUT_QUORUM = "Fencing and resource management disabled due to lack of quorum"
+
+
+def ran_without_quorum(text: str) -> bool:
+    """Whether a node's scheduler log (no_quorum_stops_command) shows a run without quorum:
+    under no-quorum-policy=stop that run's transition stops every resource it holds."""
+    return _RAN_WITHOUT_QUORUM in text
