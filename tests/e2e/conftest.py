@@ -61,18 +61,16 @@ class LabHandle:
     # States the lab reached and equals that are not saved yet (saved before a test that may
     # change the lab; read-only tests alone never pay for the save).
     unsaved: set[str] = dataclasses.field(default_factory=set)
-    ring_unread: str = ""  # why the last ring_id() read none
 
     def run(
         self, node: str, argv: Sequence[str], timeout: float = 120, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Run argv on node as root over SSH (host key pinned); never raises on exit code."""
-        port = self.ssh_ports[node]
-        ssh.ensure_master(port, self.key, self.known_hosts, self._mux(node))
+        port, mux = self.ssh_ports[node], self._mux(node)
+        ssh.ensure_master(port, self.key, self.known_hosts, mux)
         return subprocess.run(
             ssh.ssh_argv(
-                port, self.key, self.known_hosts, ssh.remote_command(argv),
-                control_path=self._mux(node),
+                port, self.key, self.known_hosts, ssh.remote_command(argv), control_path=mux
             ),
             capture_output=True,
             text=True,
@@ -84,6 +82,9 @@ class LabHandle:
 
     def _mux(self, node: str) -> pathlib.Path:
         return self.state_dir / f".ssh-mux-{self.ssh_ports[node]}"
+
+    def _drop_master(self, node: str) -> None:
+        ssh.stop_master(self.ssh_ports[node], self.key, self.known_hosts, self._mux(node))
 
     def check(self, node: str, argv: Sequence[str], timeout: float = 120) -> str:
         """Run argv on node and return stdout; fails the test on a non-zero exit."""
@@ -113,8 +114,8 @@ class LabHandle:
         self.current = None
         seen: list[str] = []
         for _ in range(3):
-            for node, port in self.ssh_ports.items():  # their TCP state is not restored
-                ssh.stop_master(port, self.key, self.known_hosts, self._mux(node))
+            for node in self.ssh_ports:  # their TCP state is not restored
+                self._drop_master(node)
             result = self.hakvm("snapshot", "restore", snapshot, timeout=900)
             assert result.returncode == 0, f"restore {snapshot}: {result.stdout}{result.stderr}"
             saved = self.ring_ids.get(snapshot)
@@ -156,20 +157,21 @@ class LabHandle:
 
     def ring_id(self) -> str | None:
         """node01's corosync ring id (it changes with every membership), None without one."""
+        return self._read_ring()[0]
+
+    def _read_ring(self) -> tuple[str | None, str]:
+        """(node01's ring id, "") or (None, why none was read)."""
         started = time.monotonic()
         try:
             result = self.run("node01", ["corosync-quorumtool", "-s"], timeout=60)
         except subprocess.TimeoutExpired:
-            self.ring_unread = f"no answer in {time.monotonic() - started:.0f} s"
-            return None
+            return None, f"no answer in {time.monotonic() - started:.0f} s"
         found = re.search(r"^Ring ID:\s*(\S+)", result.stdout, flags=re.M)
         if result.returncode in (0, 1, 2) and found:
-            return found.group(1)
-        self.ring_unread = (
-            f"exit {result.returncode} after {time.monotonic() - started:.0f} s: "
-            f"{(result.stderr or result.stdout).strip()[-300:]!r}"
-        )
-        return None
+            return found.group(1), ""
+        took = time.monotonic() - started
+        output = (result.stderr or result.stdout).strip()[-300:]
+        return None, f"exit {result.returncode} after {took:.0f} s: {output!r}"
 
     def _ring_id_stays(
         self, saved: str, seen: list[str], watch_s: float = 15, read_s: float = 240
@@ -182,14 +184,13 @@ class LabHandle:
         read_deadline = time.monotonic() + read_s
         first_read: float | None = None
         while True:
-            ring = self.ring_id()
+            ring, unread = self._read_ring()
             if ring is None:
                 if time.monotonic() >= read_deadline:
-                    seen.append(f"unread for {read_s:.0f} s ({self.ring_unread})")
+                    seen.append(f"unread for {read_s:.0f} s ({unread})")
                     return False
-                sys.stderr.write(f"\n[ring id unread after a restore: {self.ring_unread}]\n")
-                ssh.stop_master(self.ssh_ports["node01"], self.key, self.known_hosts,
-                                self._mux("node01"))  # fmt: skip
+                sys.stderr.write(f"\n[ring id unread after a restore: {unread}]\n")
+                self._drop_master("node01")
             elif ring != saved:
                 seen.append(ring)
                 return False

@@ -46,8 +46,6 @@ from hakvm.spec.derive import tie_breaker_node
 from hakvm.spec.models import ClusterSpec, QuorumDevice
 
 POLL_S = 5  # as scenarios.POLL_S: crm_mon is seconds of CPU on a TCG node
-# In the live reads' set of decided stops: the scheduler was seen running without quorum.
-SCHEDULING_WITHOUT_QUORUM = "(its scheduler, without quorum)"
 VOTE_GONE_S = 120.0  # qdevice notices a lost qnetd within its heartbeat (8 s) and timeouts
 
 
@@ -202,7 +200,7 @@ async def isolated_node(
     watch: list[asyncio.Task[None]] = []
     injected: list[float] = []
 
-    decided: set[str] = set()  # its scheduler's stops "due to no quorum", read while it ran
+    live: list[str] = []  # its scheduler's log, as read while it ran
 
     async def isolate(node: str) -> None:
         started = time.monotonic()
@@ -210,7 +208,7 @@ async def isolated_node(
         injected.append(time.time() - 60)
         await faults.isolate(node)
         watch.append(asyncio.create_task(
-            watch_quorum_loss(cluster, node, result, started, stop, stops=(injected[0], decided))
+            watch_quorum_loss(cluster, node, result, started, stop, stops=(injected[0], live))
         ))  # fmt: skip
 
     try:
@@ -224,7 +222,7 @@ async def isolated_node(
     lost = result.timeline.at(QuorumLost(victim))
     result.check("the isolated node lost quorum", lost is not None, f"{victim} at {lost}s")
     since = injected[0] if injected else None
-    await check_stopping(cluster, result, victim, mine, since, decided=decided)
+    await check_stopping(cluster, result, victim, mine, since, live=live)
     seen = await cluster.state(other)
     fenced = [n.name for n in cluster.spec.nodes if fence_successes(seen, n.name) - before[n.name]]
     result.check("exactly one node fenced", fenced == [victim], f"fenced: {fenced}")
@@ -243,14 +241,14 @@ async def check_stopping(
     vms: list[str],
     since: float | None,
     *,
-    decided: set[str],
+    live: list[str],
 ) -> None:
     """`node`, without quorum, stopped its VMs, or had begun to when the other half fenced
     it: its own view showed none running, or its scheduler logged a stop of each one "due to
     no quorum" (on the lab the other half fenced it 34 s after it lost quorum, 10 s into
     stops that take minutes under TCG: 2026-12-02), or, with no-quorum-policy=stop, was
     seen running without quorum (the transition that stops them all, not logged yet), as
-    read while it ran (`decided`) or from its journal after it rejoined."""
+    read while it ran (`live`) or from its journal after it rejoined."""
     name = "the isolated node stopped its VMs, or was stopping them when fenced"
     stopped = result.timeline.at(VmsStopped(node))
     if stopped is not None:
@@ -265,11 +263,11 @@ async def check_stopping(
         await cluster.drop(node)
         result.check(name, False, f"{node}: its journal could not be read: {exc}")
         return
-    logged = (decided - {SCHEDULING_WITHOUT_QUORUM}) | parse_no_quorum_stops(answer.stdout)
+    log = "\n".join([*live, answer.stdout])
+    logged = parse_no_quorum_stops(log)
     missing = [vm for vm in vms if vm not in logged]
-    scheduling = SCHEDULING_WITHOUT_QUORUM in decided or ran_without_quorum(answer.stdout)
     # Only before any stop is logged: a transition logged without a VM's stop fails.
-    if not logged and scheduling and await _no_quorum_policy(cluster, node) == "stop":
+    if not logged and ran_without_quorum(log) and await _no_quorum_policy(cluster, node) == "stop":
         # make test, 2026-12-05: fenced 13 s after it lost quorum, its TCG scheduler had
         # logged the run's start, not yet its transition; the power cut lost the rest.
         result.check(name, True, f"{node} was fenced while its scheduler ran without quorum "
@@ -349,11 +347,11 @@ async def watch_quorum_loss(
     started: float,
     stop: asyncio.Event,
     *,
-    stops: tuple[float, set[str]] | None = None,
+    stops: tuple[float, list[str]] | None = None,
 ) -> None:
     """Poll `node`'s own view until it is gone (fenced) or `stop`: when it loses quorum,
     and when none of the spec's VMs is active on it any more. With `stops` (since when,
-    and a set to fill), also its scheduler's stops "due to no quorum" while it still runs."""
+    and a list to fill), also its scheduler's log while it still runs."""
     vms = [vm.name for vm in cluster.spec.vms]
     while not stop.is_set():
         state = await cluster.state(node)
@@ -374,23 +372,22 @@ async def watch_quorum_loss(
 
 
 async def _read_no_quorum_stops(
-    cluster: Cluster, node: str, result: DrillResult, now: float, stops: tuple[float, set[str]]
+    cluster: Cluster, node: str, result: DrillResult, now: float, stops: tuple[float, list[str]]
 ) -> None:
     """The node's scheduler decisions read live: the other half fences it seconds later,
     and a power cut loses what journald had not synced yet (it syncs every 5 min; the
     decisions were gone from node01's journal after such a fencing in make test,
     2026-12-04)."""
-    since, decided = stops
+    since, live = stops
     try:
         answer = await (await cluster.conn(node)).run(no_quorum_stops_command(since), timeout=30)
     except RemoteError:
         return  # being fenced: the journal is read again after it rejoins
-    if ran_without_quorum(answer.stdout) and SCHEDULING_WITHOUT_QUORUM not in decided:
-        decided.add(SCHEDULING_WITHOUT_QUORUM)
+    before = "\n".join(live)
+    live.append(answer.stdout)
+    if ran_without_quorum(answer.stdout) and not ran_without_quorum(before):
         result.timeline.mark(now, Event(f"{node}'s scheduler: running without quorum"))
-    new = parse_no_quorum_stops(answer.stdout) - decided
-    if new:
-        decided.update(new)
+    if new := parse_no_quorum_stops(answer.stdout) - parse_no_quorum_stops(before):
         names = ", ".join(sorted(new))
         result.timeline.mark(now, Event(f"{node}'s scheduler: stop {names} due to no quorum"))
 

@@ -43,6 +43,7 @@ MIN_TOKEN = 16
 MAX_TOKEN_FILE = 4096
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 HTML = "text/html; charset=utf-8"
+TEXT = "text/plain; charset=utf-8"
 SECURITY_HEADERS = {
     # No script at all; styles inline; nothing fetched from anywhere else.
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -134,7 +135,7 @@ class WebApp:
         url = urllib.parse.urlsplit(target)
         query = urllib.parse.parse_qs(url.query)
         if self.token is None and not self._local(headers.get("Host")):
-            return Response(HTTPStatus.FORBIDDEN, "text/plain; charset=utf-8",
+            return Response(HTTPStatus.FORBIDDEN, TEXT,
                             b"this view answers requests for localhost only\n")  # fmt: skip
         if "token" in query:
             return self._login(url.path, query)
@@ -186,7 +187,7 @@ class WebApp:
         if view is not None and path == "/timeline.svg":
             svg = timeline_svg(view, WINDOWS[window])
             return Response(HTTPStatus.OK, "image/svg+xml; charset=utf-8", svg.encode())
-        return Response(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"not found\n")
+        return Response(HTTPStatus.NOT_FOUND, TEXT, b"not found\n")
 
 
 def _refused() -> Response:
@@ -231,7 +232,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(response.body)
 
     def do_POST(self) -> None:
-        self._send(Response(HTTPStatus.METHOD_NOT_ALLOWED, "text/plain; charset=utf-8",
+        self._send(Response(HTTPStatus.METHOD_NOT_ALLOWED, TEXT,
                             b"read-only\n", {"Allow": "GET, HEAD"}))  # fmt: skip
 
     do_PUT = do_DELETE = do_PATCH = do_POST
@@ -243,7 +244,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
         status = HTTPStatus(code)
         body = f"{status.value} {status.phrase}\n".encode()
-        self._send(Response(status, "text/plain; charset=utf-8", body, {"Connection": "close"}),
+        self._send(Response(status, TEXT, body, {"Connection": "close"}),
                    head=getattr(self, "command", None) == "HEAD")  # fmt: skip
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
