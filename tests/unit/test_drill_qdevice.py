@@ -298,7 +298,7 @@ def test_node_crash_with_a_device_crashes_the_node_a_static_delay_protects() -> 
 # --- isolated node ------------------------------------------------------------------------------
 
 
-def _isolated(cluster: Scripted, faults: Faults) -> DrillResult:
+def _isolated(cluster: Scripted, faults: Faults, fenced: bool = True) -> DrillResult:
     async def place(cluster, node, result, say, *, why, at=0.0):  # type: ignore[no-untyped-def]
         return None
 
@@ -309,7 +309,8 @@ def _isolated(cluster: Scripted, faults: Faults) -> DrillResult:
             done = loop.create_future()
             loop.call_soon(done.set_result, None)
             await done
-        result.timeline.mark(30.0, Fenced(victim))
+        if fenced:
+            result.timeline.mark(30.0, Fenced(victim))
         await heal()
 
     return asyncio.run(
@@ -336,9 +337,9 @@ def test_the_isolated_node_is_seen_losing_quorum_and_stopping_its_vms(no_sleep: 
 STOPPING = "the isolated node stopped its VMs, or was stopping them when fenced"
 
 
-def _fenced_while_stopping(scheduler_logs: list[str]) -> DrillResult:
-    """node01 loses quorum with both VMs still up and is gone (fenced) before they stop;
-    `scheduler_logs`: its journal, one per read (the last stays)."""
+def _fenced_while_stopping(scheduler_logs: list[str], fenced: bool = True) -> DrillResult:
+    """node01 loses quorum with both VMs still up and is gone (fenced, unless not `fenced`)
+    before they stop; `scheduler_logs`: its journal, one per read (the last stays)."""
     alone = ("node01",)
     both = {"vm-a": "node01", "vm-b": "node01"}
     node01 = [state(vms=both), state(quorate=False, online=alone, vms=both), None]
@@ -346,7 +347,7 @@ def _fenced_while_stopping(scheduler_logs: list[str]) -> DrillResult:
                                      fenced=(("node01", "t"),))]  # fmt: skip
     cluster = Scripted("lab-qdevice", {"node01": node01, "node02": node02})
     cluster.scheduler_logs["node01"] = scheduler_logs
-    return _isolated(cluster, Faults())
+    return _isolated(cluster, Faults(), fenced)
 
 
 def test_fenced_while_stopping_passes_on_its_schedulers_record(no_sleep: None) -> None:
@@ -371,10 +372,19 @@ def test_the_stops_read_while_the_node_ran_count_when_its_power_cut_lost_them(
     marks = [str(m) for _, m in result.timeline.marks]
     stops = "node02_fence, vm-a, vm-a_drbd:1, vm-b, vm-b_drbd:1"
     assert f"node01's scheduler: stop {stops} due to no quorum" in marks, marks
-    # Neither read has them: the drill fails, naming the VMs.
+    # Neither read has them: fenced under no-quorum-policy=stop, the fence stopped them
+    # (make test, 2026-12-05: fenced 13.8 s after its quorum loss, nothing of it logged);
+    # not fenced, the drill fails, naming the VMs.
     result = _fenced_while_stopping(["", ""])
+    detail = next(i.detail for i in result.invariants if i.name == STOPPING)
+    assert result.passed and detail.startswith("node01 was fenced "), detail
+    assert detail.endswith(
+        "before it logged a stop, under no-quorum-policy=stop (no decision of its scheduler "
+        "read): the fence stopped vm-a, vm-b"
+    ), detail
+    result = _fenced_while_stopping(["", ""], fenced=False)
     failed = {i.name: i.detail for i in result.invariants if not i.ok}
-    assert failed == {STOPPING: "node01: no stop of vm-a, vm-b for lack of quorum in its journal"}
+    assert failed[STOPPING] == "node01: no stop of vm-a, vm-b for lack of quorum in its journal"
 
 
 def _until_the_transition(recorded: str) -> str:
@@ -392,10 +402,10 @@ def test_fenced_while_its_scheduler_ran_without_quorum_passes_under_policy_stop(
     result = _fenced_while_stopping([started, ""])  # live, then after the rejoin
     assert result.passed, [(i.name, i.detail) for i in result.invariants if not i.ok]
     detail = next(i.detail for i in result.invariants if i.name == STOPPING)
-    assert detail == (
-        "node01 was fenced while its scheduler ran without quorum under no-quorum-policy=stop, "
-        "before it logged the stop of vm-a, vm-b"
-    )
+    assert detail.endswith(
+        "before it logged a stop, under no-quorum-policy=stop (its scheduler seen running "
+        "without quorum): the fence stopped vm-a, vm-b"
+    ), detail
     assert "node01's scheduler: running without quorum" in [
         str(m) for _, m in result.timeline.marks
     ]
